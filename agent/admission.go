@@ -1,0 +1,382 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/sshward/sshward/ca/api"
+)
+
+// Reasons a certificate is refused. They are logged and audited, never
+// shown to the client (see deniedBanner).
+const (
+	reasonNotCertificate = "public key without a certificate"
+	reasonHostCert       = "host certificate offered as a user certificate"
+	reasonUntrustedCA    = "certificate signed by a CA this host does not trust"
+	reasonBadSignature   = "certificate signature does not verify"
+	reasonNoPrincipals   = "certificate has no principals"
+	reasonPrincipal      = "login name is not among the certificate's principals"
+	reasonNotYetValid    = "certificate not yet valid"
+	reasonExpired        = "certificate expired"
+	reasonCriticalOption = "certificate has an unknown critical option"
+	reasonSourceAddress  = "client address does not match the certificate's source-address"
+	reasonRevoked        = "certificate revoked"
+	reasonSingleUse      = "single-use certificate already used"
+	reasonSingleUseStore = "cannot record the use of a single-use certificate"
+	reasonNoLocalUser    = "no local user for the principal"
+	reasonNotSelf        = "the agent does not run as root and can serve only its own user"
+	reasonChecker        = "refused by the certificate checker"
+)
+
+// What the client sees of a refusal: enough to know what to do, nothing
+// about which check failed.
+const (
+	deniedBanner   = "sshward: access denied. Your certificate is not valid for this host, this user or this moment.\nGet a fresh one with `sshward cert`, or ask an administrator.\n"
+	certOnlyBanner = "sshward: this host accepts sshward certificates only. Run `sshward cert` first.\n"
+)
+
+// Standard critical options and extensions (OpenSSH PROTOCOL.certkeys).
+const (
+	optForceCommand   = "force-command"
+	optSourceAddress  = "source-address"
+	extPermitPTY      = "permit-pty"
+	extPermitPortFwd  = "permit-port-forwarding"
+	extPermitAgentFwd = "permit-agent-forwarding"
+	extPermitUserRC   = "permit-user-rc"
+)
+
+var supportedCriticalOptions = []string{optForceCommand, optSourceAddress}
+
+// grant is what an admitted certificate allows on one connection. Built by
+// the admission callback, read-only afterwards.
+type grant struct {
+	cert       *ssh.Certificate
+	user       *User
+	login      string // the principal, = the local user name
+	identity   string // who the CA issued the certificate to
+	tier       string
+	requestID  string
+	clientAddr string
+
+	settings     TierSettings // the host's, overridden by the certificate
+	singleUse    bool
+	forceCommand string
+	hasForce     bool
+	permitPTY    bool
+	permitPortFw bool
+	permitAgent  bool
+	permitUserRC bool
+}
+
+type grantKey struct{}
+
+// connAuth is per-connection admission state.
+type connAuth struct {
+	id         string
+	bannerSent atomic.Bool
+}
+
+// refusal carries a logged reason through the SSH library; the client is
+// shown only Message of the BannerError that wraps it.
+type refusal struct{ reason string }
+
+func (r *refusal) Error() string { return "agent: refused: " + r.reason }
+
+// serverConfig builds the SSH server configuration for one connection:
+// the current host certificate and admission callbacks bound to ca.
+func (s *Server) serverConfig(ca *connAuth) *ssh.ServerConfig {
+	cfg := &ssh.ServerConfig{
+		PublicKeyCallback: func(c ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
+			return s.admit(ca, c, key)
+		},
+		VerifiedPublicKeyCallback: func(c ssh.ConnMetadata, key ssh.PublicKey, p *ssh.Permissions, _ string) (*ssh.Permissions, error) {
+			return s.admitVerified(ca, c, p)
+		},
+		AuthLogCallback: func(_ ssh.ConnMetadata, _ string, err error) {
+			// One banner per connection: clients offer several keys, and
+			// the library sends a BannerError's message each time.
+			var be *ssh.BannerError
+			if errors.As(err, &be) && be.Message != "" && ca.bannerSent.Swap(true) {
+				be.Message = ""
+			}
+		},
+		ServerVersion: "SSH-2.0-sshward",
+		MaxAuthTries:  6,
+	}
+	cfg.AddHostKey(s.identity().certSigner)
+	return cfg
+}
+
+// admit decides on an offered key. It runs before the client proves it
+// holds the key, so it records nothing; admitVerified does.
+func (s *Server) admit(ca *connAuth, c ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
+	cert, ok := key.(*ssh.Certificate)
+	if !ok {
+		return nil, s.refuse(ca, c, nil, reasonNotCertificate, "", certOnlyBanner)
+	}
+	g, reason, detail := s.checkCert(c, cert)
+	if reason != "" {
+		return nil, s.refuse(ca, c, cert, reason, detail, deniedBanner)
+	}
+	return &ssh.Permissions{
+		CriticalOptions: cert.CriticalOptions, // the library enforces source-address again
+		Extensions:      cert.Extensions,
+		ExtraData:       map[any]any{grantKey{}: g},
+	}, nil
+}
+
+// checkCert applies every admission rule in an order that gives the most
+// useful reason: the signature first, so that nothing logged comes from a
+// forged certificate; then our own checks; then the library's CertChecker
+// as a last gate that must agree.
+func (s *Server) checkCert(c ssh.ConnMetadata, cert *ssh.Certificate) (g *grant, reason, detail string) {
+	id := s.identity()
+	now := s.cfg.Now()
+	switch {
+	case cert.CertType != ssh.UserCert:
+		return nil, reasonHostCert, ""
+	case !id.trusts(cert.SignatureKey):
+		return nil, reasonUntrustedCA, ssh.FingerprintSHA256(cert.SignatureKey)
+	case verifySignature(cert) != nil:
+		return nil, reasonBadSignature, ""
+	case len(cert.ValidPrincipals) == 0:
+		// CertChecker would accept this certificate for any user.
+		return nil, reasonNoPrincipals, ""
+	case !slices.Contains(cert.ValidPrincipals, c.User()):
+		return nil, reasonPrincipal, "login=" + c.User()
+	}
+	if r := checkValidity(cert, now); r != "" {
+		return nil, r, fmt.Sprintf("valid_after=%d valid_before=%d now=%d", cert.ValidAfter, cert.ValidBefore, now.Unix())
+	}
+	for opt := range cert.CriticalOptions {
+		if !slices.Contains(supportedCriticalOptions, opt) {
+			return nil, reasonCriticalOption, opt
+		}
+	}
+	if list, ok := cert.CriticalOptions[optSourceAddress]; ok && !sourceAddressAllows(list, c.RemoteAddr()) {
+		return nil, reasonSourceAddress, "source-address=" + list
+	}
+	if s.revs.Load().revoked(cert) {
+		return nil, reasonRevoked, ""
+	}
+	if _, ok := cert.Extensions[api.ExtSingleUse]; ok && s.single.seenBefore(cert.Serial) {
+		return nil, reasonSingleUse, ""
+	}
+	u, err := s.cfg.LookupUser(c.User())
+	if err != nil {
+		return nil, reasonNoLocalUser, err.Error()
+	}
+	if euid := os.Geteuid(); euid != 0 && int(u.UID) != euid {
+		return nil, reasonNotSelf, ""
+	}
+	checker := &ssh.CertChecker{
+		IsUserAuthority:          id.trusts,
+		IsRevoked:                s.revs.Load().revoked,
+		SupportedCriticalOptions: supportedCriticalOptions,
+		Clock:                    func() time.Time { return checkerClock(cert, now) },
+	}
+	if _, err := checker.Authenticate(c, cert); err != nil {
+		return nil, reasonChecker, err.Error()
+	}
+	return s.newGrant(c, cert, u), "", ""
+}
+
+// checkValidity applies the validity window with MaxClockSkew of tolerance
+// before ValidAfter and none after ValidBefore.
+func checkValidity(cert *ssh.Certificate, now time.Time) string {
+	u := now.Unix()
+	after := int64(cert.ValidAfter)
+	if after < 0 || u+int64(MaxClockSkew/time.Second) < after {
+		return reasonNotYetValid
+	}
+	if cert.ValidBefore != ssh.CertTimeInfinity {
+		if before := int64(cert.ValidBefore); before < 0 || u >= before {
+			return reasonExpired
+		}
+	}
+	return ""
+}
+
+// checkerClock is the time given to CertChecker: now, moved up to ValidAfter
+// when checkValidity accepted the certificate within the skew tolerance, so
+// that the library's strict check agrees with ours.
+func checkerClock(cert *ssh.Certificate, now time.Time) time.Time {
+	if after := time.Unix(int64(cert.ValidAfter), 0); now.Before(after) {
+		return after
+	}
+	return now
+}
+
+// verifySignature checks only the CA signature: CertChecker.CheckCert with
+// every other check made to pass (the bytes signed are not exported).
+func verifySignature(cert *ssh.Certificate) error {
+	var opts []string
+	for k := range cert.CriticalOptions {
+		opts = append(opts, k)
+	}
+	principal := ""
+	if len(cert.ValidPrincipals) > 0 {
+		principal = cert.ValidPrincipals[0]
+	}
+	after := int64(cert.ValidAfter)
+	if after < 0 {
+		after = 0
+	}
+	at := time.Unix(after, 0)
+	if cert.ValidBefore != ssh.CertTimeInfinity && int64(cert.ValidBefore) <= after {
+		// An empty window: the validity check refuses it next.
+		return nil
+	}
+	cc := &ssh.CertChecker{SupportedCriticalOptions: opts, Clock: func() time.Time { return at }}
+	return cc.CheckCert(principal, cert)
+}
+
+// sourceAddressAllows reports whether addr matches the source-address
+// list (comma-separated addresses and CIDR blocks, PROTOCOL.certkeys). A
+// malformed list allows nothing.
+func sourceAddressAllows(list string, addr net.Addr) bool {
+	tcp, ok := addr.(*net.TCPAddr)
+	if !ok {
+		return false
+	}
+	ip, ok := netip.AddrFromSlice(tcp.IP)
+	if !ok {
+		return false
+	}
+	ip = ip.Unmap()
+	for _, item := range strings.Split(list, ",") {
+		item = strings.TrimSpace(item)
+		if strings.Contains(item, "/") {
+			p, err := netip.ParsePrefix(item)
+			if err != nil {
+				return false
+			}
+			if p.Contains(ip) {
+				return true
+			}
+			continue
+		}
+		a, err := netip.ParseAddr(item)
+		if err != nil {
+			return false
+		}
+		if a.Unmap() == ip {
+			return true
+		}
+	}
+	return false
+}
+
+// newGrant reads what the certificate permits, with the host's tier
+// settings where the certificate's sshward extensions are silent.
+func (s *Server) newGrant(c ssh.ConnMetadata, cert *ssh.Certificate, u *User) *grant {
+	ext := cert.Extensions
+	g := &grant{
+		cert: cert, user: u, login: c.User(),
+		identity:   identityOf(cert.KeyId),
+		tier:       s.cfg.Tier,
+		requestID:  ext[api.ExtRequestID],
+		clientAddr: c.RemoteAddr().String(),
+		settings:   *s.cfg.Settings,
+	}
+	if t := ext[api.ExtTier]; t != "" {
+		g.tier = t
+	}
+	if v, ok := ext[api.ExtRecordInput]; ok {
+		// Anything but an explicit "no" records input: the safe reading.
+		g.settings.RecordInput = v != "no"
+	}
+	if v, ok := ext[api.ExtOnRecFail]; ok {
+		g.settings.OnRecordingFailure = FailClosed
+		if v == string(FailOpen) {
+			g.settings.OnRecordingFailure = FailOpen
+		}
+	}
+	if _, ok := ext[api.ExtEndOnExpiry]; ok {
+		g.settings.EndOnExpiry = true
+	}
+	_, g.singleUse = ext[api.ExtSingleUse]
+	g.forceCommand, g.hasForce = cert.CriticalOptions[optForceCommand]
+	_, g.permitPTY = ext[extPermitPTY]
+	_, g.permitPortFw = ext[extPermitPortFwd]
+	_, g.permitAgent = ext[extPermitAgentFwd]
+	_, g.permitUserRC = ext[extPermitUserRC]
+	return g
+}
+
+// identityOf is the person in a KeyId of the form
+// "alice@local tier=production req=- serial=…": its first field.
+func identityOf(keyID string) string {
+	if f := strings.Fields(keyID); len(f) > 0 {
+		return f[0]
+	}
+	return ""
+}
+
+// admitVerified runs once the client proved it holds the admitted key:
+// only now is a single-use certificate spent.
+func (s *Server) admitVerified(ca *connAuth, c ssh.ConnMetadata, p *ssh.Permissions) (*ssh.Permissions, error) {
+	g, _ := p.ExtraData[grantKey{}].(*grant)
+	if g == nil {
+		return nil, errors.New("agent: admission state missing")
+	}
+	if g.singleUse {
+		if err := s.single.use(g.cert.Serial, int64(g.cert.ValidBefore)); err != nil {
+			reason := reasonSingleUse
+			if !errors.Is(err, errSingleUseSeen) {
+				reason = reasonSingleUseStore
+				s.log.Error("agent: cannot record a single-use serial", "err", err, "serial", g.cert.Serial)
+			}
+			return nil, s.refuse(ca, c, g.cert, reason, "", deniedBanner)
+		}
+	}
+	s.audit(context.Background(), AuditEvent{Action: AuditAdmitted, SessionID: ca.id, Serial: g.cert.Serial,
+		KeyID: g.cert.KeyId, Principal: g.login, Tier: g.tier, ClientAddr: g.clientAddr,
+		Detail: "extensions=" + extensionList(g.cert)})
+	return p, nil
+}
+
+func extensionList(cert *ssh.Certificate) string {
+	var names []string
+	for k := range cert.Extensions {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	return strings.Join(names, ",")
+}
+
+// refuse logs and audits a refused certificate and returns the error the
+// SSH library turns into an authentication failure plus a banner.
+func (s *Server) refuse(ca *connAuth, c ssh.ConnMetadata, cert *ssh.Certificate, reason, detail, banner string) error {
+	ev := AuditEvent{Action: AuditAdmissionRefused, SessionID: ca.id, Principal: c.User(),
+		Tier: s.cfg.Tier, ClientAddr: c.RemoteAddr().String(), Reason: reason, Detail: detail}
+	if cert != nil {
+		ev.Serial, ev.KeyID = cert.Serial, cert.KeyId
+		if t := cert.Extensions[api.ExtTier]; t != "" {
+			ev.Tier = t
+		}
+	}
+	s.log.Warn("agent: certificate refused", "session_id", ev.SessionID, "serial", ev.Serial,
+		"key_id", ev.KeyID, "principal", ev.Principal, "tier", ev.Tier, "reason", reason,
+		"detail", detail, "client", ev.ClientAddr)
+	s.audit(context.Background(), ev)
+	return &ssh.BannerError{Err: &refusal{reason: reason}, Message: banner}
+}
+
+func (s *Server) audit(ctx context.Context, ev AuditEvent) {
+	if ev.Time.IsZero() {
+		ev.Time = s.cfg.Now().UTC()
+	}
+	s.cfg.Auditor.Audit(ctx, ev)
+}

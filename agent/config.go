@@ -1,0 +1,193 @@
+package agent
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/sshward/sshward/ca/api"
+)
+
+// CA is the subset of the CA's API client (ca/client.Client) the agent uses.
+type CA interface {
+	// Join exchanges the one-time join token for a host certificate.
+	Join(ctx context.Context, req api.JoinRequest) (*api.HostCertResponse, error)
+	// RenewHost renews the host certificate, authenticating with it.
+	RenewHost(ctx context.Context, cert *ssh.Certificate, signer ssh.Signer, req api.RenewRequest) (*api.HostCertResponse, error)
+	// HostRevoked fetches the revocation list of the user CAs the tier trusts.
+	HostRevoked(ctx context.Context, tier string, cert *ssh.Certificate, signer ssh.Signer) (*api.RevocationList, error)
+}
+
+// FailureMode says what a tier does when recording fails.
+type FailureMode string
+
+// Recording failure modes (the tier's on_recording_failure, the
+// recording-failure@sshward certificate extension).
+const (
+	// FailClosed refuses new sessions and ends running ones with a message.
+	FailClosed FailureMode = "closed"
+	// FailOpen lets sessions go on unrecorded and logs an alert.
+	FailOpen FailureMode = "open"
+)
+
+// TierSettings are the agent's own settings for its tier. A user
+// certificate's sshward extensions override them (the CA is the policy's
+// source of truth); these apply to certificates that lack an extension.
+type TierSettings struct {
+	// RecordInput records what the user types ("i" events).
+	RecordInput bool
+	// OnRecordingFailure is FailClosed or FailOpen.
+	OnRecordingFailure FailureMode
+	// EndOnExpiry ends sessions when their certificate expires or is revoked.
+	EndOnExpiry bool
+}
+
+// DefaultTierSettings returns the settings of DESIGN.md's default policy
+// for tier; unknown tiers get the strict ones.
+func DefaultTierSettings(tier string) TierSettings {
+	switch tier {
+	case api.TierStaging:
+		return TierSettings{RecordInput: false, OnRecordingFailure: FailOpen, EndOnExpiry: false}
+	case api.TierProduction, api.TierBreakGlass:
+		return TierSettings{RecordInput: true, OnRecordingFailure: FailClosed, EndOnExpiry: true}
+	}
+	return TierSettings{RecordInput: false, OnRecordingFailure: FailClosed, EndOnExpiry: true}
+}
+
+// Defaults of Config fields.
+const (
+	DefaultRevocationInterval = 30 * time.Second
+	DefaultHandshakeTimeout   = 30 * time.Second
+	DefaultMaxSessions        = 10 // per connection, as sshd's MaxSessions
+	DefaultMaxHandshakes      = 128
+	DefaultSFTPServerPath     = "/usr/lib/openssh/sftp-server"
+	// MaxClockSkew is how early a certificate is accepted before its
+	// ValidAfter, for hosts whose clock runs behind the CA's. Expiry is
+	// never extended: the CA already backdates ValidAfter for skew.
+	MaxClockSkew = time.Minute
+)
+
+// Config configures a Server. The zero value of every field not marked
+// required is a safe default.
+type Config struct {
+	// Tier is the tier this host belongs to. Required.
+	Tier string
+	// DataDir holds the host key and certificate, the trusted user-CA keys,
+	// the revocation cache, the single-use serials and (by default) the
+	// spool. Created 0700. Required.
+	DataDir string
+	// CA joins, renews and fetches revocation lists. Required.
+	CA CA
+	// JoinToken is the one-time join token. It is used only when DataDir
+	// holds no host certificate yet (or an expired one); later starts need
+	// none. It is never logged.
+	JoinToken string
+	// Settings override DefaultTierSettings(Tier) when set.
+	Settings *TierSettings
+	// Spool receives recordings. Nil: Serve opens a recorder spool in
+	// DataDir/spool (repairing what a crash left) and closes it on return.
+	Spool Spool
+	// HostName names this host in recordings; default os.Hostname.
+	HostName string
+	// Auditor receives refusals and session events; default LogAuditor(Logger).
+	Auditor Auditor
+	// LookupUser maps a principal to a local account; default LookupUser.
+	LookupUser func(name string) (*User, error)
+	// SFTPServerPath is the sftp-server run as the user when the agent cannot
+	// serve SFTP in process; default DefaultSFTPServerPath.
+	SFTPServerPath string
+	// RevocationInterval is how often the revocation list is polled.
+	RevocationInterval time.Duration
+	// HandshakeTimeout bounds the SSH handshake and authentication.
+	HandshakeTimeout time.Duration
+	// MaxSessions bounds session channels per connection.
+	MaxSessions int
+	// MaxHandshakes bounds connections still handshaking; more wait.
+	MaxHandshakes int
+	// Logger receives operational logs; default discards.
+	Logger *slog.Logger
+	// Now is the clock for certificate checks and recordings; default time.Now.
+	Now func() time.Time
+	// Rand is the randomness for keys and ids; default crypto/rand.Reader.
+	Rand io.Reader
+}
+
+// Check names the first missing or invalid field.
+func (c *Config) Check() error {
+	switch {
+	case c.Tier == "":
+		return errors.New("agent: config: Tier is required")
+	case c.DataDir == "":
+		return errors.New("agent: config: DataDir is required")
+	case c.CA == nil:
+		return errors.New("agent: config: CA is required")
+	case c.RevocationInterval < 0, c.HandshakeTimeout < 0, c.MaxSessions < 0, c.MaxHandshakes < 0:
+		return errors.New("agent: config: intervals and limits must not be negative")
+	}
+	if s := c.Settings; s != nil {
+		if s.OnRecordingFailure != FailClosed && s.OnRecordingFailure != FailOpen {
+			return fmt.Errorf("agent: config: Settings.OnRecordingFailure %q is not %q or %q",
+				s.OnRecordingFailure, FailClosed, FailOpen)
+		}
+	}
+	for _, r := range c.Tier {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return fmt.Errorf("agent: config: Tier %q: use lower-case letters, digits, '-' and '_'", c.Tier)
+		}
+	}
+	return nil
+}
+
+// withDefaults returns a copy of c with defaults filled in.
+func (c Config) withDefaults() Config {
+	if c.Settings == nil {
+		s := DefaultTierSettings(c.Tier)
+		c.Settings = &s
+	} else {
+		s := *c.Settings
+		c.Settings = &s
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Auditor == nil {
+		c.Auditor = LogAuditor(c.Logger)
+	}
+	if c.LookupUser == nil {
+		c.LookupUser = LookupUser
+	}
+	if c.SFTPServerPath == "" {
+		c.SFTPServerPath = DefaultSFTPServerPath
+	}
+	if c.RevocationInterval == 0 {
+		c.RevocationInterval = DefaultRevocationInterval
+	}
+	if c.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if c.MaxSessions == 0 {
+		c.MaxSessions = DefaultMaxSessions
+	}
+	if c.MaxHandshakes == 0 {
+		c.MaxHandshakes = DefaultMaxHandshakes
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Rand == nil {
+		c.Rand = rand.Reader
+	}
+	if c.HostName == "" {
+		c.HostName, _ = os.Hostname()
+	}
+	c.DataDir = filepath.Clean(c.DataDir)
+	return c
+}

@@ -1,0 +1,62 @@
+package agent
+
+import "errors"
+
+// Sentinel errors. Callers test them with errors.Is.
+var (
+	// ErrNotJoined is returned by Serve when the data directory holds no
+	// usable host certificate and no join token was given.
+	ErrNotJoined = errors.New("agent: host has not joined the CA: pass a join token (sshward-ca join-token)")
+	// ErrTierMismatch is returned by Serve when the data directory was
+	// joined for another tier than Config.Tier.
+	ErrTierMismatch = errors.New("agent: data directory belongs to another tier")
+	// ErrServerClosed is returned by Serve after its context ended.
+	ErrServerClosed = errors.New("agent: server closed")
+)
+
+// Causes a session ends with (context.Cause of the session context). Each
+// has a message for the user, see endMessage.
+var (
+	ErrCertExpired     = errors.New("agent: certificate expired")
+	ErrCertRevoked     = errors.New("agent: certificate revoked")
+	ErrRecordingFailed = errors.New("agent: session recording failed")
+	ErrShuttingDown    = errors.New("agent: host agent shutting down")
+	// errClientGone ends a session whose connection closed; no one is left
+	// to read a message.
+	errClientGone = errors.New("agent: client connection closed")
+)
+
+// endMessage is what the user reads when the agent ends a session. It says
+// what happened and how to go on, and nothing internal.
+func endMessage(cause error) string {
+	switch {
+	case errors.Is(cause, ErrCertExpired):
+		return "sshward: session ended: your certificate expired. Get a new one with `sshward cert` and reconnect."
+	case errors.Is(cause, ErrCertRevoked):
+		return "sshward: session ended: your certificate was revoked."
+	case errors.Is(cause, ErrRecordingFailed):
+		return "sshward: session ended: this host cannot record sessions right now, and its tier requires recording."
+	case errors.Is(cause, ErrShuttingDown):
+		return "sshward: session ended: the host agent is shutting down."
+	}
+	return "sshward: session ended."
+}
+
+// endReason is the short reason kept in the recording and the audit log.
+func endReason(cause error) string {
+	switch {
+	case cause == nil:
+		return ""
+	case errors.Is(cause, ErrCertExpired):
+		return "certificate expired"
+	case errors.Is(cause, ErrCertRevoked):
+		return "certificate revoked"
+	case errors.Is(cause, ErrRecordingFailed):
+		return "recording failed"
+	case errors.Is(cause, ErrShuttingDown):
+		return "agent shutting down"
+	case errors.Is(cause, errClientGone):
+		return "client disconnected"
+	}
+	return cause.Error()
+}

@@ -1,0 +1,104 @@
+package agent
+
+import (
+	"context"
+	"sync"
+
+	"github.com/sshward/sshward/recorder"
+)
+
+// Spool is the subset of the recorder's spool the agent uses. RecorderSpool
+// adapts a *recorder.Spool; tests wrap it to inject failures.
+type Spool interface {
+	Create(ctx context.Context, m recorder.Metadata, h recorder.Header) (Recording, error)
+}
+
+// Recording is one live recording (the subset of *recorder.Recording the
+// agent uses). Calls are safe for concurrent use.
+type Recording interface {
+	Output(p []byte) error
+	Input(p []byte) error
+	Resize(cols, rows int) error
+	Marker(label string) error
+	Close(ctx context.Context, end recorder.EndInfo) (*recorder.Metadata, error)
+}
+
+// RecorderSpool adapts a *recorder.Spool to Spool.
+func RecorderSpool(s *recorder.Spool) Spool { return recorderSpool{s} }
+
+type recorderSpool struct{ s *recorder.Spool }
+
+func (r recorderSpool) Create(ctx context.Context, m recorder.Metadata, h recorder.Header) (Recording, error) {
+	rec, err := r.s.Create(ctx, m, h)
+	if err != nil {
+		return nil, err
+	}
+	return rec, nil
+}
+
+// sessionRecording applies the tier's failure mode to one session's
+// recording. The first failed write decides: with FailClosed the data that
+// could not be recorded is withheld from the user and onFail ends the
+// session; with FailOpen the session goes on unrecorded after one alert.
+type sessionRecording struct {
+	rec    Recording // nil: the session runs unrecorded (FailOpen after a failure)
+	mode   FailureMode
+	onFail func(err error) // called once, on the first failure
+
+	mu     sync.Mutex // guards failed
+	failed bool
+}
+
+// write records with fn and reports whether the caller may pass the data on.
+func (r *sessionRecording) write(fn func(Recording) error) bool {
+	r.mu.Lock()
+	failed, rec := r.failed, r.rec
+	r.mu.Unlock()
+	if failed || rec == nil {
+		return r.mode == FailOpen
+	}
+	if err := fn(rec); err != nil {
+		r.fail(err)
+		return r.mode == FailOpen
+	}
+	return true
+}
+
+func (r *sessionRecording) fail(err error) {
+	r.mu.Lock()
+	first := !r.failed
+	r.failed = true
+	r.mu.Unlock()
+	if first && r.onFail != nil {
+		r.onFail(err)
+	}
+}
+
+func (r *sessionRecording) output(p []byte) bool {
+	return r.write(func(rec Recording) error { return rec.Output(p) })
+}
+
+func (r *sessionRecording) input(p []byte) bool {
+	return r.write(func(rec Recording) error { return rec.Input(p) })
+}
+
+func (r *sessionRecording) resize(cols, rows int) {
+	r.write(func(rec Recording) error { return rec.Resize(cols, rows) })
+}
+
+func (r *sessionRecording) marker(label string) {
+	r.write(func(rec Recording) error { return rec.Marker(label) })
+}
+
+// close finishes the recording; a failure to finish counts as a recording
+// failure for the alert, the session being over anyway.
+func (r *sessionRecording) close(ctx context.Context, end recorder.EndInfo) (*recorder.Metadata, error) {
+	if r.rec == nil {
+		return nil, nil
+	}
+	m, err := r.rec.Close(ctx, end)
+	if err != nil {
+		r.fail(err)
+	}
+	return m, err
+}

@@ -1,0 +1,291 @@
+package ca
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"slices"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/sshward/sshward/ca/api"
+	"github.com/sshward/sshward/ca/identity"
+	"github.com/sshward/sshward/ca/policy"
+	"github.com/sshward/sshward/ca/store"
+)
+
+// OIDCVerifier checks an ID token from the configured provider.
+type OIDCVerifier interface {
+	Verify(ctx context.Context, rawIDToken string) (*identity.OIDCIdentity, error)
+}
+
+// Config configures an Authority.
+type Config struct {
+	// Store holds users, sessions, certificates, tokens, revocations, audit.
+	Store *store.DB
+	// Policy is the parsed tier policy.
+	Policy *policy.Policy
+	// UserCAs maps each tier to its user-CA signer. Every policy tier needs one.
+	UserCAs map[string]ssh.Signer
+	// HostCA signs host certificates.
+	HostCA ssh.Signer
+	// OIDC verifies ID tokens; nil disables OIDC login.
+	OIDC OIDCVerifier
+	// OIDCClient is what clients need to start an OIDC login (public).
+	OIDCClient api.OIDCConfig
+	// Lockout sets the failed-login backoff; zero value = identity defaults.
+	Lockout identity.Lockout
+	// Backdate is how far ValidAfter is set in the past for clock skew
+	// (default and maximum 1 minute).
+	Backdate time.Duration
+	// Now and Rand are injectable for tests (default time.Now, crypto/rand).
+	Now  func() time.Time
+	Rand io.Reader
+	// Logger receives decisions (default: discard).
+	Logger *slog.Logger
+}
+
+// Check names the first bad field.
+func (c *Config) Check() error {
+	switch {
+	case c.Store == nil:
+		return errors.New("ca: Config.Store is required")
+	case c.Policy == nil:
+		return errors.New("ca: Config.Policy is required")
+	case c.HostCA == nil:
+		return errors.New("ca: Config.HostCA is required")
+	case c.Backdate < 0 || c.Backdate > time.Minute:
+		return errors.New("ca: Config.Backdate must be between 0 and 1m")
+	}
+	for _, t := range c.Policy.Tiers {
+		if c.UserCAs[t.Name] == nil {
+			return fmt.Errorf("ca: Config.UserCAs has no signer for tier %q", t.Name)
+		}
+	}
+	return nil
+}
+
+// Authority issues certificates. It is safe for concurrent use.
+type Authority struct {
+	*Admin
+	cfg Config
+}
+
+// New returns an Authority.
+func New(cfg Config) (*Authority, error) {
+	if err := cfg.Check(); err != nil {
+		return nil, err
+	}
+	if cfg.Backdate == 0 {
+		cfg.Backdate = time.Minute
+	}
+	adm, err := NewAdmin(AdminConfig{Store: cfg.Store, Policy: cfg.Policy, Now: cfg.Now, Rand: cfg.Rand, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	cfg.Now, cfg.Rand, cfg.Logger = adm.cfg.Now, adm.cfg.Rand, adm.cfg.Logger
+	if cfg.Lockout == (identity.Lockout{}) {
+		cfg.Lockout = identity.Lockout{Threshold: 5, Base: 30 * time.Second, Max: 15 * time.Minute}
+	}
+	return &Authority{Admin: adm, cfg: cfg}, nil
+}
+
+// Trust returns the public trust material (public endpoint).
+func (a *Authority) Trust(playback string) *api.TrustResponse {
+	out := &api.TrustResponse{UserCA: map[string]string{}, HostCA: authorizedKey(a.cfg.HostCA.PublicKey()), Playback: playback}
+	for _, t := range a.cfg.Policy.Tiers {
+		out.UserCA[t.Name] = authorizedKey(a.cfg.UserCAs[t.Name].PublicKey())
+		out.Tiers = append(out.Tiers, api.TierInfo{
+			Name: t.Name, Hosts: t.Hosts, MFA: t.MFA, Approvals: t.Approvals,
+			TTL: api.Duration(t.TTL), MaxTTL: api.Duration(t.MaxTTL),
+		})
+	}
+	return out
+}
+
+// HostCAKeys returns the host CA public keys (for hostauth verification).
+func (a *Authority) HostCAKeys() []ssh.PublicKey { return []ssh.PublicKey{a.cfg.HostCA.PublicKey()} }
+
+// IssueUserCert signs a user certificate for the session's identity.
+func (a *Authority) IssueUserCert(ctx context.Context, sess *store.Session, req api.CertRequest, clientAddr string) (*api.CertResponse, error) {
+	ev := store.AuditEvent{Type: "cert.issue", Actor: sess.User, Subject: sess.User, Tier: req.Tier, ClientAddr: clientAddr, RequestID: req.RequestID}
+	resp, err := a.issueUserCert(ctx, sess, req, clientAddr, &ev)
+	if err != nil {
+		a.auditRefusal(ctx, ev, err)
+		return nil, err
+	}
+	return resp, nil
+}
+
+func (a *Authority) issueUserCert(ctx context.Context, sess *store.Session, req api.CertRequest, clientAddr string, ev *store.AuditEvent) (*api.CertResponse, error) {
+	if err := req.Check(); err != nil {
+		return nil, badRequest(err, "certificate request: %v", err)
+	}
+	pub, err := parseClientKey(req.PublicKey)
+	if err != nil {
+		return nil, err
+	}
+	grant, err := a.cfg.Policy.Grant(policy.Request{
+		Identity:   policy.Identity{User: sess.User, Groups: sess.Groups, MFA: sess.MFA},
+		Tier:       req.Tier,
+		Principals: req.Principals,
+		TTL:        time.Duration(req.TTL),
+		ClientAddr: clientAddr,
+		RequestID:  req.RequestID,
+		// Approved access requests arrive with the access-request issue;
+		// until then a tier that needs approvals refuses (fail closed).
+		Approved: false,
+	})
+	if err != nil {
+		return nil, policyRefusal(err)
+	}
+	signer := a.cfg.UserCAs[grant.Tier]
+	now := a.cfg.Now()
+	reqID := grant.RequestID
+	if reqID == "" {
+		reqID = "-"
+	}
+	for attempt := 0; ; attempt++ {
+		serial, err := a.serial()
+		if err != nil {
+			return nil, err
+		}
+		cert := &ssh.Certificate{
+			Key:             pub,
+			Serial:          serial,
+			CertType:        ssh.UserCert,
+			KeyId:           fmt.Sprintf("%s@%s tier=%s req=%s serial=%d", sess.User, sourceOf(sess), grant.Tier, reqID, serial),
+			ValidPrincipals: grant.Principals,
+			ValidAfter:      uint64(now.Add(-a.cfg.Backdate).Unix()),
+			ValidBefore:     uint64(now.Add(grant.TTL).Unix()),
+			Permissions:     ssh.Permissions{CriticalOptions: grant.CriticalOptions, Extensions: grant.Extensions},
+		}
+		if err := cert.SignCert(a.cfg.Rand, signer); err != nil {
+			return nil, fmt.Errorf("ca: sign user cert for %q: %w", sess.User, err)
+		}
+		rec := &store.CertRecord{
+			Serial: serial, KeyID: cert.KeyId, Kind: "user", Tier: grant.Tier, Identity: sess.User,
+			Principals: grant.Principals, ValidAfter: time.Unix(int64(cert.ValidAfter), 0).UTC(),
+			ValidBefore: time.Unix(int64(cert.ValidBefore), 0).UTC(), IssuedAt: now.UTC(),
+			PublicKeyFP: ssh.FingerprintSHA256(pub), RequestID: grant.RequestID, ClientAddr: clientAddr,
+		}
+		ev.Serial, ev.KeyID, ev.Tier, ev.Outcome = serial, cert.KeyId, grant.Tier, "ok"
+		ev.Details = map[string]string{"principals": joinComma(grant.Principals), "valid_before": rec.ValidBefore.Format(time.RFC3339), "key": rec.PublicKeyFP}
+		evCopy := *ev
+		err = a.cfg.Store.Update(ctx, func(tx *store.Tx) error {
+			if err := tx.PutCert(rec); err != nil {
+				return err
+			}
+			return a.appendAudit(tx, evCopy)
+		})
+		if errors.Is(err, store.ErrDuplicateSerial) && attempt < 3 {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("ca: record user cert %d: %w", serial, err)
+		}
+		a.cfg.Logger.LogAttrs(ctx, slog.LevelInfo, "issued user certificate",
+			slog.String("user", sess.User), slog.String("tier", grant.Tier), slog.Uint64("serial", serial),
+			slog.String("key_id", cert.KeyId), slog.String("client", clientAddr))
+		return &api.CertResponse{
+			Certificate: string(ssh.MarshalAuthorizedKey(cert)),
+			Serial:      serial, KeyID: cert.KeyId, Tier: grant.Tier, Principals: grant.Principals,
+			ValidAfter: rec.ValidAfter, ValidBefore: rec.ValidBefore,
+		}, nil
+	}
+}
+
+func sourceOf(s *store.Session) string {
+	if s.Source == "" {
+		return "local"
+	}
+	return s.Source
+}
+
+// serial draws a random non-zero 64-bit serial (PROTOCOL.certkeys: serial 0
+// cannot be revoked by serial in a KRL).
+func (a *Authority) serial() (uint64, error) {
+	var b [8]byte
+	for {
+		if _, err := io.ReadFull(a.cfg.Rand, b[:]); err != nil {
+			return 0, fmt.Errorf("ca: draw serial: %w", err)
+		}
+		if s := beUint64(b[:]) &^ (1 << 63); s != 0 { // keep serials positive for tools that print signed
+			return s, nil
+		}
+	}
+}
+
+// auditRefusal records a refused request; the refusal itself is what the
+// caller returns, so a failure to audit is only logged.
+func (a *Authority) auditRefusal(ctx context.Context, ev store.AuditEvent, cause error) {
+	ev.Outcome = "refused"
+	ev.Reason = refusalText(cause)
+	if err := a.cfg.Store.Update(ctx, func(tx *store.Tx) error { return a.appendAudit(tx, ev) }); err != nil {
+		a.cfg.Logger.Error("audit refusal", "type", ev.Type, "err", err)
+	}
+	a.cfg.Logger.LogAttrs(ctx, slog.LevelWarn, "refused", slog.String("type", ev.Type), slog.String("user", ev.Actor),
+		slog.String("tier", ev.Tier), slog.String("reason", ev.Reason), slog.String("client", ev.ClientAddr))
+}
+
+func refusalText(err error) string {
+	var r *Refusal
+	if errors.As(err, &r) {
+		return r.Message
+	}
+	return err.Error()
+}
+
+// allowedKeyTypes are the client key types the CA signs. DSA is refused
+// (OpenSSH removed it); RSA needs at least 2048 bits.
+var allowedKeyTypes = []string{
+	ssh.KeyAlgoED25519, ssh.KeyAlgoECDSA256, ssh.KeyAlgoECDSA384, ssh.KeyAlgoECDSA521,
+	ssh.KeyAlgoSKED25519, ssh.KeyAlgoSKECDSA256, ssh.KeyAlgoRSA,
+}
+
+func parseClientKey(s string) (ssh.PublicKey, error) {
+	pub, _, _, rest, err := ssh.ParseAuthorizedKey([]byte(s))
+	if err != nil {
+		return nil, badRequest(err, "public_key is not an OpenSSH public key (authorized_keys format)")
+	}
+	if len(rest) > 0 && len(trimSpace(rest)) > 0 {
+		return nil, badRequest(nil, "public_key must hold exactly one key")
+	}
+	if _, ok := pub.(*ssh.Certificate); ok {
+		return nil, refuse(api.CodeKeyType, http.StatusBadRequest, nil, "public_key is a certificate: send the plain public key")
+	}
+	if !slices.Contains(allowedKeyTypes, pub.Type()) {
+		return nil, refuse(api.CodeKeyType, http.StatusBadRequest, nil, "key type %s is not supported: use ed25519 (ssh-keygen -t ed25519)", pub.Type())
+	}
+	if pub.Type() == ssh.KeyAlgoRSA {
+		if bits := rsaBits(pub); bits < 2048 {
+			return nil, refuse(api.CodeKeyType, http.StatusBadRequest, nil, "RSA key of %d bits is too weak (minimum 2048): use ed25519 (ssh-keygen -t ed25519)", bits)
+		}
+	}
+	return pub, nil
+}
+
+// policyRefusal turns a policy error into a user-facing refusal.
+func policyRefusal(err error) error {
+	var (
+		perr *policy.PrincipalError
+		terr *policy.TTLError
+	)
+	switch {
+	case errors.Is(err, policy.ErrUnknownTier):
+		return refuse(api.CodeUnknownTier, http.StatusBadRequest, err, "%s", trimPkg(err))
+	case errors.Is(err, policy.ErrMFARequired):
+		return refuse(api.CodeMFARequired, http.StatusForbidden, err, "%s", trimPkg(err))
+	case errors.As(err, &perr):
+		return refuse(api.CodePrincipal, http.StatusForbidden, err, "%s", trimPkg(err))
+	case errors.As(err, &terr):
+		return refuse(api.CodeTTL, http.StatusBadRequest, err, "%s", trimPkg(err))
+	case errors.Is(err, policy.ErrNotEntitled), errors.Is(err, policy.ErrNoPrincipals), errors.Is(err, policy.ErrApprovalRequired):
+		return refuse(api.CodeForbidden, http.StatusForbidden, err, "%s", trimPkg(err))
+	}
+	return badRequest(err, "%s", trimPkg(err))
+}

@@ -1,0 +1,22 @@
+// Package ca is the sshward certificate authority: it logs people in (local
+// users with password + TOTP, or OIDC), turns an identity and a tier into a
+// minute-scale OpenSSH user certificate following the tier policy, joins
+// hosts with one-time tokens and renews their host certificates, revokes
+// certificates (served as OpenSSH KRLs, PROTOCOL.krl) and writes every
+// decision to a hash-chained audit log.
+//
+// The happy path:
+//
+//	a, _ := ca.New(ca.Config{Store: db, Policy: pol, UserCAs: signers, HostCA: hostSigner})
+//	resp, _ := a.Login(ctx, api.LoginRequest{User: "alice", Password: pw, OTP: code}, "10.0.0.7")
+//	sess, _ := a.Authenticate(ctx, resp.Token)
+//	cert, _ := a.IssueUserCert(ctx, sess, api.CertRequest{Tier: "production", PublicKey: pub}, "10.0.0.7")
+//
+// Certificates follow OpenSSH PROTOCOL.certkeys: a random 64-bit serial, a
+// readable KeyId ("alice@local tier=production req=- serial=…"), validity
+// backdated by at most a minute for clock skew, principals from policy only.
+//
+// Admin is the part that needs no signing keys (users, join tokens,
+// revocation, audit): the sshward-ca admin verbs use it directly on the store
+// when the CA is not running, and through the server's unix socket when it is.
+package ca

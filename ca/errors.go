@@ -1,0 +1,55 @@
+package ca
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/sshward/sshward/ca/api"
+)
+
+// Sentinel errors. Each maps to one user-facing message and HTTP status in
+// Refusal; callers test them with errors.Is.
+var (
+	ErrBadCredentials = errors.New("ca: user or password is wrong")
+	ErrOTPRequired    = errors.New("ca: a TOTP code is required")
+	ErrBadOTP         = errors.New("ca: TOTP code is wrong or was already used")
+	ErrSessionInvalid = errors.New("ca: session is missing, expired or revoked")
+	ErrUserExists     = errors.New("ca: user already exists")
+	ErrUserNotFound   = errors.New("ca: no such user")
+	ErrNotFound       = errors.New("ca: not found")
+	ErrTokenInvalid   = errors.New("ca: join token is unknown, used or expired")
+	ErrNoOIDC         = errors.New("ca: OIDC login is not configured")
+)
+
+// LockedError says a user is locked out until a time.
+type LockedError struct{ Wait string }
+
+func (e *LockedError) Error() string {
+	return fmt.Sprintf("ca: too many failed logins, locked for %s", e.Wait)
+}
+
+// Refusal is a refusal to show to a user: a code, an HTTP status and one
+// sentence. It wraps the internal cause, which is logged but never shown.
+type Refusal struct {
+	Code    string
+	Status  int
+	Message string
+	Cause   error
+}
+
+func (r *Refusal) Error() string { return r.Message }
+func (r *Refusal) Unwrap() error { return r.Cause }
+
+// APIError returns the wire form.
+func (r *Refusal) APIError() *api.Error {
+	return &api.Error{Code: r.Code, Message: r.Message, Status: r.Status}
+}
+
+func refuse(code string, status int, cause error, format string, args ...any) *Refusal {
+	return &Refusal{Code: code, Status: status, Message: fmt.Sprintf(format, args...), Cause: cause}
+}
+
+func badRequest(cause error, format string, args ...any) *Refusal {
+	return refuse(api.CodeBadRequest, http.StatusBadRequest, cause, format, args...)
+}

@@ -1,0 +1,170 @@
+package keys
+
+import (
+	"context"
+	"crypto"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"go.step.sm/crypto/kms/apiv1"
+	"go.step.sm/crypto/kms/softkms"
+	"go.step.sm/crypto/pemutil"
+	"golang.org/x/crypto/ssh"
+)
+
+// CreateRequest describes a new softkms key.
+type CreateRequest struct {
+	// Dir is where NAME.key and NAME.pub go; it is made (0700) if missing.
+	Dir string
+	// Name is the file stem, e.g. "user-ca-production". No path separators.
+	Name string
+	// Type is the algorithm; the zero value is Ed25519.
+	Type KeyType
+	// Passphrase encrypts the private key at rest. Required.
+	Passphrase []byte
+	// Comment ends the .pub line (like ssh-keygen -C). Optional, one line.
+	Comment string
+	// X509 marks a key that signs X.509 only (the TLS root): no .pub file.
+	X509 bool
+}
+
+// Check reports the first invalid field.
+func (r CreateRequest) Check() error {
+	switch {
+	case r.Dir == "":
+		return errors.New("Dir is empty")
+	case r.Name == "" || r.Name == "." || r.Name == ".." || strings.ContainsAny(r.Name, `/\`+"\x00"):
+		return fmt.Errorf("Name %q is not a plain file name", r.Name)
+	case len(r.Passphrase) == 0:
+		return fmt.Errorf("Passphrase: %w", ErrNoPassphrase)
+	case strings.ContainsAny(r.Comment, "\r\n\x00"):
+		return errors.New("Comment must be a single line")
+	}
+	_, err := r.Type.algorithm()
+	return err
+}
+
+// KeyPath is DIR/NAME.key.
+func (r CreateRequest) KeyPath() string { return filepath.Join(r.Dir, r.Name+".key") }
+
+// PubPath is DIR/NAME.pub.
+func (r CreateRequest) PubPath() string { return filepath.Join(r.Dir, r.Name+".pub") }
+
+// Create makes a new key with softkms and writes DIR/NAME.key (encrypted
+// PKCS#8 PEM, 0600) and, unless X509 is set, DIR/NAME.pub (an authorized_keys
+// line, 0644). It refuses to overwrite either file (ErrExists).
+func Create(ctx context.Context, r CreateRequest) (*Key, error) {
+	if err := r.Check(); err != nil {
+		return nil, fmt.Errorf("keys: create: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("keys: create: %w", err)
+	}
+	dir, err := filepath.Abs(r.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("keys: create: %w", err)
+	}
+	r.Dir = dir
+	keyPath, pubPath := r.KeyPath(), r.PubPath()
+	for _, p := range []string{keyPath, pubPath} {
+		if _, err := os.Lstat(p); err == nil {
+			return nil, fmt.Errorf("keys: create %s: %w", p, ErrExists)
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("keys: create: %w", err)
+		}
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("keys: create: %w", err)
+	}
+
+	alg, _ := r.Type.algorithm() // checked by Check
+	km, err := softkms.New(ctx, apiv1.Options{Type: apiv1.SoftKMS})
+	if err != nil {
+		return nil, fmt.Errorf("keys: create %s: %w", keyPath, err)
+	}
+	defer km.Close()
+	// softkms generates the key but does not store it (CreateKey returns it
+	// in memory); we serialize it ourselves.
+	resp, err := km.CreateKey(&apiv1.CreateKeyRequest{Name: keyPath, SignatureAlgorithm: alg})
+	if err != nil {
+		return nil, fmt.Errorf("keys: create %s: %w", keyPath, err)
+	}
+	signer, ok := resp.PrivateKey.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("keys: create %s: softkms returned %T, not a signer", keyPath, resp.PrivateKey)
+	}
+	// PKCS#8 for both types: pemutil then encrypts with PBES2 (PBKDF2-SHA256,
+	// AES-256-CBC) rather than the legacy MD5-based PEM encryption it uses
+	// for "EC PRIVATE KEY" blocks.
+	block, err := pemutil.Serialize(signer, pemutil.WithPassword(r.Passphrase), pemutil.WithPKCS8(true))
+	if err != nil {
+		return nil, fmt.Errorf("keys: create %s: encrypt: %w", keyPath, err)
+	}
+	k, err := newKey(softURI(keyPath), signer)
+	if err != nil {
+		return nil, fmt.Errorf("keys: create %s: %w", keyPath, err)
+	}
+
+	var pubLine []byte
+	if !r.X509 {
+		pub, err := ssh.NewPublicKey(signer.Public())
+		if err != nil {
+			return nil, fmt.Errorf("keys: create %s: %w", pubPath, err)
+		}
+		pubLine = authorizedKeyLine(pub, r.Comment)
+	}
+
+	if err := writeNew(keyPath, pem.EncodeToMemory(block), 0o600); err != nil {
+		return nil, fmt.Errorf("keys: create: %w", err)
+	}
+	if pubLine != nil {
+		if err := writeNew(pubPath, pubLine, 0o644); err != nil {
+			// Leave no half-made key behind: a retry must not hit ErrExists.
+			_ = os.Remove(keyPath)
+			return nil, fmt.Errorf("keys: create: %w", err)
+		}
+	}
+	return k, nil
+}
+
+// authorizedKeyLine is "TYPE BASE64 [COMMENT]\n".
+func authorizedKeyLine(pub ssh.PublicKey, comment string) []byte {
+	line := strings.TrimSuffix(string(ssh.MarshalAuthorizedKey(pub)), "\n")
+	if comment != "" {
+		line += " " + comment
+	}
+	return []byte(line + "\n")
+}
+
+// writeNew creates path exclusively (O_EXCL: never replaces a file, never
+// follows a symlink planted there), writes data with perm regardless of umask
+// and fsyncs, so an acknowledged key is on disk.
+func writeNew(path string, data []byte, perm os.FileMode) (err error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("%s: %w", path, ErrExists)
+		}
+		return err
+	}
+	defer func() {
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			_ = os.Remove(path)
+		}
+	}()
+	if err := f.Chmod(perm); err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		return err
+	}
+	return f.Sync()
+}

@@ -1,0 +1,123 @@
+package server
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+
+	"github.com/sshward/sshward/ca"
+	"github.com/sshward/sshward/ca/api"
+	"github.com/sshward/sshward/ca/store"
+)
+
+// Admin API paths, served only on the 0600 unix socket in the CA directory.
+const (
+	AdminUsers       = "/admin/users"
+	AdminJoinTokens  = "/admin/join-tokens"
+	AdminRevoke      = "/admin/revoke"
+	AdminAudit       = "/admin/audit"
+	AdminAuditVerify = "/admin/audit/verify"
+	AdminSessions    = "/admin/sessions"
+)
+
+// PasswordChange is the body of PUT /admin/users/{name}/password.
+type PasswordChange struct {
+	Password string `json:"password"`
+}
+
+// VerifyResult answers GET /admin/audit/verify.
+type VerifyResult struct {
+	OK      bool   `json:"ok"`
+	Records int    `json:"records"`
+	Head    string `json:"head,omitempty"`
+	Error   string `json:"error,omitempty"`
+	Seq     uint64 `json:"seq,omitempty"`
+}
+
+func (s *Server) adminRoutes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+AdminUsers, func(w http.ResponseWriter, r *http.Request) {
+		var req ca.AddUserRequest
+		if !s.decode(w, r, &req) {
+			return
+		}
+		req.By = "admin-socket"
+		res, err := s.a.AddUser(r.Context(), req)
+		s.reply(w, r, res, err)
+	})
+	mux.HandleFunc("GET "+AdminUsers, func(w http.ResponseWriter, r *http.Request) {
+		res, err := s.a.ListUsers(r.Context())
+		s.reply(w, r, res, err)
+	})
+	mux.HandleFunc("DELETE "+AdminUsers+"/{name}", func(w http.ResponseWriter, r *http.Request) {
+		err := s.a.RemoveUser(r.Context(), r.PathValue("name"), "admin-socket")
+		s.reply(w, r, map[string]string{"removed": r.PathValue("name")}, err)
+	})
+	mux.HandleFunc("PUT "+AdminUsers+"/{name}/password", func(w http.ResponseWriter, r *http.Request) {
+		var req PasswordChange
+		if !s.decode(w, r, &req) {
+			return
+		}
+		err := s.a.SetPassword(r.Context(), r.PathValue("name"), req.Password, "admin-socket")
+		s.reply(w, r, map[string]string{"updated": r.PathValue("name")}, err)
+	})
+	mux.HandleFunc("POST "+AdminJoinTokens, func(w http.ResponseWriter, r *http.Request) {
+		var req ca.JoinTokenRequest
+		if !s.decode(w, r, &req) {
+			return
+		}
+		req.By = "admin-socket"
+		res, err := s.a.NewJoinToken(r.Context(), req)
+		s.reply(w, r, res, err)
+	})
+	mux.HandleFunc("POST "+AdminRevoke, func(w http.ResponseWriter, r *http.Request) {
+		var req ca.RevokeRequest
+		if !s.decode(w, r, &req) {
+			return
+		}
+		req.By = "admin-socket"
+		res, err := s.a.Revoke(r.Context(), req)
+		s.reply(w, r, res, err)
+	})
+	mux.HandleFunc("GET "+AdminAudit, func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		f := store.AuditFilter{Type: q.Get("type")}
+		f.AfterSeq, _ = strconv.ParseUint(q.Get("after"), 10, 64)
+		f.Limit, _ = strconv.Atoi(q.Get("limit"))
+		res, err := s.a.Audit(r.Context(), f)
+		s.reply(w, r, res, err)
+	})
+	mux.HandleFunc("GET "+AdminAuditVerify, func(w http.ResponseWriter, r *http.Request) {
+		rep, err := s.a.VerifyAudit(r.Context())
+		writeJSON(w, http.StatusOK, VerifyResultOf(rep, err))
+	})
+	mux.HandleFunc("GET "+AdminSessions, func(w http.ResponseWriter, r *http.Request) {
+		res, err := s.a.Sessions(r.Context())
+		s.reply(w, r, res, err)
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, &api.Error{Code: api.CodeNotFound, Status: http.StatusNotFound, Message: "no such admin path: " + r.URL.Path})
+	})
+	return s.recoverer(mux)
+}
+
+// VerifyResultOf turns a chain check into its wire form.
+func VerifyResultOf(rep store.AuditReport, err error) VerifyResult {
+	v := VerifyResult{OK: err == nil, Records: rep.Records, Head: rep.Head}
+	if err != nil {
+		v.Error = err.Error()
+		var ce *store.ChainError
+		if errors.As(err, &ce) {
+			v.Seq = ce.Seq
+		}
+	}
+	return v
+}
+
+func (s *Server) reply(w http.ResponseWriter, r *http.Request, v any, err error) {
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}

@@ -1,0 +1,145 @@
+// Package server exposes a ca.Authority over HTTPS (the public API engineers,
+// hosts and playback servers use) and over a unix socket (the admin verbs of
+// sshward-ca while the CA runs). Every route is either public by design
+// (health, trust material, KRLs, login), authenticated by a CA session token,
+// or authenticated by a CA-signed host certificate; see routes.go.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/sshward/sshward/ca"
+	"github.com/sshward/sshward/ca/hostauth"
+	"golang.org/x/crypto/ssh"
+)
+
+// Config configures a Server.
+type Config struct {
+	// Authority does the work.
+	Authority *ca.Authority
+	// TLS serves the public API; required by Serve.
+	TLS *tls.Config
+	// Logger receives request errors (default discard).
+	Logger *slog.Logger
+	// Now is the clock for host-auth checks (default time.Now).
+	Now func() time.Time
+	// ReadHeaderTimeout and IdleTimeout bound slow clients (defaults 10s, 120s).
+	ReadHeaderTimeout time.Duration
+	IdleTimeout       time.Duration
+}
+
+// Server is the CA's HTTP front.
+type Server struct {
+	cfg    Config
+	a      *ca.Authority
+	log    *slog.Logger
+	hosts  *hostauth.Verifier
+	public http.Handler
+	admin  http.Handler
+}
+
+// New returns a Server.
+func New(cfg Config) (*Server, error) {
+	if cfg.Authority == nil {
+		return nil, errors.New("server: Config.Authority is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.ReadHeaderTimeout == 0 {
+		cfg.ReadHeaderTimeout = 10 * time.Second
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = 120 * time.Second
+	}
+	s := &Server{cfg: cfg, a: cfg.Authority, log: cfg.Logger}
+	nonces := hostauth.NewNonceCache(100_000)
+	s.hosts = &hostauth.Verifier{
+		HostCAs: s.a.HostCAKeys,
+		IsRevoked: func(c *ssh.Certificate) bool {
+			return s.a.IsHostRevoked(context.Background(), c.Serial)
+		},
+		Now:  cfg.Now,
+		Seen: nonces.Seen,
+	}
+	s.public = s.routes()
+	s.admin = s.adminRoutes()
+	return s, nil
+}
+
+// Handler is the public API handler (for tests with httptest).
+func (s *Server) Handler() http.Handler { return s.public }
+
+// AdminHandler is the admin API handler served on the unix socket.
+func (s *Server) AdminHandler() http.Handler { return s.admin }
+
+// Serve serves the public API with TLS on ln until ctx ends.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	if s.cfg.TLS == nil {
+		return errors.New("server: Config.TLS is required to serve")
+	}
+	return s.serve(ctx, tls.NewListener(ln, s.cfg.TLS), s.public)
+}
+
+// ServeAdmin serves the admin API on a unix socket listener until ctx ends.
+func (s *Server) ServeAdmin(ctx context.Context, ln net.Listener) error {
+	return s.serve(ctx, ln, s.admin)
+}
+
+func (s *Server) serve(ctx context.Context, ln net.Listener, h http.Handler) error {
+	hs := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
+		IdleTimeout:       s.cfg.IdleTimeout,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("server: %w", err)
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := hs.Shutdown(shutdownCtx); err != nil {
+		hs.Close()
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("server: %w", err)
+	}
+	return nil
+}
+
+// ListenAdminSocket creates the admin unix socket with mode 0600, replacing
+// a stale socket file left by a crash.
+func ListenAdminSocket(path string) (net.Listener, error) {
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("server: admin socket %s is in use: is another sshward-ca serving this directory?", path)
+		}
+		os.Remove(path)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("server: admin socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("server: admin socket: %w", err)
+	}
+	return ln, nil
+}

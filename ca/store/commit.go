@@ -1,0 +1,167 @@
+package store
+
+import (
+	"context"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Group commit. One goroutine (commitLoop, owned by the DB, ended by Close)
+// takes the first queued closure, then everything else queued at that
+// instant up to MaxBatch, and runs them all in one bbolt write transaction:
+// one commit, one pair of fdatasyncs, however many callers. There is no
+// timer: at concurrency 1 each Update costs exactly one commit, and under
+// load the queue that builds up during a commit becomes the next batch.
+//
+// A closure that returns an error (or panics) must not take the others
+// down, and bbolt has no savepoints, so the transaction is rolled back and
+// the batch re-run without that closure, as bbolt's own DB.Batch does. That
+// is why closures may run more than once and must be idempotent.
+
+// call is one Update waiting for the committer.
+type call struct {
+	ctx  context.Context
+	fn   func(*Tx) error
+	done chan error // buffered: the committer never blocks on a caller that left
+}
+
+// panicked carries a closure's panic to its caller, who re-panics.
+type panicked struct{ value any }
+
+func (p panicked) Error() string { return fmt.Sprintf("store: update closure panicked: %v", p.value) }
+
+// Update runs fn in a write transaction and returns once the transaction is
+// durable on disk (bbolt fdatasyncs the file before Commit returns), or
+// with fn's error unchanged if fn failed, in which case nothing fn did is
+// kept.
+//
+// Concurrent Updates are group-committed: fn shares its transaction with
+// other callers' closures. Therefore:
+//   - fn may be called more than once (when another closure in its batch
+//     fails, the batch is rolled back and re-run). It must be idempotent:
+//     no effects outside the transaction, and it must recompute from what
+//     it reads in tx rather than from state left by an earlier run. Fields
+//     that Tx methods set on records passed in (AuditEvent.Seq, Hash, …)
+//     are final only once Update returned nil.
+//   - fn runs on the committer goroutine and must not call methods of db
+//     (that deadlocks) or block for long (every caller in the batch waits).
+//   - a panic in fn is re-raised in the caller's goroutine.
+//
+// If ctx ends while the call waits, Update returns ctx's error; the write
+// may still land, because a closure that already started runs to the end.
+// A closure whose ctx ended before its batch started is skipped.
+func (db *DB) Update(ctx context.Context, fn func(*Tx) error) error {
+	if db.readOnly {
+		return fmt.Errorf("store: update: %w", ErrReadOnly)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("store: update: %w", err)
+	}
+	c := &call{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	db.mu.RLock()
+	if db.closed {
+		db.mu.RUnlock()
+		return fmt.Errorf("store: update: %w", ErrClosed)
+	}
+	select {
+	case db.calls <- c:
+	case <-ctx.Done():
+		db.mu.RUnlock()
+		return fmt.Errorf("store: update: %w", ctx.Err())
+	}
+	db.mu.RUnlock()
+
+	select {
+	case err := <-c.done:
+		if p, ok := err.(panicked); ok {
+			panic(p.value)
+		}
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("store: update: %w", ctx.Err())
+	}
+}
+
+// commitLoop is the committer. It exits when Close has closed db.calls
+// and everything queued before that has been committed and answered.
+func (db *DB) commitLoop() {
+	defer close(db.exited)
+	batch := make([]*call, 0, db.maxBatch)
+	for first := range db.calls {
+		batch = append(batch[:0], first)
+	fill:
+		for len(batch) < db.maxBatch {
+			select {
+			case c, ok := <-db.calls:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, c)
+			default:
+				break fill
+			}
+		}
+		db.runBatch(batch)
+		clear(batch) // drop references to finished calls
+	}
+}
+
+// runBatch commits batch, answering every call exactly once.
+func (db *DB) runBatch(batch []*call) {
+	live := batch
+	for {
+		// Callers that gave up before their closure ran get nothing done.
+		n := 0
+		for _, c := range live {
+			if err := c.ctx.Err(); err != nil {
+				c.done <- fmt.Errorf("store: update: %w", err)
+				continue
+			}
+			live[n] = c
+			n++
+		}
+		live = live[:n]
+		if len(live) == 0 {
+			return
+		}
+
+		failed := -1
+		var failErr error
+		err := db.bolt.Update(func(btx *bolt.Tx) error {
+			tx := &Tx{btx: btx, now: db.now}
+			for i, c := range live {
+				if err := safelyCall(c.fn, tx); err != nil {
+					failed, failErr = i, err
+					return err
+				}
+			}
+			return nil
+		})
+		if failed >= 0 {
+			if p, ok := failErr.(panicked); ok {
+				db.log.Error("store: update closure panicked", "panic", fmt.Sprint(p.value))
+			}
+			live[failed].done <- failErr
+			live = append(live[:failed], live[failed+1:]...)
+			continue
+		}
+		if err != nil {
+			db.log.Error("store: commit failed", "err", err, "batch", len(live))
+			err = fmt.Errorf("store: commit: %w", err)
+		}
+		for _, c := range live {
+			c.done <- err
+		}
+		return
+	}
+}
+
+func safelyCall(fn func(*Tx) error, tx *Tx) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = panicked{value: p}
+		}
+	}()
+	return fn(tx)
+}

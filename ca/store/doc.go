@@ -1,0 +1,58 @@
+// Package store is the CA's embedded database: one bbolt file holding
+// local users, login sessions, issued certificates, one-time join tokens,
+// per-tier revocations, a hash-chained audit log and small settings.
+//
+// # Happy path
+//
+//	db, err := store.Open(ctx, store.Options{Path: filepath.Join(dir, "ca.db")})
+//	if errors.Is(err, store.ErrLocked) { … another sshward-ca owns the file … }
+//	defer db.Close()
+//
+//	// Issue: record the certificate and its audit event together, before
+//	// the certificate is handed out. Update returns once the commit is on disk.
+//	err = db.Update(ctx, func(tx *store.Tx) error {
+//		if err := tx.PutCert(&store.CertRecord{Serial: serial, KeyID: keyID, Kind: store.CertKindUser, …}); err != nil {
+//			return err
+//		}
+//		return tx.AppendAudit(&store.AuditEvent{Type: "cert.issue", Actor: user, Serial: serial, KeyID: keyID})
+//	})
+//
+//	// Read: any number of concurrent readers.
+//	err = db.View(ctx, func(tx *store.Tx) error {
+//		set, err := tx.Revocations("production") // build the KRL from set
+//		…
+//	})
+//
+//	rep, err := db.VerifyAudit(ctx) // *store.ChainError names the first bad seq
+//
+// # Group commit
+//
+// Update closures from concurrent callers are run together in one bbolt
+// transaction and one fsync by a single committer goroutine, with no added
+// delay: what queued up during the previous commit forms the next batch
+// (at most Options.MaxBatch closures). A failing closure is taken out and
+// the batch re-run, so closures must be idempotent; see DB.Update.
+//
+// # Durability
+//
+// bbolt writes the pages, fdatasyncs, writes the meta page and fdatasyncs
+// again before Commit returns; Update replies only after that. An
+// acknowledged Update therefore survives a process kill and (given honest
+// disks) a power cut.
+//
+// # Audit chain
+//
+// Each record's Hash is SHA-256 over its PrevHash and a fixed,
+// length-prefixed encoding of its fields (see AuditHash), and the latest
+// (seq, hash) is kept apart from the log, so VerifyAudit detects an edited,
+// deleted or truncated record.
+//
+// # Secrets
+//
+// Session and join tokens are stored under TokenID(token) (SHA-256 hex),
+// never in clear. Password hashes and TOTP secrets are stored (the file is
+// 0600) but never put in error text.
+//
+// Values are JSON in buckets; the bucket layout and JSON field names are
+// the file format (schema version 1).
+package store

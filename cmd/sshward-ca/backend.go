@@ -1,0 +1,171 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/sshward/sshward/ca"
+	"github.com/sshward/sshward/ca/api"
+	"github.com/sshward/sshward/ca/server"
+	"github.com/sshward/sshward/ca/store"
+)
+
+// admin is what the admin verbs need; a running CA serves it on its unix
+// socket, a stopped one through the store file directly.
+type admin interface {
+	AddUser(ctx context.Context, req ca.AddUserRequest) (*ca.AddUserResult, error)
+	ListUsers(ctx context.Context) ([]ca.UserInfo, error)
+	RemoveUser(ctx context.Context, name string) error
+	SetPassword(ctx context.Context, name, password string) error
+	NewJoinToken(ctx context.Context, req ca.JoinTokenRequest) (*ca.JoinTokenResult, error)
+	Revoke(ctx context.Context, req ca.RevokeRequest) (*ca.RevokeResult, error)
+	Audit(ctx context.Context, f store.AuditFilter) ([]store.AuditEvent, error)
+	VerifyAudit(ctx context.Context) server.VerifyResult
+	Sessions(ctx context.Context) ([]store.Session, error)
+	Close() error
+}
+
+// openAdmin prefers the running CA's socket and falls back to the store.
+func openAdmin(ctx context.Context, l layout) (admin, error) {
+	if err := l.check(); err != nil {
+		return nil, err
+	}
+	if c, err := net.DialTimeout("unix", l.socket(), time.Second); err == nil {
+		c.Close()
+		return newSocketAdmin(l.socket()), nil
+	}
+	pol, err := loadPolicy(l.policy())
+	if err != nil {
+		return nil, err
+	}
+	db, err := store.Open(ctx, store.Options{Path: l.db(), OpenTimeout: 2 * time.Second})
+	if errors.Is(err, store.ErrLocked) {
+		return nil, fmt.Errorf("the CA store %s is locked by a running sshward-ca whose admin socket %s does not answer: restart it", l.db(), l.socket())
+	}
+	if err != nil {
+		return nil, err
+	}
+	a, err := ca.NewAdmin(ca.AdminConfig{Store: db, Policy: pol})
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return &localAdmin{Admin: a, db: db}, nil
+}
+
+type localAdmin struct {
+	*ca.Admin
+	db *store.DB
+}
+
+func (l *localAdmin) RemoveUser(ctx context.Context, name string) error {
+	return l.Admin.RemoveUser(ctx, name, "admin-offline")
+}
+func (l *localAdmin) SetPassword(ctx context.Context, name, pw string) error {
+	return l.Admin.SetPassword(ctx, name, pw, "admin-offline")
+}
+func (l *localAdmin) VerifyAudit(ctx context.Context) server.VerifyResult {
+	return server.VerifyResultOf(l.Admin.VerifyAudit(ctx))
+}
+func (l *localAdmin) Close() error { return l.db.Close() }
+
+type socketAdmin struct{ hc *http.Client }
+
+func newSocketAdmin(path string) *socketAdmin {
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", path)
+	}}
+	return &socketAdmin{hc: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
+}
+
+func (s *socketAdmin) Close() error { return nil }
+
+func (s *socketAdmin) call(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://sshward-ca"+path, body)
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := s.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("admin socket: %w", err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
+	if err != nil {
+		return fmt.Errorf("admin socket: %w", err)
+	}
+	if resp.StatusCode/100 != 2 {
+		e := &api.Error{Status: resp.StatusCode}
+		if json.Unmarshal(data, e) != nil || e.Message == "" {
+			e.Message = "the CA answered " + resp.Status
+		}
+		return e
+	}
+	if out == nil {
+		return nil
+	}
+	return json.Unmarshal(data, out)
+}
+
+func (s *socketAdmin) AddUser(ctx context.Context, req ca.AddUserRequest) (*ca.AddUserResult, error) {
+	var out ca.AddUserResult
+	return &out, s.call(ctx, http.MethodPost, server.AdminUsers, req, &out)
+}
+func (s *socketAdmin) ListUsers(ctx context.Context) ([]ca.UserInfo, error) {
+	var out []ca.UserInfo
+	return out, s.call(ctx, http.MethodGet, server.AdminUsers, nil, &out)
+}
+func (s *socketAdmin) RemoveUser(ctx context.Context, name string) error {
+	return s.call(ctx, http.MethodDelete, server.AdminUsers+"/"+url.PathEscape(name), nil, nil)
+}
+func (s *socketAdmin) SetPassword(ctx context.Context, name, pw string) error {
+	return s.call(ctx, http.MethodPut, server.AdminUsers+"/"+url.PathEscape(name)+"/password", server.PasswordChange{Password: pw}, nil)
+}
+func (s *socketAdmin) NewJoinToken(ctx context.Context, req ca.JoinTokenRequest) (*ca.JoinTokenResult, error) {
+	var out ca.JoinTokenResult
+	return &out, s.call(ctx, http.MethodPost, server.AdminJoinTokens, req, &out)
+}
+func (s *socketAdmin) Revoke(ctx context.Context, req ca.RevokeRequest) (*ca.RevokeResult, error) {
+	var out ca.RevokeResult
+	return &out, s.call(ctx, http.MethodPost, server.AdminRevoke, req, &out)
+}
+func (s *socketAdmin) Audit(ctx context.Context, f store.AuditFilter) ([]store.AuditEvent, error) {
+	q := url.Values{}
+	q.Set("after", strconv.FormatUint(f.AfterSeq, 10))
+	q.Set("limit", strconv.Itoa(f.Limit))
+	q.Set("type", f.Type)
+	var out []store.AuditEvent
+	return out, s.call(ctx, http.MethodGet, server.AdminAudit+"?"+q.Encode(), nil, &out)
+}
+func (s *socketAdmin) VerifyAudit(ctx context.Context) server.VerifyResult {
+	var out server.VerifyResult
+	if err := s.call(ctx, http.MethodGet, server.AdminAuditVerify, nil, &out); err != nil {
+		return server.VerifyResult{Error: err.Error()}
+	}
+	return out
+}
+func (s *socketAdmin) Sessions(ctx context.Context) ([]store.Session, error) {
+	var out []store.Session
+	return out, s.call(ctx, http.MethodGet, server.AdminSessions, nil, &out)
+}

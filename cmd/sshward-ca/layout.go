@@ -1,0 +1,119 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/sshward/sshward/ca/policy"
+)
+
+// layout names the files of a CA directory.
+type layout struct{ dir string }
+
+func (l layout) config() string             { return filepath.Join(l.dir, "config.yaml") }
+func (l layout) policy() string             { return filepath.Join(l.dir, "policy.yaml") }
+func (l layout) keys() string               { return filepath.Join(l.dir, "keys") }
+func (l layout) tls() string                { return filepath.Join(l.dir, "tls") }
+func (l layout) db() string                 { return filepath.Join(l.dir, "ca.db") }
+func (l layout) socket() string             { return filepath.Join(l.dir, "admin.sock") }
+func (l layout) userCAName(t string) string { return "user-ca-" + t }
+func (l layout) userCAPub(t string) string  { return filepath.Join(l.keys(), l.userCAName(t)+".pub") }
+func (l layout) userCAKey(t string) string  { return filepath.Join(l.keys(), l.userCAName(t)+".key") }
+
+const hostCAName = "host-ca"
+
+func (l layout) hostCAPub() string { return filepath.Join(l.keys(), hostCAName+".pub") }
+func (l layout) hostCAKey() string { return filepath.Join(l.keys(), hostCAName+".key") }
+
+func (l layout) check() error {
+	if l.dir == "" {
+		return fmtUsage("--dir DIR is required")
+	}
+	if _, err := os.Stat(l.config()); err != nil {
+		return fmt.Errorf("%s is not an sshward CA directory (no config.yaml): run sshward-ca init --dir %s", l.dir, l.dir)
+	}
+	return nil
+}
+
+// config is DIR/config.yaml: server settings. The tier policy is policy.yaml.
+type config struct {
+	Listen   string     `yaml:"listen"`
+	TLSNames []string   `yaml:"tls_names"`
+	OIDC     oidcConfig `yaml:"oidc"`
+}
+
+type oidcConfig struct {
+	Issuer      string   `yaml:"issuer"`
+	ClientID    string   `yaml:"client_id"`
+	Scopes      []string `yaml:"scopes"`
+	UserClaim   string   `yaml:"user_claim"`
+	GroupsClaim string   `yaml:"groups_claim"`
+	MFAAMR      []string `yaml:"mfa_amr"`
+	MFAACR      []string `yaml:"mfa_acr"`
+	// RedirectListen is told to clients for the auth-code redirect.
+	RedirectListen string `yaml:"redirect_listen"`
+}
+
+const defaultConfig = `# sshward-ca settings. The tier policy lives in policy.yaml beside this file.
+# listen: the HTTPS address (sshward-ca serve --listen overrides it).
+listen: 127.0.0.1:8443
+# tls_names: DNS names and IPs the CA's TLS certificate covers; add the name
+# clients and hosts use to reach this CA.
+tls_names: [localhost, 127.0.0.1, "::1"]
+# oidc: log in through an OpenID Connect provider (auth code + PKCE on a
+# loopback redirect, or the device flow). Empty issuer = disabled.
+oidc:
+  issuer: ""
+  client_id: ""
+  scopes: [openid, profile, email, groups]
+  user_claim: preferred_username   # falls back to email, then sub
+  groups_claim: groups
+  mfa_amr: [otp, mfa, hwk, swk, totp]  # any of these in amr counts as MFA
+  mfa_acr: []
+  redirect_listen: ""   # e.g. 127.0.0.1:8250 when the provider matches redirect URIs exactly
+`
+
+func loadConfig(path string) (*config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	var c config
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:8443"
+	}
+	return &c, nil
+}
+
+func loadPolicy(path string) (*policy.Policy, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read policy: %w", err)
+	}
+	p, err := policy.Parse(data)
+	if err != nil {
+		var pe *policy.ParseError
+		if errors.As(err, &pe) {
+			return nil, fmt.Errorf("%s: %s", path, trimPrefix(err.Error(), "policy "))
+		}
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return p, nil
+}
+
+func trimPrefix(s, p string) string {
+	if len(s) >= len(p) && s[:len(p)] == p {
+		return s[len(p):]
+	}
+	return s
+}

@@ -1,0 +1,75 @@
+// Command sshward-ca is the sshward certificate authority: init, serve, and
+// the admin verbs (users, join-token, revoke, trust, audit, sessions) that
+// work both while serve runs (through DIR/admin.sock) and offline.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/sshward/sshward/cmd/internal/cli"
+)
+
+const usage = `sshward-ca: the sshward SSH certificate authority
+
+usage:
+  sshward-ca init --dir DIR [--json] [--name NAME] [--tls-name HOST …]
+  sshward-ca serve --dir DIR [--listen ADDR]
+  sshward-ca users add NAME --groups G1,G2 [--totp] --password-stdin [--json]
+  sshward-ca users list [--json] | remove NAME | passwd NAME --password-stdin
+  sshward-ca trust --dir DIR --tier T | --hosts
+  sshward-ca join-token --dir DIR --host NAME[,NAME…] --tier T [--ttl D] [--json]
+  sshward-ca join-token --dir DIR --playback NAME [--ttl D] [--json]
+  sshward-ca revoke --dir DIR --serial N | --key-id ID | --user NAME [--tier T] [--reason TEXT]
+  sshward-ca audit list|verify --dir DIR [--json]
+  sshward-ca sessions --dir DIR [--json]
+
+The CA passphrase comes from $SSHWARD_CA_PASSPHRASE or --passphrase-file FILE.
+Every verb takes --help. Exit status: 0 ok, 1 refused or failed, 2 usage.
+`
+
+func main() {
+	ctx, stop := cli.SignalContext()
+	code := cli.Exit("sshward-ca", run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr), os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return cli.Usagef("a verb is required")
+	}
+	env := &env{stdin: stdin, stdout: stdout, stderr: stderr, getenv: os.Getenv}
+	switch args[0] {
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	case "init":
+		return env.cmdInit(ctx, args[1:])
+	case "serve":
+		return env.cmdServe(ctx, args[1:])
+	case "users":
+		return env.cmdUsers(ctx, args[1:])
+	case "trust":
+		return env.cmdTrust(ctx, args[1:])
+	case "join-token":
+		return env.cmdJoinToken(ctx, args[1:])
+	case "revoke":
+		return env.cmdRevoke(ctx, args[1:])
+	case "audit":
+		return env.cmdAudit(ctx, args[1:])
+	case "sessions":
+		return env.cmdSessions(ctx, args[1:])
+	}
+	return cli.Usagef("unknown verb %q", args[0])
+}
+
+// env is what every verb reads and writes; tests run verbs with buffers.
+type env struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	getenv         func(string) string
+}

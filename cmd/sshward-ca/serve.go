@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/sshward/sshward/ca"
+	"github.com/sshward/sshward/ca/api"
+	"github.com/sshward/sshward/ca/identity"
+	"github.com/sshward/sshward/ca/keys"
+	"github.com/sshward/sshward/ca/server"
+	"github.com/sshward/sshward/ca/store"
+	"github.com/sshward/sshward/ca/tlsca"
+	"github.com/sshward/sshward/cmd/internal/cli"
+)
+
+func (e *env) cmdServe(ctx context.Context, args []string) error {
+	fs := cli.NewFlagSet("sshward-ca serve --dir DIR [--listen ADDR]")
+	dir := fs.String("dir", "", "CA directory made by sshward-ca init")
+	listen := fs.String("listen", "", "HTTPS address (default: config.yaml listen)")
+	passFile := fs.String("passphrase-file", "", "file holding the CA passphrase (else $SSHWARD_CA_PASSPHRASE)")
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	if _, err := cli.Parse(fs, args); err != nil {
+		return err
+	}
+	l := layout{*dir}
+	if err := l.check(); err != nil {
+		return err
+	}
+	log, err := cli.Logger(e.stderr, *logFormat, *logLevel)
+	if err != nil {
+		return err
+	}
+	cfg, err := loadConfig(l.config())
+	if err != nil {
+		return err
+	}
+	if *listen != "" {
+		cfg.Listen = *listen
+	}
+	pol, err := loadPolicy(l.policy())
+	if err != nil {
+		return fmt.Errorf("refusing to start: %w", err)
+	}
+	pass, err := e.passphrase(*passFile)
+	if err != nil {
+		return err
+	}
+	userCAs := map[string]ssh.Signer{}
+	for _, t := range pol.Tiers {
+		var k *keys.Key
+		if _, err := os.Stat(l.userCAKey(t.Name)); errors.Is(err, os.ErrNotExist) {
+			// A tier added to the policy after init gets its own CA key.
+			k, err = keys.Create(ctx, keys.CreateRequest{Dir: l.keys(), Name: l.userCAName(t.Name), Passphrase: pass, Comment: "sshward " + t.Name + " user CA"})
+			if err != nil {
+				return fmt.Errorf("create %s user CA: %w", t.Name, err)
+			}
+			log.Info("created user CA for new tier", "tier", t.Name)
+		} else if k, err = keys.Open(ctx, l.userCAKey(t.Name), pass); err != nil {
+			return fmt.Errorf("open %s user CA: %w", t.Name, err)
+		}
+		if userCAs[t.Name], err = k.SSHSigner(); err != nil {
+			return err
+		}
+	}
+	hk, err := keys.Open(ctx, l.hostCAKey(), pass)
+	if err != nil {
+		return fmt.Errorf("open host CA: %w", err)
+	}
+	hostCA, err := hk.SSHSigner()
+	if err != nil {
+		return err
+	}
+	root, err := tlsca.LoadRoot(ctx, l.tls(), pass)
+	if err != nil {
+		return fmt.Errorf("open TLS root: %w", err)
+	}
+	clear(pass)
+	names := append([]string{}, cfg.TLSNames...)
+	if host, _, err := net.SplitHostPort(cfg.Listen); err == nil && host != "" && host != "0.0.0.0" && host != "::" {
+		names = append(names, host)
+	}
+	if hn, err := os.Hostname(); err == nil {
+		names = append(names, hn)
+	}
+	tlsCfg, err := root.ServerTLSConfig(names, 30*24*time.Hour, time.Now)
+	if err != nil {
+		return fmt.Errorf("TLS: %w", err)
+	}
+
+	db, err := store.Open(ctx, store.Options{Path: l.db(), Logger: log})
+	if errors.Is(err, store.ErrLocked) {
+		return fmt.Errorf("the store %s is in use: is another sshward-ca serving %s?", l.db(), *dir)
+	}
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+
+	acfg := ca.Config{Store: db, Policy: pol, UserCAs: userCAs, HostCA: hostCA, Logger: log}
+	if cfg.OIDC.Issuer != "" {
+		v, err := identity.NewOIDCVerifier(ctx, identity.OIDCConfig{
+			Issuer: cfg.OIDC.Issuer, ClientID: cfg.OIDC.ClientID, Scopes: cfg.OIDC.Scopes,
+			UserClaim: cfg.OIDC.UserClaim, GroupsClaim: cfg.OIDC.GroupsClaim, MFAAMR: cfg.OIDC.MFAAMR, MFAACR: cfg.OIDC.MFAACR,
+		})
+		if err != nil {
+			return fmt.Errorf("OIDC provider %s: %w", cfg.OIDC.Issuer, err)
+		}
+		acfg.OIDC = v
+		acfg.OIDCClient = api.OIDCConfig{Issuer: cfg.OIDC.Issuer, ClientID: cfg.OIDC.ClientID, Scopes: cfg.OIDC.Scopes, RedirectListen: cfg.OIDC.RedirectListen}
+	}
+	a, err := ca.New(acfg)
+	if err != nil {
+		return err
+	}
+	srv, err := server.New(server.Config{Authority: a, TLS: tlsCfg, Logger: log})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	aln, err := server.ListenAdminSocket(l.socket())
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer os.Remove(l.socket())
+	log.Info("sshward-ca serving", "url", "https://"+ln.Addr().String(), "fingerprint", root.Fingerprint(),
+		"tiers", strings.Join(pol.TierNames(), ","), "admin_socket", l.socket())
+	fmt.Fprintf(e.stdout, "sshward-ca serving https://%s (root fingerprint %s)\n", ln.Addr(), root.Fingerprint())
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return srv.Serve(gctx, ln) })
+	g.Go(func() error { return srv.ServeAdmin(gctx, aln) })
+	err = g.Wait()
+	log.Info("sshward-ca stopped")
+	return err
+}

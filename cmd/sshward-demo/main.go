@@ -1,0 +1,309 @@
+// Command sshward-demo runs the whole sshward system on this machine with
+// embedded defaults (`make demo`): a CA with demo users, and prints what to
+// type next. It drives the real binaries next to it, exactly as an operator
+// would. `sshward-demo code USER` prints a demo user's current TOTP code.
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/pquerna/otp/totp"
+
+	"github.com/sshward/sshward/cmd/internal/cli"
+)
+
+func main() {
+	ctx, stop := cli.SignalContext()
+	code := cli.Exit("sshward-demo", run(ctx, os.Args[1:]), os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// demoUser is one of the people the demo creates (DESIGN.md groups).
+type demoUser struct {
+	Name     string   `json:"name"`
+	Role     string   `json:"role"`
+	Groups   []string `json:"groups"`
+	Password string   `json:"password"`
+	TOTP     string   `json:"totp_secret"`
+}
+
+// state is what the demo writes to DIR/demo.json for `sshward-demo code`.
+type state struct {
+	Dir         string     `json:"dir"`
+	CA          string     `json:"ca"`
+	Fingerprint string     `json:"fingerprint"`
+	Users       []demoUser `json:"users"`
+}
+
+func run(ctx context.Context, args []string) error {
+	if len(args) > 0 && args[0] == "code" {
+		return cmdCode(args[1:])
+	}
+	fs := cli.NewFlagSet("sshward-demo [--dir DIR] [--listen ADDR]")
+	dir := fs.String("dir", "", "demo directory (default: a new temporary one)")
+	listen := fs.String("listen", "127.0.0.1:8443", "CA address (a free port is picked if taken)")
+	bin := fs.String("bin", "", "directory with the sshward binaries (default: next to this one)")
+	if _, err := cli.Parse(fs, args); err != nil {
+		return err
+	}
+	if *bin == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		*bin = filepath.Dir(exe)
+	}
+	for _, b := range []string{"sshward-ca", "sshward"} {
+		if _, err := os.Stat(filepath.Join(*bin, b)); err != nil {
+			return fmt.Errorf("%s not found in %s: run make build first", b, *bin)
+		}
+	}
+	if *dir == "" {
+		d, err := os.MkdirTemp("", "sshward-demo-")
+		if err != nil {
+			return err
+		}
+		*dir = d
+	}
+	d := &demo{bin: *bin, dir: *dir, out: os.Stdout}
+	return d.run(ctx, *listen)
+}
+
+type demo struct {
+	bin, dir string
+	out      io.Writer
+	procs    []*exec.Cmd
+}
+
+func (d *demo) step(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "==> "+format+"\n", args...)
+}
+
+func (d *demo) run(ctx context.Context, listen string) error {
+	defer d.stopAll()
+	caDir := filepath.Join(d.dir, "ca")
+	passFile := filepath.Join(d.dir, "ca-passphrase")
+	if err := os.WriteFile(passFile, []byte(randomWord(18)+"\n"), 0o600); err != nil {
+		return err
+	}
+	d.step("creating a CA in %s", caDir)
+	var initRes struct {
+		Fingerprint string            `json:"fingerprint"`
+		UserCA      map[string]string `json:"user_ca"`
+		HostCA      string            `json:"host_ca"`
+	}
+	if err := d.runJSON(ctx, &initRes, "sshward-ca", "init", "--dir", caDir, "--passphrase-file", passFile, "--json"); err != nil {
+		return err
+	}
+	st := state{Dir: d.dir, Fingerprint: initRes.Fingerprint}
+	people := []demoUser{
+		{Name: "alice", Role: "engineer (staging, production with TOTP)", Groups: []string{"engineers", "sre", "oncall"}},
+		{Name: "ivan", Role: "incident commander", Groups: []string{"incident-commanders", "engineers"}},
+		{Name: "irene", Role: "incident commander", Groups: []string{"incident-commanders", "engineers"}},
+		{Name: "audrey", Role: "auditor", Groups: []string{"auditors"}},
+	}
+	for i := range people {
+		u := &people[i]
+		u.Password = randomWord(12)
+		var res struct {
+			TOTPSecret string `json:"totp_secret"`
+		}
+		d.step("adding user %s (%s)", u.Name, strings.Join(u.Groups, ", "))
+		if err := d.runJSONIn(ctx, u.Password+"\n", &res, "sshward-ca", "users", "add", u.Name, "--dir", caDir,
+			"--groups", strings.Join(u.Groups, ","), "--totp", "--password-stdin", "--json"); err != nil {
+			return err
+		}
+		u.TOTP = res.TOTPSecret
+	}
+	st.Users = people
+	addr, err := freeAddr(listen)
+	if err != nil {
+		return err
+	}
+	st.CA = "https://" + addr
+	d.step("starting the CA on %s", st.CA)
+	logf, err := os.OpenFile(filepath.Join(d.dir, "ca.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	if _, err := d.start(ctx, logf, "sshward-ca", "serve", "--dir", caDir, "--listen", addr, "--passphrase-file", passFile); err != nil {
+		return err
+	}
+	if err := waitHealthy(ctx, st.CA); err != nil {
+		return fmt.Errorf("the CA did not come up (see %s): %w", logf.Name(), err)
+	}
+	b, _ := json.MarshalIndent(st, "", "  ")
+	if err := os.WriteFile(filepath.Join(d.dir, "demo.json"), b, 0o600); err != nil {
+		return err
+	}
+	d.printNext(st)
+	<-ctx.Done()
+	d.step("stopping; the demo state stays in %s", d.dir)
+	return nil
+}
+
+func (d *demo) printNext(st state) {
+	w := d.out
+	sw := filepath.Join(d.bin, "sshward")
+	fmt.Fprintf(w, "\nsshward demo is running. Ctrl-C stops it. Everything lives in %s\n\n", st.Dir)
+	fmt.Fprintf(w, "CA          %s\nfingerprint %s\n\nusers (passwords and TOTP secrets are demo values):\n", st.CA, st.Fingerprint)
+	for _, u := range st.Users {
+		fmt.Fprintf(w, "  %-7s %-42s password %s  TOTP %s\n", u.Name, u.Role, u.Password, u.TOTP)
+	}
+	fmt.Fprintf(w, "\nA user's current TOTP code: %s code alice\n", filepath.Join(d.bin, "sshward-demo"))
+	fmt.Fprintf(w, "\nJourney 1, the engineer (in another terminal):\n")
+	fmt.Fprintf(w, "  export SSHWARD_HOME=%s/home-alice\n", st.Dir)
+	fmt.Fprintf(w, "  %s login --ca %s --fingerprint %s --user alice\n", sw, st.CA, st.Fingerprint)
+	fmt.Fprintf(w, "      (password %s, then the code from `%s code alice`)\n", st.Users[0].Password, filepath.Join(d.bin, "sshward-demo"))
+	fmt.Fprintf(w, "  %s cert --tier staging\n  %s cert --tier production\n  %s status\n", sw, sw, sw)
+	fmt.Fprintf(w, "  ssh-keygen -L -f $SSHWARD_HOME/keys/production-cert.pub\n")
+	fmt.Fprintf(w, "\nAdmin verbs work while the CA runs:\n  %s audit list --dir %s/ca\n  %s audit verify --dir %s/ca\n\n",
+		filepath.Join(d.bin, "sshward-ca"), st.Dir, filepath.Join(d.bin, "sshward-ca"), st.Dir)
+}
+
+func (d *demo) cmd(ctx context.Context, name string, args ...string) *exec.Cmd {
+	c := exec.CommandContext(ctx, filepath.Join(d.bin, name), args...)
+	c.Env = os.Environ()
+	return c
+}
+
+func (d *demo) runJSON(ctx context.Context, out any, name string, args ...string) error {
+	return d.runJSONIn(ctx, "", out, name, args...)
+}
+
+func (d *demo) runJSONIn(ctx context.Context, stdin string, out any, name string, args ...string) error {
+	c := d.cmd(ctx, name, args...)
+	c.Stdin = strings.NewReader(stdin)
+	var stderr bytes.Buffer
+	c.Stderr = &stderr
+	b, err := c.Output()
+	if err != nil {
+		return fmt.Errorf("%s %s: %v: %s", name, args[0], err, strings.TrimSpace(stderr.String()))
+	}
+	return json.Unmarshal(b, out)
+}
+
+func (d *demo) start(ctx context.Context, log io.Writer, name string, args ...string) (*exec.Cmd, error) {
+	c := d.cmd(context.WithoutCancel(ctx), name, args...)
+	c.Stdout, c.Stderr = log, log
+	if err := c.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	d.procs = append(d.procs, c)
+	return c, nil
+}
+
+func (d *demo) stopAll() {
+	for i := len(d.procs) - 1; i >= 0; i-- {
+		p := d.procs[i]
+		p.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { p.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			p.Process.Kill()
+			<-done
+		}
+	}
+}
+
+func waitHealthy(ctx context.Context, base string) error {
+	// The demo only checks liveness here; clients verify the root by fingerprint.
+	hc := &http.Client{Timeout: time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := hc.Get(base + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return errors.New("no answer on /healthz within 20s")
+}
+
+func freeAddr(want string) (string, error) {
+	if ln, err := net.Listen("tcp", want); err == nil {
+		ln.Close()
+		return want, nil
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+func randomWord(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)[:n]
+}
+
+func cmdCode(args []string) error {
+	fs := cli.NewFlagSet("sshward-demo code USER [--dir DIR]")
+	dir := fs.String("dir", "", "demo directory (default: the newest one in the temp dir)")
+	pos, err := cli.Parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return cli.Usagef("code needs one USER")
+	}
+	if *dir == "" {
+		m, _ := filepath.Glob(filepath.Join(os.TempDir(), "sshward-demo-*", "demo.json"))
+		var newest time.Time
+		for _, f := range m {
+			if fi, err := os.Stat(f); err == nil && fi.ModTime().After(newest) {
+				newest, *dir = fi.ModTime(), filepath.Dir(f)
+			}
+		}
+		if *dir == "" {
+			return errors.New("no running demo found: start one with make demo")
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(*dir, "demo.json"))
+	if err != nil {
+		return fmt.Errorf("no demo in %s: %w", *dir, err)
+	}
+	var st state
+	if err := json.Unmarshal(b, &st); err != nil {
+		return err
+	}
+	for _, u := range st.Users {
+		if u.Name == pos[0] {
+			code, err := totp.GenerateCode(u.TOTP, time.Now())
+			if err != nil {
+				return err
+			}
+			fmt.Println(code)
+			return nil
+		}
+	}
+	return fmt.Errorf("no demo user %q", pos[0])
+}

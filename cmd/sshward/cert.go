@@ -1,0 +1,252 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
+
+	"github.com/sshward/sshward/ca/api"
+	"github.com/sshward/sshward/cmd/internal/cli"
+)
+
+// renewBefore is how much validity a cert must have left for --ensure to
+// keep it (DESIGN: renew silently when < 1 min is left).
+const renewBefore = time.Minute
+
+// certResult is the --json output (DESIGN CLI contract: certificate, key
+// (paths), serial, principals, valid_before).
+type certResult struct {
+	Certificate string    `json:"certificate"`
+	Key         string    `json:"key"`
+	Serial      uint64    `json:"serial"`
+	KeyID       string    `json:"key_id"`
+	Tier        string    `json:"tier"`
+	Principals  []string  `json:"principals"`
+	ValidAfter  time.Time `json:"valid_after"`
+	ValidBefore time.Time `json:"valid_before"`
+	Reused      bool      `json:"reused,omitempty"`
+	Agent       bool      `json:"agent"`
+}
+
+func (e *env) cmdCert(ctx context.Context, args []string) error {
+	fs := cli.NewFlagSet("sshward cert --tier T [--principal P] [--request ID] [--json] [--ensure]")
+	tier := fs.String("tier", "", "tier to get a certificate for (staging, production, break-glass …)")
+	var principals cli.StringList
+	fs.Var(&principals, "principal", "ask for only these principals (repeatable; default: all policy grants)")
+	reqID := fs.String("request", "", "approved access request id (tiers that need approval)")
+	ttl := fs.Duration("ttl", 0, "validity (default: the tier's ttl; at most its max_ttl)")
+	ensure := fs.Bool("ensure", false, "keep the current certificate when it has at least a minute left (for ssh_config Match exec)")
+	quiet := fs.Bool("quiet", false, "print nothing on success")
+	host := fs.String("host", "", "host being connected to (informational, from ssh_config %h)")
+	asJSON := fs.Bool("json", false, "print the result as JSON")
+	if _, err := cli.Parse(fs, args); err != nil {
+		return err
+	}
+	_ = host
+	if *tier == "" {
+		return cli.Usagef("--tier T is required")
+	}
+	h, err := e.home()
+	if err != nil {
+		return err
+	}
+	if *ensure {
+		if cert, err := readCert(h.certPath(*tier)); err == nil && e.certUsable(cert, principals) {
+			if !*quiet {
+				return e.printCert(h, *tier, cert, *asJSON, true, false)
+			}
+			return nil
+		}
+	}
+	s, err := h.loadSession()
+	if err == nil && !e.now().Before(s.ExpiresAt) {
+		err = errors.New("your sshward session expired: run sshward login")
+	}
+	if err != nil {
+		if !*ensure {
+			return err
+		}
+		// Called from ssh_config Match exec: ask on the terminal if there is one.
+		if s, err = e.reloginOnTTY(ctx, h); err != nil {
+			return err
+		}
+	}
+	c, _, err := h.client(s.Token)
+	if err != nil {
+		return err
+	}
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return fmt.Errorf("generate key: %w", err)
+	}
+	sshPub, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		return err
+	}
+	if !*quiet && !*asJSON {
+		fmt.Fprintf(e.stderr, "sshward: fetching a %s certificate…\n", *tier)
+	}
+	resp, err := c.Cert(ctx, api.CertRequest{Tier: *tier, PublicKey: string(ssh.MarshalAuthorizedKey(sshPub)), Principals: principals, TTL: api.Duration(*ttl), RequestID: *reqID})
+	if api.IsCode(err, api.CodeUnauthenticated) && *ensure {
+		if s, err = e.reloginOnTTY(ctx, h); err != nil {
+			return err
+		}
+		c.SetToken(s.Token)
+		resp, err = c.Cert(ctx, api.CertRequest{Tier: *tier, PublicKey: string(ssh.MarshalAuthorizedKey(sshPub)), Principals: principals, TTL: api.Duration(*ttl), RequestID: *reqID})
+	}
+	if err != nil {
+		return err
+	}
+	pk, _, _, _, err := ssh.ParseAuthorizedKey([]byte(resp.Certificate))
+	if err != nil {
+		return fmt.Errorf("the CA sent an unreadable certificate: %w", err)
+	}
+	cert, ok := pk.(*ssh.Certificate)
+	if !ok || !bytesEqual(cert.Key.Marshal(), sshPub.Marshal()) {
+		return errors.New("the CA sent a certificate for another key: refusing it")
+	}
+	old, _ := readCert(h.certPath(*tier))
+	block, err := ssh.MarshalPrivateKey(priv, "sshward "+*tier)
+	if err != nil {
+		return err
+	}
+	if err := writeAtomic(h.keyPath(*tier), pem.EncodeToMemory(block), 0o600); err != nil {
+		return err
+	}
+	if err := writeAtomic(h.keyPath(*tier)+".pub", ssh.MarshalAuthorizedKey(sshPub), 0o600); err != nil {
+		return err
+	}
+	if err := writeAtomic(h.certPath(*tier), []byte(resp.Certificate), 0o600); err != nil {
+		return err
+	}
+	added := e.addToAgent(priv, cert, old, *tier)
+	if *quiet {
+		return nil
+	}
+	return e.printCert(h, *tier, cert, *asJSON, false, added)
+}
+
+// certUsable reports whether a saved cert can be used as is.
+func (e *env) certUsable(c *ssh.Certificate, want []string) bool {
+	if c.ValidBefore == ssh.CertTimeInfinity {
+		return false
+	}
+	left := time.Unix(int64(c.ValidBefore), 0).Sub(e.now())
+	if left < renewBefore || e.now().Before(time.Unix(int64(c.ValidAfter), 0)) {
+		return false
+	}
+	for _, p := range want {
+		if !slices.Contains(c.ValidPrincipals, p) {
+			return false
+		}
+	}
+	return true
+}
+
+// addToAgent loads the key and cert into ssh-agent for exactly the cert's
+// remaining lifetime and drops the previous cert of this tier.
+func (e *env) addToAgent(priv ed25519.PrivateKey, cert, old *ssh.Certificate, tier string) bool {
+	sock := e.getenv("SSH_AUTH_SOCK")
+	if sock == "" {
+		return false
+	}
+	conn, err := net.DialTimeout("unix", sock, 2*time.Second)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "sshward: ssh-agent at SSH_AUTH_SOCK is not reachable (%v); the certificate is in files only\n", err)
+		return false
+	}
+	defer conn.Close()
+	ag := agent.NewClient(conn)
+	if old != nil {
+		_ = ag.Remove(old) // gone already if it expired
+	}
+	left := time.Unix(int64(cert.ValidBefore), 0).Sub(e.now())
+	if left <= 0 {
+		return false
+	}
+	err = ag.Add(agent.AddedKey{PrivateKey: priv, Certificate: cert, Comment: "sshward " + tier + " " + cert.KeyId, LifetimeSecs: uint32(left.Seconds())})
+	if err != nil {
+		fmt.Fprintf(e.stderr, "sshward: ssh-agent refused the key (%v); the certificate is in files only\n", err)
+		return false
+	}
+	return true
+}
+
+func (e *env) printCert(h home, tier string, c *ssh.Certificate, asJSON, reused, agentAdded bool) error {
+	res := certResult{
+		Certificate: h.certPath(tier), Key: h.keyPath(tier), Serial: c.Serial, KeyID: c.KeyId, Tier: tier,
+		Principals: c.ValidPrincipals, ValidAfter: time.Unix(int64(c.ValidAfter), 0).UTC(),
+		ValidBefore: time.Unix(int64(c.ValidBefore), 0).UTC(), Reused: reused, Agent: agentAdded,
+	}
+	if asJSON {
+		return cli.JSON(e.stdout, res)
+	}
+	left := res.ValidBefore.Sub(e.now()).Round(time.Second)
+	verb := "issued"
+	if reused {
+		verb = "still valid:"
+	}
+	fmt.Fprintf(e.stdout, "%s %s certificate for %s, serial %d, valid until %s (%s)\n", verb, tier,
+		strings.Join(c.ValidPrincipals, ", "), c.Serial, res.ValidBefore.Local().Format("15:04:05"), left)
+	fmt.Fprintf(e.stdout, "  key %s\n  cert %s\n", res.Key, res.Certificate)
+	if agentAdded {
+		fmt.Fprintf(e.stdout, "  added to ssh-agent for %s\n", left)
+	}
+	return nil
+}
+
+// reloginOnTTY logs in again on /dev/tty for the remembered user. Under an
+// ssh_config Match exec, stdin/stdout are /dev/null but the terminal is
+// still there (NOTES: OpenSSH client behaviour).
+func (e *env) reloginOnTTY(ctx context.Context, h home) (*session, error) {
+	cfg, err := h.loadConfig()
+	if err != nil {
+		return nil, err
+	}
+	if e.tty == nil || cfg.OIDC {
+		return nil, errors.New("your sshward session expired: run sshward login")
+	}
+	t, err := e.tty()
+	if err != nil {
+		return nil, errors.New("your sshward session expired and there is no terminal to log in: run sshward login")
+	}
+	t.Close()
+	fmt.Fprintf(e.stderr, "sshward: session expired, logging in again as %s\n", cfg.User)
+	sub := *e
+	sub.stdout = io.Discard
+	if err := run(ctx, []string{"login", "--user", cfg.User}, &sub); err != nil {
+		return nil, err
+	}
+	return h.loadSession()
+}
+
+func readCert(path string) (*ssh.Certificate, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pk, _, _, _, err := ssh.ParseAuthorizedKey(b)
+	if err != nil {
+		return nil, err
+	}
+	c, ok := pk.(*ssh.Certificate)
+	if !ok {
+		return nil, fmt.Errorf("%s holds no certificate", path)
+	}
+	return c, nil
+}
+
+func bytesEqual(a, b []byte) bool { return string(a) == string(b) }
+

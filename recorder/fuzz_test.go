@@ -1,0 +1,83 @@
+package recorder
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+)
+
+// FuzzReader: any input either parses or fails with an error; never a panic,
+// and every event that parses holds valid data.
+func FuzzReader(f *testing.F) {
+	f.Add([]byte(goodHeader + `[0.5, "o", "héllo\r\n"]` + "\n" + `[1, "r", "100x30"]` + "\n"))
+	f.Add([]byte(goodHeader + `[1, "m", "x"]` + "\n" + `[0.5, "o", "late"]` + "\n"))
+	f.Add([]byte(goodHeader + "\n"))
+	f.Add([]byte(`{"version":2,"width":1,"height":1}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		rd, err := NewReader(bytes.NewReader(data))
+		if err != nil {
+			return
+		}
+		if h := rd.Header(); h.Check() != nil {
+			t.Fatalf("accepted header %+v", h)
+		}
+		last := 0.0
+		for {
+			e, err := rd.Next()
+			if err != nil {
+				return
+			}
+			if e.Time < last {
+				t.Fatalf("time went back: %v after %v", e.Time, last)
+			}
+			last = e.Time
+			if e.Code == CodeResize {
+				if _, _, err := e.Size(); err != nil {
+					t.Fatalf("accepted resize %q", e.Data)
+				}
+			}
+		}
+	})
+}
+
+// FuzzWriterRoundTrip: arbitrary bytes, split arbitrarily across Output
+// calls, read back as the same text (invalid UTF-8 replaced as
+// strings.ToValidUTF8 does) in the same order.
+func FuzzWriterRoundTrip(f *testing.F) {
+	f.Add([]byte("héllo wörld ✓ 日本"), []byte{1, 2, 3})
+	f.Add([]byte("a\xff\xfeb\xe6\x97"), []byte{2})
+	f.Add([]byte("\x00\x1b[31m\"\\\u2028"), []byte{0, 5})
+	f.Fuzz(func(t *testing.T, data, splits []byte) {
+		var buf bytes.Buffer
+		clock := newFakeClock(time.Millisecond)
+		w, err := NewWriter(&buf, testHeader, time.Time{}, clock.Now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rest := data
+		for i := 0; len(rest) > 0; i++ {
+			n := len(rest)
+			if len(splits) > 0 {
+				n = min(n, int(splits[i%len(splits)]))
+			}
+			if err := w.Output(rest[:n]); err != nil {
+				t.Fatal(err)
+			}
+			rest = rest[n:]
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		_, evs := parseCast(t, buf.Bytes())
+		for _, e := range evs {
+			if e.Data == "" {
+				t.Fatal("empty event written")
+			}
+		}
+		got, want := joined(evs, CodeOutput), strings.ToValidUTF8(string(data), "\uFFFD")
+		if got != want {
+			t.Fatalf("got %q, want %q", got, want)
+		}
+	})
+}

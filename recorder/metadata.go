@@ -1,0 +1,194 @@
+package recorder
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Session kinds (Metadata.Kind), after the SSH channel request that started
+// the session (RFC 4254 section 6.5).
+const (
+	KindShell     = "shell"
+	KindExec      = "exec"
+	KindSubsystem = "subsystem"
+)
+
+// Metadata describes one recording; it is stored as DIR/<session_id>.json
+// beside the cast. The caller fills the identity and session fields before
+// Create; the spool owns the rest (counts, digest, End, Complete, Finished).
+type Metadata struct {
+	SessionID  string   `json:"session_id"`
+	Identity   string   `json:"identity"` // who the CA issued the certificate to
+	Principal  string   `json:"principal"`
+	KeyID      string   `json:"key_id"`
+	Serial     uint64   `json:"serial"`
+	Tier       string   `json:"tier"`
+	Host       string   `json:"host"`
+	ClientAddr string   `json:"client_addr"`
+	RequestID  string   `json:"request_id,omitempty"` // access request, for break-glass
+	Reason     string   `json:"reason,omitempty"`     // the request's reason
+	Approvers  []string `json:"approvers,omitempty"`
+
+	Kind        string `json:"kind"`              // KindShell, KindExec or KindSubsystem
+	Command     string `json:"command,omitempty"` // exec command or subsystem name
+	RecordInput bool   `json:"record_input"`      // the tier records input; Recording.Input is a no-op otherwise
+
+	Start      time.Time `json:"start"` // zero means the spool's Now at Create
+	End        time.Time `json:"end,omitzero"`
+	ExitStatus *int      `json:"exit_status,omitempty"`
+	ExitSignal string    `json:"exit_signal,omitempty"` // without "SIG", as in RFC 4254 section 6.10
+	EndReason  string    `json:"end_reason,omitempty"`  // why the agent ended the session, if it did
+
+	// Set by the spool. BytesOut and BytesIn count raw session bytes given to
+	// Output and Input; after a crash repair they are recounted from the cast
+	// (UTF-8 as recorded). CastBytes is the cast file's size, SHA256 its
+	// digest (hex).
+	BytesOut  int64  `json:"bytes_out"`
+	BytesIn   int64  `json:"bytes_in"`
+	CastBytes int64  `json:"cast_bytes"`
+	SHA256    string `json:"sha256,omitempty"`
+
+	// Complete is true when every byte of the session reached the cast;
+	// otherwise Incomplete says why not. Finished is true once the cast will
+	// not change again (closed or repaired): only then may it be shipped.
+	Complete   bool   `json:"complete"`
+	Incomplete string `json:"incomplete,omitempty"`
+	Finished   bool   `json:"finished"`
+}
+
+// Check reports the first field that Create would refuse.
+func (m Metadata) Check() error {
+	if err := CheckSessionID(m.SessionID); err != nil {
+		return err
+	}
+	switch m.Kind {
+	case KindShell, KindExec, KindSubsystem:
+	default:
+		return fmt.Errorf("recorder: metadata: kind %q is not shell, exec or subsystem", m.Kind)
+	}
+	return nil
+}
+
+// maxSessionID bounds a session id, far below file name limits.
+const maxSessionID = 128
+
+// CheckSessionID reports whether id can name files in the spool: 1 to 128
+// bytes of ASCII letters, digits, '.', '_' and '-', starting with a letter or
+// digit (so never ".", ".." or a hidden file).
+func CheckSessionID(id string) error {
+	ok := len(id) > 0 && len(id) <= maxSessionID
+	for i := 0; ok && i < len(id); i++ {
+		c := id[i]
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		ok = alnum || i > 0 && (c == '.' || c == '_' || c == '-')
+	}
+	if !ok {
+		return fmt.Errorf("recorder: session id %q: %w", id, ErrInvalidSessionID)
+	}
+	return nil
+}
+
+// startMarker is the label of the marker Create writes first:
+//
+//	session start user=alice principal=root key_id=alice@laptop serial=7 tier=production from=192.0.2.1:50022 kind=shell [command=…] [request=… reason=… approvers=bob,carol]
+func startMarker(m Metadata) string {
+	var b strings.Builder
+	b.WriteString("session start")
+	kv(&b, "user", m.Identity)
+	kv(&b, "principal", m.Principal)
+	kv(&b, "key_id", m.KeyID)
+	kv(&b, "serial", strconv.FormatUint(m.Serial, 10))
+	kv(&b, "tier", m.Tier)
+	kv(&b, "from", m.ClientAddr)
+	kv(&b, "kind", m.Kind)
+	if m.Command != "" {
+		kv(&b, "command", m.Command)
+	}
+	if m.RequestID != "" {
+		kv(&b, "request", m.RequestID)
+		kv(&b, "reason", m.Reason)
+	}
+	if len(m.Approvers) > 0 {
+		kv(&b, "approvers", strings.Join(m.Approvers, ","))
+	}
+	return truncateLabel(b.String())
+}
+
+// EndInfo is how a session ended, given to Recording.Close.
+type EndInfo struct {
+	ExitStatus *int   // exit-status, if the process exited
+	ExitSignal string // exit-signal name without "SIG", if it was killed
+	Reason     string // why the agent ended the session ("certificate expired"), if it did
+}
+
+// endMarker is the label of the marker Close writes last:
+//
+//	session end status=0 | session end signal=KILL [reason="certificate expired"]
+func endMarker(e EndInfo) string {
+	var b strings.Builder
+	b.WriteString("session end")
+	if e.ExitStatus != nil {
+		kv(&b, "status", strconv.Itoa(*e.ExitStatus))
+	}
+	if e.ExitSignal != "" {
+		kv(&b, "signal", e.ExitSignal)
+	}
+	if e.Reason != "" {
+		kv(&b, "reason", e.Reason)
+	}
+	return truncateLabel(b.String())
+}
+
+// kv appends " key=value", quoting value (Go syntax) when it is empty or
+// holds anything that would make the label ambiguous to read back.
+func kv(b *strings.Builder, key, value string) {
+	b.WriteByte(' ')
+	b.WriteString(key)
+	b.WriteByte('=')
+	plain := value != ""
+	for _, r := range value {
+		if r <= ' ' || r == '"' || r == '=' || r == '\\' || r == 0x7f || !strconv.IsPrint(r) {
+			plain = false
+			break
+		}
+	}
+	if plain {
+		b.WriteString(value)
+	} else {
+		b.WriteString(strconv.Quote(value))
+	}
+}
+
+// truncateLabel keeps a label within maxMarker bytes: identity fields come
+// from certificates and requests, and a marker must never fail for length.
+func truncateLabel(s string) string {
+	if len(s) <= maxMarker {
+		return s
+	}
+	s = s[:maxMarker-len("…")]
+	return strings.ToValidUTF8(s, "") + "…"
+}
+
+func readMetadata(path string) (Metadata, error) {
+	var m Metadata
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return m, err
+	}
+	if err := json.Unmarshal(data, &m); err != nil {
+		return m, fmt.Errorf("decode %s: %w", path, err)
+	}
+	return m, nil
+}
+
+func marshalMetadata(m Metadata) ([]byte, error) {
+	data, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("encode metadata: %w", err)
+	}
+	return append(data, '\n'), nil
+}

@@ -1,0 +1,251 @@
+package recorder
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"sync"
+	"time"
+	"unicode/utf8"
+)
+
+// maxEventData bounds the escaped data of one event line. Output larger than
+// this becomes several events with the same time, cut at rune boundaries, so
+// that every line stays far below MaxLineBytes and the line buffer a session
+// keeps stays small.
+const maxEventData = 64 << 10
+
+// maxMarker bounds a marker label; markers are never split.
+const maxMarker = 4 << 10
+
+// Writer encodes a terminal session as asciicast v2. It is safe for
+// concurrent use: every event is encoded under one lock and handed to the
+// underlying writer as one whole line in a single Write call, so lines never
+// interleave and a crash leaves at most a partial last line.
+//
+// Output and Input carry an incomplete trailing UTF-8 sequence over to their
+// next call, each in its own buffer: JSON can only hold valid UTF-8, and
+// encoding a rune split across two reads would turn both halves into U+FFFD.
+// Bytes that can never become valid UTF-8 are replaced by U+FFFD, one per run
+// of invalid bytes (the rule of strings.ToValidUTF8), also across calls.
+type Writer struct {
+	now   func() time.Time
+	start time.Time
+
+	mu      sync.Mutex // guards the fields below and serialises writes to w
+	w       io.Writer
+	last    float64 // time of the last event; times never go backwards
+	out, in carry
+	buf     []byte // line being encoded, reused between events
+	joined  []byte // carry + input, reused
+	err     error  // first write error; sticky, since a failed write may have left a partial line
+	closed  bool
+}
+
+// carry is the UTF-8 state of one stream (output or input).
+type carry struct {
+	b       [utf8.UTFMax - 1]byte // incomplete rune at the end of the last call
+	n       int
+	invalid bool // the last data written was U+FFFD for an invalid run
+}
+
+// NewWriter writes the header h to w and returns a Writer whose event times
+// count from start. A zero h.Version means Version; a zero h.Timestamp means
+// start; a zero start means now(); a nil now means time.Now.
+func NewWriter(w io.Writer, h Header, start time.Time, now func() time.Time) (*Writer, error) {
+	if now == nil {
+		now = time.Now
+	}
+	if start.IsZero() {
+		start = now()
+	}
+	if h.Version == 0 {
+		h.Version = Version
+	}
+	if h.Timestamp == 0 {
+		h.Timestamp = start.Unix()
+	}
+	if err := h.Check(); err != nil {
+		return nil, err
+	}
+	line, err := json.Marshal(h)
+	if err != nil {
+		return nil, fmt.Errorf("recorder: encode header: %w", err)
+	}
+	line = append(line, '\n')
+	if err := writeAll(w, line); err != nil {
+		return nil, fmt.Errorf("recorder: write header: %w", err)
+	}
+	return &Writer{w: w, start: start, now: now}, nil
+}
+
+// Output records p as terminal output ("o").
+func (w *Writer) Output(p []byte) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.streamLocked(CodeOutput, &w.out, p, false)
+}
+
+// Input records p as user input ("i").
+func (w *Writer) Input(p []byte) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.streamLocked(CodeInput, &w.in, p, false)
+}
+
+// Resize records a terminal size change ("r", "COLSxROWS").
+func (w *Writer) Resize(cols, rows int) error {
+	if cols <= 0 || rows <= 0 || cols > maxTermSize || rows > maxTermSize {
+		return fmt.Errorf("recorder: resize %dx%d: out of range 1..%d", cols, rows, maxTermSize)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.usableLocked(); err != nil {
+		return err
+	}
+	data := strconv.Itoa(cols) + "x" + strconv.Itoa(rows)
+	return w.eventLocked(CodeResize, data)
+}
+
+// Marker records a marker ("m") labelled label. Invalid UTF-8 in label is
+// replaced by U+FFFD. Labels longer than 4 KiB are refused.
+func (w *Writer) Marker(label string) error {
+	if len(label) > maxMarker {
+		return fmt.Errorf("recorder: marker of %d bytes: longer than %d", len(label), maxMarker)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.usableLocked(); err != nil {
+		return err
+	}
+	return w.eventLocked(CodeMarker, label)
+}
+
+// Close writes out the bytes still carried (as U+FFFD: the session ended in
+// the middle of a rune) and makes every later call fail with ErrClosed. It
+// does not close the underlying writer. It returns the first write error.
+func (w *Writer) Close() error {
+	return w.finish("")
+}
+
+// finish is Close that writes a last marker after the carried bytes.
+func (w *Writer) finish(marker string) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return ErrClosed
+	}
+	if w.err == nil {
+		_ = w.streamLocked(CodeOutput, &w.out, nil, true)
+	}
+	if w.err == nil {
+		_ = w.streamLocked(CodeInput, &w.in, nil, true)
+	}
+	if w.err == nil && marker != "" {
+		_ = w.eventLocked(CodeMarker, marker)
+	}
+	w.closed = true
+	return w.err
+}
+
+func (w *Writer) usableLocked() error {
+	if w.closed {
+		return ErrClosed
+	}
+	return w.err
+}
+
+// elapsedLocked is the time of a new event: seconds since start, never less
+// than the previous event's (an injected or wall clock may step back).
+func (w *Writer) elapsedLocked() float64 {
+	t := w.now().Sub(w.start).Seconds()
+	if t < w.last {
+		t = w.last
+	}
+	w.last = t
+	return t
+}
+
+func (w *Writer) lineStartLocked(t float64, code string) []byte {
+	b := append(w.buf[:0], '[')
+	b = strconv.AppendFloat(b, t, 'f', 6, 64)
+	b = append(b, ", \""...)
+	b = append(b, code...)
+	return append(b, "\", \""...)
+}
+
+// writeLineLocked ends the line in b and writes it in one call.
+func (w *Writer) writeLineLocked(b []byte) error {
+	b = append(b, "\"]\n"...)
+	err := writeAll(w.w, b)
+	// Keep the buffer for the next event unless one burst made it large:
+	// an idle session should hold kilobytes, not a burst's worth.
+	if cap(b) <= 2*maxEventData {
+		w.buf = b[:0]
+	} else {
+		w.buf = nil
+	}
+	if err != nil {
+		w.err = fmt.Errorf("recorder: write event: %w", err)
+		return w.err
+	}
+	return nil
+}
+
+func (w *Writer) eventLocked(code, data string) error {
+	st := carry{}
+	b := w.lineStartLocked(w.elapsedLocked(), code)
+	b, _ = appendEscaped(b, []byte(data), &st, true, len(data)*6+utf8.UTFMax)
+	return w.writeLineLocked(b)
+}
+
+// streamLocked records p (after the bytes carried in c) as events of code,
+// carrying an incomplete last rune unless final.
+func (w *Writer) streamLocked(code string, c *carry, p []byte, final bool) error {
+	if err := w.usableLocked(); err != nil {
+		return err
+	}
+	s := p
+	if c.n > 0 {
+		w.joined = append(append(w.joined[:0], c.b[:c.n]...), p...)
+		s = w.joined
+		c.n = 0
+	}
+	if len(s) == 0 {
+		return nil
+	}
+	t := w.elapsedLocked()
+	for len(s) > 0 {
+		b := w.lineStartLocked(t, code)
+		head := len(b)
+		b, n := appendEscaped(b, s, c, final, maxEventData)
+		s = s[n:]
+		if len(b) > head {
+			if err := w.writeLineLocked(b); err != nil {
+				return err
+			}
+		} else {
+			w.buf = b[:0]
+		}
+		if len(s) > 0 && len(b)-head < maxEventData {
+			// Stopped before the limit: an incomplete rune at the end.
+			c.n = copy(c.b[:], s)
+			break
+		}
+	}
+	if cap(w.joined) > 2*maxEventData {
+		w.joined = nil
+	}
+	return nil
+}
+
+// writeAll writes p in one Write call; a short write without an error is
+// still an error (io.Writer contract).
+func writeAll(w io.Writer, p []byte) error {
+	n, err := w.Write(p)
+	if err == nil && n < len(p) {
+		err = io.ErrShortWrite
+	}
+	return err
+}

@@ -1,0 +1,469 @@
+package recorder
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+	"unicode/utf8"
+)
+
+func TestNewWriterHeader(t *testing.T) {
+	start := time.Unix(1700000000, 0)
+	var buf bytes.Buffer
+	h := Header{Width: 80, Height: 24, Env: map[string]string{"TERM": "xterm", "SHELL": "/bin/sh"}, Title: "web1 <root>"}
+	if _, err := NewWriter(&buf, h, start, nil); err != nil {
+		t.Fatal(err)
+	}
+	want := `{"version":2,"width":80,"height":24,"timestamp":1700000000,"env":{"SHELL":"/bin/sh","TERM":"xterm"},"title":"web1 \u003croot\u003e"}` + "\n"
+	if buf.String() != want {
+		t.Errorf("header line\n got %s\nwant %s", buf.String(), want)
+	}
+
+	for _, tc := range []struct {
+		name string
+		h    Header
+	}{
+		{"zero width", Header{Height: 24}},
+		{"negative height", Header{Width: 80, Height: -1}},
+		{"version 3", Header{Version: 3, Width: 80, Height: 24}},
+		{"huge width", Header{Width: 1 << 20, Height: 24}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			if _, err := NewWriter(&buf, tc.h, start, nil); err == nil {
+				t.Fatal("NewWriter accepted a bad header")
+			}
+			if buf.Len() != 0 {
+				t.Errorf("wrote %q for a bad header", buf.String())
+			}
+		})
+	}
+}
+
+func TestWriterRoundTrip(t *testing.T) {
+	type call struct {
+		code string // "o", "i", "r", "m"
+		data string // for r: "COLSxROWS"
+	}
+	for _, tc := range []struct {
+		name  string
+		calls []call
+		want  []Event // times are 0.5 s apart: the clock steps 0.5 s per event, start excluded
+	}{
+		{"ascii", []call{{"o", "hello\r\n"}}, []Event{{0.5, "o", "hello\r\n"}}},
+		{"multi-byte", []call{{"o", "héllo wörld ✓ 日本 🎉"}}, []Event{{0.5, "o", "héllo wörld ✓ 日本 🎉"}}},
+		{"json specials", []call{{"o", "\"quoted\" back\\slash \x1b[31mred\x1b[0m \x00\x07\b\f\t\x7f"}},
+			[]Event{{0.5, "o", "\"quoted\" back\\slash \x1b[31mred\x1b[0m \x00\x07\b\f\t\x7f"}}},
+		{"line separators", []call{{"o", "a\u2028b\u2029c"}}, []Event{{0.5, "o", "a\u2028b\u2029c"}}},
+		{"html", []call{{"o", "<script>&"}}, []Event{{0.5, "o", "<script>&"}}},
+		{"all kinds", []call{{"o", "$ "}, {"i", "ls\r"}, {"r", "120x40"}, {"m", "approved by bob"}, {"o", "file\r\n"}},
+			[]Event{{0.5, "o", "$ "}, {1, "i", "ls\r"}, {1.5, "r", "120x40"}, {2, "m", "approved by bob"}, {2.5, "o", "file\r\n"}}},
+		{"empty output writes nothing", []call{{"o", ""}, {"o", "x"}}, []Event{{0.5, "o", "x"}}}, // no clock read for nothing
+		{"marker with invalid utf-8", []call{{"m", "bad\xffbyte"}}, []Event{{0.5, "m", "bad\uFFFDbyte"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := newFakeClock(500 * time.Millisecond)
+			start := clock.Now()
+			var buf bytes.Buffer
+			w, err := NewWriter(&buf, testHeader, start, clock.Now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range tc.calls {
+				var err error
+				switch c.code {
+				case "o":
+					err = w.Output([]byte(c.data))
+				case "i":
+					err = w.Input([]byte(c.data))
+				case "r":
+					var cols, rows int
+					fmt.Sscanf(c.data, "%dx%d", &cols, &rows)
+					err = w.Resize(cols, rows)
+				case "m":
+					err = w.Marker(c.data)
+				}
+				if err != nil {
+					t.Fatalf("%s %q: %v", c.code, c.data, err)
+				}
+			}
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			h, evs := parseCast(t, buf.Bytes())
+			if h.Width != 80 || h.Height != 24 || h.Version != 2 || h.Timestamp != start.Unix() || h.Env["TERM"] != "xterm-256color" {
+				t.Errorf("header %+v", h)
+			}
+			if len(evs) != len(tc.want) {
+				t.Fatalf("events\n got %+v\nwant %+v", evs, tc.want)
+			}
+			for i := range evs {
+				g, w := evs[i], tc.want[i]
+				if g.Code != w.Code || g.Data != w.Data || math.Abs(g.Time-w.Time) > 1e-6 {
+					t.Errorf("event %d: got %+v, want %+v", i, g, w)
+				}
+			}
+		})
+	}
+}
+
+// TestWriterSplitRune splits multi-byte text at every byte offset (and every
+// pair of offsets) across Output calls: the recorded text must be intact.
+func TestWriterSplitRune(t *testing.T) {
+	const text = "héllo wörld ✓ 日本 🎉"
+	record := func(parts ...string) string {
+		var buf bytes.Buffer
+		w, err := NewWriter(&buf, testHeader, time.Time{}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range parts {
+			if err := w.Output([]byte(p)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		_, evs := parseCast(t, buf.Bytes())
+		for _, e := range evs {
+			if !utf8.ValidString(e.Data) {
+				t.Fatalf("event data %q is not UTF-8", e.Data)
+			}
+		}
+		return joined(evs, CodeOutput)
+	}
+	for i := 0; i <= len(text); i++ {
+		if got := record(text[:i], text[i:]); got != text {
+			t.Errorf("split at %d: got %q", i, got)
+		}
+		for j := i; j <= len(text); j++ {
+			if got := record(text[:i], text[i:j], text[j:]); got != text {
+				t.Errorf("split at %d,%d: got %q", i, j, got)
+			}
+		}
+	}
+	// One byte per call: every rune crosses calls.
+	var parts []string
+	for i := range len(text) {
+		parts = append(parts, text[i:i+1])
+	}
+	if got := record(parts...); got != text {
+		t.Errorf("byte by byte: got %q", got)
+	}
+}
+
+func TestWriterInvalidUTF8(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		parts []string
+		want  string
+	}{
+		{"lone continuation byte", []string{"a\x80b"}, "a\uFFFDb"},
+		{"0xff", []string{"\xff"}, "\uFFFD"},
+		{"run of invalid bytes is one U+FFFD", []string{"a\xff\xfe\x80b"}, "a\uFFFDb"},
+		{"run across calls is one U+FFFD", []string{"a\xff", "\xfeb"}, "a\uFFFDb"},
+		{"incomplete rune then ascii", []string{"\xe6\x97", "x"}, "\uFFFDx"},
+		{"incomplete rune at close", []string{"ok\xe6\x97"}, "ok\uFFFD"},
+		{"overlong encoding", []string{"\xc0\xaf"}, "\uFFFD"},
+		{"surrogate", []string{"\xed\xa0\x80"}, "\uFFFD"},
+		{"real U+FFFD is kept apart from a run", []string{"\uFFFD\xff"}, "\uFFFD\uFFFD"},
+		{"valid after invalid", []string{"\xff", "日本"}, "\uFFFD日本"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			w, err := NewWriter(&buf, testHeader, time.Time{}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range tc.parts {
+				if err := w.Output([]byte(p)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			_, evs := parseCast(t, buf.Bytes())
+			got := joined(evs, CodeOutput)
+			if got != tc.want {
+				t.Errorf("got %q, want %q", got, tc.want)
+			}
+			if ref := strings.ToValidUTF8(strings.Join(tc.parts, ""), "\uFFFD"); got != ref {
+				t.Errorf("got %q, strings.ToValidUTF8 gives %q", got, ref)
+			}
+		})
+	}
+}
+
+// Output and Input carry their incomplete runes separately.
+func TestWriterSeparateCarries(t *testing.T) {
+	var buf bytes.Buffer
+	w, err := NewWriter(&buf, testHeader, time.Time{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := []func() error{
+		func() error { return w.Output([]byte("日"[:2])) },
+		func() error { return w.Input([]byte("✓"[:1])) },
+		func() error { return w.Output([]byte("日"[2:] + "本")) },
+		func() error { return w.Input([]byte("✓"[1:])) },
+	}
+	for _, step := range steps {
+		if err := step(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, evs := parseCast(t, buf.Bytes())
+	if got := joined(evs, CodeOutput); got != "日本" {
+		t.Errorf("output %q", got)
+	}
+	if got := joined(evs, CodeInput); got != "✓" {
+		t.Errorf("input %q", got)
+	}
+}
+
+// A large burst becomes several events, each line far below MaxLineBytes,
+// and NUL bytes (6 bytes each once escaped) do not break that bound.
+func TestWriterSplitsLargeOutput(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		data []byte
+	}{
+		{"nul bytes", make([]byte, 1<<20)},
+		{"multi-byte", []byte(strings.Repeat("日本語 ", 100_000))},
+		{"ascii", bytes.Repeat([]byte("0123456789abcdef"), 50_000)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var lines lineRecorder
+			w, err := NewWriter(&lines, testHeader, time.Time{}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Output(tc.data); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if len(lines.writes) < 3 {
+				t.Errorf("%d writes: a burst was not split", len(lines.writes))
+			}
+			for i, l := range lines.writes {
+				if len(l) > maxEventData+64 {
+					t.Errorf("write %d is %d bytes", i, len(l))
+				}
+			}
+			_, evs := parseCast(t, lines.all())
+			if got := joined(evs, CodeOutput); got != string(tc.data) {
+				t.Errorf("data differs after the round trip (%d vs %d bytes)", len(got), len(tc.data))
+			}
+		})
+	}
+}
+
+// lineRecorder keeps every Write call apart.
+type lineRecorder struct {
+	mu     sync.Mutex
+	writes [][]byte
+}
+
+func (l *lineRecorder) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.writes = append(l.writes, bytes.Clone(p))
+	return len(p), nil
+}
+
+func (l *lineRecorder) all() []byte { return bytes.Join(l.writes, nil) }
+
+// Concurrent writers: every Write call is exactly one whole line, and each
+// goroutine's events keep their order.
+func TestWriterConcurrent(t *testing.T) {
+	var lines lineRecorder
+	w, err := NewWriter(&lines, testHeader, time.Time{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const goroutines, each = 8, 200
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Go(func() {
+			for i := range each {
+				var err error
+				switch g % 4 {
+				case 0:
+					err = w.Output(fmt.Appendf(nil, "g%d-%d ✓\n", g, i))
+				case 1:
+					err = w.Input(fmt.Appendf(nil, "g%d-%d ✓\n", g, i))
+				case 2:
+					err = w.Resize(80+i, 24+g)
+				case 3:
+					err = w.Marker(fmt.Sprintf("g%d-%d", g, i))
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if len(lines.writes) != 1+goroutines*each {
+		t.Fatalf("%d writes, want %d", len(lines.writes), 1+goroutines*each)
+	}
+	for i, l := range lines.writes {
+		if bytes.IndexByte(l, '\n') != len(l)-1 {
+			t.Fatalf("write %d is not one whole line: %q", i, l)
+		}
+	}
+	_, evs := parseCast(t, lines.all())
+	next := map[string]int{}
+	for _, e := range evs {
+		var g, i int
+		switch e.Code {
+		case CodeOutput, CodeInput:
+			fmt.Sscanf(e.Data, "g%d-%d", &g, &i)
+		case CodeMarker:
+			fmt.Sscanf(e.Data, "g%d-%d", &g, &i)
+		case CodeResize:
+			cols, rows, err := e.Size()
+			if err != nil {
+				t.Fatal(err)
+			}
+			g, i = rows-24, cols-80
+		}
+		key := fmt.Sprint(g)
+		if i != next[key] {
+			t.Fatalf("goroutine %d: event %d came when %d was due", g, i, next[key])
+		}
+		next[key]++
+	}
+}
+
+// failingWriter accepts limit bytes, then fails.
+type failingWriter struct {
+	limit int
+	buf   bytes.Buffer
+}
+
+func (f *failingWriter) Write(p []byte) (int, error) {
+	if f.buf.Len()+len(p) > f.limit {
+		n := f.limit - f.buf.Len()
+		f.buf.Write(p[:n])
+		return n, syscall.ENOSPC
+	}
+	return f.buf.Write(p)
+}
+
+func TestWriterErrors(t *testing.T) {
+	fw := &failingWriter{limit: 200}
+	w, err := NewWriter(fw, testHeader, time.Time{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var werr error
+	for range 100 {
+		if werr = w.Output([]byte("some output\r\n")); werr != nil {
+			break
+		}
+	}
+	if !errors.Is(werr, syscall.ENOSPC) {
+		t.Fatalf("Output error %v, want ENOSPC", werr)
+	}
+	// Sticky: nothing more is written after a partial line.
+	n := fw.buf.Len()
+	fw.limit = 1 << 20
+	if err := w.Marker("after"); !errors.Is(err, syscall.ENOSPC) {
+		t.Errorf("Marker after a failure: %v", err)
+	}
+	if err := w.Close(); !errors.Is(err, syscall.ENOSPC) {
+		t.Errorf("Close after a failure: %v", err)
+	}
+	if fw.buf.Len() != n {
+		t.Errorf("wrote %d more bytes after a failure", fw.buf.Len()-n)
+	}
+
+	// A short write without an error is an error too.
+	w, err = NewWriter(shortWriter{}, Header{Width: 1, Height: 1}, time.Time{}, nil)
+	if err == nil || !strings.Contains(err.Error(), "short write") {
+		t.Errorf("NewWriter on a short writer: %v, %v", w, err)
+	}
+}
+
+type shortWriter struct{}
+
+func (shortWriter) Write(p []byte) (int, error) { return len(p) / 2, nil }
+
+func TestWriterClosedAndBadArguments(t *testing.T) {
+	var buf bytes.Buffer
+	w, err := NewWriter(&buf, testHeader, time.Time{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		call func() error
+	}{
+		{"resize zero", func() error { return w.Resize(0, 24) }},
+		{"resize huge", func() error { return w.Resize(80, 1<<20) }},
+		{"marker too long", func() error { return w.Marker(strings.Repeat("m", maxMarker+1)) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.call(); err == nil {
+				t.Error("accepted")
+			}
+		})
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for name, call := range map[string]func() error{
+		"output": func() error { return w.Output([]byte("x")) },
+		"input":  func() error { return w.Input([]byte("x")) },
+		"resize": func() error { return w.Resize(1, 1) },
+		"marker": func() error { return w.Marker("x") },
+		"close":  w.Close,
+	} {
+		if err := call(); !errors.Is(err, ErrClosed) {
+			t.Errorf("%s after Close: %v, want ErrClosed", name, err)
+		}
+	}
+}
+
+// A clock that steps back never makes event times go backwards.
+func TestWriterTimesNeverDecrease(t *testing.T) {
+	base := time.Unix(1700000000, 0)
+	times := []time.Duration{time.Second, 3 * time.Second, 2 * time.Second, -time.Hour, 4 * time.Second}
+	i := 0
+	now := func() time.Time { d := times[i]; i++; return base.Add(d) }
+	var buf bytes.Buffer
+	w, err := NewWriter(&buf, testHeader, base, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range times {
+		if err := w.Output([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, evs := parseCast(t, buf.Bytes()) // the Reader refuses decreasing times
+	want := []float64{1, 3, 3, 3, 4}
+	for i, e := range evs {
+		if e.Time != want[i] {
+			t.Errorf("event %d at %v, want %v", i, e.Time, want[i])
+		}
+	}
+}
