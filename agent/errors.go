@@ -14,6 +14,16 @@ var (
 	ErrServerClosed = errors.New("agent: server closed")
 )
 
+var (
+	// errPayload marks a malformed request payload; the request is
+	// answered with failure.
+	errPayload = errors.New("agent: malformed request payload")
+	// errNoSuchUser is returned by LookupUser for an unknown account.
+	errNoSuchUser = errors.New("agent: no such local user")
+	// errSingleUseSeen is returned when a single-use serial is spent.
+	errSingleUseSeen = errors.New("agent: single-use certificate already used")
+)
+
 // Causes a session ends with (context.Cause of the session context). Each
 // has a message for the user, see endMessage.
 var (

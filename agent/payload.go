@@ -25,9 +25,6 @@ const (
 	maxModes       = 1 << 10
 )
 
-// errPayload marks a malformed payload; the request is answered with failure.
-var errPayload = errors.New("agent: malformed request payload")
-
 func payloadErr(what string, err error) error {
 	return fmt.Errorf("agent: parse %s: %w: %v", what, errPayload, err)
 }
@@ -38,9 +35,9 @@ func payloadInvalid(what, why string) error {
 
 // ptyRequest is a parsed "pty-req" (RFC 4254 section 6.2).
 type ptyRequest struct {
-	Term   string
-	Cols   int
-	Rows   int
+	Term string
+	Cols int
+	Rows int
 	WidthPx,
 	HeightPx int
 	Modes []termMode

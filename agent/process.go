@@ -21,13 +21,13 @@ import (
 // stray process keeps the other end open.
 type stdio struct {
 	// pty mode
-	master *os.File // agent's end of the terminal
-	tty    *os.File // child's end; closed once the process started
+	master  *os.File // agent's end of the terminal
+	tty     *os.File // child's end; closed once the process started
 	ttyName string
 
 	// pipe mode
-	stdin          *os.File // agent writes
-	stdout, stderr *os.File // agent reads
+	stdin                       *os.File // agent writes
+	stdout, stderr              *os.File // agent reads
 	childIn, childOut, childErr *os.File
 }
 

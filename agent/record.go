@@ -20,6 +20,9 @@ type Recording interface {
 	Input(p []byte) error
 	Resize(cols, rows int) error
 	Marker(label string) error
+	// Err reports a write failure that happened in the background (the
+	// spool flushes buffered events every second).
+	Err() error
 	Close(ctx context.Context, end recorder.EndInfo) (*recorder.Metadata, error)
 }
 
@@ -88,6 +91,19 @@ func (r *sessionRecording) resize(cols, rows int) {
 
 func (r *sessionRecording) marker(label string) {
 	r.write(func(rec Recording) error { return rec.Marker(label) })
+}
+
+// check reports a background write failure as a recording failure.
+func (r *sessionRecording) check() {
+	r.mu.Lock()
+	failed, rec := r.failed, r.rec
+	r.mu.Unlock()
+	if failed || rec == nil {
+		return
+	}
+	if err := rec.Err(); err != nil {
+		r.fail(err)
+	}
 }
 
 // close finishes the recording; a failure to finish counts as a recording

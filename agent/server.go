@@ -30,6 +30,7 @@ type Server struct {
 	spool  Spool                        // set by Serve before accepting
 
 	handshakes chan struct{} // semaphore: connections still handshaking
+	ready      chan struct{} // closed by Serve once it accepts connections
 
 	mu      sync.Mutex // guards the fields below
 	conns   map[*serverConn]struct{}
@@ -49,12 +50,17 @@ func New(cfg Config) (*Server, error) {
 		cfg:        cfg,
 		log:        cfg.Logger,
 		handshakes: make(chan struct{}, cfg.MaxHandshakes),
+		ready:      make(chan struct{}),
 		conns:      make(map[*serverConn]struct{}),
 	}, nil
 }
 
-func (s *Server) identity() *hostIdentity   { return s.id.Load() }
+func (s *Server) identity() *hostIdentity     { return s.id.Load() }
 func (s *Server) setIdentity(h *hostIdentity) { s.id.Store(h) }
+
+// Ready is closed once Serve has established the host identity, opened
+// the spool and accepts connections.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
 
 // HostCertificate returns the host certificate in use, nil before Serve
 // has established the host identity.
@@ -77,6 +83,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	defer ln.Close()
 	if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("agent: create data directory: %w", err)
+	}
+	if fi, err := os.Stat(s.cfg.DataDir); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		// It holds the host key and what the host trusts: ours alone.
+		s.log.WarnContext(ctx, "agent: data directory was readable by others; making it 0700", "dir", s.cfg.DataDir)
+		if err := os.Chmod(s.cfg.DataDir, 0o700); err != nil {
+			return fmt.Errorf("agent: data directory: %w", err)
+		}
 	}
 	id, err := s.establishIdentity(ctx)
 	if err != nil {
@@ -130,6 +143,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		"serial", id.cert.Serial, "valid_before", time.Unix(int64(id.cert.ValidBefore), 0).UTC())
 
 	var connWG sync.WaitGroup
+	close(s.ready)
 	stopAccept := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stopAccept()
 	err = s.acceptLoop(ctx, ln, &connWG)
@@ -216,9 +230,8 @@ func (s *Server) handleConn(ctx context.Context, nc net.Conn) {
 	// Serve's ctx ending becomes ErrShuttingDown through endAll.
 	cctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
 	defer cancel(errClientGone)
-	c := &serverConn{srv: s, id: ca.id, sconn: sconn, g: g, ctx: cctx, cancel: cancel,
-		log: s.log.With("session_id", ca.id, "serial", g.cert.Serial, "key_id", g.cert.KeyId,
-			"principal", g.login, "tier", g.tier)}
+	c := &serverConn{srv: s, id: ca.id, sconn: sconn, g: g, ctx: cctx, cancel: cancel}
+	c.log = c.logger(ca.id)
 	s.track(c, true)
 	defer s.track(c, false)
 
@@ -265,6 +278,14 @@ func (c *serverConn) closeAfterSessions(grace time.Duration) {
 	c.sconn.Close()
 }
 
+// logger returns a logger with the fixed keys, for the connection or one
+// of its sessions.
+func (c *serverConn) logger(sessionID string) *slog.Logger {
+	g := c.g
+	return c.srv.log.With("session_id", sessionID, "serial", g.cert.Serial, "key_id", g.cert.KeyId,
+		"principal", g.login, "tier", g.tier)
+}
+
 // openChannel dispatches a channel-open request (RFC 4254 section 5.1).
 func (c *serverConn) openChannel(nch ssh.NewChannel) {
 	switch nch.ChannelType() {
@@ -277,14 +298,20 @@ func (c *serverConn) openChannel(nch ssh.NewChannel) {
 			_ = nch.Reject(ssh.ResourceShortage, "too many sessions on this connection")
 			return
 		}
+		if c.g.singleUse && c.nextChan.Load() > 0 {
+			c.refuseRequest("session", "single-use certificate: one session per certificate", "")
+			_ = nch.Reject(ssh.Prohibited, "this certificate allows one session only")
+			return
+		}
 		ch, reqs, err := nch.Accept()
 		if err != nil {
 			return
 		}
+		n := c.nextChan.Add(1)
 		c.sessions.Add(1)
 		c.wg.Go(func() {
 			defer c.sessions.Add(-1)
-			newSession(c, ch, reqs).run()
+			newSession(c, n, ch, reqs).run()
 		})
 	case "direct-tcpip":
 		c.wg.Go(func() { c.directTCPIP(nch) })
@@ -322,7 +349,7 @@ func (c *serverConn) refuseRequest(what, reason, sessionID string) {
 		sessionID = c.id
 	}
 	g := c.g
-	c.log.Warn("agent: request refused", "request", what, "reason", reason, "session_id", sessionID)
+	c.logger(sessionID).Warn("agent: request refused", "request", what, "reason", reason)
 	c.srv.audit(c.ctx, AuditEvent{Action: AuditRequestRefused, SessionID: sessionID, Serial: g.cert.Serial,
 		KeyID: g.cert.KeyId, Principal: g.login, Tier: g.tier, ClientAddr: g.clientAddr,
 		Reason: reason, Detail: what})

@@ -25,9 +25,9 @@ import (
 type singleUse struct {
 	path string
 
-	mu   sync.Mutex        // guards the fields below and appends to f
-	seen map[uint64]int64  // serial → valid-before (Unix seconds)
-	f    *os.File          // open for append
+	mu   sync.Mutex       // guards the fields below and appends to f
+	seen map[uint64]int64 // serial → valid-before (Unix seconds)
+	f    *os.File         // open for append
 }
 
 func openSingleUse(dataDir string, now time.Time, rnd io.Reader) (*singleUse, error) {
@@ -101,5 +101,3 @@ func (u *singleUse) close() error {
 	defer u.mu.Unlock()
 	return u.f.Close()
 }
-
-var errSingleUseSeen = errors.New("agent: single-use certificate already used")

@@ -24,9 +24,6 @@ type User struct {
 	Shell  string // login shell; /bin/sh when the account names none
 }
 
-// errNoSuchUser is returned by LookupUser for an unknown account.
-var errNoSuchUser = errors.New("agent: no such local user")
-
 // LookupUser finds a local account with os/user (which honours NSS when
 // built with cgo) and its login shell in /etc/passwd or getent(1).
 func LookupUser(name string) (*User, error) {

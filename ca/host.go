@@ -159,22 +159,9 @@ func (a *Authority) signHost(ctx context.Context, pub ssh.PublicKey, names []str
 	}
 }
 
-// TrustedTiers lists the tiers whose user certificates hosts of tier accept:
-// the tier itself plus every tier whose policy says it is trusted on it
-// (break-glass on production).
-func (a *Authority) TrustedTiers(tier string) []string {
-	out := []string{tier}
-	for _, t := range a.cfg.Policy.Tiers {
-		if t.Name != tier && slices.Contains(t.TrustedOn, tier) {
-			out = append(out, t.Name)
-		}
-	}
-	return out
-}
-
 func (a *Authority) hostUserCAs(tier string) []string {
 	var out []string
-	for _, t := range a.TrustedTiers(tier) {
+	for _, t := range a.cfg.Policy.HostTrust(tier) {
 		if s := a.cfg.UserCAs[t]; s != nil {
 			out = append(out, authorizedKey(s.PublicKey()))
 		}
@@ -189,7 +176,7 @@ func (a *Authority) HostRevocations(ctx context.Context, tier string) (*api.Revo
 	}
 	out := &api.RevocationList{Tier: tier, GeneratedAt: a.cfg.Now().UTC(), Serials: []uint64{}, KeyIDs: []string{}}
 	err := a.cfg.Store.View(ctx, func(tx *store.Tx) error {
-		for _, t := range a.TrustedTiers(tier) {
+		for _, t := range a.cfg.Policy.HostTrust(tier) {
 			set, err := tx.Revocations(t)
 			if err != nil {
 				return err
@@ -218,7 +205,7 @@ func (a *Authority) KRL(ctx context.Context, tier string) ([]byte, error) {
 	}
 	k := &krl.KRL{GeneratedAt: a.cfg.Now(), Comment: "sshward " + tier}
 	err := a.cfg.Store.View(ctx, func(tx *store.Tx) error {
-		for _, t := range a.TrustedTiers(tier) {
+		for _, t := range a.cfg.Policy.HostTrust(tier) {
 			set, err := tx.Revocations(t)
 			if err != nil {
 				return err

@@ -309,7 +309,7 @@ func TestRefusals(t *testing.T) {
 		{"principal outside policy", w.alice, api.CertRequest{Tier: "staging", Principals: []string{"root"}}, api.CodePrincipal, 403, "root"},
 		{"tier without entitlement", w.alice, api.CertRequest{Tier: "production"}, api.CodeForbidden, 403, "production"},
 		{"unknown tier", w.alice, api.CertRequest{Tier: "qa"}, api.CodeUnknownTier, 400, "qa"},
-		{"ttl above max", w.alice, api.CertRequest{Tier: "staging", TTL: api.Duration(5 * time.Hour)}, api.CodeTTL, 400, "max"},
+		{"ttl above max", w.alice, api.CertRequest{Tier: "staging", TTL: api.Duration(5 * time.Hour)}, api.CodeTTL, 400, "2h or less"},
 		{"break-glass without approval", w.bob, api.CertRequest{Tier: "break-glass"}, api.CodeForbidden, 403, ""},
 		{"DSA key", w.alice, api.CertRequest{Tier: "staging", PublicKey: dsaPub}, api.CodeKeyType, 400, "ssh-dss"},
 		{"RSA 1024", w.alice, api.CertRequest{Tier: "staging", PublicKey: rsaPub(1024)}, api.CodeKeyType, 400, "1024"},

@@ -2,16 +2,24 @@ package recorder
 
 import "unicode/utf8"
 
-// safeASCII[c] is true for the ASCII bytes that a JSON string holds as they
-// are (RFC 8259 section 7: everything but '"', '\\' and controls).
-var safeASCII = func() (t [utf8.RuneSelf]bool) {
-	for c := 0x20; c < utf8.RuneSelf; c++ {
-		t[c] = c != '"' && c != '\\'
+// escapes[c] is how byte c appears inside a JSON string when it is not
+// itself (RFC 8259 section 7: '"', '\\' and controls must be escaped), or ""
+// when c is written as is. 0xE2 is marked so the fast path stops at it: it
+// starts U+2028 and U+2029, which are escaped too.
+var escapes = func() (t [256]string) {
+	for c := range 0x20 {
+		t[c] = `\u00` + string(hexDigits[c>>4]) + string(hexDigits[c&0xf])
 	}
+	t['\b'], t['\f'], t['\n'], t['\r'], t['\t'] = `\b`, `\f`, `\n`, `\r`, `\t`
+	t['"'], t['\\'] = `\"`, `\\`
+	t[0xE2] = "\xE2"
 	return t
 }()
 
 const hexDigits = "0123456789abcdef"
+
+// minChunk is the least input the fast path of appendEscaped takes at once.
+const minChunk = 256
 
 // appendEscaped appends s, escaped as the inside of a JSON string, to dst. It
 // stops once it has appended limit bytes or more (at a rune boundary), or,
@@ -27,57 +35,82 @@ func appendEscaped(dst, s []byte, st *carry, final bool, limit int) ([]byte, int
 	start := len(dst)
 	i := 0
 	for i < len(s) && len(dst)-start < limit {
-		c := s[i]
-		if c < utf8.RuneSelf {
+		// Fast path: a stretch of valid UTF-8 (the usual case) is copied in
+		// runs between the bytes that need escaping, without decoding runes.
+		// A byte grows to at most 6 when escaped: taking a sixth of the room
+		// left (but at least minChunk bytes) overshoots limit by at most
+		// 6*minChunk.
+		chunk := max((limit-(len(dst)-start))/6, minChunk)
+		if n := validPrefix(s[i:min(len(s), i+chunk)]); n > 0 {
+			dst = appendValid(dst, s[i:i+n])
+			i += n
 			st.invalid = false
-			if safeASCII[c] {
-				// Copy the whole run of safe ASCII at once: the hot path.
-				j := i + 1
-				end := min(len(s), i+limit-(len(dst)-start))
-				for j < end && s[j] < utf8.RuneSelf && safeASCII[s[j]] {
-					j++
-				}
-				dst = append(dst, s[i:j]...)
-				i = j
-				continue
-			}
-			switch c {
-			case '"', '\\':
-				dst = append(dst, '\\', c)
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			case '\b':
-				dst = append(dst, '\\', 'b')
-			case '\f':
-				dst = append(dst, '\\', 'f')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
 			continue
 		}
 		if !final && !utf8.FullRune(s[i:]) {
 			break // the rest of this rune comes with the next call
 		}
+		// s[i:] starts with an invalid sequence (or one cut off by the limit,
+		// which the next round takes whole).
 		r, size := utf8.DecodeRune(s[i:])
-		switch {
-		case r == utf8.RuneError && size == 1:
-			if !st.invalid {
-				dst = append(dst, "\uFFFD"...)
-				st.invalid = true
-			}
-		case r == '\u2028' || r == '\u2029':
+		if r != utf8.RuneError || size != 1 {
+			dst = appendValid(dst, s[i:i+size])
 			st.invalid = false
-			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
-		default:
-			st.invalid = false
-			dst = append(dst, s[i:i+size]...)
+		} else if !st.invalid {
+			dst = append(dst, "\uFFFD"...)
+			st.invalid = true
 		}
 		i += size
 	}
 	return dst, i
+}
+
+// validPrefix returns the length of the longest prefix of s that is whole,
+// valid UTF-8.
+func validPrefix(s []byte) int {
+	if utf8.Valid(s) {
+		return len(s)
+	}
+	n := 0
+	for n < len(s) {
+		if s[n] < utf8.RuneSelf {
+			n++
+			continue
+		}
+		r, size := utf8.DecodeRune(s[n:])
+		if r == utf8.RuneError && size == 1 {
+			break
+		}
+		n += size
+	}
+	return n
+}
+
+// appendValid appends valid UTF-8 s, escaped.
+func appendValid(dst, s []byte) []byte {
+	for i := 0; i < len(s); {
+		j := i
+		for j < len(s) && escapes[s[j]] == "" {
+			j++
+		}
+		dst = append(dst, s[i:j]...)
+		if j == len(s) {
+			break
+		}
+		c := s[j]
+		switch {
+		case c != 0xE2:
+			dst = append(dst, escapes[c]...)
+			j++
+		case j+2 < len(s) && s[j+1] == 0x80 && (s[j+2] == 0xA8 || s[j+2] == 0xA9):
+			dst = append(dst, `\u202`...)
+			dst = append(dst, hexDigits[s[j+2]&0xf])
+			j += 3
+		default:
+			dst = append(dst, c)
+			j++
+		}
+		i = j
+	}
+	return dst
 }

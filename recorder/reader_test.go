@@ -1,10 +1,13 @@
-package recorder
+package recorder_test
 
 import (
 	"errors"
 	"io"
 	"strings"
 	"testing"
+
+	"github.com/sshward/sshward/recorder"
+	"github.com/sshward/sshward/recorder/recordertest"
 )
 
 const goodHeader = `{"version": 2, "width": 80, "height": 24}` + "\n"
@@ -13,20 +16,20 @@ func TestReaderAccepts(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		cast string
-		want []Event
+		want []recorder.Event
 	}{
 		{"asciinema rec output", `{"version": 2, "width": 100, "height": 30, "timestamp": 1700000000, "idle_time_limit": 2.5, "env": {"SHELL": "/bin/bash", "TERM": "xterm"}, "theme": {"fg": "#fff"}}` + "\n" +
 			`[0.012, "o", "$ "]` + "\n" + `[1.5, "i", "l"]` + "\n" + `[1.5, "r", "90x20"]` + "\n",
-			[]Event{{0.012, "o", "$ "}, {1.5, "i", "l"}, {1.5, "r", "90x20"}}},
+			[]recorder.Event{{0.012, "o", "$ "}, {1.5, "i", "l"}, {1.5, "r", "90x20"}}},
 		{"header only", goodHeader, nil},
-		{"compact and escaped", goodHeader + `[0,"o","\u65e5\n\"\\"]` + "\n", []Event{{0, "o", "日\n\"\\"}}},
-		{"last line without newline", goodHeader + `[1, "m", "end"]`, []Event{{1, "m", "end"}}},
-		{"crlf line ends", strings.ReplaceAll(goodHeader+`[1, "o", "a"]`+"\n", "\n", "\r\n"), []Event{{1, "o", "a"}}},
-		{"exit event", goodHeader + `[2.5, "x", "0"]` + "\n", []Event{{2.5, "x", "0"}}},
-		{"exponent time", goodHeader + `[1e-3, "o", "a"]` + "\n", []Event{{0.001, "o", "a"}}},
+		{"compact and escaped", goodHeader + `[0,"o","\u65e5\n\"\\"]` + "\n", []recorder.Event{{0, "o", "日\n\"\\"}}},
+		{"last line without newline", goodHeader + `[1, "m", "end"]`, []recorder.Event{{1, "m", "end"}}},
+		{"crlf line ends", strings.ReplaceAll(goodHeader+`[1, "o", "a"]`+"\n", "\n", "\r\n"), []recorder.Event{{1, "o", "a"}}},
+		{"exit event", goodHeader + `[2.5, "x", "0"]` + "\n", []recorder.Event{{2.5, "x", "0"}}},
+		{"exponent time", goodHeader + `[1e-3, "o", "a"]` + "\n", []recorder.Event{{0.001, "o", "a"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, evs := parseCast(t, []byte(tc.cast))
+			_, evs := recordertest.MustParseCast(t, []byte(tc.cast))
 			if len(evs) != len(tc.want) {
 				t.Fatalf("got %+v, want %+v", evs, tc.want)
 			}
@@ -40,38 +43,38 @@ func TestReaderAccepts(t *testing.T) {
 }
 
 func TestReaderRejects(t *testing.T) {
-	long := goodHeader + `[1, "o", "` + strings.Repeat("a", MaxLineBytes) + `"]` + "\n"
+	long := goodHeader + `[1, "o", "` + strings.Repeat("a", recorder.MaxLineBytes) + `"]` + "\n"
 	for _, tc := range []struct {
 		name string
 		cast string
-		want error // at NewReader or at some Next
+		want error // at recorder.NewReader or at some Next
 	}{
-		{"empty", "", ErrMalformed},
-		{"header not json", "hello\n", ErrMalformed},
-		{"header is an array", `[2, 80, 24]` + "\n", ErrMalformed},
-		{"version 1", `{"version": 1, "width": 80, "height": 24, "stdout": []}` + "\n", ErrMalformed},
-		{"version 3", `{"version": 3, "term": {"cols": 80, "rows": 24}}` + "\n", ErrMalformed},
-		{"no width", `{"version": 2, "height": 24}` + "\n", ErrMalformed},
-		{"width as string", `{"version": 2, "width": "80", "height": 24}` + "\n", ErrMalformed},
-		{"blank line", goodHeader + "\n" + `[1, "o", "a"]` + "\n", ErrMalformed},
-		{"cut-off last line", goodHeader + `[1, "o", "a"]` + "\n" + `[2, "o", "hal`, ErrMalformed},
-		{"object event", goodHeader + `{"t": 1}` + "\n", ErrMalformed},
-		{"two elements", goodHeader + `[1, "o"]` + "\n", ErrMalformed},
-		{"four elements", goodHeader + `[1, "o", "a", "b"]` + "\n", ErrMalformed},
-		{"null time", goodHeader + `[null, "o", "a"]` + "\n", ErrMalformed},
-		{"string time", goodHeader + `["1", "o", "a"]` + "\n", ErrMalformed},
-		{"negative time", goodHeader + `[-1, "o", "a"]` + "\n", ErrMalformed},
-		{"huge time", goodHeader + `[1e999, "o", "a"]` + "\n", ErrMalformed},
-		{"time backwards", goodHeader + `[2, "o", "a"]` + "\n" + `[1, "o", "b"]` + "\n", ErrMalformed},
-		{"null code", goodHeader + `[1, null, "a"]` + "\n", ErrMalformed},
-		{"unknown code", goodHeader + `[1, "z", "a"]` + "\n", ErrMalformed},
-		{"numeric data", goodHeader + `[1, "o", 5]` + "\n", ErrMalformed},
-		{"null data", goodHeader + `[1, "o", null]` + "\n", ErrMalformed},
-		{"bad resize", goodHeader + `[1, "r", "80 by 24"]` + "\n", ErrMalformed},
-		{"zero resize", goodHeader + `[1, "r", "0x24"]` + "\n", ErrMalformed},
-		{"trailing garbage", goodHeader + `[1, "o", "a"] x` + "\n", ErrMalformed},
-		{"line too long", long, ErrLineTooLong},
-		{"header too long", `{"version": 2, "width": 80, "height": 24, "title": "` + strings.Repeat("t", MaxLineBytes) + `"}` + "\n", ErrLineTooLong},
+		{"empty", "", recorder.ErrMalformed},
+		{"header not json", "hello\n", recorder.ErrMalformed},
+		{"header is an array", `[2, 80, 24]` + "\n", recorder.ErrMalformed},
+		{"version 1", `{"version": 1, "width": 80, "height": 24, "stdout": []}` + "\n", recorder.ErrMalformed},
+		{"version 3", `{"version": 3, "term": {"cols": 80, "rows": 24}}` + "\n", recorder.ErrMalformed},
+		{"no width", `{"version": 2, "height": 24}` + "\n", recorder.ErrMalformed},
+		{"width as string", `{"version": 2, "width": "80", "height": 24}` + "\n", recorder.ErrMalformed},
+		{"blank line", goodHeader + "\n" + `[1, "o", "a"]` + "\n", recorder.ErrMalformed},
+		{"cut-off last line", goodHeader + `[1, "o", "a"]` + "\n" + `[2, "o", "hal`, recorder.ErrMalformed},
+		{"object event", goodHeader + `{"t": 1}` + "\n", recorder.ErrMalformed},
+		{"two elements", goodHeader + `[1, "o"]` + "\n", recorder.ErrMalformed},
+		{"four elements", goodHeader + `[1, "o", "a", "b"]` + "\n", recorder.ErrMalformed},
+		{"null time", goodHeader + `[null, "o", "a"]` + "\n", recorder.ErrMalformed},
+		{"string time", goodHeader + `["1", "o", "a"]` + "\n", recorder.ErrMalformed},
+		{"negative time", goodHeader + `[-1, "o", "a"]` + "\n", recorder.ErrMalformed},
+		{"huge time", goodHeader + `[1e999, "o", "a"]` + "\n", recorder.ErrMalformed},
+		{"time backwards", goodHeader + `[2, "o", "a"]` + "\n" + `[1, "o", "b"]` + "\n", recorder.ErrMalformed},
+		{"null code", goodHeader + `[1, null, "a"]` + "\n", recorder.ErrMalformed},
+		{"unknown code", goodHeader + `[1, "z", "a"]` + "\n", recorder.ErrMalformed},
+		{"numeric data", goodHeader + `[1, "o", 5]` + "\n", recorder.ErrMalformed},
+		{"null data", goodHeader + `[1, "o", null]` + "\n", recorder.ErrMalformed},
+		{"bad resize", goodHeader + `[1, "r", "80 by 24"]` + "\n", recorder.ErrMalformed},
+		{"zero resize", goodHeader + `[1, "r", "0x24"]` + "\n", recorder.ErrMalformed},
+		{"trailing garbage", goodHeader + `[1, "o", "a"] x` + "\n", recorder.ErrMalformed},
+		{"line too long", long, recorder.ErrLineTooLong},
+		{"header too long", `{"version": 2, "width": 80, "height": 24, "title": "` + strings.Repeat("t", recorder.MaxLineBytes) + `"}` + "\n", recorder.ErrLineTooLong},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := readAll(strings.NewReader(tc.cast))
@@ -84,7 +87,7 @@ func TestReaderRejects(t *testing.T) {
 
 // readAll reads a cast to the end, returning the first error (nil at EOF).
 func readAll(r io.Reader) error {
-	rd, err := NewReader(r)
+	rd, err := recorder.NewReader(r)
 	if err != nil {
 		return err
 	}
@@ -119,13 +122,13 @@ func TestEventSize(t *testing.T) {
 		{"99999999x1", 0, 0, false},
 	} {
 		t.Run(tc.data, func(t *testing.T) {
-			cols, rows, err := Event{Code: CodeResize, Data: tc.data}.Size()
+			cols, rows, err := recorder.Event{Code: recorder.CodeResize, Data: tc.data}.Size()
 			if (err == nil) != tc.ok || cols != tc.cols || rows != tc.rows {
 				t.Errorf("got %d, %d, %v", cols, rows, err)
 			}
 		})
 	}
-	if _, _, err := (Event{Code: CodeOutput, Data: "80x24"}).Size(); err == nil {
+	if _, _, err := (recorder.Event{Code: recorder.CodeOutput, Data: "80x24"}).Size(); err == nil {
 		t.Error("Size of an output event")
 	}
 }

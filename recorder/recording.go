@@ -149,6 +149,9 @@ func (s *Spool) startCast(m Metadata, h Header, castPath string) (*Recording, er
 // SessionID returns the id the recording was created with.
 func (r *Recording) SessionID() string { return r.meta.SessionID }
 
+// CastPath returns the path of the recording's cast file.
+func (r *Recording) CastPath() string { return r.castPath }
+
 // Output records terminal output (stdout and stderr alike).
 func (r *Recording) Output(p []byte) error {
 	r.bytesOut.Add(int64(len(p)))
@@ -236,10 +239,8 @@ func (r *Recording) finish(end EndInfo, incomplete string) (*Metadata, error) {
 	// Writer errors come from the sink, so the sink's first error is the one
 	// to report; werr and cerr matter only if the sink has none.
 	failed := r.sink.Err()
-	for _, err := range []error{werr, cerr} {
-		if failed == nil {
-			failed = err
-		}
+	if failed == nil {
+		failed = errors.Join(werr, cerr)
 	}
 	if failed != nil {
 		_ = r.checked(failed)
@@ -257,7 +258,7 @@ func (r *Recording) finish(end EndInfo, incomplete string) (*Metadata, error) {
 			m.SHA256, m.CastBytes = sum, size
 		}
 	} else {
-		m.SHA256, m.CastBytes = hex.EncodeToString(r.sink.hash.Sum(nil)), r.sink.size
+		m.SHA256, m.CastBytes = r.sink.digest()
 	}
 	if err := s.writeMetadata(m); err != nil {
 		errs = append(errs, err)
@@ -334,6 +335,13 @@ func (k *fileSink) close() error {
 	}
 	k.bw = nil // the buffer is not needed any more
 	return k.err
+}
+
+// digest returns the sha256 (hex) and count of the bytes accepted.
+func (k *fileSink) digest() (string, int64) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return hex.EncodeToString(k.hash.Sum(nil)), k.size
 }
 
 func (k *fileSink) Err() error {

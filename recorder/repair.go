@@ -60,39 +60,33 @@ func (s *Spool) repairAll(ctx context.Context) error {
 // repair finishes m, whose session was being recorded when the agent
 // stopped: the cast keeps every whole line and nothing else.
 func (s *Spool) repair(m *Metadata) error {
-	castPath := s.castPath(m.SessionID)
-	if _, err := cutToLastNewline(castPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	now := s.cfg.Now()
 	m.Complete, m.Finished = false, true
 	m.Incomplete = fmt.Sprintf("agent stopped before the session ended (repaired at %s)",
-		now.UTC().Format(time.RFC3339))
-
+		s.cfg.Now().UTC().Format(time.RFC3339))
 	m.BytesOut, m.BytesIn, m.CastBytes, m.SHA256 = 0, 0, 0, ""
+
+	castPath := s.castPath(m.SessionID)
+	_, err := cutToLastNewline(castPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		m.Incomplete += "; the cast file is missing"
+		return s.writeMetadata(*m)
+	}
+	if err != nil {
+		return err
+	}
 	c, err := countCast(castPath)
 	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		m.Incomplete += "; the cast file is missing"
 	case err != nil:
 		// Keep every line: the bytes are evidence even where they do not
 		// parse. Say so instead.
 		m.Incomplete += "; " + err.Error()
-	}
-	if c.header {
-		m.BytesOut, m.BytesIn = c.out, c.in
-		if m.End.IsZero() {
-			m.End = m.Start.Add(time.Duration(c.last * float64(time.Second)))
-		}
-	} else if err == nil {
+	case !c.header:
 		m.Incomplete += "; no complete line was written"
 	}
-	if err == nil || !errors.Is(err, fs.ErrNotExist) {
-		sum, size, derr := Digest(castPath)
-		if derr != nil {
-			return derr
-		}
-		m.SHA256, m.CastBytes = sum, size
+	m.BytesOut, m.BytesIn = c.out, c.in
+	m.End = m.Start.Add(time.Duration(c.last * float64(time.Second)))
+	if m.SHA256, m.CastBytes, err = Digest(castPath); err != nil {
+		return err
 	}
 	return s.writeMetadata(*m)
 }

@@ -188,6 +188,9 @@ func (s *Spool) liveRecordings() []*Recording {
 	return rs
 }
 
+// Dir returns the spool directory.
+func (s *Spool) Dir() string { return s.cfg.Dir }
+
 func (s *Spool) castPath(id string) string { return filepath.Join(s.cfg.Dir, id+".cast") }
 func (s *Spool) metaPath(id string) string { return filepath.Join(s.cfg.Dir, id+".json") }
 

@@ -1,23 +1,27 @@
-package recorder
+package recorder_test
 
 import (
 	"bytes"
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/sshward/sshward/recorder"
+	"github.com/sshward/sshward/recorder/recordertest"
 )
 
 func TestNewWriterHeader(t *testing.T) {
 	start := time.Unix(1700000000, 0)
 	var buf bytes.Buffer
-	h := Header{Width: 80, Height: 24, Env: map[string]string{"TERM": "xterm", "SHELL": "/bin/sh"}, Title: "web1 <root>"}
-	if _, err := NewWriter(&buf, h, start, nil); err != nil {
+	h := recorder.Header{Width: 80, Height: 24, Env: map[string]string{"TERM": "xterm", "SHELL": "/bin/sh"}, Title: "web1 <root>"}
+	if _, err := recorder.NewWriter(&buf, h, start, nil); err != nil {
 		t.Fatal(err)
 	}
 	want := `{"version":2,"width":80,"height":24,"timestamp":1700000000,"env":{"SHELL":"/bin/sh","TERM":"xterm"},"title":"web1 \u003croot\u003e"}` + "\n"
@@ -27,16 +31,16 @@ func TestNewWriterHeader(t *testing.T) {
 
 	for _, tc := range []struct {
 		name string
-		h    Header
+		h    recorder.Header
 	}{
-		{"zero width", Header{Height: 24}},
-		{"negative height", Header{Width: 80, Height: -1}},
-		{"version 3", Header{Version: 3, Width: 80, Height: 24}},
-		{"huge width", Header{Width: 1 << 20, Height: 24}},
+		{"zero width", recorder.Header{Height: 24}},
+		{"negative height", recorder.Header{Width: 80, Height: -1}},
+		{"version 3", recorder.Header{Version: 3, Width: 80, Height: 24}},
+		{"huge width", recorder.Header{Width: 1 << 20, Height: 24}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var buf bytes.Buffer
-			if _, err := NewWriter(&buf, tc.h, start, nil); err == nil {
+			if _, err := recorder.NewWriter(&buf, tc.h, start, nil); err == nil {
 				t.Fatal("NewWriter accepted a bad header")
 			}
 			if buf.Len() != 0 {
@@ -54,24 +58,24 @@ func TestWriterRoundTrip(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		calls []call
-		want  []Event // times are 0.5 s apart: the clock steps 0.5 s per event, start excluded
+		want  []recorder.Event // times are 0.5 s apart: the clock steps 0.5 s per event, start excluded
 	}{
-		{"ascii", []call{{"o", "hello\r\n"}}, []Event{{0.5, "o", "hello\r\n"}}},
-		{"multi-byte", []call{{"o", "héllo wörld ✓ 日本 🎉"}}, []Event{{0.5, "o", "héllo wörld ✓ 日本 🎉"}}},
+		{"ascii", []call{{"o", "hello\r\n"}}, []recorder.Event{{0.5, "o", "hello\r\n"}}},
+		{"multi-byte", []call{{"o", "héllo wörld ✓ 日本 🎉"}}, []recorder.Event{{0.5, "o", "héllo wörld ✓ 日本 🎉"}}},
 		{"json specials", []call{{"o", "\"quoted\" back\\slash \x1b[31mred\x1b[0m \x00\x07\b\f\t\x7f"}},
-			[]Event{{0.5, "o", "\"quoted\" back\\slash \x1b[31mred\x1b[0m \x00\x07\b\f\t\x7f"}}},
-		{"line separators", []call{{"o", "a\u2028b\u2029c"}}, []Event{{0.5, "o", "a\u2028b\u2029c"}}},
-		{"html", []call{{"o", "<script>&"}}, []Event{{0.5, "o", "<script>&"}}},
+			[]recorder.Event{{0.5, "o", "\"quoted\" back\\slash \x1b[31mred\x1b[0m \x00\x07\b\f\t\x7f"}}},
+		{"line separators", []call{{"o", "a\u2028b\u2029c"}}, []recorder.Event{{0.5, "o", "a\u2028b\u2029c"}}},
+		{"html", []call{{"o", "<script>&"}}, []recorder.Event{{0.5, "o", "<script>&"}}},
 		{"all kinds", []call{{"o", "$ "}, {"i", "ls\r"}, {"r", "120x40"}, {"m", "approved by bob"}, {"o", "file\r\n"}},
-			[]Event{{0.5, "o", "$ "}, {1, "i", "ls\r"}, {1.5, "r", "120x40"}, {2, "m", "approved by bob"}, {2.5, "o", "file\r\n"}}},
-		{"empty output writes nothing", []call{{"o", ""}, {"o", "x"}}, []Event{{0.5, "o", "x"}}}, // no clock read for nothing
-		{"marker with invalid utf-8", []call{{"m", "bad\xffbyte"}}, []Event{{0.5, "m", "bad\uFFFDbyte"}}},
+			[]recorder.Event{{0.5, "o", "$ "}, {1, "i", "ls\r"}, {1.5, "r", "120x40"}, {2, "m", "approved by bob"}, {2.5, "o", "file\r\n"}}},
+		{"empty output writes nothing", []call{{"o", ""}, {"o", "x"}}, []recorder.Event{{0.5, "o", "x"}}}, // no clock read for nothing
+		{"marker with invalid utf-8", []call{{"m", "bad\xffbyte"}}, []recorder.Event{{0.5, "m", "bad\uFFFDbyte"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			clock := newFakeClock(500 * time.Millisecond)
 			start := clock.Now()
 			var buf bytes.Buffer
-			w, err := NewWriter(&buf, testHeader, start, clock.Now)
+			w, err := recorder.NewWriter(&buf, testHeader, start, clock.Now)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -96,7 +100,7 @@ func TestWriterRoundTrip(t *testing.T) {
 			if err := w.Close(); err != nil {
 				t.Fatal(err)
 			}
-			h, evs := parseCast(t, buf.Bytes())
+			h, evs := recordertest.MustParseCast(t, buf.Bytes())
 			if h.Width != 80 || h.Height != 24 || h.Version != 2 || h.Timestamp != start.Unix() || h.Env["TERM"] != "xterm-256color" {
 				t.Errorf("header %+v", h)
 			}
@@ -119,7 +123,7 @@ func TestWriterSplitRune(t *testing.T) {
 	const text = "héllo wörld ✓ 日本 🎉"
 	record := func(parts ...string) string {
 		var buf bytes.Buffer
-		w, err := NewWriter(&buf, testHeader, time.Time{}, nil)
+		w, err := recorder.NewWriter(&buf, testHeader, time.Time{}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -131,13 +135,13 @@ func TestWriterSplitRune(t *testing.T) {
 		if err := w.Close(); err != nil {
 			t.Fatal(err)
 		}
-		_, evs := parseCast(t, buf.Bytes())
+		_, evs := recordertest.MustParseCast(t, buf.Bytes())
 		for _, e := range evs {
 			if !utf8.ValidString(e.Data) {
 				t.Fatalf("event data %q is not UTF-8", e.Data)
 			}
 		}
-		return joined(evs, CodeOutput)
+		return recordertest.Data(evs, recorder.CodeOutput)
 	}
 	for i := 0; i <= len(text); i++ {
 		if got := record(text[:i], text[i:]); got != text {
@@ -178,7 +182,7 @@ func TestWriterInvalidUTF8(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var buf bytes.Buffer
-			w, err := NewWriter(&buf, testHeader, time.Time{}, nil)
+			w, err := recorder.NewWriter(&buf, testHeader, time.Time{}, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -190,8 +194,8 @@ func TestWriterInvalidUTF8(t *testing.T) {
 			if err := w.Close(); err != nil {
 				t.Fatal(err)
 			}
-			_, evs := parseCast(t, buf.Bytes())
-			got := joined(evs, CodeOutput)
+			_, evs := recordertest.MustParseCast(t, buf.Bytes())
+			got := recordertest.Data(evs, recorder.CodeOutput)
 			if got != tc.want {
 				t.Errorf("got %q, want %q", got, tc.want)
 			}
@@ -205,7 +209,7 @@ func TestWriterInvalidUTF8(t *testing.T) {
 // Output and Input carry their incomplete runes separately.
 func TestWriterSeparateCarries(t *testing.T) {
 	var buf bytes.Buffer
-	w, err := NewWriter(&buf, testHeader, time.Time{}, nil)
+	w, err := recorder.NewWriter(&buf, testHeader, time.Time{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,34 +227,54 @@ func TestWriterSeparateCarries(t *testing.T) {
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	_, evs := parseCast(t, buf.Bytes())
-	if got := joined(evs, CodeOutput); got != "日本" {
+	_, evs := recordertest.MustParseCast(t, buf.Bytes())
+	if got := recordertest.Data(evs, recorder.CodeOutput); got != "日本" {
 		t.Errorf("output %q", got)
 	}
-	if got := joined(evs, CodeInput); got != "✓" {
+	if got := recordertest.Data(evs, recorder.CodeInput); got != "✓" {
 		t.Errorf("input %q", got)
 	}
 }
 
-// A large burst becomes several events, each line far below MaxLineBytes,
+// A large burst becomes several events, each line far below recorder.MaxLineBytes,
 // and NUL bytes (6 bytes each once escaped) do not break that bound.
 func TestWriterSplitsLargeOutput(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(1, 2))
+	random := make([]byte, 1<<20)
+	for i := range random {
+		random[i] = byte(rnd.UintN(256))
+	}
+	mixed := []byte(strings.Repeat("ok ✓ 日本 \x00\"\u2028 ", 20_000))
+	for i := range len(mixed) / 97 { // sprinkle bytes that break runes
+		mixed[i*97] = 0xff
+	}
 	for _, tc := range []struct {
-		name string
-		data []byte
+		name  string
+		data  []byte
+		chunk int // bytes per Output call; 0: all at once
 	}{
-		{"nul bytes", make([]byte, 1<<20)},
-		{"multi-byte", []byte(strings.Repeat("日本語 ", 100_000))},
-		{"ascii", bytes.Repeat([]byte("0123456789abcdef"), 50_000)},
+		{"nul bytes", make([]byte, 1<<20), 0},
+		{"multi-byte", []byte(strings.Repeat("日本語 ", 100_000)), 0},
+		{"ascii", bytes.Repeat([]byte("0123456789abcdef"), 50_000), 0},
+		{"random bytes", random, 0},
+		{"random bytes in odd chunks", random, 32<<10 + 1},
+		{"mixed in odd chunks", mixed, 70_001},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var lines lineRecorder
-			w, err := NewWriter(&lines, testHeader, time.Time{}, nil)
+			w, err := recorder.NewWriter(&lines, testHeader, time.Time{}, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := w.Output(tc.data); err != nil {
-				t.Fatal(err)
+			for rest := tc.data; len(rest) > 0; {
+				n := len(rest)
+				if tc.chunk > 0 {
+					n = min(n, tc.chunk)
+				}
+				if err := w.Output(rest[:n]); err != nil {
+					t.Fatal(err)
+				}
+				rest = rest[n:]
 			}
 			if err := w.Close(); err != nil {
 				t.Fatal(err)
@@ -259,17 +283,21 @@ func TestWriterSplitsLargeOutput(t *testing.T) {
 				t.Errorf("%d writes: a burst was not split", len(lines.writes))
 			}
 			for i, l := range lines.writes {
-				if len(l) > maxEventData+64 {
+				if len(l) > maxWrite {
 					t.Errorf("write %d is %d bytes", i, len(l))
 				}
 			}
-			_, evs := parseCast(t, lines.all())
-			if got := joined(evs, CodeOutput); got != string(tc.data) {
-				t.Errorf("data differs after the round trip (%d vs %d bytes)", len(got), len(tc.data))
+			_, evs := recordertest.MustParseCast(t, lines.all())
+			if got, want := recordertest.Data(evs, recorder.CodeOutput), strings.ToValidUTF8(string(tc.data), "\uFFFD"); got != want {
+				t.Errorf("data differs after the round trip (%d vs %d bytes)", len(got), len(want))
 			}
 		})
 	}
 }
+
+// maxWrite bounds one event line: 64 KiB of escaped data, plus what the
+// last 256-byte chunk can add (6 bytes per byte), plus the frame.
+const maxWrite = 64<<10 + 6*256 + 64
 
 // lineRecorder keeps every Write call apart.
 type lineRecorder struct {
@@ -290,7 +318,7 @@ func (l *lineRecorder) all() []byte { return bytes.Join(l.writes, nil) }
 // goroutine's events keep their order.
 func TestWriterConcurrent(t *testing.T) {
 	var lines lineRecorder
-	w, err := NewWriter(&lines, testHeader, time.Time{}, nil)
+	w, err := recorder.NewWriter(&lines, testHeader, time.Time{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -329,16 +357,16 @@ func TestWriterConcurrent(t *testing.T) {
 			t.Fatalf("write %d is not one whole line: %q", i, l)
 		}
 	}
-	_, evs := parseCast(t, lines.all())
+	_, evs := recordertest.MustParseCast(t, lines.all())
 	next := map[string]int{}
 	for _, e := range evs {
 		var g, i int
 		switch e.Code {
-		case CodeOutput, CodeInput:
+		case recorder.CodeOutput, recorder.CodeInput:
 			fmt.Sscanf(e.Data, "g%d-%d", &g, &i)
-		case CodeMarker:
+		case recorder.CodeMarker:
 			fmt.Sscanf(e.Data, "g%d-%d", &g, &i)
-		case CodeResize:
+		case recorder.CodeResize:
 			cols, rows, err := e.Size()
 			if err != nil {
 				t.Fatal(err)
@@ -370,7 +398,7 @@ func (f *failingWriter) Write(p []byte) (int, error) {
 
 func TestWriterErrors(t *testing.T) {
 	fw := &failingWriter{limit: 200}
-	w, err := NewWriter(fw, testHeader, time.Time{}, nil)
+	w, err := recorder.NewWriter(fw, testHeader, time.Time{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -397,7 +425,7 @@ func TestWriterErrors(t *testing.T) {
 	}
 
 	// A short write without an error is an error too.
-	w, err = NewWriter(shortWriter{}, Header{Width: 1, Height: 1}, time.Time{}, nil)
+	w, err = recorder.NewWriter(shortWriter{}, recorder.Header{Width: 1, Height: 1}, time.Time{}, nil)
 	if err == nil || !strings.Contains(err.Error(), "short write") {
 		t.Errorf("NewWriter on a short writer: %v, %v", w, err)
 	}
@@ -409,7 +437,7 @@ func (shortWriter) Write(p []byte) (int, error) { return len(p) / 2, nil }
 
 func TestWriterClosedAndBadArguments(t *testing.T) {
 	var buf bytes.Buffer
-	w, err := NewWriter(&buf, testHeader, time.Time{}, nil)
+	w, err := recorder.NewWriter(&buf, testHeader, time.Time{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -419,7 +447,7 @@ func TestWriterClosedAndBadArguments(t *testing.T) {
 	}{
 		{"resize zero", func() error { return w.Resize(0, 24) }},
 		{"resize huge", func() error { return w.Resize(80, 1<<20) }},
-		{"marker too long", func() error { return w.Marker(strings.Repeat("m", maxMarker+1)) }},
+		{"marker too long", func() error { return w.Marker(strings.Repeat("m", 4<<10+1)) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := tc.call(); err == nil {
@@ -437,8 +465,8 @@ func TestWriterClosedAndBadArguments(t *testing.T) {
 		"marker": func() error { return w.Marker("x") },
 		"close":  w.Close,
 	} {
-		if err := call(); !errors.Is(err, ErrClosed) {
-			t.Errorf("%s after Close: %v, want ErrClosed", name, err)
+		if err := call(); !errors.Is(err, recorder.ErrClosed) {
+			t.Errorf("%s after Close: %v, want recorder.ErrClosed", name, err)
 		}
 	}
 }
@@ -450,7 +478,7 @@ func TestWriterTimesNeverDecrease(t *testing.T) {
 	i := 0
 	now := func() time.Time { d := times[i]; i++; return base.Add(d) }
 	var buf bytes.Buffer
-	w, err := NewWriter(&buf, testHeader, base, now)
+	w, err := recorder.NewWriter(&buf, testHeader, base, now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -459,7 +487,7 @@ func TestWriterTimesNeverDecrease(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	_, evs := parseCast(t, buf.Bytes()) // the Reader refuses decreasing times
+	_, evs := recordertest.MustParseCast(t, buf.Bytes()) // the recorder.Reader refuses decreasing times
 	want := []float64{1, 3, 3, 3, 4}
 	for i, e := range evs {
 		if e.Time != want[i] {

@@ -10,7 +10,6 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -99,7 +98,8 @@ func New(cfg Config) (*Client, error) {
 			return nil, fmt.Errorf("client: %w", err)
 		}
 	} else {
-		tc = tlsca.PinnedClientConfig(cfg.Fingerprint)
+		u, _ := url.Parse(cfg.URL)
+		tc = tlsca.PinnedClientConfigFor(cfg.Fingerprint, u.Hostname())
 	}
 	// Remember the root the server presented once the pin verified it, so
 	// the CLI can save it and later runs need no fingerprint.
@@ -110,15 +110,14 @@ func New(cfg Config) (*Client, error) {
 				return err
 			}
 		}
-		if n := len(cs.PeerCertificates); n > 0 {
-			last := cs.PeerCertificates[n-1]
-			if last.IsCA {
-				c.mu.Lock()
-				if c.root == nil {
-					c.root = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: last.Raw})
-				}
-				c.mu.Unlock()
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.root == nil && cfg.Fingerprint != "" {
+			root, err := tlsca.PinnedRoot(cs, cfg.Fingerprint)
+			if err != nil {
+				return err
 			}
+			c.root = tlsca.EncodePEM(root)
 		}
 		return nil
 	}
@@ -262,11 +261,10 @@ const (
 )
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any, auth authKind) error {
-	req, body, err := c.newRequest(ctx, method, path, in)
+	req, _, err := c.newRequest(ctx, method, path, in)
 	if err != nil {
 		return err
 	}
-	_ = body
 	if auth == authBearer {
 		if c.cfg.Token == "" {
 			return &api.Error{Code: api.CodeUnauthenticated, Message: "not logged in: run sshward login", Status: http.StatusUnauthorized}

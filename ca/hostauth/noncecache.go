@@ -10,35 +10,27 @@ import (
 // 4-minute window a DefaultMaxSkew request stays acceptable.
 const DefaultNonceCacheSize = 1 << 18
 
-// NonceCacheConfig configures a NonceCache.
-type NonceCacheConfig struct {
-	// Size is the most nonces held at once; zero means DefaultNonceCacheSize.
-	Size int
-	// Now is the clock that expires entries; nil means time.Now.
-	Now func() time.Time
-}
-
 // NonceCache is a bounded in-memory replay cache for Verifier.Seen. Each nonce
 // is kept until the time it was stored with, after which a request carrying
-// it is stale anyway. It is safe for concurrent use.
+// it is stale anyway. The zero value is ready to use; set the fields before
+// first use. It is safe for concurrent use.
 type NonceCache struct {
-	size int
-	now  func() time.Time
+	// Size is the most nonces held at once; zero means DefaultNonceCacheSize.
+	Size int
+	// Now is the clock that expires entries; nil means time.Now. Give it the
+	// Verifier's clock: with a fake verifier clock in the past, a real-time
+	// cache would find every nonce already expired and remember none.
+	Now func() time.Time
 
 	mu      sync.Mutex // guards the fields below
 	entries map[string]time.Time
 	byUntil expiryHeap // same nonces, soonest expiry first
 }
 
-// NewNonceCache returns an empty cache.
-func NewNonceCache(cfg NonceCacheConfig) *NonceCache {
-	if cfg.Size <= 0 {
-		cfg.Size = DefaultNonceCacheSize
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	return &NonceCache{size: cfg.Size, now: cfg.Now, entries: make(map[string]time.Time)}
+// NewNonceCache returns a cache of size nonces (zero: the default) on the
+// real clock.
+func NewNonceCache(size int) *NonceCache {
+	return &NonceCache{Size: size}
 }
 
 // Seen reports whether nonce is held, and otherwise holds it until until.
@@ -47,7 +39,7 @@ func NewNonceCache(cfg NonceCacheConfig) *NonceCache {
 func (c *NonceCache) Seen(nonce string, until time.Time) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	now := c.now()
+	now := c.nowLocked()
 	c.expireLocked(now)
 	if _, ok := c.entries[nonce]; ok {
 		return true
@@ -55,8 +47,11 @@ func (c *NonceCache) Seen(nonce string, until time.Time) bool {
 	if !until.After(now) {
 		return false // already stale: nothing to remember
 	}
-	if len(c.entries) >= c.size {
+	if len(c.entries) >= c.sizeLocked() {
 		return true
+	}
+	if c.entries == nil {
+		c.entries = make(map[string]time.Time)
 	}
 	c.entries[nonce] = until
 	heap.Push(&c.byUntil, expiry{nonce: nonce, until: until})
@@ -67,8 +62,22 @@ func (c *NonceCache) Seen(nonce string, until time.Time) bool {
 func (c *NonceCache) Len() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.expireLocked(c.now())
+	c.expireLocked(c.nowLocked())
 	return len(c.entries)
+}
+
+func (c *NonceCache) nowLocked() time.Time {
+	if c.Now != nil {
+		return c.Now()
+	}
+	return time.Now()
+}
+
+func (c *NonceCache) sizeLocked() int {
+	if c.Size > 0 {
+		return c.Size
+	}
+	return DefaultNonceCacheSize
 }
 
 func (c *NonceCache) expireLocked(now time.Time) {

@@ -165,7 +165,7 @@ func (v *Verifier) seen() func(string, time.Time) bool {
 		return v.Seen
 	}
 	v.defaultSeen.Do(func() {
-		c := NewNonceCache(NonceCacheConfig{Now: v.Now})
+		c := &NonceCache{Now: v.Now}
 		v.defaultSeenFunc = c.Seen
 	})
 	return v.defaultSeenFunc

@@ -76,8 +76,8 @@ func (c OIDCConfig) Check() error {
 // withDefaults returns a copy of c with defaults filled in; slices are
 // copied so the caller may reuse theirs.
 func (c OIDCConfig) withDefaults() OIDCConfig {
-	c.Scopes = slices.Clone(cmpSlice(c.Scopes, DefaultOIDCScopes))
-	c.MFAAMR = slices.Clone(cmpSlice(c.MFAAMR, DefaultMFAAMR))
+	c.Scopes = slices.Clone(orDefault(c.Scopes, DefaultOIDCScopes))
+	c.MFAAMR = slices.Clone(orDefault(c.MFAAMR, DefaultMFAAMR))
 	c.MFAACR = slices.Clone(c.MFAACR)
 	if c.UserClaim == "" {
 		c.UserClaim = defaultUserClaim
@@ -94,7 +94,7 @@ func (c OIDCConfig) withDefaults() OIDCConfig {
 	return c
 }
 
-func cmpSlice(s, def []string) []string {
+func orDefault(s, def []string) []string {
 	if len(s) == 0 {
 		return def
 	}

@@ -1,7 +1,9 @@
 package identity_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"regexp"
 	"slices"
@@ -72,7 +74,7 @@ func TestOIDCAgainstGlewlwyd(t *testing.T) {
 		return r.raw
 	}
 
-	tokens := map[string]string{}
+	tokens := map[string]string{} // by test name, for the failure cases below
 	tests := []struct {
 		name   string
 		login  func(t *testing.T) string
@@ -115,7 +117,62 @@ func TestOIDCAgainstGlewlwyd(t *testing.T) {
 			}
 		})
 	}
-	t.Logf("%v", len(tokens))
+
+	// Failures, on a real glewlwyd token. glewlwyd cannot be asked for an
+	// expired token, so the verifier's clock moves past exp instead.
+	raw := tokens["auth code, password only"]
+	if raw == "" {
+		t.Fatal("no token from the auth code flow")
+	}
+	good, err := v.Verify(ctx, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts := strings.Split(raw, ".")
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := base64.RawURLEncoding.EncodeToString(bytes.Replace(payload, []byte(`"alice"`), []byte(`"root!"`), 1))
+	sig := []byte(parts[2])
+	if sig[10] == 'A' { // another base64url character: a different signature, still well formed
+		sig[10] = 'B'
+	} else {
+		sig[10] = 'A'
+	}
+	failures := []struct {
+		name  string
+		cfg   identity.OIDCConfig
+		token string
+		check func(error) bool
+	}{
+		{"expired", identity.OIDCConfig{Issuer: p.Issuer, ClientID: p.ClientID, Now: func() time.Time { return good.Expiry.Add(time.Second) }}, raw,
+			func(err error) bool {
+				var e *identity.TokenExpiredError
+				return errors.As(err, &e) && e.Expiry.Equal(good.Expiry)
+			}},
+		{"claims changed", identity.OIDCConfig{Issuer: p.Issuer, ClientID: p.ClientID}, parts[0] + "." + forged + "." + parts[2],
+			func(err error) bool { return errors.Is(err, identity.ErrBadSignature) }},
+		{"signature changed", identity.OIDCConfig{Issuer: p.Issuer, ClientID: p.ClientID}, parts[0] + "." + parts[1] + "." + string(sig),
+			func(err error) bool { return errors.Is(err, identity.ErrBadSignature) }},
+		{"wrong audience", identity.OIDCConfig{Issuer: p.Issuer, ClientID: "another-client"}, raw,
+			func(err error) bool {
+				var e *identity.AudienceError
+				return errors.As(err, &e) && e.Want == "another-client" && slices.Equal(e.Got, []string{p.ClientID})
+			}},
+	}
+	for _, tt := range failures {
+		t.Run(tt.name, func(t *testing.T) {
+			v, err := identity.NewOIDCVerifier(ctx, tt.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			id, err := v.Verify(ctx, tt.token)
+			if !tt.check(err) {
+				t.Errorf("Verify = %+v, %v: wrong outcome", id, err)
+			}
+		})
+	}
 }
 
 // codeWriter is oidcflow's Out in device tests: it hands over the user code
@@ -148,5 +205,3 @@ func (w *codeWriter) String() string {
 	defer w.mu.Unlock()
 	return w.buf.String()
 }
-
-var _ = errors.Is

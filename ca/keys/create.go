@@ -37,13 +37,13 @@ type CreateRequest struct {
 func (r CreateRequest) Check() error {
 	switch {
 	case r.Dir == "":
-		return errors.New("Dir is empty")
+		return errors.New("empty Dir")
 	case r.Name == "" || r.Name == "." || r.Name == ".." || strings.ContainsAny(r.Name, `/\`+"\x00"):
-		return fmt.Errorf("Name %q is not a plain file name", r.Name)
+		return fmt.Errorf("invalid Name %q: not a plain file name", r.Name)
 	case len(r.Passphrase) == 0:
-		return fmt.Errorf("Passphrase: %w", ErrNoPassphrase)
+		return fmt.Errorf("empty Passphrase: %w", ErrNoPassphrase)
 	case strings.ContainsAny(r.Comment, "\r\n\x00"):
-		return errors.New("Comment must be a single line")
+		return errors.New("multi-line Comment: must be one line")
 	}
 	_, err := r.Type.algorithm()
 	return err

@@ -346,11 +346,11 @@ func TestKeyNeverPrintsPrivateBytes(t *testing.T) {
 	var logged bytes.Buffer
 	slog.New(slog.NewTextHandler(&logged, nil)).Info("loaded", "key", k)
 	outs := map[string]string{
-		"%v":   fmt.Sprintf("%v", k),
-		"%+v":  fmt.Sprintf("%+v", k),
-		"%#v":  fmt.Sprintf("%#v", k),
-		"%s":   fmt.Sprintf("%s", k),
-		"slog": logged.String(),
+		"%v":     fmt.Sprintf("%v", k),
+		"%+v":    fmt.Sprintf("%+v", k),
+		"%#v":    fmt.Sprintf("%#v", k),
+		"String": k.String(),
+		"slog":   logged.String(),
 	}
 	seed := k.Signer().(ed25519.PrivateKey).Seed()
 	for verb, out := range outs {

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // Check validates a policy built in Go the way Parse validates a file, and
@@ -77,6 +78,16 @@ func (p *Policy) check() *issue {
 		seen[t.Name] = true
 		if is := t.check(); is != nil {
 			return is
+		}
+	}
+	for _, t := range p.Tiers {
+		for _, on := range t.TrustedOn {
+			if on == t.Name {
+				return fieldIssue(t.Name, "trusted_on", "trusted_on names the tier itself: list other tiers whose hosts accept %s certificates", t.Name)
+			}
+			if !seen[on] {
+				return fieldIssue(t.Name, "trusted_on", "trusted_on names unknown tier %q", on)
+			}
 		}
 	}
 	return nil
@@ -156,10 +167,10 @@ func checkHostPattern(field, s string) string {
 	}
 	// Patterns end up in ssh_config "Match host" lines that sshward
 	// ssh-config writes; these characters would split or end such a line.
-	if i := strings.IndexFunc(s, func(r rune) bool {
-		return r <= ' ' || r == 0x7f || strings.ContainsRune(",\"'#\\", r)
-	}); i >= 0 {
-		return fmt.Sprintf("%s pattern %q contains %q: ssh_config patterns may not hold whitespace, commas, quotes, '#' or '\\'", field, s, s[i:i+1])
+	for _, r := range s {
+		if !unicode.IsPrint(r) || unicode.IsSpace(r) || strings.ContainsRune(",\"'#\\", r) {
+			return fmt.Sprintf("%s pattern %q contains %q: ssh_config patterns may not hold whitespace, commas, quotes, '#' or '\\'", field, s, r)
+		}
 	}
 	return ""
 }
@@ -176,8 +187,8 @@ func checkGroup(field, s string) string {
 }
 
 func checkExtension(field, s string) string {
-	if !slices.Contains(Extensions, s) {
-		return fmt.Sprintf("%s entry %q is not an extension sshward knows: use %s", field, s, strings.Join(Extensions, ", "))
+	if known := KnownExtensions(); !slices.Contains(known, s) {
+		return fmt.Sprintf("%s entry %q is not an extension sshward knows: use %s", field, s, strings.Join(known, ", "))
 	}
 	return ""
 }

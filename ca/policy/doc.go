@@ -37,6 +37,7 @@
 //	    approvals: 0          # approvals an access request needs (≥ 0)
 //	    approvers: [GROUP]    # who may approve; required when approvals > 0
 //	    request_ttl: 30m      # lifetime of a pending access request (default 30m)
+//	    trusted_on: []        # other tiers whose hosts also accept this tier (break-glass: [production])
 //	    record_input: false   # record keystrokes as well as output
 //	    single_use: false     # a certificate may start one session only
 //	    extensions: [permit-pty, …]   # of permit-X11-forwarding, permit-agent-forwarding,

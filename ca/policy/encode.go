@@ -57,6 +57,7 @@ func (t *Tier) node() *yaml.Node {
 	putString(n, "on_recording_failure", t.OnRecordingFailure)
 	put(n, "end_session_on_expiry", boolNode(t.EndSessionOnExpiry))
 	put(n, "request_ttl", durationNode(t.RequestTTL))
+	putList(n, "trusted_on", t.TrustedOn)
 	return n
 }
 

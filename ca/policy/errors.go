@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/sshward/sshward/ca/api"
 )
@@ -50,7 +51,7 @@ type PrincipalError struct {
 
 func (e *PrincipalError) Error() string {
 	return fmt.Sprintf("principal %s is not allowed for %s in tier %s (allowed: %s)",
-		quoteOdd(e.Principal), e.User, e.Tier, strings.Join(e.Allowed, ", "))
+		quoteOdd(e.Principal), display(e.User), e.Tier, strings.Join(e.Allowed, ", "))
 }
 
 // TTLError is returned by Grant when the requested lifetime is outside
@@ -124,8 +125,20 @@ func ErrorCode(err error) string {
 		return api.CodeBadRequest
 	case errors.Is(err, ErrBadRequest):
 		return api.CodeBadRequest
+	case errors.Is(err, ErrClientAddr):
+		return api.CodeInternal // the CA failed to pass the address on
 	}
 	return api.CodeInternal
+}
+
+// display leaves a printable name without spaces as is and quotes anything
+// else, so that a user name from an identity provider cannot break a
+// one-line message.
+func display(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool { return !unicode.IsPrint(r) || unicode.IsSpace(r) }) < 0 {
+		return s
+	}
+	return fmt.Sprintf("%q", s)
 }
 
 // quoteOdd leaves a well-formed login name as is and quotes anything else, so

@@ -82,7 +82,7 @@ func (p *Policy) Grant(r Request) (*Grant, error) {
 	id := r.Identity
 	if !t.Entitles(id) {
 		return nil, refuse(ErrNotEntitled, "user %s is in no group that grants tier %s (needs one of: %s)",
-			id.User, t.Name, strings.Join(t.Groups(), ", "))
+			display(id.User), t.Name, strings.Join(t.Groups(), ", "))
 	}
 	if t.MFA && !id.MFA {
 		return nil, refuse(ErrMFARequired, "tier %s requires multi-factor login: log in again with your TOTP code or an MFA-backed OIDC login", t.Name)
@@ -95,7 +95,7 @@ func (p *Policy) Grant(r Request) (*Grant, error) {
 	allowed := t.PrincipalsFor(id)
 	if len(allowed) == 0 {
 		return nil, refuse(ErrNoPrincipals, "tier %s maps user %s to no valid login name: ask an administrator to list a login for your group in the policy ({{user}} only works for unix-style user names)",
-			t.Name, id.User)
+			t.Name, display(id.User))
 	}
 	principals := allowed
 	if len(r.Principals) > 0 {

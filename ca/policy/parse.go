@@ -22,7 +22,7 @@ var (
 	topKeys  = []string{"session_ttl", "host_cert_ttl", "tiers"}
 	tierKeys = []string{"hosts", "ttl", "max_ttl", "mfa", "approvals", "approvers", "record_input",
 		"single_use", "extensions", "principals", "source_address", "force_command",
-		"on_recording_failure", "end_session_on_expiry", "request_ttl"}
+		"on_recording_failure", "end_session_on_expiry", "request_ttl", "trusted_on"}
 )
 
 // Parse reads a policy file (schema in the package documentation). It is
@@ -48,7 +48,9 @@ func Parse(data []byte) (*Policy, error) {
 	return p, nil
 }
 
-var errEmpty = &ParseError{Field: "tiers", Reason: "policy is empty: it needs a tiers: section (sshward-ca init writes an example policy)"}
+func errEmpty() error {
+	return &ParseError{Field: "tiers", Reason: "policy is empty: it needs a tiers: section (sshward-ca init writes an example policy)"}
+}
 
 // document returns the single YAML document in data. Empty documents after it
 // (a trailing "---") are ignored; anything more is refused.
@@ -57,7 +59,7 @@ func document(data []byte) (*yaml.Node, error) {
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
 		if errors.Is(err, io.EOF) {
-			return nil, errEmpty
+			return nil, errEmpty()
 		}
 		return nil, yamlError(err)
 	}
@@ -220,7 +222,7 @@ func errMerge(n *yaml.Node, tier string) error {
 }
 
 func dupKey(key string, first int) (string, string) {
-	return key, fmt.Sprintf("%s appears twice (first at line %d): keep one", key, first)
+	return key, fmt.Sprintf("%q appears twice (first at line %d): keep one", key, first)
 }
 
 func dupTier(key string, first int) (string, string) {
@@ -235,7 +237,7 @@ func (d *decoder) policy(doc *yaml.Node) (*Policy, error) {
 	root := doc
 	if root.Kind == yaml.DocumentNode {
 		if len(root.Content) == 0 {
-			return nil, errEmpty
+			return nil, errEmpty()
 		}
 		root = root.Content[0]
 	}
@@ -244,7 +246,7 @@ func (d *decoder) policy(doc *yaml.Node) (*Policy, error) {
 		return nil, err
 	}
 	if isNull(root) {
-		return nil, errEmpty
+		return nil, errEmpty()
 	}
 	if root.Kind != yaml.MappingNode {
 		return nil, &ParseError{Line: root.Line, Reason: fmt.Sprintf("the policy must be a mapping with a tiers: section, not %s", kindName(root))}
@@ -259,10 +261,11 @@ func (d *decoder) policy(doc *yaml.Node) (*Policy, error) {
 		if !slices.Contains(topKeys, kv.key) {
 			return nil, unknownKey("", kv, topKeys)
 		}
-		if null, err := d.null(kv); err != nil || null {
-			if err != nil {
-				return nil, err
-			}
+		null, err := d.null(kv)
+		if err != nil {
+			return nil, err
+		}
+		if null {
 			continue
 		}
 		switch kv.key {
@@ -337,10 +340,11 @@ func (d *decoder) tier(tp pair) (*Tier, error) {
 		if !slices.Contains(tierKeys, kv.key) {
 			return nil, unknownKey(name, kv, tierKeys)
 		}
-		if null, err := d.null(kv); err != nil || null {
-			if err != nil {
-				return nil, err
-			}
+		null, err := d.null(kv)
+		if err != nil {
+			return nil, err
+		}
+		if null {
 			continue
 		}
 		set[kv.key] = true
@@ -375,6 +379,8 @@ func (d *decoder) tier(tp pair) (*Tier, error) {
 			err = d.boolean(name, kv, &t.EndSessionOnExpiry)
 		case "request_ttl":
 			err = d.duration(name, kv, &t.RequestTTL)
+		case "trusted_on":
+			t.TrustedOn, err = d.strings(name, kv.key, kv)
 		}
 		if err != nil {
 			return nil, err
@@ -506,10 +512,11 @@ func (d *decoder) principals(tier string, kv pair) (map[string][]string, error) 
 		field := "principals." + gp.key
 		d.lines[lineKey{tier, field, -1}] = gp.keyNode.Line
 		out[gp.key] = nil
-		if null, err := d.null(gp); err != nil || null {
-			if err != nil {
-				return nil, err
-			}
+		null, err := d.null(gp)
+		if err != nil {
+			return nil, err
+		}
+		if null {
 			continue
 		}
 		list, err := d.strings(tier, field, pair{key: "principals", keyNode: gp.keyNode, val: gp.val})

@@ -68,6 +68,7 @@ func TestDefault(t *testing.T) {
 				OnRecordingFailure: "closed",
 				EndSessionOnExpiry: true,
 				RequestTTL:         30 * time.Minute,
+				TrustedOn:          []string{"production"},
 			},
 		},
 	}

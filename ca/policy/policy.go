@@ -35,14 +35,16 @@ const (
 	SourceAddressClient = "client"
 )
 
-// Extensions lists the OpenSSH permit-* extensions a tier may grant
+// KnownExtensions returns the OpenSSH permit-* extensions a tier may grant
 // (PROTOCOL.certkeys "Extensions"). The agent enforces each one itself.
-var Extensions = []string{
-	"permit-X11-forwarding",
-	"permit-agent-forwarding",
-	"permit-port-forwarding",
-	"permit-pty",
-	"permit-user-rc",
+func KnownExtensions() []string {
+	return []string{
+		"permit-X11-forwarding",
+		"permit-agent-forwarding",
+		"permit-port-forwarding",
+		"permit-pty",
+		"permit-user-rc",
+	}
 }
 
 // Identity is who asks, as established by the identity layer (local
@@ -81,6 +83,7 @@ type Tier struct {
 	OnRecordingFailure string              // on_recording_failure: "open" or "closed"
 	EndSessionOnExpiry bool                // end_session_on_expiry: cut sessions at cert expiry
 	RequestTTL         time.Duration       // request_ttl: how long a pending access request lives
+	TrustedOn          []string            // trusted_on: other tiers whose hosts also accept this tier's certificates
 }
 
 // Tier returns the tier called name.
@@ -199,4 +202,17 @@ func FormatDuration(d time.Duration) string {
 func sortedSet(s []string) []string {
 	slices.Sort(s)
 	return slices.Compact(s)
+}
+
+// HostTrust lists the tiers whose user certificates hosts of tier accept:
+// the tier itself, then every tier that names it in trusted_on (break-glass
+// on production). It decides the TrustedUserCAKeys and KRL of a host tier.
+func (p *Policy) HostTrust(tier string) []string {
+	out := []string{tier}
+	for _, t := range p.Tiers {
+		if t.Name != tier && slices.Contains(t.TrustedOn, tier) {
+			out = append(out, t.Name)
+		}
+	}
+	return out
 }

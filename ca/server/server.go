@@ -64,7 +64,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.IdleTimeout = 120 * time.Second
 	}
 	s := &Server{cfg: cfg, a: cfg.Authority, log: cfg.Logger}
-	nonces := hostauth.NewNonceCache(100_000)
+	nonces := &hostauth.NonceCache{Size: 100_000, Now: cfg.Now}
 	s.hosts = &hostauth.Verifier{
 		HostCAs: s.a.HostCAKeys,
 		IsRevoked: func(c *ssh.Certificate) bool {

@@ -62,7 +62,12 @@ const auditDomain = "sshward-audit-v1"
 // Strings are taken as stored, i.e. after AppendAudit replaced invalid
 // UTF-8 (which JSON could not round-trip) with U+FFFD.
 func AuditHash(ev *AuditEvent) string {
-	sum := sha256.Sum256(canonicalAudit(nil, ev))
+	n := 128 + len(ev.PrevHash) + len(ev.Type) + len(ev.Actor) + len(ev.Subject) + len(ev.Tier) +
+		len(ev.KeyID) + len(ev.RequestID) + len(ev.ClientAddr) + len(ev.Outcome) + len(ev.Reason)
+	for k, v := range ev.Details {
+		n += 8 + len(k) + len(v)
+	}
+	sum := sha256.Sum256(canonicalAudit(make([]byte, 0, n), ev))
 	return hex.EncodeToString(sum[:])
 }
 

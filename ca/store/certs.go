@@ -27,10 +27,10 @@ type CertRecord struct {
 	Principals  []string  `json:"principals,omitempty"`
 	ValidAfter  time.Time `json:"valid_after"`
 	ValidBefore time.Time `json:"valid_before"`
-	IssuedAt    time.Time `json:"issued_at"`                // set by PutCert when zero
-	PublicKeyFP string    `json:"public_key_fp,omitzero"`   // SHA256:… of the certified key
-	RequestID   string    `json:"request_id,omitzero"`      // access request, if any
-	ClientAddr  string    `json:"client_addr,omitzero"`     // who asked, as seen by the CA
+	IssuedAt    time.Time `json:"issued_at"`              // set by PutCert when zero
+	PublicKeyFP string    `json:"public_key_fp,omitzero"` // SHA256:… of the certified key
+	RequestID   string    `json:"request_id,omitzero"`    // access request, if any
+	ClientAddr  string    `json:"client_addr,omitzero"`   // who asked, as seen by the CA
 }
 
 // CertFilter selects certificates for ListCerts. Zero fields match all.
@@ -81,7 +81,7 @@ func parseKeyIDIndexKey(k []byte) (keyID string, serial uint64, ok bool) {
 	n, w := binary.Uvarint(k)
 	// Uvarint accepts overlong forms (0x80 0x00 is 0); only the canonical
 	// one is ours.
-	if w <= 0 || w != len(binary.AppendUvarint(nil, n)) || uint64(len(k)-w) != n+8 {
+	if w <= 0 || w != len(binary.AppendUvarint(nil, n)) || n > uint64(len(k)) || uint64(len(k)-w) != n+8 {
 		return "", 0, false
 	}
 	return string(k[w : w+int(n)]), binary.BigEndian.Uint64(k[w+int(n):]), true

@@ -19,6 +19,18 @@ import (
 // the batch re-run without that closure, as bbolt's own DB.Batch does. That
 // is why closures may run more than once and must be idempotent.
 
+// CommitStats counts the committer's work since Open, for metrics.
+type CommitStats struct {
+	Commits  uint64 // write transactions committed (each one fsync pair)
+	Updates  uint64 // Update closures committed; Updates/Commits is the mean batch
+	Failures uint64 // closures that failed or panicked (each costs a rollback and re-run)
+}
+
+// CommitStats returns counters of committed work; safe to call anytime.
+func (db *DB) CommitStats() CommitStats {
+	return CommitStats{Commits: db.commits.Load(), Updates: db.updates.Load(), Failures: db.failures.Load()}
+}
+
 // call is one Update waiting for the committer.
 type call struct {
 	ctx  context.Context
@@ -139,6 +151,7 @@ func (db *DB) runBatch(batch []*call) {
 			return nil
 		})
 		if failed >= 0 {
+			db.failures.Add(1)
 			if p, ok := failErr.(panicked); ok {
 				db.log.Error("store: update closure panicked", "panic", fmt.Sprint(p.value))
 			}
@@ -149,6 +162,9 @@ func (db *DB) runBatch(batch []*call) {
 		if err != nil {
 			db.log.Error("store: commit failed", "err", err, "batch", len(live))
 			err = fmt.Errorf("store: commit: %w", err)
+		} else {
+			db.commits.Add(1)
+			db.updates.Add(uint64(len(live)))
 		}
 		for _, c := range live {
 			c.done <- err

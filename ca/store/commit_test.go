@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 func openTemp(t *testing.T, o Options) *DB {
@@ -76,7 +78,7 @@ func metaKeys(t *testing.T, db *DB, keys ...string) (present []string) {
 }
 
 func TestGroupCommitManyWriters(t *testing.T) {
-	const writers, each = 64, 40
+	const writers, each = 64, 25
 	path := filepath.Join(t.TempDir(), "ca.db")
 	db := openTemp(t, Options{Path: path})
 
@@ -351,7 +353,7 @@ func TestCloseDrainsQueue(t *testing.T) {
 func TestSchemaTooNew(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ca.db")
 	db := openTemp(t, Options{Path: path})
-	err := db.bolt.Update(func(btx *boltTx) error {
+	err := db.bolt.Update(func(btx *bolt.Tx) error {
 		return btx.Bucket(bucketInternal).Put(keySchema, binary.BigEndian.AppendUint64(nil, schemaVersion+1))
 	})
 	if err != nil {

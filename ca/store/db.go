@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -91,6 +92,8 @@ type DB struct {
 	log      *slog.Logger
 	readOnly bool
 	maxBatch int
+
+	commits, updates, failures atomic.Uint64 // see CommitStats
 
 	calls  chan *call    // Update → committer; closed by Close
 	exited chan struct{} // closed when the committer has returned

@@ -32,6 +32,7 @@
 // delay: what queued up during the previous commit forms the next batch
 // (at most Options.MaxBatch closures). A failing closure is taken out and
 // the batch re-run, so closures must be idempotent; see DB.Update.
+// DB.CommitStats reports commits and the mean batch size.
 //
 // # Durability
 //

@@ -147,7 +147,6 @@ func writeFileNew(path string, data []byte, perm os.FileMode) error {
 	return f.Close()
 }
 
-
 func quoteList(l []string) string {
 	q := make([]string, len(l))
 	for i, s := range l {

@@ -14,7 +14,6 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/sshward/sshward/ca"
-	"github.com/sshward/sshward/ca/policy"
 	"github.com/sshward/sshward/ca/store"
 	"github.com/sshward/sshward/cmd/internal/cli"
 )
@@ -170,7 +169,7 @@ func (e *env) cmdTrust(_ context.Context, args []string) error {
 		return fmt.Errorf("unknown tier %q (known: %s)", *tier, strings.Join(pol.TierNames(), ", "))
 	}
 	// A host of tier trusts its own user CA and every tier trusted on it.
-	for _, t := range trustedTiers(pol.Tiers, *tier) {
+	for _, t := range pol.HostTrust(*tier) {
 		b, err := os.ReadFile(l.userCAPub(t))
 		if err != nil {
 			return fmt.Errorf("read %s user CA: %w", t, err)
@@ -379,18 +378,6 @@ func (e *env) cmdSessions(ctx context.Context, args []string) error {
 		}
 		return tw.Flush()
 	})
-}
-
-func trustedTiers(tiers []*policy.Tier, tier string) []string {
-	out := []string{tier}
-	for _, t := range tiers {
-		for _, on := range t.TrustedOn {
-			if on == tier && t.Name != tier {
-				out = append(out, t.Name)
-			}
-		}
-	}
-	return out
 }
 
 func authorizedKeyLine(k ssh.PublicKey) string {

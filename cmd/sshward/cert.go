@@ -249,4 +249,3 @@ func readCert(path string) (*ssh.Certificate, error) {
 }
 
 func bytesEqual(a, b []byte) bool { return string(a) == string(b) }
-

@@ -121,4 +121,3 @@ func short(s string, n int) string {
 	}
 	return s
 }
-

@@ -30,5 +30,12 @@
 // use_secure_connection; the seeded administrator is admin/password; a user
 // must grant scopes to a client (PUT /api/delegate/USER/auth/grant/CLIENT
 // with a space-separated list) or only openid survives; HOTP is used rather
-// than TOTP because a TOTP code is good once per 30 s window.
+// than TOTP because a TOTP code is good once per 30 s window, and glewlwyd
+// accepts only the HOTP code at its current moving factor (hotp-window did
+// not widen that), so NextOTP reads the factor from glewlwyd; a confidential
+// client is refused (unauthorized_client) until its
+// token_endpoint_auth_method lists client_secret_basic/client_secret_post; a
+// login that asks for a scope needing OTP without doing the OTP step is sent
+// to login.html instead of the redirect URI, while the device flow approves
+// it without "otp" in amr.
 package glewlwydtest

@@ -63,7 +63,7 @@ const (
 var Scopes = []string{"openid", "profile", "email", GroupsScope, MFAScope}
 
 const (
-	startTimeout   = 5 * time.Second  // process start to first HTTP answer
+	startTimeout   = 15 * time.Second // process start to first answer (slow fsyncs on a busy disk)
 	requestTimeout = 10 * time.Second // one admin or user request
 	stopTimeout    = 3 * time.Second  // SIGTERM to SIGKILL
 	startAttempts  = 3                // another process may take the port we picked
@@ -92,9 +92,9 @@ type Provider struct {
 
 	admin *http.Client // carries the admin session cookie
 
-	mu        sync.Mutex // guards the fields below
-	hotp      map[string]*hotpCounter
-	redirects map[string]bool // redirect URIs registered on the client
+	mu        sync.Mutex        // guards the fields below
+	hotp      map[string]string // user → HOTP secret (base32)
+	redirects map[string]bool   // redirect URIs registered on the client
 }
 
 // Start runs glewlwyd on a free loopback port with its database and
@@ -128,11 +128,14 @@ func Start(t testing.TB, opts Options) *Provider {
 			t.Fatalf("glewlwydtest: %v", err)
 		}
 		base = fmt.Sprintf("http://127.0.0.1:%d", port)
+		// A session cookie name of its own tells this instance from another
+		// glewlwyd that got the port first (see run).
+		sessionKey := "GLEWLWYDTEST_" + rand.Text()
 		conf := filepath.Join(dir, "glewlwyd.conf")
-		if err := os.WriteFile(conf, []byte(config(port, base, db, opts.Verbose)), 0o600); err != nil {
+		if err := os.WriteFile(conf, []byte(config(port, base, db, sessionKey, opts.Verbose)), 0o600); err != nil {
 			t.Fatalf("glewlwydtest: %v", err)
 		}
-		err = run(t, conf, base, opts.Verbose)
+		err = run(t, conf, base, sessionKey, opts.Verbose)
 		if err == nil {
 			break
 		}
@@ -147,7 +150,7 @@ func Start(t testing.TB, opts Options) *Provider {
 		Issuer:    base + "/api/" + PluginName,
 		ClientID:  ClientID,
 		admin:     &http.Client{Jar: jar, CheckRedirect: noRedirect},
-		hotp:      map[string]*hotpCounter{},
+		hotp:      map[string]string{},
 		redirects: map[string]bool{LoopbackRedirectURI: true},
 	}
 	if opts.Confidential {
@@ -185,7 +188,7 @@ func freePort() (int, error) {
 
 // config is glewlwyd's libconfig file. use_secure_connection must be absent
 // altogether: glewlwyd 2.7.5 exits when it is present, even set to false.
-func config(port int, base, db string, verbose bool) string {
+func config(port int, base, db, sessionKey string, verbose bool) string {
 	level := "INFO"
 	if verbose {
 		level = "DEBUG"
@@ -200,7 +203,7 @@ log_level="%s"
 cookie_secure=0
 cookie_same_site="empty"
 session_expiration=3600
-session_key="GLEWLWYD2_SESSION_ID"
+session_key="%[6]s"
 admin_session_authentication="cookie"
 profile_session_authentication="cookie"
 allow_multiple_user_per_session=false
@@ -217,12 +220,15 @@ database =
   type = "sqlite3"
   path = "%[5]s"
 };
-`, port, base, level, moduleDir, db)
+`, port, base, level, moduleDir, db, sessionKey)
 }
 
-// run starts glewlwyd and waits until it answers HTTP. It registers the
-// cleanup that stops it.
-func run(t testing.TB, conf, base string, verbose bool) error {
+// run starts glewlwyd and waits until it answers HTTP as itself: glewlwyd
+// reports it started before it binds, and when the port is taken another
+// glewlwyd (a parallel test's) answers in its place, so the answer must
+// carry this instance's session cookie name. It registers the cleanup that
+// stops the process.
+func run(t testing.TB, conf, base, sessionKey string, verbose bool) error {
 	t.Helper()
 	out := &logBuffer{}
 	cmd := exec.Command(binary, "-c", conf)
@@ -244,7 +250,6 @@ func run(t testing.TB, conf, base string, verbose bool) error {
 			<-exited
 		}
 	}
-	probe := &http.Client{Timeout: time.Second}
 	deadline := time.Now().Add(startTimeout)
 	for {
 		select {
@@ -252,14 +257,13 @@ func run(t testing.TB, conf, base string, verbose bool) error {
 			return fmt.Errorf("glewlwyd exited at start: %s", out.tail())
 		default:
 		}
-		resp, err := probe.Get(base + "/api/")
-		if err == nil {
-			resp.Body.Close()
+		ours, err := answersAs(base, sessionKey)
+		if err == nil && ours {
 			break
 		}
-		if time.Now().After(deadline) {
+		if err == nil || time.Now().After(deadline) { // another server, or none in time
 			stop()
-			return fmt.Errorf("glewlwyd did not answer on %s within %s: %s", base, startTimeout, out.tail())
+			return fmt.Errorf("glewlwyd did not answer on %s within %s (other server: %v): %s", base, startTimeout, err == nil, out.tail())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -270,6 +274,25 @@ func run(t testing.TB, conf, base string, verbose bool) error {
 		}
 	})
 	return nil
+}
+
+// answersAs logs in as the seeded admin and reports whether the session
+// cookie has the name this instance was configured with. An error means
+// nothing answered.
+func answersAs(base, sessionKey string) (bool, error) {
+	probe := &http.Client{Timeout: 5 * time.Second}
+	body := strings.NewReader(`{"username":"` + adminUser + `","password":"` + adminPassword + `"}`)
+	resp, err := probe.Post(base+"/api/auth/", "application/json", body)
+	if err != nil {
+		return false, err
+	}
+	resp.Body.Close()
+	for _, c := range resp.Cookies() {
+		if c.Name == sessionKey {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // provision configures the fresh instance through the admin REST API.
@@ -351,7 +374,10 @@ func (p *Provider) provision(t testing.TB, opts Options) {
 		"confidential":       p.ClientSecret != "",
 	}
 	if p.ClientSecret != "" {
+		// glewlwyd refuses a confidential client (unauthorized_client) until
+		// it names the methods it may authenticate with.
 		client["password"] = p.ClientSecret
+		client["token_endpoint_auth_method"] = []any{"client_secret_basic", "client_secret_post"}
 	}
 	p.call(t, p.admin, "POST", "/api/client/", client, 200)
 
@@ -386,7 +412,7 @@ func signingKey() (private, public string, err error) {
 // AddUser creates a user with the given password and groups, email
 // NAME@example.test, all Scopes, and every scope granted to the client
 // (glewlwyd otherwise keeps only openid). withOTP registers an HOTP
-// secret, returned base32-encoded; NextOTP gives its codes in order.
+// secret, returned base32-encoded; NextOTP gives the code to log in with.
 func (p *Provider) AddUser(t testing.TB, name, password string, groups []string, withOTP bool) (otpSecret string) {
 	t.Helper()
 	if groups == nil {
@@ -409,21 +435,33 @@ func (p *Provider) AddUser(t testing.TB, name, password string, groups []string,
 		"value": map[string]any{"type": "HOTP", "secret": secret, "moving_factor": 0},
 	}, 200)
 	p.mu.Lock()
-	p.hotp[name] = &hotpCounter{secret: secret}
+	p.hotp[name] = secret
 	p.mu.Unlock()
 	return secret
 }
 
-// NextOTP returns the user's next HOTP code (RFC 4226) and moves past it.
+// NextOTP returns the HOTP code (RFC 4226) glewlwyd accepts next for the
+// user: the code at the moving factor glewlwyd holds now, read through the
+// admin API. glewlwyd 2.7.5 accepts that code only (its hotp-window did not
+// widen it in tests), so this does not count codes itself; calling it twice
+// without a login in between gives the same code.
 func (p *Provider) NextOTP(t testing.TB, user string) string {
 	t.Helper()
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	h := p.hotp[user]
-	if h == nil {
+	secret, ok := p.hotp[user]
+	p.mu.Unlock()
+	if !ok {
 		t.Fatalf("glewlwydtest: user %q has no OTP: AddUser(..., withOTP=true)", user)
 	}
-	code, err := h.next()
+	var reg struct {
+		MovingFactor *uint64 `json:"moving_factor"`
+	}
+	body := p.call(t, p.admin, "PUT", "/api/delegate/"+user+"/profile/scheme/register/",
+		map[string]any{"username": user, "scheme_type": "otp", "scheme_name": OTPScheme}, 200)
+	if err := json.Unmarshal(body, &reg); err != nil || reg.MovingFactor == nil {
+		t.Fatalf("glewlwydtest: OTP registration of %q has no moving_factor (err %v)", user, err)
+	}
+	code, err := hotp.GenerateCode(secret, *reg.MovingFactor)
 	if err != nil {
 		t.Fatalf("glewlwydtest: hotp for %q: %v", user, err)
 	}
@@ -468,8 +506,8 @@ func (p *Provider) CompleteAuthCode(t testing.TB, authURL, user, password, otp s
 
 // ApproveDevice plays the user of the device flow: it logs in as
 // CompleteAuthCode does and approves userCode (GET /api/oidc/device with
-// g_continue). Scopes that need an OTP are dropped by glewlwyd when otp is
-// empty, so such a token has no "otp" in amr.
+// g_continue). Without otp glewlwyd still approves a request for the MFA
+// scope, but the token has no "otp" in amr.
 func (p *Provider) ApproveDevice(t testing.TB, userCode, user, password, otp string) {
 	t.Helper()
 	browser := p.login(t, user, password, otp)
@@ -621,21 +659,4 @@ func (b *logBuffer) tail() string {
 		return "(no output)"
 	}
 	return s
-}
-
-// hotpCounter follows glewlwyd's moving factor for one user: glewlwyd
-// accepts the codes of the next hotp-window counters and moves past the one
-// used, so codes handed out in order always work.
-type hotpCounter struct {
-	secret  string
-	counter uint64
-}
-
-func (h *hotpCounter) next() (string, error) {
-	code, err := hotp.GenerateCode(h.secret, h.counter)
-	if err != nil {
-		return "", err
-	}
-	h.counter++
-	return code, nil
 }

@@ -81,11 +81,11 @@ func AuthCode(ctx context.Context, cfg Config) (rawIDToken string, err error) {
 	if res.err != nil {
 		return "", res.err
 	}
-	tok, err := s.oauth.Exchange(s.ctx, res.code, oauth2.VerifierOption(verifier))
+	tok, err := s.oauth.Exchange(s.httpContext(ctx), res.code, oauth2.VerifierOption(verifier))
 	if err != nil {
 		return "", fmt.Errorf("oidcflow: redeem the code: %w", err)
 	}
-	return s.idToken(tok, nonce)
+	return s.idToken(ctx, tok, nonce)
 }
 
 // redirectURL keeps the host the user configured (a provider compares the

@@ -35,7 +35,7 @@ func Device(ctx context.Context, cfg Config) (rawIDToken string, err error) {
 		// confidential client must authenticate there too (RFC 8628 §3.1).
 		authOpts = append(authOpts, oauth2.SetAuthURLParam("client_secret", s.cfg.ClientSecret))
 	}
-	da, err := s.oauth.DeviceAuth(s.ctx, authOpts...)
+	da, err := s.oauth.DeviceAuth(s.httpContext(ctx), authOpts...)
 	if err != nil {
 		return "", fmt.Errorf("oidcflow: request a device code: %w", err)
 	}
@@ -45,15 +45,14 @@ func Device(ctx context.Context, cfg Config) (rawIDToken string, err error) {
 	}
 	s.printf("Waiting for approval ...\n")
 
-	pctx := s.ctx
 	if da.Expiry.IsZero() {
 		var cancel context.CancelFunc
-		pctx, cancel = context.WithTimeout(pctx, pollTimeout)
+		ctx, cancel = context.WithTimeout(ctx, pollTimeout)
 		defer cancel()
 	}
-	tok, err := s.oauth.DeviceAccessToken(pctx, da)
+	tok, err := s.oauth.DeviceAccessToken(s.httpContext(ctx), da)
 	if err != nil {
 		return "", fmt.Errorf("oidcflow: wait for approval: %w", err)
 	}
-	return s.idToken(tok, "")
+	return s.idToken(ctx, tok, "")
 }

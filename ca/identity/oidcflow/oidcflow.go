@@ -88,9 +88,14 @@ func (c Config) withDefaults() Config {
 // session is a discovered provider plus the OAuth 2.0 client config.
 type session struct {
 	cfg      Config
-	ctx      context.Context // carries cfg.HTTPClient for oauth2 and go-oidc
 	provider *oidc.Provider
 	oauth    oauth2.Config
+}
+
+// httpContext makes x/oauth2 and go-oidc send their requests with
+// cfg.HTTPClient (both read it from the context).
+func (s *session) httpContext(ctx context.Context) context.Context {
+	return oidc.ClientContext(ctx, s.cfg.HTTPClient)
 }
 
 func newSession(ctx context.Context, cfg Config) (*session, error) {
@@ -98,14 +103,12 @@ func newSession(ctx context.Context, cfg Config) (*session, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	ctx = oidc.ClientContext(ctx, cfg.HTTPClient)
-	provider, err := oidc.NewProvider(ctx, cfg.Issuer)
+	provider, err := oidc.NewProvider(oidc.ClientContext(ctx, cfg.HTTPClient), cfg.Issuer)
 	if err != nil {
 		return nil, fmt.Errorf("oidcflow: discover %q: %w", cfg.Issuer, err)
 	}
 	return &session{
 		cfg:      cfg,
-		ctx:      ctx,
 		provider: provider,
 		oauth: oauth2.Config{
 			ClientID:     cfg.ClientID,
@@ -120,12 +123,12 @@ func newSession(ctx context.Context, cfg Config) (*session, error) {
 // signature, issuer, audience and expiry (and nonce, when not empty). The CA
 // checks it again; this check is for the user, so that a wrong provider
 // fails here, with a message, rather than at the CA.
-func (s *session) idToken(tok *oauth2.Token, nonce string) (string, error) {
+func (s *session) idToken(ctx context.Context, tok *oauth2.Token, nonce string) (string, error) {
 	raw, ok := tok.Extra("id_token").(string)
 	if !ok || raw == "" {
 		return "", ErrNoIDToken
 	}
-	idt, err := s.provider.Verifier(&oidc.Config{ClientID: s.cfg.ClientID}).Verify(s.ctx, raw)
+	idt, err := s.provider.Verifier(&oidc.Config{ClientID: s.cfg.ClientID}).Verify(s.httpContext(ctx), raw)
 	if err != nil {
 		return "", fmt.Errorf("oidcflow: check id token: %w", err)
 	}

@@ -1,0 +1,54 @@
+// Package agent is sshward's host SSH server: it proves the host's identity
+// with a CA-signed host certificate, admits only user certificates of its
+// tier, runs sessions as the mapped local user and records every session
+// channel to asciicast v2 in a local spool (package recorder).
+//
+// # Happy path
+//
+//	ca, _ := client.New(client.Config{URL: caURL, Fingerprint: fp})
+//	srv, err := agent.New(agent.Config{
+//		Tier: "production", DataDir: "/var/lib/sshward-agent", CA: ca,
+//		JoinToken: token, // first start only; later starts need none
+//		Logger: logger,
+//	})
+//	ln, _ := net.Listen("tcp", ":22")
+//	err = srv.Serve(ctx, ln) // joins, renews at 2/3 of the host cert's life, polls revocations
+//
+// Serve keeps everything in DataDir (0700, files 0600): the ed25519 host
+// key, the host certificate (presented as the host key, so that `ssh` with
+// only an `@cert-authority` known_hosts line verifies the host), the user-CA
+// keys the tier trusts, the cached revocation list, the serials of spent
+// single-use certificates, and the spool.
+//
+// # Admission
+//
+// Only user certificates (OpenSSH PROTOCOL.certkeys) signed by a trusted
+// user CA are admitted; plain keys and passwords never. On top of
+// x/crypto/ssh's CertChecker, which is kept as the last gate, the agent
+// refuses: a certificate with no principals (CertChecker would accept it for
+// any user), a host certificate, a login name not among the principals, a
+// time outside the validity window (MaxClockSkew early, never late), unknown
+// critical options, a source-address mismatch, a revoked serial or key id,
+// and a spent single-use serial. Each refusal is logged and audited with its
+// reason; the client sees one short banner that reveals nothing.
+//
+// force-command and every permit-* extension are enforced here: pty-req,
+// direct-tcpip and tcpip-forward (RFC 4254 section 7), auth-agent-req
+// (OpenSSH PROTOCOL section 2.2, forwarded when permitted), user rc.
+// X11 is always refused. The sshward extensions (ca/api.Ext*) carry the
+// tier's recording settings; the agent's TierSettings fill in when absent.
+//
+// # Sessions and recording
+//
+// pty-req, env (TERM, LANG, LC_* only), shell, exec, subsystem sftp,
+// window-change, signal, break (RFC 4335), exit-status and exit-signal
+// (RFC 4254 section 6). Every session channel is recorded: output of
+// terminals and of commands (stdout and stderr), input when the tier says
+// so, each window-change, and markers for start, end and SFTP operations.
+// When recording fails the tier decides (FailClosed: refuse and end
+// sessions with a message; FailOpen: go on and log an alert).
+//
+// A session ends with a message when its certificate expires or is revoked,
+// where the tier ends sessions on expiry: the session's context is
+// cancelled with ErrCertExpired or ErrCertRevoked as its cause.
+package agent

@@ -1,0 +1,171 @@
+// Command sshward-agent is sshward's host SSH server: it joins the CA once
+// with a join token, then serves SSH to certificate holders of its tier and
+// records every session into the spool in its data directory.
+//
+//	sshward-agent --ca URL --fingerprint FP --join-token TOKEN --tier T --data DIR [--listen ADDR] [--playback URL]
+//	sshward-agent status --data DIR [--json]
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/sshward/sshward/agent"
+	"github.com/sshward/sshward/ca/client"
+	"github.com/sshward/sshward/cmd/internal/cli"
+)
+
+const prog = "sshward-agent"
+
+// caRootFile keeps the CA's TLS root once the fingerprint verified it, so
+// that later starts need no --fingerprint.
+const caRootFile = "ca_root.pem"
+
+func main() {
+	ctx, stop := cli.SignalContext()
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(cli.Exit(prog, err, os.Stderr))
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "status" {
+		return runStatus(args[1:], stdout)
+	}
+	return runServe(ctx, args, stderr)
+}
+
+func runServe(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := cli.NewFlagSet(prog + " --ca URL --fingerprint FP --join-token TOKEN --tier T --data DIR [--listen ADDR] [--playback URL]\n" +
+		"       " + prog + " status --data DIR [--json]")
+	caURL := fs.String("ca", "", "CA base URL (https://…)")
+	fingerprint := fs.String("fingerprint", "", "SHA-256 fingerprint of the CA's TLS root (first start; kept in DIR afterwards)")
+	token := fs.String("join-token", "", "one-time join token from `sshward-ca join-token` (first start only; or $SSHWARD_JOIN_TOKEN)")
+	tier := fs.String("tier", "", "tier this host belongs to (staging, production, break-glass)")
+	dataDir := fs.String("data", "", "data directory: host key and certificate, caches, spool")
+	listen := fs.String("listen", ":2222", "SSH listen address")
+	playback := fs.String("playback", "", "playback server URL for shipping recordings")
+	hostName := fs.String("host-name", "", "host name recorded with sessions (default: the system's)")
+	sftpServer := fs.String("sftp-server", agent.DefaultSFTPServerPath, "sftp-server run as the user for SFTP")
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	pos, err := cli.Parse(fs, args)
+	if err != nil {
+		return err
+	}
+	switch {
+	case len(pos) > 0:
+		return cli.Usagef("unexpected argument %q", pos[0])
+	case *caURL == "":
+		return cli.Usagef("--ca is required")
+	case *tier == "":
+		return cli.Usagef("--tier is required")
+	case *dataDir == "":
+		return cli.Usagef("--data is required")
+	}
+	if *token == "" {
+		*token = os.Getenv("SSHWARD_JOIN_TOKEN")
+	}
+	log, err := cli.Logger(stderr, *logFormat, *logLevel)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(*dataDir, 0o700); err != nil {
+		return fmt.Errorf("create the data directory: %w", err)
+	}
+
+	ca, err := newCAClient(ctx, log, *caURL, *fingerprint, *dataDir)
+	if err != nil {
+		return err
+	}
+	srv, err := agent.New(agent.Config{
+		Tier: *tier, DataDir: *dataDir, CA: ca, JoinToken: *token,
+		HostName: *hostName, SFTPServerPath: *sftpServer, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	if *playback != "" {
+		log.Warn("shipping to the playback server is not part of this agent yet; recordings stay in the spool (see `sshward-agent status`)",
+			"playback", *playback)
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", *listen, err)
+	}
+	err = srv.Serve(ctx, ln)
+	if errors.Is(err, agent.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// newCAClient trusts the CA root saved in the data directory, or pins the
+// fingerprint and saves the root it verified for later starts.
+func newCAClient(ctx context.Context, log *slog.Logger, url, fingerprint, dataDir string) (*client.Client, error) {
+	rootPath := filepath.Join(dataDir, caRootFile)
+	root, err := os.ReadFile(rootPath)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("read the saved CA root: %w", err)
+	}
+	cfg := client.Config{URL: url, RootPEM: root}
+	if len(root) == 0 {
+		if fingerprint == "" {
+			return nil, cli.Usagef("--fingerprint is required on first start (sshward-ca init prints it)")
+		}
+		cfg.Fingerprint = fingerprint
+	}
+	c, err := client.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if len(root) > 0 {
+		return c, nil
+	}
+	hctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if err := c.Health(hctx); err != nil {
+		// A joined agent runs on without the CA (cached revocations);
+		// a join fails later with its own clear error.
+		log.Warn("the CA is unreachable", "ca", url, "err", err)
+		return c, nil
+	}
+	if pem := c.RootPEM(); len(pem) > 0 {
+		if err := os.WriteFile(rootPath, pem, 0o600); err != nil {
+			log.Warn("cannot save the CA root; pass --fingerprint on every start", "err", err)
+		}
+	}
+	return c, nil
+}
+
+func runStatus(args []string, stdout io.Writer) error {
+	fs := cli.NewFlagSet(prog + " status --data DIR [--json]")
+	dataDir := fs.String("data", "", "data directory of the agent")
+	asJSON := fs.Bool("json", false, "print JSON")
+	pos, err := cli.Parse(fs, args)
+	if err != nil {
+		return err
+	}
+	switch {
+	case len(pos) > 0:
+		return cli.Usagef("unexpected argument %q", pos[0])
+	case *dataDir == "":
+		return cli.Usagef("--data is required")
+	}
+	st, err := agent.ReadStatus(*dataDir, time.Now())
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return cli.JSON(stdout, st)
+	}
+	return st.WriteText(stdout)
+}
