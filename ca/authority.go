@@ -16,6 +16,7 @@ import (
 	"github.com/sshward/sshward/ca/identity"
 	"github.com/sshward/sshward/ca/policy"
 	"github.com/sshward/sshward/ca/store"
+	"github.com/sshward/sshward/ca/tlsca"
 )
 
 // OIDCVerifier checks an ID token from the configured provider.
@@ -37,6 +38,11 @@ type Config struct {
 	OIDC OIDCVerifier
 	// OIDCClient is what clients need to start an OIDC login (public).
 	OIDCClient api.OIDCConfig
+	// ApprovalPolicy, when set, reviews access requests (fail closed).
+	ApprovalPolicy ApprovalPolicy
+	// TLSRoot, when set, lets the CA mint TLS certificates for playback
+	// servers that join (they then share the root clients already pin).
+	TLSRoot *tlsca.Root
 	// Lockout sets the failed-login backoff; zero value = identity defaults.
 	Lockout identity.Lockout
 	// Backdate is how far ValidAfter is set in the past for clock skew

@@ -43,6 +43,8 @@ func (s *Server) routes() http.Handler {
 	// host
 	mux.HandleFunc("POST "+api.PathHostRenew, s.withHost(s.handleRenew))
 	mux.HandleFunc("GET "+api.PathHostRevoked+"{tier}", s.withHost(s.handleRevoked))
+	s.requestRoutes(mux)
+	s.playbackRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &api.Error{Code: api.CodeNotFound, Status: http.StatusNotFound, Message: "no such API path: " + r.URL.Path})
 	})

@@ -106,7 +106,7 @@ func (e *env) cmdServe(ctx context.Context, args []string) error {
 	}
 	defer db.Close()
 
-	acfg := ca.Config{Store: db, Policy: pol, UserCAs: userCAs, HostCA: hostCA, Logger: log}
+	acfg := ca.Config{Store: db, Policy: pol, UserCAs: userCAs, HostCA: hostCA, TLSRoot: root, Logger: log}
 	if cfg.OIDC.Issuer != "" {
 		v, err := identity.NewOIDCVerifier(ctx, identity.OIDCConfig{
 			Issuer: cfg.OIDC.Issuer, ClientID: cfg.OIDC.ClientID, Scopes: cfg.OIDC.Scopes,

@@ -76,6 +76,10 @@ func run(ctx context.Context, args []string, e *env) error {
 		return e.cmdStatus(ctx, args[1:])
 	case "ssh-config":
 		return e.cmdSSHConfig(ctx, args[1:])
+	case "request", "requests", "approve", "deny":
+		return e.cmdAccess(ctx, args[0], args[1:])
+	case "sessions", "play", "export":
+		return e.cmdPlayback(ctx, args[0], args[1:])
 	}
 	return cli.Usagef("unknown verb %q", args[0])
 }
