@@ -36,37 +36,39 @@ var (
 	errClientGone = errors.New("agent: client connection closed")
 )
 
-// endMessage is what the user reads when the agent ends a session. It says
-// what happened and how to go on, and nothing internal.
+// endCauses say, for each cause the agent ends sessions with, the short
+// reason kept in the recording and the audit log, and what the user reads:
+// what happened and how to go on, nothing internal.
+var endCauses = []struct {
+	err             error
+	reason, message string
+}{
+	{ErrCertExpired, "certificate expired", "your certificate expired. Get a new one with `sshward cert` and reconnect."},
+	{ErrCertRevoked, "certificate revoked", "your certificate was revoked."},
+	{ErrRecordingFailed, "recording failed", "this host cannot record sessions right now, and its tier requires recording."},
+	{ErrShuttingDown, "agent shutting down", "the host agent is shutting down."},
+	{errClientGone, "client disconnected", ""},
+}
+
+// endMessage is what the user reads when the agent ends a session.
 func endMessage(cause error) string {
-	switch {
-	case errors.Is(cause, ErrCertExpired):
-		return "sshward: session ended: your certificate expired. Get a new one with `sshward cert` and reconnect."
-	case errors.Is(cause, ErrCertRevoked):
-		return "sshward: session ended: your certificate was revoked."
-	case errors.Is(cause, ErrRecordingFailed):
-		return "sshward: session ended: this host cannot record sessions right now, and its tier requires recording."
-	case errors.Is(cause, ErrShuttingDown):
-		return "sshward: session ended: the host agent is shutting down."
+	for _, c := range endCauses {
+		if errors.Is(cause, c.err) && c.message != "" {
+			return "sshward: session ended: " + c.message
+		}
 	}
 	return "sshward: session ended."
 }
 
-// endReason is the short reason kept in the recording and the audit log.
+// endReason is the short reason for the recording and the audit log.
 func endReason(cause error) string {
-	switch {
-	case cause == nil:
+	if cause == nil {
 		return ""
-	case errors.Is(cause, ErrCertExpired):
-		return "certificate expired"
-	case errors.Is(cause, ErrCertRevoked):
-		return "certificate revoked"
-	case errors.Is(cause, ErrRecordingFailed):
-		return "recording failed"
-	case errors.Is(cause, ErrShuttingDown):
-		return "agent shutting down"
-	case errors.Is(cause, errClientGone):
-		return "client disconnected"
+	}
+	for _, c := range endCauses {
+		if errors.Is(cause, c.err) {
+			return c.reason
+		}
 	}
 	return cause.Error()
 }

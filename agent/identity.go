@@ -132,13 +132,11 @@ func newIdentity(key ssh.Signer, certLine string, caLines []string, tier string)
 	return &hostIdentity{key: key, cert: cert, certSigner: certSigner, userCAs: cas, tier: tier}, nil
 }
 
-// saveIdentity persists a CA answer: certificate, trusted user CAs, and the
-// identity file last, since loadIdentity needs all three.
+// saveIdentity persists a CA answer: trusted user CAs, the identity file,
+// and the certificate last, since its presence is what loadIdentity takes
+// for "joined".
 func saveIdentity(cfg *Config, resp *api.HostCertResponse, tier string) error {
 	dir := cfg.DataDir
-	if err := writeFileAtomic(filepath.Join(dir, fileHostCert), []byte(strings.TrimSpace(resp.Certificate)+"\n"), cfg.Rand); err != nil {
-		return err
-	}
 	if err := writeFileAtomic(filepath.Join(dir, fileUserCA), []byte(strings.Join(resp.UserCA, "\n")+"\n"), cfg.Rand); err != nil {
 		return err
 	}
@@ -146,7 +144,10 @@ func saveIdentity(cfg *Config, resp *api.HostCertResponse, tier string) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(dir, fileIdentity), append(meta, '\n'), cfg.Rand)
+	if err := writeFileAtomic(filepath.Join(dir, fileIdentity), append(meta, '\n'), cfg.Rand); err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(dir, fileHostCert), []byte(strings.TrimSpace(resp.Certificate)+"\n"), cfg.Rand)
 }
 
 // acceptHostCert checks and saves a CA answer (join or renewal).

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -33,6 +35,17 @@ func TestJoinOnceThenRestartWithoutToken(t *testing.T) {
 	}
 	if !bytes.Equal(first.Marshal(), second.Marshal()) {
 		t.Error("the restarted agent presents another host certificate")
+	}
+	st, err := ReadStatus(dataDir, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.Joined || st.Tier != api.TierStaging || st.HostCert.Serial != second.Serial || st.HostCert.Expired || st.Revocations == nil {
+		t.Errorf("status = %+v %+v", st, st.HostCert)
+	}
+	var text strings.Builder
+	if err := st.WriteText(&text); err != nil || !strings.Contains(text.String(), fmt.Sprintf("serial %d", second.Serial)) {
+		t.Errorf("status text %q, %v", text.String(), err)
 	}
 	if fi, err := os.Stat(dataDir); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Errorf("data directory mode %v, %v; want 0700", fi.Mode().Perm(), err)
