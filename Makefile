@@ -5,20 +5,32 @@ STATICCHECK_VERSION := v0.8.2
 TEST_TIMEOUT ?= 12m
 PKGS      := ./...
 
-.PHONY: all build test test-short demo bench lint deps clean fuzz
+.PHONY: all build test test-short demo bench lint deps clean fuzz web
 
 all: build
 
-build:
+build: web
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/ ./cmd/...
 
 deps:
 	@bash .ci/deps
 
-test: deps
+test: deps web
 	$(GO) vet $(PKGS)
 	$(GO) test -race -timeout $(TEST_TIMEOUT) $(PKGS)
+
+# web: asciinema-player from npm (pinned by playback/web/package-lock.json),
+# copied where go:embed picks it up (playback/web/static/vendor, git-ignored).
+WEB        := playback/web
+PLAYER     := $(WEB)/node_modules/asciinema-player/dist/bundle
+web: $(WEB)/static/vendor/asciinema-player.min.js $(WEB)/static/vendor/asciinema-player.css
+
+$(WEB)/node_modules/.package-lock.json: $(WEB)/package.json $(WEB)/package-lock.json
+	npm ci --prefix $(WEB) --ignore-scripts --no-audit --no-fund
+
+$(WEB)/static/vendor/asciinema-player.%: $(WEB)/node_modules/.package-lock.json
+	cp $(PLAYER)/asciinema-player.$* $@
 
 test-short:
 	$(GO) test -short $(PKGS)

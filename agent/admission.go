@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -39,12 +40,19 @@ const (
 	reasonChecker        = "refused by the certificate checker"
 )
 
-// What the client sees of a refusal: enough to know what to do, nothing
-// about which check failed.
-const (
-	deniedBanner   = "sshward: access denied. Your certificate is not valid for this host, this user or this moment.\nGet a fresh one with `sshward cert`, or ask an administrator.\n"
-	certOnlyBanner = "sshward: this host accepts sshward certificates only. Run `sshward cert` first.\n"
-)
+// deniedBanner is what the client sees when a certificate of this host's
+// CAs is refused: enough to know what to do, nothing about which check
+// failed.
+const deniedBanner = "sshward: access denied. Your certificate is not valid for this host, this user or this moment.\nGet a fresh one with `sshward cert`, or ask an administrator.\n"
+
+// tentative reports whether a refusal may be one of several keys a client
+// tries before the right one (plain keys, certificates of other tiers'
+// CAs): OpenSSH offers a plain key before its certificate, and an agent
+// holds certificates of several tiers. Such refusals show no banner and
+// are logged as refusals only if the connection fails to authenticate.
+func tentative(reason string) bool {
+	return reason == reasonNotCertificate || reason == reasonUntrustedCA
+}
 
 // Standard critical options and extensions (OpenSSH PROTOCOL.certkeys).
 const (
@@ -85,6 +93,27 @@ type grantKey struct{}
 type connAuth struct {
 	id         string
 	bannerSent atomic.Bool
+
+	mu      sync.Mutex   // guards pending
+	pending []AuditEvent // tentative refusals, see tentative
+}
+
+// settle logs the tentative refusals once authentication is over: as
+// refusals when the connection failed, as a debug trace when another key
+// got in.
+func (s *Server) settle(ca *connAuth, authenticated bool) {
+	ca.mu.Lock()
+	pending := ca.pending
+	ca.pending = nil
+	ca.mu.Unlock()
+	for _, ev := range pending {
+		if authenticated {
+			s.log.Debug("agent: key not accepted; another one was", "session_id", ev.SessionID,
+				"serial", ev.Serial, "key_id", ev.KeyID, "principal", ev.Principal, "reason", ev.Reason)
+			continue
+		}
+		s.logRefusal(ev)
+	}
 }
 
 // refusal carries a logged reason through the SSH library; the client is
@@ -123,11 +152,11 @@ func (s *Server) serverConfig(ca *connAuth) *ssh.ServerConfig {
 func (s *Server) admit(ca *connAuth, c ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
 	cert, ok := key.(*ssh.Certificate)
 	if !ok {
-		return nil, s.refuse(ca, c, nil, reasonNotCertificate, "", certOnlyBanner)
+		return nil, s.refuse(ca, c, nil, reasonNotCertificate, "")
 	}
 	g, reason, detail := s.checkCert(c, cert)
 	if reason != "" {
-		return nil, s.refuse(ca, c, cert, reason, detail, deniedBanner)
+		return nil, s.refuse(ca, c, cert, reason, detail)
 	}
 	return &ssh.Permissions{
 		CriticalOptions: cert.CriticalOptions, // the library enforces source-address again
@@ -338,7 +367,7 @@ func (s *Server) admitVerified(ca *connAuth, c ssh.ConnMetadata, p *ssh.Permissi
 				reason = reasonSingleUseStore
 				s.log.Error("agent: cannot record a single-use serial", "err", err, "serial", g.cert.Serial)
 			}
-			return nil, s.refuse(ca, c, g.cert, reason, "", deniedBanner)
+			return nil, s.refuse(ca, c, g.cert, reason, "")
 		}
 	}
 	s.audit(context.Background(), AuditEvent{Action: AuditAdmitted, SessionID: ca.id, Serial: g.cert.Serial,
@@ -356,9 +385,10 @@ func extensionList(cert *ssh.Certificate) string {
 	return strings.Join(names, ",")
 }
 
-// refuse logs and audits a refused certificate and returns the error the
-// SSH library turns into an authentication failure plus a banner.
-func (s *Server) refuse(ca *connAuth, c ssh.ConnMetadata, cert *ssh.Certificate, reason, detail, banner string) error {
+// refuse logs and audits a refused key (later, for tentative reasons) and
+// returns the error the SSH library turns into an authentication failure,
+// with a banner when the key was meant for this host.
+func (s *Server) refuse(ca *connAuth, c ssh.ConnMetadata, cert *ssh.Certificate, reason, detail string) error {
 	ev := AuditEvent{Action: AuditAdmissionRefused, SessionID: ca.id, Principal: c.User(),
 		Tier: s.cfg.Tier, ClientAddr: c.RemoteAddr().String(), Reason: reason, Detail: detail}
 	if cert != nil {
@@ -367,11 +397,22 @@ func (s *Server) refuse(ca *connAuth, c ssh.ConnMetadata, cert *ssh.Certificate,
 			ev.Tier = t
 		}
 	}
+	err := &refusal{reason: reason}
+	if tentative(reason) {
+		ca.mu.Lock()
+		ca.pending = append(ca.pending, ev)
+		ca.mu.Unlock()
+		return err
+	}
+	s.logRefusal(ev)
+	return &ssh.BannerError{Err: err, Message: deniedBanner}
+}
+
+func (s *Server) logRefusal(ev AuditEvent) {
 	s.log.Warn("agent: certificate refused", "session_id", ev.SessionID, "serial", ev.Serial,
-		"key_id", ev.KeyID, "principal", ev.Principal, "tier", ev.Tier, "reason", reason,
-		"detail", detail, "client", ev.ClientAddr)
+		"key_id", ev.KeyID, "principal", ev.Principal, "tier", ev.Tier, "reason", ev.Reason,
+		"detail", ev.Detail, "client", ev.ClientAddr)
 	s.audit(context.Background(), ev)
-	return &ssh.BannerError{Err: &refusal{reason: reason}, Message: banner}
 }
 
 func (s *Server) audit(ctx context.Context, ev AuditEvent) {

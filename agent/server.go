@@ -216,6 +216,7 @@ func (s *Server) handleConn(ctx context.Context, nc net.Conn) {
 	_ = nc.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	sconn, chans, reqs, err := ssh.NewServerConn(nc, s.serverConfig(ca))
 	<-s.handshakes
+	s.settle(ca, err == nil)
 	if err != nil {
 		s.log.Debug("agent: handshake ended", "session_id", ca.id, "client", nc.RemoteAddr().String(), "err", err)
 		return

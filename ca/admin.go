@@ -34,7 +34,8 @@ type AdminConfig struct {
 // tokens, revocation, sessions and the audit log. It works on a store opened
 // by the running CA (through its admin socket) or directly when it is down.
 type Admin struct {
-	cfg AdminConfig
+	cfg      AdminConfig
+	sessions sessionCache
 }
 
 // NewAdmin returns an Admin.
@@ -168,6 +169,7 @@ func (a *Admin) RemoveUser(ctx context.Context, name, by string) error {
 		return a.appendAudit(tx, store.AuditEvent{Type: "user.remove", Actor: orAdmin(by), Subject: name, Outcome: "ok",
 			Details: map[string]string{"sessions_revoked": fmt.Sprint(n)}})
 	})
+	a.sessions.dropUser(name)
 	if errors.Is(err, ErrUserNotFound) {
 		return refuse(api.CodeNotFound, http.StatusNotFound, err, "no user named %s", name)
 	}
@@ -380,6 +382,9 @@ func (a *Admin) Revoke(ctx context.Context, req RevokeRequest) (*RevokeResult, e
 		}
 		return nil
 	})
+	if req.User != "" {
+		a.sessions.dropUser(req.User)
+	}
 	if errors.Is(err, ErrNotFound) {
 		return nil, refuse(api.CodeNotFound, http.StatusNotFound, err, "serial %d was not issued by this CA: pass --tier to revoke it anyway", req.Serial)
 	}

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -79,6 +81,10 @@ func (c *Config) Check() error {
 type Authority struct {
 	*Admin
 	cfg Config
+
+	// lastSerial is the highest serial handed out (atomic; seeded from the
+	// store at New so a restart with a clock set back never repeats one).
+	lastSerial atomic.Uint64
 }
 
 // New returns an Authority.
@@ -97,7 +103,16 @@ func New(cfg Config) (*Authority, error) {
 	if cfg.Lockout == (identity.Lockout{}) {
 		cfg.Lockout = identity.Lockout{Threshold: 5, Base: 30 * time.Second, Max: 15 * time.Minute}
 	}
-	return &Authority{Admin: adm, cfg: cfg}, nil
+	a := &Authority{Admin: adm, cfg: cfg}
+	err = cfg.Store.View(context.Background(), func(tx *store.Tx) error {
+		maxSerial, err := tx.MaxSerial()
+		a.lastSerial.Store(maxSerial)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ca: read last serial: %w", err)
+	}
+	return a, nil
 }
 
 // Trust returns the public trust material (public endpoint).
@@ -135,6 +150,15 @@ func (a *Authority) issueUserCert(ctx context.Context, sess *store.Session, req 
 	if err != nil {
 		return nil, err
 	}
+	// An approved access request buys exactly one certificate (requests.go);
+	// without one, a tier that needs approvals refuses in Grant.
+	var ar *store.AccessRequest
+	if req.RequestID != "" {
+		if ar, err = a.requestForCert(ctx, sess, &req); err != nil {
+			return nil, err
+		}
+		ev.RequestID = ar.ID
+	}
 	grant, err := a.cfg.Policy.Grant(policy.Request{
 		Identity:   policy.Identity{User: sess.User, Groups: sess.Groups, MFA: sess.MFA},
 		Tier:       req.Tier,
@@ -142,12 +166,13 @@ func (a *Authority) issueUserCert(ctx context.Context, sess *store.Session, req 
 		TTL:        time.Duration(req.TTL),
 		ClientAddr: clientAddr,
 		RequestID:  req.RequestID,
-		// Approved access requests arrive with the access-request issue;
-		// until then a tier that needs approvals refuses (fail closed).
-		Approved: false,
+		Approved:   ar != nil,
 	})
 	if err != nil {
 		return nil, policyRefusal(err)
+	}
+	if ar != nil {
+		maps.Copy(grant.Extensions, requestExtensions(ar))
 	}
 	signer := a.cfg.UserCAs[grant.Tier]
 	now := a.cfg.Now()
@@ -186,7 +211,13 @@ func (a *Authority) issueUserCert(ctx context.Context, sess *store.Session, req 
 			if err := tx.PutCert(rec); err != nil {
 				return err
 			}
-			return a.appendAudit(tx, evCopy)
+			if err := a.appendAudit(tx, evCopy); err != nil {
+				return err
+			}
+			if ar != nil { // same transaction: single use holds under races and batch re-runs
+				return a.markIssued(tx, ar.ID, serial, cert.KeyId, now, evCopy)
+			}
+			return nil
 		})
 		if errors.Is(err, store.ErrDuplicateSerial) && attempt < 3 {
 			continue
@@ -212,16 +243,24 @@ func sourceOf(s *store.Session) string {
 	return s.Source
 }
 
-// serial draws a random non-zero 64-bit serial (PROTOCOL.certkeys: serial 0
-// cannot be revoked by serial in a KRL).
+// serial returns a fresh certificate serial: milliseconds since the epoch
+// in the high bits and 20 random bits below, forced strictly above the last
+// one this CA handed out. Serials are unique, non-zero (PROTOCOL.krl cannot
+// revoke serial 0), below 2^63 (tools print them signed) and increasing, so
+// the store appends at the right edge of its B+tree instead of splitting
+// random pages: that halves the write cost per issuance. A duplicate across
+// CA replicas is still caught by the store (ErrDuplicateSerial → re-sign).
 func (a *Authority) serial() (uint64, error) {
-	var b [8]byte
+	var b [4]byte
+	if _, err := io.ReadFull(a.cfg.Rand, b[:]); err != nil {
+		return 0, fmt.Errorf("ca: draw serial: %w", err)
+	}
+	cand := (uint64(a.cfg.Now().UnixMilli())<<20 | uint64(beUint32(b[:]))&(1<<20-1)) &^ (1 << 63)
 	for {
-		if _, err := io.ReadFull(a.cfg.Rand, b[:]); err != nil {
-			return 0, fmt.Errorf("ca: draw serial: %w", err)
-		}
-		if s := beUint64(b[:]) &^ (1 << 63); s != 0 { // keep serials positive for tools that print signed
-			return s, nil
+		last := a.lastSerial.Load()
+		next := max(cand, last+1)
+		if a.lastSerial.CompareAndSwap(last, next) {
+			return next, nil
 		}
 	}
 }

@@ -69,6 +69,9 @@ func BenchmarkIssueHTTPS(b *testing.B) {
 			b.ReportMetric(float64(b.N)/el.Seconds(), "certs/s")
 			b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
 			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+			if st := w.Store.CommitStats(); st.Commits > 0 {
+				b.ReportMetric(float64(st.Updates)/float64(st.Commits), "writes/commit")
+			}
 		})
 	}
 }

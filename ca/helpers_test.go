@@ -53,3 +53,13 @@ func mustPub(t *testing.T, w *world) string {
 	_, pub := keyPair(t, w.dir, "any")
 	return pub
 }
+
+func storeFilter(typ string) store.AuditFilter { return store.AuditFilter{Type: typ} }
+
+func mapValues(m map[string]string) []string {
+	var out []string
+	for _, v := range m {
+		out = append(out, v)
+	}
+	return out
+}

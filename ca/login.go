@@ -193,10 +193,20 @@ func (a *Authority) Authenticate(ctx context.Context, token string) (*store.Sess
 	if !strings.HasPrefix(token, tokenPrefix) || len(token) > 128 {
 		return nil, unauth
 	}
+	id := tokenID(token)
+	if cached, ok := a.sessions.get(id); ok {
+		s := cached
+		if !a.cfg.Now().Before(s.ExpiresAt) {
+			a.sessions.drop(id)
+			return nil, unauth
+		}
+		return &s, nil
+	}
+	gen := a.sessions.generation()
 	var s *store.Session
 	err := a.cfg.Store.View(ctx, func(tx *store.Tx) error {
 		var err error
-		s, err = tx.GetSession(tokenID(token))
+		s, err = tx.GetSession(id)
 		return err
 	})
 	if errors.Is(err, store.ErrNotFound) {
@@ -209,12 +219,14 @@ func (a *Authority) Authenticate(ctx context.Context, token string) (*store.Sess
 	if !s.RevokedAt.IsZero() || !now.Before(s.ExpiresAt) {
 		return nil, unauth
 	}
+	a.sessions.put(*s, gen)
 	return s, nil
 }
 
 // Logout revokes the session a token names.
 func (a *Authority) Logout(ctx context.Context, s *store.Session) error {
 	now := a.cfg.Now()
+	defer a.sessions.drop(s.ID) // after the commit: see sessionCache
 	return a.cfg.Store.Update(ctx, func(tx *store.Tx) error {
 		cur, err := tx.GetSession(s.ID)
 		if err != nil {

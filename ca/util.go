@@ -15,7 +15,7 @@ func authorizedKey(k ssh.PublicKey) string {
 
 func joinComma(s []string) string { return strings.Join(s, ",") }
 
-func beUint64(b []byte) uint64 { return binary.BigEndian.Uint64(b) }
+func beUint32(b []byte) uint32 { return binary.BigEndian.Uint32(b) }
 
 func trimSpace(b []byte) []byte { return bytes.TrimSpace(b) }
 

@@ -33,6 +33,8 @@ type Options struct {
 	// OIDC enables OIDC login.
 	OIDC       ca.OIDCVerifier
 	OIDCClient api.OIDCConfig
+	// ApprovalPolicy reviews access requests (nil: none).
+	ApprovalPolicy ca.ApprovalPolicy
 }
 
 // CA is a running test CA.
@@ -67,14 +69,16 @@ func New(t testing.TB, o Options) *CA {
 	}
 	c.HostCA = NewSigner(t)
 	c.Store = storetest.MustOpen(t)
-	c.Authority, err = ca.New(ca.Config{Store: c.Store, Policy: pol, UserCAs: c.UserCAs, HostCA: c.HostCA, Now: o.Now, OIDC: o.OIDC, OIDCClient: o.OIDCClient})
-	if err != nil {
-		t.Fatalf("catest: %v", err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	root, err := tlsca.CreateRoot(ctx, c.Dir, []byte("catest-passphrase"), "catest root", time.Now())
 	if err != nil {
 		t.Fatalf("catest: root: %v", err)
+	}
+	// TLSRoot lets playback servers join this CA (POST /v1/playback/join).
+	c.Authority, err = ca.New(ca.Config{Store: c.Store, Policy: pol, UserCAs: c.UserCAs, HostCA: c.HostCA, TLSRoot: root, Now: o.Now, OIDC: o.OIDC, OIDCClient: o.OIDCClient, ApprovalPolicy: o.ApprovalPolicy})
+	if err != nil {
+		cancel()
+		t.Fatalf("catest: %v", err)
 	}
 	c.Fingerprint = root.Fingerprint()
 	tc, err := root.ServerTLSConfig([]string{"127.0.0.1", "localhost"}, time.Hour, time.Now)

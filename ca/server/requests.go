@@ -1,6 +1,96 @@
 package server
 
-import "net/http"
+import (
+	"net/http"
+	"strconv"
 
-// requestRoutes registers the access-request API (dual control).
-func (s *Server) requestRoutes(mux *http.ServeMux) {}
+	"golang.org/x/crypto/ssh"
+
+	"github.com/sshward/sshward/ca/api"
+	"github.com/sshward/sshward/ca/store"
+)
+
+// requestRoutes registers the access-request API (dual control; see
+// api.PathRequests for the table). People act with their CA session; hosts
+// report the use of a single-use certificate with their host certificate.
+func (s *Server) requestRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("POST "+api.PathRequests, s.withSession(s.handleCreateRequest))
+	mux.HandleFunc("GET "+api.PathRequests, s.withSession(s.handleListRequests))
+	mux.HandleFunc("GET "+api.PathRequests+"/{id}", s.withSession(s.handleGetRequest))
+	mux.HandleFunc("POST "+api.PathRequests+"/{id}/approve", s.withSession(s.handleDecision(false)))
+	mux.HandleFunc("POST "+api.PathRequests+"/{id}/deny", s.withSession(s.handleDecision(true)))
+	mux.HandleFunc("POST "+api.PathHostRequests+"{id}/used", s.withHost(s.handleRequestUsed))
+}
+
+func (s *Server) handleCreateRequest(w http.ResponseWriter, r *http.Request, sess *store.Session) {
+	var req api.CreateRequest
+	if !s.decode(w, r, &req) {
+		return
+	}
+	resp, err := s.a.CreateRequest(r.Context(), sess, req, clientIP(r))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, resp)
+}
+
+func (s *Server) handleListRequests(w http.ResponseWriter, r *http.Request, sess *store.Session) {
+	q := r.URL.Query()
+	all := false
+	if v := q.Get("all"); v != "" {
+		var err error
+		if all, err = strconv.ParseBool(v); err != nil {
+			writeError(w, &api.Error{Code: api.CodeBadRequest, Status: http.StatusBadRequest, Message: "all must be true or false"})
+			return
+		}
+	}
+	resp, err := s.a.ListRequests(r.Context(), sess, q.Get("scope"), all)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func (s *Server) handleGetRequest(w http.ResponseWriter, r *http.Request, sess *store.Session) {
+	resp, err := s.a.GetRequest(r.Context(), sess, r.PathValue("id"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func (s *Server) handleDecision(deny bool) sessionHandler {
+	return func(w http.ResponseWriter, r *http.Request, sess *store.Session) {
+		var d api.Decision
+		if !s.decode(w, r, &d) {
+			return
+		}
+		decide := s.a.Approve
+		if deny {
+			decide = s.a.Deny
+		}
+		resp, err := decide(r.Context(), sess, r.PathValue("id"), d, clientIP(r))
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, resp)
+	}
+}
+
+func (s *Server) handleRequestUsed(w http.ResponseWriter, r *http.Request, cert *ssh.Certificate, body []byte) {
+	var req api.RequestUsed
+	if err := decodeStrict(body, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	resp, err := s.a.ReportRequestUsed(r.Context(), cert, r.PathValue("id"), req, clientIP(r))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, resp)
+}

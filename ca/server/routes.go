@@ -268,14 +268,6 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	return true
 }
 
-// DecodeStrict is the request decoder, exported for fuzzing.
-func DecodeStrict(body []byte, v any) error {
-	if err := decodeStrict(body, v); err != nil {
-		return err
-	}
-	return nil
-}
-
 func decodeStrict(body []byte, v any) *api.Error {
 	dec := json.NewDecoder(strings.NewReader(string(body)))
 	dec.DisallowUnknownFields()

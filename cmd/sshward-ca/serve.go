@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -35,6 +36,12 @@ func (e *env) cmdServe(ctx context.Context, args []string) error {
 	l := layout{*dir}
 	if err := l.check(); err != nil {
 		return err
+	}
+	if os.Getenv("GOGC") == "" {
+		// Issuance allocates small short-lived objects at a high rate; a
+		// larger heap target trades a little memory for less GC work.
+		debug.SetGCPercent(400)
+		debug.SetMemoryLimit(1 << 30)
 	}
 	log, err := cli.Logger(e.stderr, *logFormat, *logLevel)
 	if err != nil {

@@ -49,6 +49,15 @@ type state struct {
 	CA          string     `json:"ca"`
 	Fingerprint string     `json:"fingerprint"`
 	Users       []demoUser `json:"users"`
+	Hosts       []demoHost `json:"hosts"`
+}
+
+// demoHost is an sshward-agent the demo runs on loopback.
+type demoHost struct {
+	Name string `json:"name"`
+	Tier string `json:"tier"`
+	Addr string `json:"addr"`
+	Data string `json:"data"`
 }
 
 func run(ctx context.Context, args []string) error {
@@ -81,6 +90,9 @@ func run(ctx context.Context, args []string) error {
 		}
 		*dir = d
 	}
+	if err := os.MkdirAll(*dir, 0o700); err != nil {
+		return err
+	}
 	d := &demo{bin: *bin, dir: *dir, out: os.Stdout}
 	return d.run(ctx, *listen)
 }
@@ -112,8 +124,12 @@ func (d *demo) run(ctx context.Context, listen string) error {
 		return err
 	}
 	st := state{Dir: d.dir, Fingerprint: initRes.Fingerprint}
+	engineer, err := d.engineerAccount()
+	if err != nil {
+		return err
+	}
 	people := []demoUser{
-		{Name: "alice", Role: "engineer (staging, production with TOTP)", Groups: []string{"engineers", "sre", "oncall"}},
+		{Name: engineer, Role: "engineer (staging, production with TOTP)", Groups: []string{"engineers", "sre", "oncall"}},
 		{Name: "ivan", Role: "incident commander", Groups: []string{"incident-commanders", "engineers"}},
 		{Name: "irene", Role: "incident commander", Groups: []string{"incident-commanders", "engineers"}},
 		{Name: "audrey", Role: "auditor", Groups: []string{"auditors"}},
@@ -149,8 +165,14 @@ func (d *demo) run(ctx context.Context, listen string) error {
 	if err := waitHealthy(ctx, st.CA); err != nil {
 		return fmt.Errorf("the CA did not come up (see %s): %w", logf.Name(), err)
 	}
+	if err := d.startAgents(ctx, logf, caDir, &st); err != nil {
+		return err
+	}
 	b, _ := json.MarshalIndent(st, "", "  ")
 	if err := os.WriteFile(filepath.Join(d.dir, "demo.json"), b, 0o600); err != nil {
+		return err
+	}
+	if err := d.writeSSHConfig(ctx, st); err != nil {
 		return err
 	}
 	d.printNext(st)
@@ -167,13 +189,19 @@ func (d *demo) printNext(st state) {
 	for _, u := range st.Users {
 		fmt.Fprintf(w, "  %-7s %-42s password %s  TOTP %s\n", u.Name, u.Role, u.Password, u.TOTP)
 	}
-	fmt.Fprintf(w, "\nA user's current TOTP code: %s code alice\n", filepath.Join(d.bin, "sshward-demo"))
+	fmt.Fprintf(w, "\nA user's current TOTP code: %s code %s\n", filepath.Join(d.bin, "sshward-demo"), st.Users[0].Name)
 	fmt.Fprintf(w, "\nJourney 1, the engineer (in another terminal):\n")
-	fmt.Fprintf(w, "  export SSHWARD_HOME=%s/home-alice\n", st.Dir)
-	fmt.Fprintf(w, "  %s login --ca %s --fingerprint %s --user alice\n", sw, st.CA, st.Fingerprint)
-	fmt.Fprintf(w, "      (password %s, then the code from `%s code alice`)\n", st.Users[0].Password, filepath.Join(d.bin, "sshward-demo"))
-	fmt.Fprintf(w, "  %s cert --tier staging\n  %s cert --tier production\n  %s status\n", sw, sw, sw)
-	fmt.Fprintf(w, "  ssh-keygen -L -f $SSHWARD_HOME/keys/production-cert.pub\n")
+	eng := st.Users[0].Name
+	fmt.Fprintf(w, "  export SSHWARD_HOME=%s\n", homeOf(st, eng))
+	fmt.Fprintf(w, "  %s login --ca %s --fingerprint %s --user %s\n", sw, st.CA, st.Fingerprint, eng)
+	fmt.Fprintf(w, "      (password %s, then the code from `%s code %s`)\n", st.Users[0].Password, filepath.Join(d.bin, "sshward-demo"), eng)
+	fmt.Fprintf(w, "  ssh -F %s/ssh_config web1.staging       # fetches a staging certificate on the fly\n", st.Dir)
+	fmt.Fprintf(w, "  ssh -F %s/ssh_config db1.prod           # production: MFA session, 15 min, input recorded\n", st.Dir)
+	fmt.Fprintf(w, "  %s status\n  ssh-keygen -L -f $SSHWARD_HOME/keys/production-cert.pub\n", sw)
+	fmt.Fprintf(w, "\nRecordings land in each agent's spool:\n")
+	for _, h := range st.Hosts {
+		fmt.Fprintf(w, "  %s status --data %s      # %s (%s) on %s\n", filepath.Join(d.bin, "sshward-agent"), h.Data, h.Name, h.Tier, h.Addr)
+	}
 	fmt.Fprintf(w, "\nAdmin verbs work while the CA runs:\n  %s audit list --dir %s/ca\n  %s audit verify --dir %s/ca\n\n",
 		filepath.Join(d.bin, "sshward-ca"), st.Dir, filepath.Join(d.bin, "sshward-ca"), st.Dir)
 }
@@ -246,10 +274,11 @@ func waitHealthy(ctx context.Context, base string) error {
 	return errors.New("no answer on /healthz within 20s")
 }
 
+// freeAddr returns want when it is free, else a free loopback port.
 func freeAddr(want string) (string, error) {
 	if ln, err := net.Listen("tcp", want); err == nil {
-		ln.Close()
-		return want, nil
+		defer ln.Close()
+		return ln.Addr().String(), nil
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

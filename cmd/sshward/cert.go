@@ -98,13 +98,24 @@ func (e *env) cmdCert(ctx context.Context, args []string) error {
 	if !*quiet && !*asJSON {
 		fmt.Fprintf(e.stderr, "sshward: fetching a %s certificate…\n", *tier)
 	}
-	resp, err := c.Cert(ctx, api.CertRequest{Tier: *tier, PublicKey: string(ssh.MarshalAuthorizedKey(sshPub)), Principals: principals, TTL: api.Duration(*ttl), RequestID: *reqID})
+	// Under ssh_config's auto-fetch nobody can pass --request: use the
+	// newest approved access request for the tier, if there is one.
+	certReq := func() api.CertRequest {
+		id := *reqID
+		if *ensure && id == "" {
+			if id = e.approvedRequest(ctx, c, *tier); id != "" && !*quiet {
+				fmt.Fprintf(e.stderr, "sshward: using approved access request %s (single use)\n", id)
+			}
+		}
+		return api.CertRequest{Tier: *tier, PublicKey: string(ssh.MarshalAuthorizedKey(sshPub)), Principals: principals, TTL: api.Duration(*ttl), RequestID: id}
+	}
+	resp, err := c.Cert(ctx, certReq())
 	if api.IsCode(err, api.CodeUnauthenticated) && *ensure {
 		if s, err = e.reloginOnTTY(ctx, h); err != nil {
 			return err
 		}
 		c.SetToken(s.Token)
-		resp, err = c.Cert(ctx, api.CertRequest{Tier: *tier, PublicKey: string(ssh.MarshalAuthorizedKey(sshPub)), Principals: principals, TTL: api.Duration(*ttl), RequestID: *reqID})
+		resp, err = c.Cert(ctx, certReq())
 	}
 	if err != nil {
 		return err

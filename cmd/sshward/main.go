@@ -21,6 +21,11 @@ usage:
   sshward cert --tier T [--principal P] [--request ID] [--ttl D] [--json] [--ensure]
   sshward ssh-config [--tier T …]     print the ssh_config block that fetches certificates on demand
   sshward status [--json]             who you are, which certificates you hold, when they expire
+  sshward request --tier T --reason TEXT [--principal P] [--ttl D] [--json]
+                                      ask for a tier that needs approvals (break-glass)
+  sshward requests [--all] [--json]   your requests and those you may approve
+  sshward approve ID [--reason TEXT]  approve someone else's request
+  sshward deny ID --reason TEXT       deny a request (or withdraw your own)
   sshward logout
 
 State lives in $SSHWARD_HOME (default ~/.sshward). Every verb takes --help.

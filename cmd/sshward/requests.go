@@ -2,10 +2,261 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/sshward/sshward/ca/api"
+	"github.com/sshward/sshward/ca/client"
+	"github.com/sshward/sshward/cmd/internal/cli"
 )
 
-// cmdAccess runs request, requests, approve and deny.
+// cmdAccess runs request, requests, approve and deny: the access-request
+// (dual control) verbs of DESIGN.md "Access requests".
 func (e *env) cmdAccess(ctx context.Context, verb string, args []string) error {
-	return fmt.Errorf("%s is not available yet", verb)
+	switch verb {
+	case "request":
+		return e.cmdRequest(ctx, args)
+	case "requests":
+		return e.cmdRequests(ctx, args)
+	case "approve":
+		return e.cmdDecide(ctx, args, false)
+	case "deny":
+		return e.cmdDecide(ctx, args, true)
+	}
+	return cli.Usagef("unknown verb %q", verb)
+}
+
+func (e *env) cmdRequest(ctx context.Context, args []string) error {
+	fs := cli.NewFlagSet("sshward request --tier T --reason TEXT [--principal P] [--ttl D] [--json]")
+	tier := fs.String("tier", "", "tier to ask for (one that needs approvals, e.g. break-glass)")
+	reason := fs.String("reason", "", "why you need access, e.g. the incident number (shown to approvers and auditors)")
+	var principals cli.StringList
+	fs.Var(&principals, "principal", "ask for only these logins (repeatable; default: all policy grants)")
+	ttl := fs.Duration("ttl", 0, "certificate validity (default: the tier's ttl; at most its max_ttl)")
+	asJSON := fs.Bool("json", false, "print the request as JSON")
+	pos, err := cli.Parse(fs, args)
+	if err != nil {
+		return err
+	}
+	switch {
+	case len(pos) > 0:
+		return cli.Usagef("unexpected argument %q (quote the reason: --reason \"INC-4711 db down\")", pos[0])
+	case *tier == "":
+		return cli.Usagef("--tier T is required")
+	case strings.TrimSpace(*reason) == "":
+		return cli.Usagef("--reason TEXT is required: say why you need access")
+	}
+	c, err := e.sessionClient()
+	if err != nil {
+		return err
+	}
+	r, err := c.CreateRequest(ctx, api.CreateRequest{Tier: *tier, Reason: *reason, Principals: principals, TTL: api.Duration(*ttl)})
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return cli.JSON(e.stdout, r)
+	}
+	w := e.stdout
+	fmt.Fprintf(w, "%s %s: %s as %s for %s, needs %d approvals (%s)\n", r.ID, r.State, r.Tier,
+		strings.Join(r.Principals, ","), time.Duration(r.TTL), r.ApprovalsNeeded, strings.Join(r.Approvers, ", "))
+	fmt.Fprintf(w, "  reason:  %s\n", r.Reason)
+	fmt.Fprintf(w, "  expires: %s unless approved\n", e.requestTime(r.ExpiresAt))
+	fmt.Fprintf(w, "Ask an approver to run: sshward approve %s\n", r.ID)
+	fmt.Fprintf(w, "Once approved, plain ssh (or sshward cert --tier %s) uses it, once.\n", r.Tier)
+	return nil
+}
+
+func (e *env) cmdRequests(ctx context.Context, args []string) error {
+	fs := cli.NewFlagSet("sshward requests [--all] [--json]")
+	all := fs.Bool("all", false, "also list finished requests (denied, expired, used)")
+	asJSON := fs.Bool("json", false, "print a JSON list of requests (mine first, then those I may approve)")
+	pos, err := cli.Parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return cli.Usagef("unexpected argument %q", pos[0])
+	}
+	c, err := e.sessionClient()
+	if err != nil {
+		return err
+	}
+	mine, err := c.ListRequests(ctx, api.ScopeMine, *all)
+	if err != nil {
+		return err
+	}
+	others, err := c.ListRequests(ctx, api.ScopeApprovable, *all)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return cli.JSON(e.stdout, append(append([]api.AccessRequest{}, mine...), others...))
+	}
+	w := e.stdout
+	if len(mine) == 0 && len(others) == 0 {
+		fmt.Fprintln(w, "no open access requests (sshward request --tier T --reason TEXT opens one; --all lists finished ones)")
+		return nil
+	}
+	if len(mine) > 0 {
+		fmt.Fprintln(w, "Your requests:")
+		e.requestTable(w, mine, false)
+	}
+	if len(others) > 0 {
+		if len(mine) > 0 {
+			fmt.Fprintln(w)
+		}
+		fmt.Fprintln(w, "Requests you may decide on (sshward approve ID / sshward deny ID --reason TEXT):")
+		e.requestTable(w, others, true)
+	}
+	return nil
+}
+
+func (e *env) requestTable(w io.Writer, rs []api.AccessRequest, withRequester bool) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	head := "  ID\tSTATE\tTIER\tAPPROVALS\tWHEN\tREASON\n"
+	if withRequester {
+		head = "  ID\tREQUESTER\tSTATE\tTIER\tAPPROVALS\tWHEN\tREASON\n"
+	}
+	fmt.Fprint(tw, head)
+	for _, r := range rs {
+		approvals := fmt.Sprintf("%d/%d", len(r.Approvals), r.ApprovalsNeeded)
+		if len(r.Approvals) > 0 {
+			approvals += " (" + strings.Join(r.ApproverNames(), ",") + ")"
+		}
+		state := r.State
+		if r.CanApprove {
+			state += "*"
+		}
+		cols := []string{r.ID, state, r.Tier, approvals, e.requestWhen(r), clipRequestText(r.Reason, 48)}
+		if withRequester {
+			cols = append([]string{r.ID, r.Requester}, cols[1:]...)
+		}
+		fmt.Fprintf(tw, "  %s\n", strings.Join(cols, "\t"))
+	}
+	tw.Flush()
+}
+
+// requestWhen is the one time that matters for a request's state.
+func (e *env) requestWhen(r api.AccessRequest) string {
+	switch r.State {
+	case api.StatePending, api.StateApproved:
+		return "expires " + e.requestTime(r.ExpiresAt)
+	case api.StateDenied:
+		if r.Denial != nil {
+			return "denied by " + r.Denial.By
+		}
+	case api.StateIssued:
+		return fmt.Sprintf("serial %d", r.IssuedSerial)
+	case api.StateDone:
+		return "used " + r.UsedAt.Local().Format("Jan 2 15:04")
+	case api.StateExpired:
+		return "expired " + r.ExpiresAt.Local().Format("Jan 2 15:04")
+	}
+	return ""
+}
+
+func (e *env) cmdDecide(ctx context.Context, args []string, deny bool) error {
+	name := "sshward approve ID [--reason TEXT] [--json]"
+	if deny {
+		name = "sshward deny ID --reason TEXT [--json]"
+	}
+	fs := cli.NewFlagSet(name)
+	reason := fs.String("reason", "", "why (required to deny; recorded in the audit log)")
+	asJSON := fs.Bool("json", false, "print the request as JSON")
+	pos, err := cli.Parse(fs, args)
+	if err != nil {
+		return err
+	}
+	switch {
+	case len(pos) != 1:
+		return cli.Usagef("one request ID is required (sshward requests lists them)")
+	case deny && strings.TrimSpace(*reason) == "":
+		return cli.Usagef("--reason TEXT is required to deny")
+	}
+	id, err := api.ParseRequestID(pos[0])
+	if err != nil {
+		return cli.Usagef("%v", err)
+	}
+	c, err := e.sessionClient()
+	if err != nil {
+		return err
+	}
+	decide := c.ApproveRequest
+	if deny {
+		decide = c.DenyRequest
+	}
+	r, err := decide(ctx, id, *reason)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return cli.JSON(e.stdout, r)
+	}
+	switch r.State {
+	case api.StateDenied:
+		fmt.Fprintf(e.stdout, "denied %s of %s (%s): it is closed\n", r.ID, r.Requester, r.Tier)
+	case api.StateApproved:
+		fmt.Fprintf(e.stdout, "approved %s (%d of %d: %s): %s may now connect once, until %s\n", r.ID, len(r.Approvals), r.ApprovalsNeeded,
+			strings.Join(r.ApproverNames(), ", "), r.Requester, e.requestTime(r.ExpiresAt))
+	default:
+		fmt.Fprintf(e.stdout, "approved %s (%d of %d): waiting for %d more approver(s)\n", r.ID, len(r.Approvals), r.ApprovalsNeeded,
+			r.ApprovalsNeeded-len(r.Approvals))
+	}
+	return nil
+}
+
+// approvedRequest returns the id of the caller's newest approved, unused
+// access request for tier ("" when there is none or the CA cannot say), so
+// that the ssh_config auto-fetch uses an approval without being told.
+func (e *env) approvedRequest(ctx context.Context, c *client.Client, tier string) string {
+	rs, err := c.ListRequests(ctx, api.ScopeMine, false)
+	if err != nil {
+		return "" // the certificate request that follows reports the real problem
+	}
+	for _, r := range rs { // newest first
+		if r.Tier == tier && r.State == api.StateApproved {
+			return r.ID
+		}
+	}
+	return ""
+}
+
+// sessionClient returns a CA client with the saved, unexpired session.
+func (e *env) sessionClient() (*client.Client, error) {
+	h, err := e.home()
+	if err != nil {
+		return nil, err
+	}
+	s, err := h.loadSession()
+	if err != nil {
+		return nil, err
+	}
+	if !e.now().Before(s.ExpiresAt) {
+		return nil, errors.New("your sshward session expired: run sshward login")
+	}
+	c, _, err := h.client(s.Token)
+	return c, err
+}
+
+// requestTime writes a time soon as clock time and distance: "14:32:05 (in 28m)".
+func (e *env) requestTime(t time.Time) string {
+	d := t.Sub(e.now()).Round(time.Second)
+	if d < 0 {
+		return fmt.Sprintf("%s (%s ago)", t.Local().Format("15:04:05"), -d)
+	}
+	return fmt.Sprintf("%s (in %s)", t.Local().Format("15:04:05"), d)
+}
+
+// clipRequestText fits free text into one table cell of n characters.
+func clipRequestText(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if r := []rune(s); len(r) > n {
+		return string(r[:n-1]) + "…"
+	}
+	return s
 }

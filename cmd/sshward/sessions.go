@@ -2,10 +2,480 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/term"
+
+	"github.com/sshward/sshward/ca/tlsca"
+	"github.com/sshward/sshward/cmd/internal/cli"
+	"github.com/sshward/sshward/recorder"
 )
 
-// cmdPlayback runs sessions, play and export against the playback server.
+// cmdPlayback runs sessions, play and export against the playback server
+// (DESIGN.md "Playback", notes/playback-api.md "Readers").
 func (e *env) cmdPlayback(ctx context.Context, verb string, args []string) error {
-	return fmt.Errorf("%s is not available yet", verb)
+	switch verb {
+	case "sessions":
+		return e.cmdSessions(ctx, args)
+	case "play":
+		return e.cmdPlay(ctx, args)
+	case "export":
+		return e.cmdExport(ctx, args)
+	}
+	return cli.Usagef("unknown verb %q", verb)
+}
+
+// sessionSummary is one entry of GET /api/sessions, and of sessions --json.
+type sessionSummary struct {
+	ID         string      `json:"id"`
+	User       string      `json:"user"`
+	Principal  string      `json:"principal,omitempty"`
+	Host       string      `json:"host"`
+	Tier       string      `json:"tier"`
+	Kind       string      `json:"kind,omitempty"`
+	Command    string      `json:"command,omitempty"`
+	Start      time.Time   `json:"start"`
+	End        time.Time   `json:"end,omitzero"`
+	Live       bool        `json:"live"`
+	BreakGlass bool        `json:"break_glass"`
+	RequestID  string      `json:"request_id,omitempty"`
+	Reason     string      `json:"reason,omitempty"`
+	Approvers  []string    `json:"approvers,omitempty"`
+	Bytes      int64       `json:"bytes"`
+	Complete   bool        `json:"complete"`
+	Integrity  string      `json:"integrity,omitempty"`
+	Hits       []searchHit `json:"hits,omitempty"`
+}
+
+// searchHit is where a --grep word occurs: seconds into the recording.
+type searchHit struct {
+	Time float64 `json:"time"`
+	Code string  `json:"code"`
+	Text string  `json:"text"`
+}
+
+func (e *env) cmdSessions(ctx context.Context, args []string) error {
+	fs := cli.NewFlagSet("sshward sessions [--user U --host H --tier T --since D --until D --grep TEXT --break-glass --live --limit N] [--json] [--playback URL]")
+	user := fs.String("user", "", "only sessions of this user")
+	host := fs.String("host", "", "only sessions on this host")
+	tier := fs.String("tier", "", "only sessions of this tier")
+	since := fs.String("since", "", "only sessions started after this: a duration back from now (24h) or a time (2026-01-31T09:00:00Z)")
+	until := fs.String("until", "", "only sessions started before this (same forms as --since)")
+	grep := fs.String("grep", "", "only sessions whose output or recorded input contains TEXT; shows where")
+	breakGlass := fs.Bool("break-glass", false, "only break-glass sessions")
+	live := fs.Bool("live", false, "only sessions still running")
+	limit := fs.Int("limit", 0, "at most N sessions (default: the server's)")
+	asJSON := fs.Bool("json", false, "print a JSON list of sessions (id, user, host, tier, start, end, live, break_glass, …)")
+	override := fs.String("playback", "", "playback server URL (default: the one the CA knows)")
+	pos, err := cli.Parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return cli.Usagef("unexpected argument %q (filters are flags: --user %s)", pos[0], pos[0])
+	}
+	q := url.Values{}
+	for key, v := range map[string]string{"user": *user, "host": *host, "tier": *tier, "q": *grep} {
+		if v != "" {
+			q.Set(key, v)
+		}
+	}
+	for key, v := range map[string]string{"since": *since, "until": *until} {
+		if v == "" {
+			continue
+		}
+		if !validSince(v) {
+			return cli.Usagef("--%s %q is neither a duration (24h, 90m) nor an RFC 3339 time (2026-01-31T09:00:00Z)", key, v)
+		}
+		q.Set(key, v)
+	}
+	if *breakGlass {
+		q.Set("break_glass", "1")
+	}
+	if *live {
+		q.Set("live", "1")
+	}
+	if *limit < 0 {
+		return cli.Usagef("--limit must be positive")
+	}
+	if *limit > 0 {
+		q.Set("limit", strconv.Itoa(*limit))
+	}
+	pc, err := e.playback(ctx, *override)
+	if err != nil {
+		return err
+	}
+	var res struct {
+		Sessions []sessionSummary `json:"sessions"`
+	}
+	if err := pc.getJSON(ctx, "/api/sessions", q, &res); err != nil {
+		return err
+	}
+	if res.Sessions == nil {
+		res.Sessions = []sessionSummary{}
+	}
+	if *asJSON {
+		return cli.JSON(e.stdout, res.Sessions)
+	}
+	if len(res.Sessions) == 0 {
+		fmt.Fprintln(e.stdout, "no sessions match")
+		return nil
+	}
+	e.sessionTable(res.Sessions)
+	return nil
+}
+
+func validSince(s string) bool {
+	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
+		return true
+	}
+	_, err := time.Parse(time.RFC3339, s)
+	return err == nil
+}
+
+// Column widths that keep a row of sessionTable within 80 columns with the
+// agent's 26-character session ids; the id is never cut (play needs it).
+const (
+	colUser = 8
+	colHost = 12
+	colTier = 11 // "break-glass"
+	// hitWidth bounds a --grep hit line.
+	hitWidth = 80
+)
+
+// sessionTable prints one row per session and, with --grep, up to three
+// hits under it, each with its offset for `sshward play ID`.
+func (e *env) sessionTable(list []sessionSummary) {
+	tw := tabwriter.NewWriter(e.stdout, 0, 1, 1, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSTART\tUSER\tHOST\tTIER\tDUR")
+	for _, s := range list {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.Start.Local().Format("01-02 15:04"),
+			clip(s.User, colUser), clip(s.Host, colHost), clip(s.Tier, colTier), sessionDuration(s))
+		for i, h := range s.Hits {
+			if i == 3 {
+				fmt.Fprintf(tw, "  … %d more\n", len(s.Hits)-3)
+				break
+			}
+			prefix := "  " + offset(h.Time) + "  "
+			fmt.Fprintln(tw, prefix+clip(printableText(h.Text), hitWidth-len(prefix)))
+		}
+	}
+	tw.Flush()
+}
+
+// sessionDuration is "live", "1h02m", "3m04s" or "12s".
+func sessionDuration(s sessionSummary) string {
+	if s.Live {
+		return "live"
+	}
+	if s.End.IsZero() || s.End.Before(s.Start) {
+		return "-"
+	}
+	d := s.End.Sub(s.Start).Round(time.Second)
+	switch {
+	case d >= time.Hour:
+		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
+	case d >= time.Minute:
+		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
+	}
+	return fmt.Sprintf("%ds", int(d.Seconds()))
+}
+
+// offset writes seconds into a recording as m:ss.t (h:mm:ss past an hour).
+func offset(sec float64) string {
+	if sec < 0 {
+		sec = 0
+	}
+	d := time.Duration(sec * float64(time.Second))
+	if d >= time.Hour {
+		return fmt.Sprintf("%d:%02d:%02d", int(d.Hours()), int(d.Minutes())%60, int(d.Seconds())%60)
+	}
+	return fmt.Sprintf("%d:%02d.%d", int(d.Minutes()), int(d.Seconds())%60, int(d.Milliseconds()/100)%10)
+}
+
+// clip fits s (one line) into n runes.
+func clip(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if r := []rune(s); len(r) > n && n > 0 {
+		return string(r[:n-1]) + "…"
+	}
+	return s
+}
+
+// printableText drops terminal escape sequences and control characters from
+// a search hit, so a listing never reprograms the reader's terminal.
+func printableText(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == 0x1b:
+			i = skipEscape(s, i)
+		case c < 0x20 || c == 0x7f:
+			b.WriteByte(' ')
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return strings.ToValidUTF8(b.String(), "")
+}
+
+// skipEscape returns the index of the last byte of the escape sequence that
+// starts at s[i] (ECMA-48 CSI, OSC/DCS strings, or a two-byte sequence).
+func skipEscape(s string, i int) int {
+	if i+1 >= len(s) {
+		return i
+	}
+	switch s[i+1] {
+	case '[':
+		j := i + 2
+		for j < len(s) && (s[j] < 0x40 || s[j] > 0x7e) {
+			j++
+		}
+		return min(j, len(s)-1)
+	case ']', 'P', '_', '^':
+		for j := i + 2; j < len(s); j++ {
+			if s[j] == 0x07 {
+				return j
+			}
+			if s[j] == 0x1b && j+1 < len(s) && s[j+1] == '\\' {
+				return j + 1
+			}
+		}
+		return len(s) - 1
+	}
+	return i + 1
+}
+
+func (e *env) cmdPlay(ctx context.Context, args []string) error {
+	fs := cli.NewFlagSet("sshward play ID [--speed N] [--idle-limit S] [--playback URL]\n\n" +
+		"In a terminal: q quits, space pauses, → and ← seek 5 s. Without one the output\n" +
+		"is written at the same pace; sshward export ID writes the recording itself.")
+	speed := fs.Float64("speed", 1, "playback speed (2 = twice as fast)")
+	idle := fs.Float64("idle-limit", 0, "cut pauses longer than S seconds down to S (0: keep them)")
+	override := fs.String("playback", "", "playback server URL (default: the one the CA knows)")
+	pos, err := cli.Parse(fs, args)
+	if err != nil {
+		return err
+	}
+	id, err := sessionArg(pos)
+	if err != nil {
+		return err
+	}
+	if !(*speed > 0) || *speed > 1e6 {
+		return cli.Usagef("--speed must be a positive number, e.g. 2")
+	}
+	if !(*idle >= 0) {
+		return cli.Usagef("--idle-limit must be zero (no limit) or a number of seconds")
+	}
+	pc, err := e.playback(ctx, *override)
+	if err != nil {
+		return err
+	}
+	var sum sessionSummary
+	if err := pc.getJSON(ctx, "/api/sessions/"+url.PathEscape(id), nil, &sum); err != nil {
+		return err
+	}
+	q := url.Values{}
+	if sum.Live {
+		q.Set("follow", "1")
+	}
+	body, err := pc.stream(ctx, "/api/sessions/"+url.PathEscape(id)+"/cast", q)
+	if err != nil {
+		return err
+	}
+	defer body.Close()
+	p := &termPlayer{out: e.stdout, now: e.now, speed: *speed, idle: *idle}
+	if f, ok := e.stdout.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		p.tty = true
+		if in, ok := e.stdin.(*os.File); ok && term.IsTerminal(int(in.Fd())) {
+			restore, err := rawTerminal(in)
+			if err != nil {
+				return err
+			}
+			defer restore()
+			p.keys = readKeys(in)
+		}
+	}
+	return p.play(ctx, body)
+}
+
+func (e *env) cmdExport(ctx context.Context, args []string) error {
+	fs := cli.NewFlagSet("sshward export ID [--playback URL] > session.cast")
+	override := fs.String("playback", "", "playback server URL (default: the one the CA knows)")
+	pos, err := cli.Parse(fs, args)
+	if err != nil {
+		return err
+	}
+	id, err := sessionArg(pos)
+	if err != nil {
+		return err
+	}
+	if f, ok := e.stdout.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		return cli.Usagef("export writes the asciicast file to standard output: redirect it, e.g. sshward export %s > %s.cast", id, id)
+	}
+	pc, err := e.playback(ctx, *override)
+	if err != nil {
+		return err
+	}
+	body, err := pc.stream(ctx, "/api/sessions/"+url.PathEscape(id)+"/export", nil)
+	if err != nil {
+		return err
+	}
+	defer body.Close()
+	if _, err := io.Copy(e.stdout, body); err != nil {
+		return fmt.Errorf("export %s stopped part way (%v): run it again", id, err)
+	}
+	return nil
+}
+
+func sessionArg(pos []string) (string, error) {
+	switch {
+	case len(pos) == 0:
+		return "", cli.Usagef("a session ID is required (sshward sessions lists them)")
+	case len(pos) > 1:
+		return "", cli.Usagef("unexpected argument %q", pos[1])
+	}
+	if err := recorder.CheckSessionID(pos[0]); err != nil {
+		return "", cli.Usagef("%q is not a session ID (sshward sessions lists them)", pos[0])
+	}
+	return pos[0], nil
+}
+
+// playbackClient reads from the playback server with the saved CA session:
+// its TLS certificate comes from the CA's internal root, which login saved
+// (root.pem), and it accepts the CA session token as a Bearer credential.
+type playbackClient struct {
+	base  string
+	token string
+	hc    *http.Client
+}
+
+// apiTimeout bounds one JSON request; streams are bounded by ctx only, since
+// a live session is followed for as long as it runs.
+const apiTimeout = 30 * time.Second
+
+// playback finds the playback server: override, or the URL the CA
+// registered when the server joined (GET /v1/trust "playback").
+func (e *env) playback(ctx context.Context, override string) (*playbackClient, error) {
+	h, err := e.home()
+	if err != nil {
+		return nil, err
+	}
+	s, err := h.loadSession()
+	if err != nil {
+		return nil, err
+	}
+	if !e.now().Before(s.ExpiresAt) {
+		return nil, errors.New("your sshward session expired: run sshward login")
+	}
+	base := override
+	if base == "" {
+		c, _, err := h.client(s.Token)
+		if err != nil {
+			return nil, err
+		}
+		tr, err := c.Trust(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("cannot ask the CA where the playback server is (%v): pass --playback URL", err)
+		}
+		if tr.Playback == "" {
+			return nil, errors.New("the CA knows no playback server yet: start sshward-playback (it registers itself) or pass --playback URL")
+		}
+		base = tr.Playback
+	}
+	u, err := url.Parse(base)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return nil, cli.Usagef("playback URL %q must be https://HOST[:PORT]", base)
+	}
+	root, err := os.ReadFile(h.rootPath())
+	if err != nil {
+		return nil, fmt.Errorf("the CA root is missing (%s): run sshward login --ca URL --fingerprint FP", h.rootPath())
+	}
+	tc, err := tlsca.ClientConfigFromPEM(root)
+	if err != nil {
+		return nil, fmt.Errorf("%s is damaged (%v): run sshward login --ca URL --fingerprint FP", h.rootPath(), err)
+	}
+	tr := &http.Transport{
+		TLSClientConfig:       tc,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: apiTimeout,
+		ForceAttemptHTTP2:     true,
+	}
+	return &playbackClient{base: strings.TrimRight(base, "/"), token: s.Token, hc: &http.Client{Transport: tr}}, nil
+}
+
+func (p *playbackClient) do(ctx context.Context, path string, q url.Values, accept string) (*http.Response, error) {
+	u := p.base + path
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, fmt.Errorf("playback: %w", err)
+	}
+	req.Header.Set("Authorization", "Bearer "+p.token)
+	req.Header.Set("Accept", accept)
+	resp, err := p.hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("cannot reach the playback server at %s (%v): check --playback or ask your admin", p.base, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		defer resp.Body.Close()
+		return nil, playbackError(resp)
+	}
+	return resp, nil
+}
+
+func (p *playbackClient) getJSON(ctx context.Context, path string, q url.Values, out any) error {
+	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	resp, err := p.do(ctx, path, q, "application/json")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(out); err != nil {
+		return fmt.Errorf("the playback server sent an answer this sshward cannot read (%v): update sshward", err)
+	}
+	return nil
+}
+
+// stream returns the body of a cast download; the caller closes it.
+func (p *playbackClient) stream(ctx context.Context, path string, q url.Values) (io.ReadCloser, error) {
+	resp, err := p.do(ctx, path, q, "application/x-asciicast")
+	if err != nil {
+		return nil, err
+	}
+	return resp.Body, nil
+}
+
+// playbackError turns a refusal into the one sentence a user can act on.
+func playbackError(resp *http.Response) error {
+	var body struct {
+		Message string `json:"message"`
+	}
+	json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&body)
+	switch resp.StatusCode {
+	case http.StatusUnauthorized:
+		return errors.New("the playback server did not accept your session: run sshward login")
+	case http.StatusForbidden:
+		return errors.New("only auditors may list or replay sessions: ask an admin to add you to the auditors group")
+	case http.StatusNotFound:
+		return errors.New("no such session on the playback server (sshward sessions lists them)")
+	}
+	if body.Message != "" {
+		return fmt.Errorf("the playback server refused: %s", body.Message)
+	}
+	return fmt.Errorf("the playback server answered %s", resp.Status)
 }

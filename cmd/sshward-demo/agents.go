@@ -1,0 +1,140 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// engineerAccount picks the demo engineer's name. The agent runs sessions
+// as the local account named by the certificate principal, so the name must
+// exist on this machine: as root the demo creates "alice" and "deploy" (the
+// default policy's staging principals); otherwise the engineer is named
+// after the current account, the only one a non-root agent may serve.
+func (d *demo) engineerAccount() (string, error) {
+	if os.Geteuid() != 0 {
+		u, err := user.Current()
+		if err != nil {
+			return "", err
+		}
+		return u.Username, nil
+	}
+	for _, name := range []string{"alice", "deploy"} {
+		if _, err := user.Lookup(name); err == nil {
+			continue
+		}
+		d.step("creating local account %s for the demo hosts (useradd)", name)
+		if out, err := exec.Command("useradd", "--create-home", "--shell", "/bin/bash", name).CombinedOutput(); err != nil {
+			return "", fmt.Errorf("useradd %s: %v: %s", name, err, strings.TrimSpace(string(out)))
+		}
+	}
+	return "alice", nil
+}
+
+// startAgents joins a staging and a production agent to the CA on loopback.
+func (d *demo) startAgents(ctx context.Context, log io.Writer, caDir string, st *state) error {
+	hosts := []demoHost{{Name: "web1.staging", Tier: "staging"}, {Name: "db1.prod", Tier: "production"}}
+	for i := range hosts {
+		h := &hosts[i]
+		tok, err := d.output(ctx, "sshward-ca", "join-token", "--dir", caDir, "--host", h.Name, "--tier", h.Tier)
+		if err != nil {
+			return err
+		}
+		addr, err := freeAddr("127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		h.Addr, h.Data = addr, filepath.Join(d.dir, "agent-"+h.Name)
+		d.step("starting sshward-agent %s (%s) on %s", h.Name, h.Tier, addr)
+		if _, err := d.start(ctx, log, "sshward-agent", "--ca", st.CA, "--fingerprint", st.Fingerprint,
+			"--join-token", strings.TrimSpace(tok), "--tier", h.Tier, "--data", h.Data, "--listen", addr, "--host-name", h.Name); err != nil {
+			return err
+		}
+		if err := waitTCP(ctx, addr); err != nil {
+			return fmt.Errorf("agent %s did not come up (see %s/ca.log): %w", h.Name, d.dir, err)
+		}
+	}
+	st.Hosts = hosts
+	return nil
+}
+
+// writeSSHConfig writes DIR/ssh_config: the Match blocks from
+// `sshward ssh-config` first (so they match the name typed, before HostName
+// rewrites it), then one Host block per demo agent.
+func (d *demo) writeSSHConfig(ctx context.Context, st state) error {
+	var b strings.Builder
+	eng := st.Users[0].Name
+	home := homeOf(st, eng)
+	// ssh-config needs a logged-in client only for the tier list; without a
+	// session it prints every tier with host patterns.
+	if err := os.MkdirAll(home, 0o700); err != nil {
+		return err
+	}
+	cfg := d.cmd(ctx, "sshward", "ssh-config")
+	cfg.Env = append(cfg.Env, "SSHWARD_HOME="+home)
+	// Bootstrap the client's trust (root + CA URL) without logging in.
+	if err := d.bootstrapClient(ctx, st, home); err != nil {
+		return err
+	}
+	out, err := cfg.Output()
+	if err != nil {
+		return fmt.Errorf("sshward ssh-config: %w", err)
+	}
+	b.Write(out)
+	b.WriteString("\n# demo hosts on loopback\n")
+	for _, h := range st.Hosts {
+		host, port, _ := net.SplitHostPort(h.Addr)
+		fmt.Fprintf(&b, "Host %s\n    HostName %s\n    Port %s\n    HostKeyAlias %s\n    User %s\n", h.Name, host, port, h.Name, eng)
+	}
+	return os.WriteFile(filepath.Join(st.Dir, "ssh_config"), []byte(b.String()), 0o644)
+}
+
+// bootstrapClient saves the CA URL and root in the engineer's SSHWARD_HOME,
+// as `sshward login` would, so ssh-config can run before the first login.
+func (d *demo) bootstrapClient(ctx context.Context, st state, home string) error {
+	rootPEM, err := os.ReadFile(filepath.Join(st.Dir, "ca", "tls", "root.crt"))
+	if err != nil {
+		return fmt.Errorf("read CA root: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(home, "root.pem"), rootPEM, 0o644); err != nil {
+		return err
+	}
+	cfg := fmt.Sprintf(`{"ca": %q, "fingerprint": %q, "user": %q}`+"\n", st.CA, st.Fingerprint, st.Users[0].Name)
+	return os.WriteFile(filepath.Join(home, "config.json"), []byte(cfg), 0o600)
+}
+
+func (d *demo) output(ctx context.Context, name string, args ...string) (string, error) {
+	c := d.cmd(ctx, name, args...)
+	var stderr strings.Builder
+	c.Stderr = &stderr
+	out, err := c.Output()
+	if err != nil {
+		return "", fmt.Errorf("%s %s: %v: %s", name, args[0], err, strings.TrimSpace(stderr.String()))
+	}
+	return string(out), nil
+}
+
+func waitTCP(ctx context.Context, addr string) error {
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
+			c.Close()
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("nothing listens on %s", addr)
+}
+
+func homeOf(st state, user string) string { return filepath.Join(st.Dir, "home-"+user) }

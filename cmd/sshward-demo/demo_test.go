@@ -1,0 +1,118 @@
+package main_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pquerna/otp/totp"
+)
+
+// TestDemoJourney runs `sshward-demo` like `make demo` does, then follows
+// the printed engineer journey with the real binaries and stock ssh:
+// login with password + TOTP, plain ssh to a staging and a production host
+// through the demo's ssh_config, and the recordings in the agents' spools.
+func TestDemoJourney(t *testing.T) {
+	if _, err := exec.LookPath("ssh"); err != nil {
+		t.Fatal("ssh not installed: apt-get install openssh-client (make test does this)")
+	}
+	bin := t.TempDir()
+	out, err := exec.Command("go", "build", "-o", bin+"/", "github.com/sshward/sshward/cmd/...").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	dir := filepath.Join(t.TempDir(), "demo")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	demo := exec.CommandContext(ctx, filepath.Join(bin, "sshward-demo"), "--dir", dir, "--listen", "127.0.0.1:0")
+	demo.Stderr = os.Stderr
+	stdout, _ := demo.StdoutPipe()
+	if err := demo.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		demo.Process.Signal(os.Interrupt)
+		demo.Wait()
+	})
+	var printed strings.Builder
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		printed.WriteString(sc.Text() + "\n")
+		if strings.Contains(sc.Text(), "audit verify") {
+			break
+		}
+	}
+	go func() {
+		for sc.Scan() {
+		}
+	}()
+	text := printed.String()
+	for _, want := range []string{"sshward demo is running", "login --ca https://127.0.0.1:", "--fingerprint", "ssh -F " + dir + "/ssh_config web1.staging", "audrey"} {
+		if !strings.Contains(text, want) {
+			t.Fatalf("demo output lacks %q:\n%s", want, text)
+		}
+	}
+	var st struct {
+		CA, Fingerprint string
+		Users           []struct{ Name, Password, TOTP_Secret string }
+		Hosts           []struct{ Name, Tier, Data string }
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "demo.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatal(err)
+	}
+	var raw struct {
+		Users []struct {
+			TOTP string `json:"totp_secret"`
+		} `json:"users"`
+	}
+	json.Unmarshal(b, &raw)
+	eng := st.Users[0]
+	home := filepath.Join(dir, "home-"+eng.Name)
+	env := append(os.Environ(), "SSHWARD_HOME="+home, "SSH_AUTH_SOCK=")
+	run := func(stdin string, name string, args ...string) string {
+		t.Helper()
+		c := exec.CommandContext(ctx, name, args...)
+		c.Env = env
+		c.Stdin = strings.NewReader(stdin)
+		out, err := c.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+		}
+		return string(out)
+	}
+	code, _ := totp.GenerateCode(raw.Users[0].TOTP, time.Now())
+	run(eng.Password+"\n", filepath.Join(bin, "sshward"), "login", "--ca", st.CA, "--fingerprint", st.Fingerprint, "--user", eng.Name, "--password-stdin", "--otp", code)
+	cfg := filepath.Join(dir, "ssh_config")
+	if got := run("", "ssh", "-F", cfg, "-o", "BatchMode=yes", "web1.staging", "echo staging-$((6*7))"); !strings.Contains(got, "staging-42") {
+		t.Fatalf("ssh web1.staging: %s", got)
+	}
+	if got := run("", "ssh", "-F", cfg, "-o", "BatchMode=yes", "db1.prod", "echo prod-$((6*7)); id -un"); !strings.Contains(got, "prod-42") || !strings.Contains(got, eng.Name) {
+		t.Fatalf("ssh db1.prod: %s", got)
+	}
+	// Both sessions are recorded in the hosts' spools, with the output.
+	for _, h := range st.Hosts {
+		want := map[string]string{"staging": "staging-42", "production": "prod-42"}[h.Tier]
+		casts, _ := filepath.Glob(filepath.Join(h.Data, "spool", "*.cast"))
+		found := false
+		for _, c := range casts {
+			b, _ := os.ReadFile(c)
+			found = found || strings.Contains(string(b), want)
+		}
+		if !found {
+			t.Errorf("%s: no recording with %q in %v", h.Name, want, casts)
+		}
+	}
+	if got := run("", filepath.Join(bin, "sshward"), "status"); !strings.Contains(got, "production") || !strings.Contains(got, "staging") {
+		t.Errorf("status: %s", got)
+	}
+}

@@ -1,0 +1,75 @@
+package web_test
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// genCast returns an asciicast v2 recording of about size bytes that looks
+// like a busy shell: numbered lines of text with colour, 10 ms apart, the
+// first one at 10 ms.
+func genCast(size int) []byte {
+	var b bytes.Buffer
+	b.Grow(size + 256)
+	b.WriteString(`{"version":2,"width":120,"height":40,"timestamp":1763700000,"env":{"TERM":"xterm-256color"}}` + "\n")
+	for i := 1; b.Len() < size; i++ {
+		fmt.Fprintf(&b, `[%d.%02d, "o", "\u001b[32m%08d\u001b[0m the quick brown fox jumps over the lazy dog %s\r\n"]`+"\n",
+			i/100, i%100, i, strings.Repeat("x", i%40))
+	}
+	return b.Bytes()
+}
+
+// firstFrameJS is true once the player shows a row with text.
+const firstFrameJS = `Array.from(document.querySelectorAll("pre.ap-term-text > span.ap-line")).some(l => l.textContent.trim() !== "")`
+
+// BenchmarkFirstFrame is the `make bench` figure "replay start of a 100 MB
+// recording: first frame < 1 s in the browser": the time from navigating to
+// the session page (signed in, recording stored) to the first row of text in
+// the player. Reported as first-frame-ms (the mean over b.N page loads).
+func BenchmarkFirstFrame(b *testing.B) {
+	for _, size := range []int{1 << 20, 100 << 20} {
+		b.Run(fmt.Sprintf("%dMB", size>>20), func(b *testing.B) {
+			pageURL, login := benchServer(b, genCast(size))
+			br := newBrowser(b, 10*time.Minute)
+			login(br)
+			var total time.Duration
+			b.ResetTimer()
+			for range b.N {
+				b.StopTimer()
+				if err := chromedp.Do(br.ctx, chromedp.Navigate("about:blank")); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				start := time.Now()
+				if err := chromedp.Do(br.ctx, chromedp.Navigate(pageURL)); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := chromedp.Run(br.ctx, chromedp.Poll[bool](firstFrameJS,
+					chromedp.WithPollingInterval(5*time.Millisecond), chromedp.WithPollingTimeout(2*time.Minute))); err != nil {
+					b.Fatalf("no first frame: %v", err)
+				}
+				total += time.Since(start)
+			}
+			b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "first-frame-ms")
+			b.ReportMetric(float64(size)/1e6, "cast-MB")
+		})
+	}
+}
+
+// benchServer stores cast as the only recording and returns its page and a
+// func that signs a browser in.
+func benchServer(b *testing.B, cast []byte) (string, func(*browser)) {
+	f := newFakeAPI()
+	f.add(fakeDetail("bench-1", "alice", false), cast, false)
+	srv := f.serve(b, mustUI(b))
+	return srv.URL + "/session/bench-1", func(br *browser) {
+		br.do(b, "open", chromedp.Navigate(srv.URL+"/"))
+		br.login(b, "auditor", "pw", "")
+		br.waitVisible(b, "#sessions")
+	}
+}

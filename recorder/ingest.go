@@ -1,0 +1,127 @@
+package recorder
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"strconv"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// The ingest protocol between a host's Shipper and the playback server
+// (every request signed with ca/hostauth by the host certificate):
+//
+//	POST /v1/ingest/{id}/start          Metadata        -> 200 IngestStored (bytes already stored; idempotent)
+//	PUT  /v1/ingest/{id}/chunk?offset=N raw cast bytes  -> 200 IngestStored once fsynced
+//	     header X-Sshward-Chunk-SHA256: hex sha256 of the body; whole lines only
+//	     409 IngestStored when N is not the stored size (resume from it)
+//	     422 when the body does not match its digest (send it again)
+//	POST /v1/ingest/{id}/finish         IngestFinish    -> 200 when digest, size and signature verify
+//	     422 when the stored bytes do not match the digest: the server discarded them, start from 0
+//
+// Nothing leaves the spool until finish answered 200.
+const (
+	// IngestPathPrefix starts every ingest path.
+	IngestPathPrefix = "/v1/ingest/"
+	// ChunkDigestHeader carries the hex SHA-256 of a chunk's body, checked
+	// apart from the hostauth signature so that a corrupted chunk is told
+	// apart (422, send again) from a forged one (401).
+	ChunkDigestHeader = "X-Sshward-Chunk-SHA256"
+	// MaxChunkBytes is the largest chunk body the server accepts.
+	MaxChunkBytes = 8 << 20
+	// MaxIngestJSONBytes bounds the start and finish bodies.
+	MaxIngestJSONBytes = 256 << 10
+)
+
+// Ingest actions (the last path element).
+const (
+	IngestStart  = "start"
+	IngestChunk  = "chunk"
+	IngestFinish = "finish"
+)
+
+// IngestPath returns the path of an ingest action for a session.
+func IngestPath(sessionID, action string) string {
+	return IngestPathPrefix + url.PathEscape(sessionID) + "/" + action
+}
+
+// IngestStored is the answer to start and chunk: how many bytes of the cast
+// the server holds durably.
+type IngestStored struct {
+	Stored int64 `json:"stored"`
+}
+
+// IngestFinishRequest closes a shipped recording. Metadata is the final
+// metadata (SHA256 and CastBytes of the whole cast); Signature is
+// SignRecording's output.
+type IngestFinishRequest struct {
+	Metadata  Metadata `json:"metadata"`
+	Signature string   `json:"signature"`
+}
+
+// signedRecordingContext separates recording signatures from every other
+// use of a host key (SSH handshakes, hostauth request signatures).
+const signedRecordingContext = "sshward-recording-v1"
+
+// RecordingSignedData is what a host signs to vouch for a recording:
+//
+//	"sshward-recording-v1\n" + session_id + "\n" + sha256 (hex) + "\n" + cast_bytes (decimal)
+//
+// A session id cannot hold a newline (CheckSessionID), so it is unambiguous.
+func RecordingSignedData(sessionID, sha256Hex string, castBytes int64) []byte {
+	return []byte(signedRecordingContext + "\n" + sessionID + "\n" + sha256Hex + "\n" + strconv.FormatInt(castBytes, 10))
+}
+
+// SignRecording signs m's session id, digest and size with the host key and
+// returns the ssh.Signature in wire format, base64. RSA keys sign with
+// rsa-sha2-512.
+func SignRecording(signer ssh.Signer, rand io.Reader, m Metadata) (string, error) {
+	data := RecordingSignedData(m.SessionID, m.SHA256, m.CastBytes)
+	var (
+		sig *ssh.Signature
+		err error
+	)
+	if as, ok := signer.(ssh.AlgorithmSigner); ok && signer.PublicKey().Type() == ssh.KeyAlgoRSA {
+		sig, err = as.SignWithAlgorithm(rand, data, ssh.KeyAlgoRSASHA512)
+	} else {
+		sig, err = signer.Sign(rand, data)
+	}
+	if err != nil {
+		return "", fmt.Errorf("recorder: sign recording %s: %w", m.SessionID, err)
+	}
+	return base64.StdEncoding.EncodeToString(ssh.Marshal(sig)), nil
+}
+
+// ErrBadSignature marks a recording signature that does not verify.
+var ErrBadSignature = errors.New("recorder: recording signature does not verify")
+
+// VerifyRecording checks a SignRecording signature over m with pub (the host
+// certificate's key). SHA-1 signatures ("ssh-rsa") are refused.
+func VerifyRecording(pub ssh.PublicKey, m Metadata, signature string) error {
+	raw, err := base64.StdEncoding.DecodeString(signature)
+	if err != nil {
+		return fmt.Errorf("%w: not base64", ErrBadSignature)
+	}
+	var sig ssh.Signature
+	if err := ssh.Unmarshal(raw, &sig); err != nil {
+		return fmt.Errorf("%w: not an SSH signature", ErrBadSignature)
+	}
+	if sig.Format == ssh.KeyAlgoRSA || sig.Format == ssh.KeyAlgoDSA {
+		return fmt.Errorf("%w: %s (SHA-1) refused", ErrBadSignature, sig.Format)
+	}
+	if err := pub.Verify(RecordingSignedData(m.SessionID, m.SHA256, m.CastBytes), &sig); err != nil {
+		return ErrBadSignature
+	}
+	return nil
+}
+
+// ChunkDigest returns the hex SHA-256 sent in ChunkDigestHeader.
+func ChunkDigest(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}

@@ -1,0 +1,653 @@
+package recorder
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/sshward/sshward/ca/hostauth"
+	"github.com/sshward/sshward/ca/tlsca"
+)
+
+// Shipper defaults.
+const (
+	DefaultShipPollInterval = time.Second
+	DefaultShipChunkBytes   = 1 << 20
+	DefaultShipMinBackoff   = time.Second
+	DefaultShipMaxBackoff   = time.Minute
+	DefaultShipWorkers      = 16
+	DefaultShipTimeout      = 30 * time.Second
+)
+
+// ShipperConfig configures NewShipper. Spool, URL, Cert and one of RootPEM
+// or HTTPClient are required; every other zero value is a default.
+type ShipperConfig struct {
+	// Spool is the agent's open spool; the shipper reads its recordings and
+	// removes each once the playback server acknowledged all of it.
+	Spool *Spool
+	// URL is the playback server's base URL (https://host:port).
+	URL string
+	// RootPEM is the CA's X.509 root, which the playback server's TLS
+	// certificate chains to.
+	RootPEM []byte
+	// Cert returns the host's current certificate and key. It is called
+	// for every request, so a renewed certificate is used at once.
+	Cert func() (*ssh.Certificate, ssh.Signer)
+	// Logger receives shipping progress and failures; default discards.
+	Logger *slog.Logger
+	// Now is the clock for ages, backoff and request signatures.
+	Now func() time.Time
+	// Rand feeds nonces, signatures and backoff jitter; default crypto/rand.
+	Rand io.Reader
+	// HTTPClient replaces the client built from RootPEM.
+	HTTPClient *http.Client
+
+	// PollInterval is how often the spool is scanned and live recordings
+	// are tailed (default 1s: the spool flushes every second).
+	PollInterval time.Duration
+	// ChunkBytes bounds a chunk (default 1 MiB); chunks end on a line.
+	ChunkBytes int
+	// MinBackoff and MaxBackoff bound the retry delay after a failure,
+	// which doubles per consecutive failure of a recording (with jitter).
+	MinBackoff, MaxBackoff time.Duration
+	// Workers bounds the recordings shipped at once (default 16).
+	Workers int
+	// RequestTimeout bounds each request (default 30s).
+	RequestTimeout time.Duration
+}
+
+// Check names the first bad field.
+func (c *ShipperConfig) Check() error {
+	switch {
+	case c.Spool == nil:
+		return errors.New("recorder: shipper config: Spool is required")
+	case c.URL == "":
+		return errors.New("recorder: shipper config: URL (the playback server) is required")
+	case !strings.HasPrefix(c.URL, "https://") && c.HTTPClient == nil:
+		return fmt.Errorf("recorder: shipper config: URL %q must use https", c.URL)
+	case c.Cert == nil:
+		return errors.New("recorder: shipper config: Cert is required")
+	case len(c.RootPEM) == 0 && c.HTTPClient == nil:
+		return errors.New("recorder: shipper config: RootPEM (the CA root) is required")
+	case c.ChunkBytes < 0 || c.ChunkBytes > MaxChunkBytes-MaxLineBytes:
+		return fmt.Errorf("recorder: shipper config: ChunkBytes %d out of range 0..%d", c.ChunkBytes, MaxChunkBytes-MaxLineBytes)
+	case c.PollInterval < 0 || c.MinBackoff < 0 || c.MaxBackoff < 0 || c.Workers < 0 || c.RequestTimeout < 0:
+		return errors.New("recorder: shipper config: durations and counts must not be negative")
+	}
+	return nil
+}
+
+// Shipper streams the spool's recordings to the playback server: live ones
+// while they are recorded (so they can be watched), finished ones to the
+// end, then finishes each with its digest and a signature by the host key
+// and removes it from the spool. Uploads resume at the offset the server
+// holds, so a restart of either side, a network cut or a dropped chunk costs
+// a retry, never a byte. Safe for concurrent use.
+type Shipper struct {
+	cfg  ShipperConfig
+	hc   *http.Client
+	base string
+
+	randMu sync.Mutex // guards cfg.Rand, which need not be safe for concurrent use
+
+	mu      sync.Mutex // guards the fields below
+	states  map[string]*shipState
+	running int // workers running
+}
+
+// shipState is what the shipper knows of one recording.
+type shipState struct {
+	id       string
+	start    time.Time
+	live     bool
+	fileSize int64 // cast size last seen
+	started  bool  // /start answered in this process: offset is the server's
+	offset   int64 // bytes the server holds
+	attempts int   // consecutive failures
+	lastErr  string
+	nextTry  time.Time
+	working  bool // a worker owns it
+}
+
+// NewShipper returns a Shipper; Run starts it.
+func NewShipper(cfg ShipperConfig) (*Shipper, error) {
+	if err := cfg.Check(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Reader
+	}
+	if cfg.PollInterval == 0 {
+		cfg.PollInterval = DefaultShipPollInterval
+	}
+	if cfg.ChunkBytes == 0 {
+		cfg.ChunkBytes = DefaultShipChunkBytes
+	}
+	if cfg.MinBackoff == 0 {
+		cfg.MinBackoff = DefaultShipMinBackoff
+	}
+	if cfg.MaxBackoff == 0 {
+		cfg.MaxBackoff = DefaultShipMaxBackoff
+	}
+	cfg.MaxBackoff = max(cfg.MaxBackoff, cfg.MinBackoff)
+	if cfg.Workers == 0 {
+		cfg.Workers = DefaultShipWorkers
+	}
+	if cfg.RequestTimeout == 0 {
+		cfg.RequestTimeout = DefaultShipTimeout
+	}
+	s := &Shipper{cfg: cfg, hc: cfg.HTTPClient, base: strings.TrimRight(cfg.URL, "/"), states: map[string]*shipState{}}
+	if s.hc == nil {
+		tc, err := tlsca.ClientConfigFromPEM(cfg.RootPEM)
+		if err != nil {
+			return nil, fmt.Errorf("recorder: shipper: %w", err)
+		}
+		s.hc = &http.Client{Transport: &http.Transport{
+			TLSClientConfig:     tc,
+			MaxIdleConnsPerHost: cfg.Workers,
+			IdleConnTimeout:     90 * time.Second,
+			TLSHandshakeTimeout: 10 * time.Second,
+		}}
+	}
+	return s, nil
+}
+
+// Run ships until ctx ends, then waits for its workers and returns nil.
+// Failures are retried, never returned: they show in Status.
+func (s *Shipper) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	t := time.NewTicker(s.cfg.PollInterval)
+	defer t.Stop()
+	for {
+		s.scan(ctx, &wg)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// scan reconciles the states with the spool and starts workers for the
+// recordings that are due: live ones first (they are being watched), then
+// the oldest.
+func (s *Shipper) scan(ctx context.Context, wg *sync.WaitGroup) {
+	entries, err := s.cfg.Spool.List(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.cfg.Logger.WarnContext(ctx, "recorder: shipper cannot list the spool", "err", err)
+		}
+		return
+	}
+	now := s.cfg.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	seen := make(map[string]bool, len(entries))
+	var due []*shipState
+	for _, e := range entries {
+		if e.Problem != "" {
+			continue // shown by the spool's own status; nothing to ship
+		}
+		seen[e.SessionID] = true
+		st := s.states[e.SessionID]
+		if st == nil {
+			st = &shipState{id: e.SessionID}
+			s.states[e.SessionID] = st
+		}
+		st.start, st.live = e.Start, e.Live
+		if !st.working {
+			if fi, err := os.Stat(e.CastPath); err == nil {
+				st.fileSize = fi.Size()
+			}
+			if !now.Before(st.nextTry) {
+				due = append(due, st)
+			}
+		}
+	}
+	for id, st := range s.states {
+		if !seen[id] && !st.working {
+			delete(s.states, id)
+		}
+	}
+	slices.SortFunc(due, func(a, b *shipState) int {
+		if a.live != b.live {
+			if a.live {
+				return -1
+			}
+			return 1
+		}
+		return cmp.Or(a.start.Compare(b.start), cmp.Compare(a.id, b.id))
+	})
+	for _, st := range due {
+		if s.running >= s.cfg.Workers || ctx.Err() != nil {
+			break
+		}
+		st.working = true
+		s.running++
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.work(ctx, st)
+		}()
+	}
+}
+
+// work ships one recording until it is gone from the spool, a failure
+// schedules a retry, or ctx ends. A live recording's worker tails it.
+func (s *Shipper) work(ctx context.Context, st *shipState) {
+	defer func() {
+		s.mu.Lock()
+		st.working = false
+		s.running--
+		s.mu.Unlock()
+	}()
+	for ctx.Err() == nil {
+		done, idle, err := s.step(ctx, st)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			s.failed(ctx, st, err)
+			return
+		}
+		s.mu.Lock()
+		st.attempts, st.lastErr = 0, ""
+		s.mu.Unlock()
+		if done {
+			return
+		}
+		if idle && !sleep(ctx, s.cfg.PollInterval) {
+			return
+		}
+	}
+}
+
+func (s *Shipper) failed(ctx context.Context, st *shipState, err error) {
+	s.mu.Lock()
+	st.attempts++
+	st.lastErr = err.Error()
+	delay := s.backoffLocked(st.attempts)
+	st.nextTry = s.cfg.Now().Add(delay)
+	attempts := st.attempts
+	s.mu.Unlock()
+	s.cfg.Logger.WarnContext(ctx, "recorder: shipping failed; will retry", "session_id", st.id,
+		"attempts", attempts, "retry_in", delay.Round(time.Millisecond), "err", err)
+}
+
+// backoffLocked is MinBackoff doubled per failure after the first, capped
+// at MaxBackoff, then drawn uniformly from its upper half, so that agents
+// that lost the server together do not come back together.
+func (s *Shipper) backoffLocked(attempts int) time.Duration {
+	d := s.cfg.MinBackoff
+	for i := 1; i < attempts && d < s.cfg.MaxBackoff; i++ {
+		d *= 2
+	}
+	d = min(d, s.cfg.MaxBackoff)
+	half := d / 2
+	if half <= 0 {
+		return d
+	}
+	return half + time.Duration(s.randUint64()%uint64(half+1))
+}
+
+func (s *Shipper) randUint64() uint64 {
+	s.randMu.Lock()
+	defer s.randMu.Unlock()
+	var b [8]byte
+	if _, err := io.ReadFull(s.cfg.Rand, b[:]); err != nil {
+		return 0
+	}
+	return binary.BigEndian.Uint64(b[:])
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// errCorrupted: the server got a chunk that does not match its digest.
+var errCorrupted = errors.New("chunk corrupted in transit")
+
+// maxCorruptResends is how often one chunk is sent again at once after the
+// server found it corrupted, before backing off.
+const maxCorruptResends = 3
+
+// step ships what is there to ship: start, chunks up to the last whole
+// line, and finish once the recording is finished and all of it is stored.
+// done means the recording left the spool; idle means a live recording is
+// shipped up to what has been written.
+func (s *Shipper) step(ctx context.Context, st *shipState) (done, idle bool, err error) {
+	castPath, metaPath := s.cfg.Spool.castPath(st.id), s.cfg.Spool.metaPath(st.id)
+	m, err := readMetadata(metaPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		return true, false, nil // removed meanwhile
+	}
+	if err != nil {
+		return false, false, err
+	}
+	s.mu.Lock()
+	started, offset := st.started, st.offset
+	st.live = !m.Finished
+	s.mu.Unlock()
+	if !started {
+		var out IngestStored
+		if err := s.doJSON(ctx, http.MethodPost, IngestPath(st.id, IngestStart), m, &out); err != nil {
+			return false, false, err
+		}
+		offset = out.Stored
+		s.setOffset(st, offset, true)
+		s.cfg.Logger.DebugContext(ctx, "recorder: shipping recording", "session_id", st.id, "stored", offset)
+	}
+
+	f, err := os.Open(castPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		if _, merr := os.Stat(metaPath); errors.Is(merr, fs.ErrNotExist) {
+			return true, false, nil
+		}
+	}
+	if err != nil {
+		return false, false, err
+	}
+	defer f.Close()
+	corrupt := 0
+	for {
+		fi, err := f.Stat()
+		if err != nil {
+			return false, false, err
+		}
+		size := fi.Size()
+		s.mu.Lock()
+		st.fileSize = size
+		s.mu.Unlock()
+		if offset >= size {
+			break
+		}
+		chunk, err := readChunk(f, offset, size, s.cfg.ChunkBytes)
+		if err != nil {
+			return false, false, err
+		}
+		if len(chunk) == 0 {
+			break // a line is still being written
+		}
+		stored, err := s.sendChunk(ctx, st.id, offset, chunk)
+		switch {
+		case errors.Is(err, errCorrupted) && corrupt < maxCorruptResends:
+			corrupt++
+			s.cfg.Logger.WarnContext(ctx, "recorder: chunk corrupted in transit; sending it again", "session_id", st.id, "offset", offset)
+			continue
+		case errors.Is(err, errUnknownSession):
+			s.setOffset(st, 0, false)
+			return false, false, err
+		case err != nil:
+			return false, false, err
+		}
+		corrupt = 0
+		offset = stored
+		s.setOffset(st, offset, true)
+		if ctx.Err() != nil {
+			return false, false, ctx.Err()
+		}
+	}
+	if !m.Finished {
+		return false, true, nil
+	}
+	// Finished before the chunks were read, so the cast was whole then.
+	fi, err := f.Stat()
+	if err != nil {
+		return false, false, err
+	}
+	if offset < fi.Size() {
+		return false, false, nil // more to send: next round
+	}
+	if err := s.finish(ctx, st, m, castPath); err != nil {
+		return false, false, err
+	}
+	if err := s.cfg.Spool.Remove(ctx, st.id); err != nil && !errors.Is(err, ErrNotFound) {
+		return false, false, fmt.Errorf("recorder: shipped %s but cannot remove it from the spool: %w", st.id, err)
+	}
+	s.mu.Lock()
+	delete(s.states, st.id)
+	s.mu.Unlock()
+	s.cfg.Logger.InfoContext(ctx, "recorder: recording shipped", "session_id", st.id, "tier", m.Tier, "cast_bytes", fi.Size())
+	return true, false, nil
+}
+
+func (s *Shipper) setOffset(st *shipState, offset int64, started bool) {
+	s.mu.Lock()
+	st.offset, st.started = offset, started
+	s.mu.Unlock()
+}
+
+// readChunk returns the bytes of f from offset up to the last '\n' within
+// limit bytes (or within limit+MaxLineBytes when one line is longer than
+// limit), never past size. Nothing is returned while the only line left is
+// unfinished.
+func readChunk(f io.ReaderAt, offset, size int64, limit int) ([]byte, error) {
+	for _, window := range []int64{int64(limit), int64(limit) + MaxLineBytes + 1} {
+		n := min(window, size-offset)
+		buf := make([]byte, n)
+		if _, err := f.ReadAt(buf, offset); err != nil && !(errors.Is(err, io.EOF) && len(buf) == 0) {
+			return nil, fmt.Errorf("recorder: read cast at %d: %w", offset, err)
+		}
+		if i := bytes.LastIndexByte(buf, '\n'); i >= 0 {
+			return buf[:i+1], nil
+		}
+		if n < window {
+			return nil, nil // the last line is still being written
+		}
+	}
+	return nil, fmt.Errorf("recorder: read cast at %d: %w", offset, ErrLineTooLong)
+}
+
+// errUnknownSession: the server does not know the session (it lost or
+// expired it); ship it again from the start.
+var errUnknownSession = errors.New("the playback server does not know this session")
+
+func (s *Shipper) sendChunk(ctx context.Context, id string, offset int64, chunk []byte) (int64, error) {
+	path := IngestPath(id, IngestChunk) + "?offset=" + strconv.FormatInt(offset, 10)
+	status, body, err := s.do(ctx, http.MethodPut, path, chunk, func(h http.Header) {
+		h.Set("Content-Type", "application/octet-stream")
+		h.Set(ChunkDigestHeader, ChunkDigest(chunk))
+	})
+	if err != nil {
+		return 0, err
+	}
+	switch status {
+	case http.StatusOK, http.StatusConflict:
+		// 409: the server holds a different amount; resume from there.
+		var out IngestStored
+		if err := json.Unmarshal(body, &out); err != nil || out.Stored < 0 {
+			return 0, fmt.Errorf("recorder: ship %s: undecodable answer to a chunk (%d)", id, status)
+		}
+		return out.Stored, nil
+	case http.StatusUnprocessableEntity:
+		return 0, errCorrupted
+	case http.StatusNotFound:
+		return 0, errUnknownSession
+	}
+	return 0, statusError("chunk", id, status, body)
+}
+
+// finish sends the final metadata with the host's signature. The digest is
+// taken from the file, which is what was shipped: if the spool copy changed
+// after the recording closed, the metadata says so rather than the upload
+// failing for ever.
+func (s *Shipper) finish(ctx context.Context, st *shipState, m Metadata, castPath string) error {
+	sum, size, err := Digest(castPath)
+	if err != nil {
+		return err
+	}
+	if sum != m.SHA256 || size != m.CastBytes {
+		m.Complete = false
+		m.Incomplete = strings.TrimPrefix(m.Incomplete+"; spool copy changed after the recording closed", "; ")
+		m.SHA256, m.CastBytes = sum, size
+	}
+	_, signer := s.cfg.Cert()
+	if signer == nil {
+		return errors.New("recorder: no host key to sign the recording with")
+	}
+	s.randMu.Lock()
+	sig, err := SignRecording(signer, s.cfg.Rand, m)
+	s.randMu.Unlock()
+	if err != nil {
+		return err
+	}
+	body, err := json.Marshal(IngestFinishRequest{Metadata: m, Signature: sig})
+	if err != nil {
+		return fmt.Errorf("recorder: ship %s: encode finish: %w", m.SessionID, err)
+	}
+	status, resp, err := s.do(ctx, http.MethodPost, IngestPath(m.SessionID, IngestFinish), body, jsonHeader)
+	if err != nil {
+		return err
+	}
+	switch status {
+	case http.StatusOK:
+		return nil
+	case http.StatusUnprocessableEntity:
+		// The server's copy does not match: it discarded it; start over.
+		s.setOffset(st, 0, false)
+	case http.StatusNotFound:
+		s.setOffset(st, 0, false)
+	}
+	return statusError("finish", m.SessionID, status, resp)
+}
+
+func jsonHeader(h http.Header) { h.Set("Content-Type", "application/json") }
+
+// doJSON sends in as JSON and decodes a 200 answer into out.
+func (s *Shipper) doJSON(ctx context.Context, method, path string, in, out any) error {
+	body, err := json.Marshal(in)
+	if err != nil {
+		return fmt.Errorf("recorder: ship: encode %s: %w", path, err)
+	}
+	status, resp, err := s.do(ctx, method, path, body, jsonHeader)
+	if err != nil {
+		return err
+	}
+	if status != http.StatusOK {
+		return statusError(path[strings.LastIndexByte(path, '/')+1:], sessionOfPath(path), status, resp)
+	}
+	if err := json.Unmarshal(resp, out); err != nil {
+		return fmt.Errorf("recorder: ship: decode answer to %s: %w", path, err)
+	}
+	return nil
+}
+
+// do sends one request signed with the host certificate and returns the
+// status and (bounded) body.
+func (s *Shipper) do(ctx context.Context, method, path string, body []byte, header func(http.Header)) (int, []byte, error) {
+	cert, signer := s.cfg.Cert()
+	if cert == nil || signer == nil {
+		return 0, nil, errors.New("recorder: no host certificate yet")
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, s.base+path, bytes.NewReader(body))
+	if err != nil {
+		return 0, nil, fmt.Errorf("recorder: ship: %w", err)
+	}
+	header(req.Header)
+	s.randMu.Lock()
+	err = hostauth.Sign(req, body, cert, signer, s.cfg.Now(), s.cfg.Rand)
+	s.randMu.Unlock()
+	if err != nil {
+		return 0, nil, fmt.Errorf("recorder: ship: %w", err)
+	}
+	resp, err := s.hc.Do(req)
+	if err != nil {
+		return 0, nil, fmt.Errorf("recorder: ship: %s %s: %w", method, req.URL.Path, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil {
+		return 0, nil, fmt.Errorf("recorder: ship: read answer to %s: %w", req.URL.Path, err)
+	}
+	return resp.StatusCode, data, nil
+}
+
+// statusError turns an unexpected answer into an error that shows the
+// server's one-sentence message.
+func statusError(action, id string, status int, body []byte) error {
+	var e struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	}
+	msg := http.StatusText(status)
+	if json.Unmarshal(body, &e) == nil && e.Message != "" {
+		msg = e.Message
+	}
+	return fmt.Errorf("recorder: ship %s: %s refused (%d): %s", id, action, status, msg)
+}
+
+func sessionOfPath(path string) string {
+	p := strings.TrimPrefix(path, IngestPathPrefix)
+	if i := strings.IndexByte(p, '/'); i >= 0 {
+		return p[:i]
+	}
+	return p
+}
+
+// ShipStatus is one recording waiting in the spool, for `sshward-agent
+// status`.
+type ShipStatus struct {
+	SessionID string        `json:"session_id"`
+	Live      bool          `json:"live"`    // still being recorded
+	Shipped   int64         `json:"shipped"` // bytes the playback server acknowledged
+	Pending   int64         `json:"pending"` // bytes of the cast not yet acknowledged
+	Age       time.Duration `json:"age"`     // since the session started
+	LastError string        `json:"last_error,omitempty"`
+	Attempts  int           `json:"attempts"` // consecutive failed attempts
+	NextTry   time.Time     `json:"next_try,omitzero"`
+}
+
+// Status lists the recordings not yet shipped, oldest first. Until the
+// server has been asked, Shipped is 0 and Pending the whole cast.
+func (s *Shipper) Status() []ShipStatus {
+	now := s.cfg.Now()
+	s.mu.Lock()
+	out := make([]ShipStatus, 0, len(s.states))
+	for _, st := range s.states {
+		ss := ShipStatus{SessionID: st.id, Live: st.live, Age: now.Sub(st.start), LastError: st.lastErr, Attempts: st.attempts}
+		if st.started {
+			ss.Shipped = st.offset
+		}
+		ss.Pending = max(0, st.fileSize-ss.Shipped)
+		if st.nextTry.After(now) {
+			ss.NextTry = st.nextTry
+		}
+		out = append(out, ss)
+	}
+	s.mu.Unlock()
+	slices.SortFunc(out, func(a, b ShipStatus) int { return cmp.Or(cmp.Compare(b.Age, a.Age), cmp.Compare(a.SessionID, b.SessionID)) })
+	return out
+}
