@@ -5,13 +5,18 @@ STATICCHECK_VERSION := v0.8.2
 TEST_TIMEOUT ?= 12m
 PKGS      := ./...
 
-.PHONY: all build test test-short demo bench lint deps clean fuzz web
+.PHONY: all build test test-short demo bench lint deps clean fuzz web plugins
 
 all: build
 
-build: web
+build: web plugins
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/ ./cmd/...
+
+# plugins: the plugin binaries that ship; pin each by sha256sum in config.yaml.
+plugins:
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/ ./plugins/webhook/cmd/sshward-plugin-webhook ./plugins/oncall/cmd/sshward-plugin-oncall
 
 deps:
 	@bash .ci/deps

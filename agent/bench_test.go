@@ -36,6 +36,10 @@ import (
 // The agent runs in this process for throughput and connect time, so that
 // -cpuprofile profiles it, and as a child process for its memory, which
 // must not include the benchmark's own.
+//
+// Sessions run as a fresh local account whose shell is /bin/sh (when the
+// benchmarks run as root, as on CI): a developer's or root's shell start-up
+// files (pyenv, nvm, …) would otherwise cost more than either server.
 
 const (
 	// benchExecBytes is what the exec benchmarks move: issue 3's 1 GiB.
@@ -58,10 +62,10 @@ type benchPeer struct {
 	name  string
 	c     *sshClient
 	spool string // the agent's spool; "" for sshd
+	sshd  int    // sshd's pid; 0 for the agent
 }
 
-// benchEnv is the agent (in process, production tier, the account as it
-// is) and sshd, trusting the same user CA and presenting host certificates
+// benchEnv is the agent (in process, production tier) and sshd, trusting the same user CA and presenting host certificates
 // of the same host CA, and a certificate for the current account.
 type benchEnv struct {
 	ca    *fakeCA
@@ -73,7 +77,7 @@ type benchEnv struct {
 func newBenchEnv(b *testing.B) *benchEnv {
 	b.Helper()
 	ca := newFakeCA(b)
-	login := currentUser(b)
+	login := benchAccount(b)
 	a := startAgent(b, ca, agentOpts{tier: api.TierProduction, realUser: true})
 	c := newSSHClient(b, ca, a)
 	k := ca.issue(b, c.home, certSpec{tier: api.TierProduction, keyID: "bench", principals: []string{login}, extensions: productionExt(), ttl: time.Hour})
@@ -82,7 +86,7 @@ func newBenchEnv(b *testing.B) *benchEnv {
 	_, sc.port, _ = net.SplitHostPort(sshd.addr)
 	return &benchEnv{ca: ca, login: login, key: k, peers: []benchPeer{
 		{name: "agent", c: c, spool: SpoolDir(a.dataDir)},
-		{name: "sshd", c: &sc},
+		{name: "sshd", c: &sc, sshd: sshd.pid},
 	}}
 }
 
@@ -93,40 +97,114 @@ func (e *benchEnv) each(b *testing.B, fn func(b *testing.B, p benchPeer)) {
 	}
 }
 
-// transfer runs remote over ssh, reads its stdout to the end and returns
-// how many bytes came and how long the whole ssh run took (connect to
-// exit, as a user sees it).
-func (e *benchEnv) transfer(b *testing.B, p benchPeer, extra []string, remote string) (int64, time.Duration) {
+// transferred is one timed ssh run.
+type transferred struct {
+	bytes int64         // stdout bytes that arrived
+	wall  time.Duration // connect to exit, as a user sees it
+	// cpu is the CPU time of the server and of the command it ran (the
+	// same command for both servers), not of the client: a figure that
+	// load elsewhere on the machine disturbs far less than wall time.
+	cpu time.Duration
+}
+
+// transfer runs remote over ssh with its stdout counted by wc -c (another
+// process, so that counting costs this process, which may be the agent,
+// nothing).
+func (e *benchEnv) transfer(b *testing.B, p benchPeer, extra []string, remote string) transferred {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "ssh", append(p.c.args(e.key, e.login, extra...), remote)...)
 	cmd.Env = p.c.env()
-	var errb bytes.Buffer
+	var errb, count bytes.Buffer
 	cmd.Stderr = &errb
-	out, err := cmd.StdoutPipe()
+	wc := exec.CommandContext(ctx, "wc", "-c")
+	wc.Stdout = &count
+	pr, pw, err := os.Pipe()
 	if err != nil {
 		b.Fatal(err)
 	}
+	cmd.Stdout, wc.Stdin = pw, pr
+	if err := wc.Start(); err != nil {
+		b.Fatal(err)
+	}
+	pr.Close()
+	cpu0 := p.cpu(b)
 	start := time.Now()
-	if err := cmd.Start(); err != nil {
+	err = cmd.Run()
+	wall := time.Since(start)
+	pw.Close()
+	if werr := wc.Wait(); werr != nil {
+		b.Fatalf("wc: %v", werr)
+	}
+	if err != nil {
+		b.Fatalf("%s: ssh %q: %v\n%s", p.name, remote, err, errb.String())
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(count.String()), 10, 64)
+	if err != nil {
+		b.Fatalf("wc -c: %q", count.String())
+	}
+	cpu := p.cpu(b) - cpu0
+	if p.sshd == 0 { // the agent's children include the client and wc
+		cpu -= processCPU(cmd.ProcessState) + processCPU(wc.ProcessState)
+	}
+	return transferred{bytes: n, wall: wall, cpu: cpu}
+}
+
+func processCPU(ps *os.ProcessState) time.Duration { return ps.UserTime() + ps.SystemTime() }
+
+// cpu is the CPU time used so far by the server and its reaped children:
+// this process (the agent) or sshd's listener, whose children are the
+// per-connection processes. sshd reaps them after the client saw the
+// session end, so for sshd it waits until the figure is steady.
+func (p benchPeer) cpu(b *testing.B) time.Duration {
+	b.Helper()
+	if p.sshd == 0 {
+		var self, children syscall.Rusage
+		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &self); err != nil {
+			b.Fatal(err)
+		}
+		if err := syscall.Getrusage(syscall.RUSAGE_CHILDREN, &children); err != nil {
+			b.Fatal(err)
+		}
+		return rusageCPU(&self) + rusageCPU(&children)
+	}
+	last := time.Duration(-1)
+	for range 50 {
+		t := sshdTreeCPU(b, p.sshd)
+		if t == last {
+			return t
+		}
+		last = t
+		time.Sleep(50 * time.Millisecond)
+	}
+	return last
+}
+
+func rusageCPU(r *syscall.Rusage) time.Duration {
+	return time.Duration(r.Utime.Nano() + r.Stime.Nano())
+}
+
+// sshdTreeCPU is utime+stime+cutime+cstime of pid (/proc/PID/stat, in
+// clock ticks of 10 ms: USER_HZ is 100 on Linux).
+func sshdTreeCPU(b *testing.B, pid int) time.Duration {
+	b.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
 		b.Fatal(err)
 	}
-	var n int64
-	buf := make([]byte, 1<<20)
-	for {
-		m, err := out.Read(buf)
-		n += int64(m)
+	s := string(data)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	// f[0] is field 3 (state); utime..cstime are fields 14..17.
+	var ticks int64
+	for _, v := range f[11:15] {
+		t, err := strconv.ParseInt(v, 10, 64)
 		if err != nil {
-			break
+			b.Fatalf("/proc/%d/stat: %q", pid, s)
 		}
+		ticks += t
 	}
-	err = cmd.Wait()
-	d := time.Since(start)
-	if err != nil {
-		b.Fatalf("%s: ssh %q: %v after %d bytes\n%s", p.name, remote, err, n, errb.String())
-	}
-	return n, d
+	return time.Duration(ticks) * 10 * time.Millisecond
 }
 
 // checkRecorded asserts that the agent recorded the run of remote whole,
@@ -149,8 +227,9 @@ func (e *benchEnv) checkRecorded(b *testing.B, p benchPeer, remote string, recei
 	}
 }
 
-func reportMBps(b *testing.B, n int64, d time.Duration) {
-	b.ReportMetric(float64(n)/1e6/d.Seconds(), "MB/s")
+func (t transferred) report(b *testing.B) {
+	b.ReportMetric(float64(t.bytes)/1e6/t.wall.Seconds(), "MB/s")
+	b.ReportMetric(t.cpu.Seconds()/(float64(t.bytes)/1e9), "cpu-s/GB")
 }
 
 // BenchmarkExecThroughput: `ssh host 'head -c 1G /dev/zero'` (issue 3's
@@ -170,12 +249,12 @@ func BenchmarkExecThroughput(b *testing.B) {
 		b.Run(tc.name, func(b *testing.B) {
 			e.each(b, func(b *testing.B, p benchPeer) {
 				for range b.N {
-					n, d := e.transfer(b, p, nil, tc.remote)
-					if n != benchExecBytes {
-						b.Fatalf("received %d bytes, want %d", n, benchExecBytes)
+					t := e.transfer(b, p, nil, tc.remote)
+					if t.bytes != benchExecBytes {
+						b.Fatalf("received %d bytes, want %d", t.bytes, benchExecBytes)
 					}
-					reportMBps(b, n, d)
-					e.checkRecorded(b, p, tc.remote, n)
+					t.report(b)
+					e.checkRecorded(b, p, tc.remote, t.bytes)
 				}
 			})
 		})
@@ -191,12 +270,12 @@ func BenchmarkPTYThroughput(b *testing.B) {
 	lines := benchPTYBytes / (len(benchLine) + 1)
 	e.each(b, func(b *testing.B, p benchPeer) {
 		for range b.N {
-			n, d := e.transfer(b, p, []string{"-tt"}, remote)
-			if n < benchPTYBytes || n > benchPTYBytes+int64(lines)+1 {
-				b.Fatalf("received %d bytes, want %d and a \\r per line", n, benchPTYBytes)
+			t := e.transfer(b, p, []string{"-tt"}, remote)
+			if t.bytes < benchPTYBytes || t.bytes > benchPTYBytes+int64(lines)+1 {
+				b.Fatalf("received %d bytes, want %d and a \\r per line", t.bytes, benchPTYBytes)
 			}
-			reportMBps(b, n, d)
-			e.checkRecorded(b, p, remote, n)
+			t.report(b)
+			e.checkRecorded(b, p, remote, t.bytes)
 		}
 	})
 }
@@ -241,7 +320,7 @@ func BenchmarkConnect(b *testing.B) {
 // which counts pages shared between them once.
 func BenchmarkIdleSessions(b *testing.B) {
 	ca := newFakeCA(b)
-	login := currentUser(b)
+	login := benchAccount(b)
 	k := ca.issue(b, "", certSpec{keyID: "bench idle", principals: []string{login}, extensions: stagingExt(), ttl: time.Hour})
 
 	b.Run("agent", func(b *testing.B) {
@@ -272,6 +351,41 @@ func BenchmarkIdleSessions(b *testing.B) {
 			b.ReportMetric(float64(kib)/benchIdleSessions, "KiB/session")
 		}
 	})
+}
+
+// benchAccount returns the login the benchmarks' sessions run as: as root,
+// a new local account with /bin/sh and a home from /etc/skel, removed on
+// cleanup; otherwise the current account (the agent serves only its own
+// user when it is not root).
+func benchAccount(b *testing.B) string {
+	b.Helper()
+	if os.Geteuid() != 0 {
+		return currentUser(b)
+	}
+	for _, tool := range []string{"useradd", "userdel"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			b.Fatalf("%s not found: install passwd", tool)
+		}
+	}
+	name := "swb" + strconv.Itoa(os.Getpid()%100000)
+	base, err := os.MkdirTemp("", "sshward-bench-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := os.Chmod(base, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	_ = exec.Command("userdel", "-r", name).Run() // a leftover of a killed run
+	b.Cleanup(func() {
+		_ = exec.Command("userdel", "-r", name).Run()
+		os.RemoveAll(base)
+	})
+	// Password "*": no password login, but not "!", which sshd without
+	// PAM takes for a locked account.
+	if out, err := exec.Command("useradd", "-m", "-d", filepath.Join(base, name), "-s", "/bin/sh", "-p", "*", name).CombinedOutput(); err != nil {
+		b.Fatalf("useradd: %v %s", err, out)
+	}
+	return name
 }
 
 // idleSessions are interactive sessions sitting at their prompt.

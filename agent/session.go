@@ -504,22 +504,61 @@ func (s *session) runUserRC(c command, st *stdio) {
 	proc.reap()
 }
 
+// Output pump buffers: one read's worth each, and at most this many per
+// stream in flight between reading and sending.
+const (
+	pumpChunk   = 32 << 10 // OpenSSH's channel packet size
+	pumpBuffers = 4
+)
+
 // pumpOutput copies the process's output to the client, recording it
 // first: with a closed tier, output that could not be recorded is not
 // shown. EIO from a terminal means its last holder closed it.
+//
+// Reading and recording a chunk overlaps with sending the one before (the
+// channel encrypts in the sender's goroutine), so that a busy session uses
+// two cores instead of doing both in turn; a chunk is still sent only
+// once recorded. Buffers are made as the backlog needs them: an idle
+// session holds one.
 func (s *session) pumpOutput(r io.Reader, w io.Writer, rec *sessionRecording, record bool) {
-	buf := make([]byte, 32<<10)
+	free := make(chan []byte, pumpBuffers)
+	full := make(chan []byte, pumpBuffers)
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		for b := range full {
+			if _, err := w.Write(b); err != nil {
+				// The client is gone; keep draining so the process is not
+				// blocked on a full pipe before it is killed.
+				w = io.Discard
+			}
+			free <- b[:cap(b)]
+		}
+	}()
+	defer func() {
+		close(full)
+		<-sent
+	}()
+	made := 0
 	for {
+		var buf []byte
+		select {
+		case buf = <-free:
+		default:
+			if made < pumpBuffers {
+				buf, made = make([]byte, pumpChunk), made+1
+			} else {
+				buf = <-free
+			}
+		}
 		n, err := r.Read(buf)
 		if n > 0 {
 			if record && !rec.output(buf[:n]) {
 				return
 			}
-			if _, werr := w.Write(buf[:n]); werr != nil {
-				// The client is gone; keep draining so the process is not
-				// blocked on a full pipe before it is killed.
-				w = io.Discard
-			}
+			full <- buf[:n]
+		} else {
+			free <- buf
 		}
 		if err != nil {
 			return

@@ -167,6 +167,7 @@ func wantRefusal(t *testing.T, err error, code, say string) {
 }
 
 func TestAccessRequestDualControl(t *testing.T) {
+	t.Parallel()
 	w := newReqWorld(t)
 	type step struct {
 		who, do, reason string // do: approve, deny, cert
@@ -271,6 +272,7 @@ func TestAccessRequestDualControl(t *testing.T) {
 }
 
 func TestCreateRequestRefusals(t *testing.T) {
+	t.Parallel()
 	w := newReqWorld(t)
 	tests := []struct {
 		name, who string
@@ -309,6 +311,7 @@ func TestCreateRequestRefusals(t *testing.T) {
 }
 
 func TestRequestVisibility(t *testing.T) {
+	t.Parallel()
 	w := newReqWorld(t)
 	ctx := context.Background()
 	r := w.create(t, "olivia", api.CreateRequest{})
@@ -380,6 +383,7 @@ func TestRequestVisibility(t *testing.T) {
 
 func TestBreakGlassCertificate(t *testing.T) {
 	catest.NeedOpenSSH(t)
+	t.Parallel()
 	w := newReqWorld(t)
 	ctx := context.Background()
 	reason := "INC-4711 primary database down, " + strings.Repeat("é", 150) // 332 bytes
@@ -480,6 +484,7 @@ func TestBreakGlassCertificate(t *testing.T) {
 }
 
 func TestRequestExpiry(t *testing.T) {
+	t.Parallel()
 	w := newReqWorld(t)
 	ctx := context.Background()
 	pending := w.create(t, "olivia", api.CreateRequest{})
@@ -562,6 +567,7 @@ func TestRequestExpiry(t *testing.T) {
 }
 
 func TestApprovalPolicy(t *testing.T) {
+	t.Parallel()
 	w := newReqWorld(t)
 	ctx := context.Background()
 	type decision = ca.PolicyDecision
@@ -662,6 +668,7 @@ func TestApprovalPolicy(t *testing.T) {
 }
 
 func TestRequestAuditTrail(t *testing.T) {
+	t.Parallel()
 	w := newReqWorld(t)
 	ctx := context.Background()
 

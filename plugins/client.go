@@ -148,6 +148,8 @@ func (c *Client) Close() error {
 // CleanupClients kills every plugin process any Client started (go-plugin's
 // managed clients). Defer it once in main, after the Clients' Close: it is
 // the safety net for processes a panic or an early return left behind.
+// (go-plugin keeps each managed client in a process-wide list until then,
+// so every restart adds an entry: bounded by the restart backoff.)
 func CleanupClients() { plugin.CleanupClients() }
 
 // call runs fn against a live process and sorts its failure: the caller's

@@ -1,6 +1,10 @@
 package recorder
 
-import "unicode/utf8"
+import (
+	"encoding/binary"
+	"slices"
+	"unicode/utf8"
+)
 
 // escapes[c] is how byte c appears inside a JSON string when it is not
 // itself (RFC 8259 section 7: '"', '\\' and controls must be escaped), or ""
@@ -89,10 +93,7 @@ func validPrefix(s []byte) int {
 // appendValid appends valid UTF-8 s, escaped.
 func appendValid(dst, s []byte) []byte {
 	for i := 0; i < len(s); {
-		j := i
-		for j < len(s) && escapes[s[j]] == "" {
-			j++
-		}
+		j := i + plainPrefix(s[i:])
 		dst = append(dst, s[i:j]...)
 		if j == len(s) {
 			break
@@ -100,8 +101,14 @@ func appendValid(dst, s []byte) []byte {
 		c := s[j]
 		switch {
 		case c != 0xE2:
-			dst = append(dst, escapes[c]...)
-			j++
+			// A run of one byte is escaped at once: NUL bytes (/dev/zero,
+			// binary files) grow sixfold, one append per byte is slow.
+			k := j + 1
+			for k < len(s) && s[k] == c {
+				k++
+			}
+			dst = appendRepeated(dst, escapes[c], k-j)
+			j = k
 		case j+2 < len(s) && s[j+1] == 0x80 && (s[j+2] == 0xA8 || s[j+2] == 0xA9):
 			dst = append(dst, `\u202`...)
 			dst = append(dst, hexDigits[s[j+2]&0xf])
@@ -111,6 +118,46 @@ func appendValid(dst, s []byte) []byte {
 			j++
 		}
 		i = j
+	}
+	return dst
+}
+
+// plainPrefix returns the length of the prefix of s that is written as is
+// (escapes[c] == ""), testing eight bytes at a time while none of them
+// needs a look.
+func plainPrefix(s []byte) int {
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		if mayNeedEscape(binary.LittleEndian.Uint64(s[i:])) {
+			break
+		}
+	}
+	for i < len(s) && escapes[s[i]] == "" {
+		i++
+	}
+	return i
+}
+
+// mayNeedEscape reports whether one of the eight bytes in x is a control
+// (< 0x20), '"', '\\' or 0xE2: the bytes escapes marks. It is exact, with
+// the "has a zero byte" and "has a byte less than n" tests of Bit
+// Twiddling Hacks (S. E. Anderson).
+func mayNeedEscape(x uint64) bool {
+	const lsb, msb = 0x0101010101010101, 0x8080808080808080
+	zero := func(v uint64) uint64 { return (v - lsb) &^ v & msb }
+	return ((x-0x20*lsb)&^x&msb)|zero(x^('"'*lsb))|zero(x^('\\'*lsb))|zero(x^(0xE2*lsb)) != 0
+}
+
+// appendRepeated appends n copies of esc, doubling what is written.
+func appendRepeated(dst []byte, esc string, n int) []byte {
+	if n == 1 {
+		return append(dst, esc...)
+	}
+	start, size := len(dst), len(esc)*n
+	dst = slices.Grow(dst, size)[:start+size]
+	copy(dst[start:], esc)
+	for done := len(esc); done < size; done *= 2 {
+		copy(dst[start+done:], dst[start:start+done])
 	}
 	return dst
 }

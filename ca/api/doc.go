@@ -8,6 +8,12 @@
 //	POST /v1/login          LoginRequest         -> LoginResponse (session token)
 //	POST /v1/cert           CertRequest  (Bearer) -> CertResponse
 //
+// Dual control (see requests.go for every path):
+//
+//	POST /v1/requests       CreateRequest (Bearer) -> AccessRequest {id, state: pending}
+//	POST /v1/requests/{id}/approve  Decision  (Bearer, another person) -> AccessRequest
+//	POST /v1/cert           CertRequest{RequestID} (Bearer) -> one CertResponse
+//
 // For a host:
 //
 //	POST /v1/host/join      JoinRequest          -> HostCertResponse

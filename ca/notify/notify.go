@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -295,7 +296,7 @@ func (d *Dispatcher) attempt(ctx context.Context, n Notifier, ev store.AuditEven
 func (d *Dispatcher) recordFailure(ctx context.Context, name string, ev store.AuditEvent, failures int, cause error) {
 	reason := cause.Error()
 	if len(reason) > 300 {
-		reason = reason[:300] + "…"
+		reason = strings.ToValidUTF8(reason[:300], "") + "…"
 	}
 	err := d.cfg.Store.Update(ctx, func(tx *store.Tx) error {
 		return tx.AppendAudit(&store.AuditEvent{

@@ -32,7 +32,7 @@ type AccessRequest struct {
 	IssuedSerial    uint64        `json:"issued_serial,omitzero"`
 	IssuedAt        time.Time     `json:"issued_at,omitzero"`
 	UsedAt          time.Time     `json:"used_at,omitzero"`
-	UsedOn          string        `json:"used_on,omitzero"`     // host that reported the use
+	UsedOn          string        `json:"used_on,omitzero"`    // host that reported the use
 	SessionID       string        `json:"session_id,omitzero"` // recording of that session
 }
 

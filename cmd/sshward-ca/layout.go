@@ -42,9 +42,10 @@ func (l layout) check() error {
 
 // config is DIR/config.yaml: server settings. The tier policy is policy.yaml.
 type config struct {
-	Listen   string     `yaml:"listen"`
-	TLSNames []string   `yaml:"tls_names"`
-	OIDC     oidcConfig `yaml:"oidc"`
+	Listen   string         `yaml:"listen"`
+	TLSNames []string       `yaml:"tls_names"`
+	OIDC     oidcConfig     `yaml:"oidc"`
+	Plugins  []pluginConfig `yaml:"plugins"`
 }
 
 type oidcConfig struct {
@@ -76,6 +77,24 @@ oidc:
   mfa_amr: [otp, mfa, hwk, swk, totp]  # any of these in amr counts as MFA
   mfa_acr: []
   redirect_listen: ""   # e.g. 127.0.0.1:8250 when the provider matches redirect URIs exactly
+# plugins: executables the CA runs over go-plugin (gRPC, mutual TLS). Each is
+# pinned by its SHA-256 (sha256sum BINARY); a mismatch refuses to start.
+# kind notifier gets every audit event (queued in the audit log, retried);
+# kind approval reviews access requests: all must allow, and one that is
+# missing or crashed denies (fail closed). A plugin's environment is env only.
+# plugins:
+#   - name: webhook
+#     kind: notifier
+#     path: /usr/local/bin/sshward-plugin-webhook   # relative: to this directory
+#     sha256: "<sha256sum of the binary>"
+#     args: [--url, "https://hooks.example.com/sshward", --secret-file, /etc/sshward/webhook.secret]
+#   - name: oncall
+#     kind: approval
+#     path: /usr/local/bin/sshward-plugin-oncall
+#     sha256: "<sha256sum of the binary>"
+#     args: [--schedule, /etc/sshward/oncall.yaml]
+#     env: {TZ: UTC}
+plugins: []
 `
 
 func loadConfig(path string) (*config, error) {

@@ -112,8 +112,13 @@ func (e *env) cmdServe(ctx context.Context, args []string) error {
 		return err
 	}
 	defer db.Close()
+	plugs, err := startPlugins(ctx, l.dir, cfg.Plugins, db, log)
+	if err != nil {
+		return fmt.Errorf("refusing to start: %w", err)
+	}
+	defer plugs.close()
 
-	acfg := ca.Config{Store: db, Policy: pol, UserCAs: userCAs, HostCA: hostCA, TLSRoot: root, Logger: log}
+	acfg := ca.Config{Store: db, Policy: pol, UserCAs: userCAs, HostCA: hostCA, TLSRoot: root, Logger: log, ApprovalPolicy: plugs.approval}
 	if cfg.OIDC.Issuer != "" {
 		v, err := identity.NewOIDCVerifier(ctx, identity.OIDCConfig{
 			Issuer: cfg.OIDC.Issuer, ClientID: cfg.OIDC.ClientID, Scopes: cfg.OIDC.Scopes,
@@ -149,6 +154,7 @@ func (e *env) cmdServe(ctx context.Context, args []string) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Serve(gctx, ln) })
 	g.Go(func() error { return srv.ServeAdmin(gctx, aln) })
+	g.Go(func() error { return plugs.run(gctx) })
 	err = g.Wait()
 	log.Info("sshward-ca stopped")
 	return err

@@ -103,8 +103,9 @@ func (e *env) cmdCert(ctx context.Context, args []string) error {
 	certReq := func() api.CertRequest {
 		id := *reqID
 		if *ensure && id == "" {
-			if id = e.approvedRequest(ctx, c, *tier); id != "" && !*quiet {
-				fmt.Fprintf(e.stderr, "sshward: using approved access request %s (single use)\n", id)
+			id = e.approvedRequest(ctx, c, *tier)
+			if id != "" && !*quiet {
+				fmt.Fprintf(e.stderr, "sshward: using access request %s (single use)\n", id)
 			}
 		}
 		return api.CertRequest{Tier: *tier, PublicKey: string(ssh.MarshalAuthorizedKey(sshPub)), Principals: principals, TTL: api.Duration(*ttl), RequestID: id}

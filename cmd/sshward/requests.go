@@ -11,6 +11,7 @@ import (
 
 	"github.com/sshward/sshward/ca/api"
 	"github.com/sshward/sshward/ca/client"
+	"github.com/sshward/sshward/ca/policy"
 	"github.com/sshward/sshward/cmd/internal/cli"
 )
 
@@ -63,7 +64,7 @@ func (e *env) cmdRequest(ctx context.Context, args []string) error {
 	}
 	w := e.stdout
 	fmt.Fprintf(w, "%s %s: %s as %s for %s, needs %d approvals (%s)\n", r.ID, r.State, r.Tier,
-		strings.Join(r.Principals, ","), time.Duration(r.TTL), r.ApprovalsNeeded, strings.Join(r.Approvers, ", "))
+		strings.Join(r.Principals, ","), policy.FormatDuration(time.Duration(r.TTL)), r.ApprovalsNeeded, strings.Join(r.Approvers, ", "))
 	fmt.Fprintf(w, "  reason:  %s\n", r.Reason)
 	fmt.Fprintf(w, "  expires: %s unless approved\n", e.requestTime(r.ExpiresAt))
 	fmt.Fprintf(w, "Ask an approver to run: sshward approve %s\n", r.ID)
@@ -123,6 +124,7 @@ func (e *env) requestTable(w io.Writer, rs []api.AccessRequest, withRequester bo
 		head = "  ID\tREQUESTER\tSTATE\tTIER\tAPPROVALS\tWHEN\tREASON\n"
 	}
 	fmt.Fprint(tw, head)
+	mayApprove := false
 	for _, r := range rs {
 		approvals := fmt.Sprintf("%d/%d", len(r.Approvals), r.ApprovalsNeeded)
 		if len(r.Approvals) > 0 {
@@ -131,6 +133,7 @@ func (e *env) requestTable(w io.Writer, rs []api.AccessRequest, withRequester bo
 		state := r.State
 		if r.CanApprove {
 			state += "*"
+			mayApprove = true
 		}
 		cols := []string{r.ID, state, r.Tier, approvals, e.requestWhen(r), clipRequestText(r.Reason, 48)}
 		if withRequester {
@@ -139,6 +142,9 @@ func (e *env) requestTable(w io.Writer, rs []api.AccessRequest, withRequester bo
 		fmt.Fprintf(tw, "  %s\n", strings.Join(cols, "\t"))
 	}
 	tw.Flush()
+	if mayApprove {
+		fmt.Fprintln(w, "  * you may approve it now")
+	}
 }
 
 // requestWhen is the one time that matters for a request's state.
@@ -211,19 +217,26 @@ func (e *env) cmdDecide(ctx context.Context, args []string, deny bool) error {
 }
 
 // approvedRequest returns the id of the caller's newest approved, unused
-// access request for tier ("" when there is none or the CA cannot say), so
-// that the ssh_config auto-fetch uses an approval without being told.
+// access request for tier, so that the ssh_config auto-fetch uses an
+// approval without being told. Failing that it returns the newest pending
+// one, whose refusal tells the user how many approvals are missing, or ""
+// (none, or the CA cannot say: the certificate request reports that).
 func (e *env) approvedRequest(ctx context.Context, c *client.Client, tier string) string {
 	rs, err := c.ListRequests(ctx, api.ScopeMine, false)
 	if err != nil {
-		return "" // the certificate request that follows reports the real problem
+		return ""
 	}
+	pending := ""
 	for _, r := range rs { // newest first
-		if r.Tier == tier && r.State == api.StateApproved {
+		switch {
+		case r.Tier != tier:
+		case r.State == api.StateApproved:
 			return r.ID
+		case r.State == api.StatePending && pending == "":
+			pending = r.ID
 		}
 	}
-	return ""
+	return pending
 }
 
 // sessionClient returns a CA client with the saved, unexpired session.
@@ -247,9 +260,9 @@ func (e *env) sessionClient() (*client.Client, error) {
 func (e *env) requestTime(t time.Time) string {
 	d := t.Sub(e.now()).Round(time.Second)
 	if d < 0 {
-		return fmt.Sprintf("%s (%s ago)", t.Local().Format("15:04:05"), -d)
+		return fmt.Sprintf("%s (%s ago)", t.Local().Format("15:04:05"), policy.FormatDuration(-d))
 	}
-	return fmt.Sprintf("%s (in %s)", t.Local().Format("15:04:05"), d)
+	return fmt.Sprintf("%s (in %s)", t.Local().Format("15:04:05"), policy.FormatDuration(d))
 }
 
 // clipRequestText fits free text into one table cell of n characters.

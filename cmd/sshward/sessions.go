@@ -11,8 +11,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"golang.org/x/term"
 
@@ -154,23 +154,43 @@ const (
 )
 
 // sessionTable prints one row per session and, with --grep, up to three
-// hits under it, each with its offset for `sshward play ID`.
+// hits under it, each with its offset for `sshward play ID`. Widths are
+// computed here rather than by text/tabwriter, whose columns would restart
+// at every hit line.
 func (e *env) sessionTable(list []sessionSummary) {
-	tw := tabwriter.NewWriter(e.stdout, 0, 1, 1, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSTART\tUSER\tHOST\tTIER\tDUR")
+	rows := [][]string{{"ID", "START", "USER", "HOST", "TIER", "DUR"}}
 	for _, s := range list {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.Start.Local().Format("01-02 15:04"),
-			clip(s.User, colUser), clip(s.Host, colHost), clip(s.Tier, colTier), sessionDuration(s))
-		for i, h := range s.Hits {
-			if i == 3 {
-				fmt.Fprintf(tw, "  … %d more\n", len(s.Hits)-3)
+		rows = append(rows, []string{s.ID, s.Start.Local().Format("01-02 15:04"),
+			clip(s.User, colUser), clip(s.Host, colHost), clip(s.Tier, colTier), sessionDuration(s)})
+	}
+	width := make([]int, len(rows[0]))
+	for _, r := range rows {
+		for i, c := range r {
+			width[i] = max(width[i], len([]rune(c)))
+		}
+	}
+	line := func(r []string) {
+		var b strings.Builder
+		for i, c := range r {
+			b.WriteString(c)
+			if i < len(r)-1 {
+				b.WriteString(strings.Repeat(" ", width[i]-len([]rune(c))+1))
+			}
+		}
+		fmt.Fprintln(e.stdout, b.String())
+	}
+	line(rows[0])
+	for i, s := range list {
+		line(rows[i+1])
+		for j, h := range s.Hits {
+			if j == 3 {
+				fmt.Fprintf(e.stdout, "  … %d more\n", len(s.Hits)-3)
 				break
 			}
 			prefix := "  " + offset(h.Time) + "  "
-			fmt.Fprintln(tw, prefix+clip(printableText(h.Text), hitWidth-len(prefix)))
+			fmt.Fprintln(e.stdout, prefix+clip(printableText(h.Text), hitWidth-len(prefix)))
 		}
 	}
-	tw.Flush()
 }
 
 // sessionDuration is "live", "1h02m", "3m04s" or "12s".
@@ -212,22 +232,24 @@ func clip(s string, n int) string {
 	return s
 }
 
-// printableText drops terminal escape sequences and control characters from
-// a search hit, so a listing never reprograms the reader's terminal.
+// printableText drops terminal escape sequences and control characters
+// (C0, DEL and C1) from a search hit, so a listing never reprograms the
+// reader's terminal.
 func printableText(s string) string {
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == 0x1b:
+		if s[i] == 0x1b {
 			i = skipEscape(s, i)
-		case c < 0x20 || c == 0x7f:
-			b.WriteByte(' ')
-		default:
-			b.WriteByte(c)
+			continue
 		}
+		b.WriteByte(s[i])
 	}
-	return strings.ToValidUTF8(b.String(), "")
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, strings.ToValidUTF8(b.String(), ""))
 }
 
 // skipEscape returns the index of the last byte of the escape sequence that

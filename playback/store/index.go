@@ -116,7 +116,8 @@ func IsBreakGlass(r *Record) bool {
 	return r.Meta.Tier == "break-glass" || r.Meta.RequestID != ""
 }
 
-func (f *ListFilter) match(r *Record) bool {
+// Match reports whether r passes the filter (all but Limit).
+func (f *ListFilter) Match(r *Record) bool {
 	switch {
 	case r.Deleting,
 		f.User != "" && r.Meta.Identity != f.User,
@@ -170,7 +171,7 @@ func (s *Store) List(ctx context.Context, f ListFilter) ([]Record, error) {
 			if !f.Since.IsZero() && r.Start.Before(f.Since) {
 				break // newest first: the rest is older still
 			}
-			if f.match(&r) {
+			if f.Match(&r) {
 				out = append(out, r)
 			}
 		}

@@ -2,24 +2,28 @@ package web_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/sshward/sshward/playback/web/webtest"
 )
 
 // genCast returns an asciicast v2 recording of about size bytes that looks
-// like a busy shell: numbered lines of text with colour, 10 ms apart, the
-// first one at 10 ms.
+// like a busy shell: numbered lines of text with colour (about 190 bytes,
+// so 100 MB stays within the server's per-recording index budget), 10 ms
+// apart, the first one at 10 ms.
 func genCast(size int) []byte {
 	var b bytes.Buffer
 	b.Grow(size + 256)
 	b.WriteString(`{"version":2,"width":120,"height":40,"timestamp":1763700000,"env":{"TERM":"xterm-256color"}}` + "\n")
 	for i := 1; b.Len() < size; i++ {
 		fmt.Fprintf(&b, `[%d.%02d, "o", "\u001b[32m%08d\u001b[0m the quick brown fox jumps over the lazy dog %s\r\n"]`+"\n",
-			i/100, i%100, i, strings.Repeat("x", i%40))
+			i/100, i%100, i, strings.Repeat("x", 100+i%40))
 	}
 	return b.Bytes()
 }
@@ -49,8 +53,7 @@ func BenchmarkFirstFrame(b *testing.B) {
 				if err := chromedp.Do(br.ctx, chromedp.Navigate(pageURL)); err != nil {
 					b.Fatal(err)
 				}
-				if _, err := chromedp.Run(br.ctx, chromedp.Poll[bool](firstFrameJS,
-					chromedp.WithPollingInterval(5*time.Millisecond), chromedp.WithPollingTimeout(2*time.Minute))); err != nil {
+				if err := br.waitTrue(firstFrameJS, 5*time.Millisecond, 2*time.Minute); err != nil {
 					b.Fatalf("no first frame: %v", err)
 				}
 				total += time.Since(start)
@@ -61,15 +64,25 @@ func BenchmarkFirstFrame(b *testing.B) {
 	}
 }
 
-// benchServer stores cast as the only recording and returns its page and a
-// func that signs a browser in.
+// benchServer ships cast to a real playback server (webtest.Stack) as the
+// only recording, waits until its text is indexed (so the indexer does not
+// compete with the browser), and returns its page and a func that signs a
+// browser in as the auditor.
 func benchServer(b *testing.B, cast []byte) (string, func(*browser)) {
-	f := newFakeAPI()
-	f.add(fakeDetail("bench-1", "alice", false), cast, false)
-	srv := f.serve(b, mustUI(b))
-	return srv.URL + "/session/bench-1", func(br *browser) {
-		br.do(b, "open", chromedp.Navigate(srv.URL+"/"))
-		br.login(b, "auditor", "pw", "")
+	st := webtest.New(b)
+	st.Ingest(b, webtest.Session{ID: "bench-1"}, cast)
+	last := cast[bytes.LastIndexByte(cast[:len(cast)-1], '\n')+1:]
+	var ev []any
+	if err := json.Unmarshal(last, &ev); err != nil {
+		b.Fatal(err)
+	}
+	st.WaitSearch(b, "bench-1", lineNumber(ev[2].(string)))
+	return st.URL + "/session/bench-1", func(br *browser) {
+		br.do(b, "open", chromedp.Navigate(st.URL+"/"))
+		br.login(b, webtest.Auditor, webtest.Password, "")
 		br.waitVisible(b, "#sessions")
 	}
 }
+
+// lineNumber is the "%08d" a genCast line starts with (after its colour).
+func lineNumber(data string) string { return data[5:13] }

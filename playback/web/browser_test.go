@@ -2,6 +2,8 @@ package web_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -84,6 +86,11 @@ func newBrowser(t testing.TB, timeout time.Duration) *browser {
 		}
 	}()
 	t.Cleanup(func() {
+		// Every page a test opens must live within the CSP: a violation
+		// means something the page needs is blocked (or was inlined).
+		if v := b.cspViolations(); len(v) > 0 {
+			t.Errorf("Content-Security-Policy violations:\n%s", strings.Join(v, "\n"))
+		}
 		if t.Failed() {
 			for _, m := range b.messages() {
 				t.Logf("browser console: %s: %s", m.Type, m.Text)
@@ -142,6 +149,24 @@ func (b *browser) waitTerminal(t testing.TB, want string, within time.Duration) 
 	status, _ := chromedp.Run(b.ctx, chromedp.Evaluate[string](`(document.getElementById("status") || {}).textContent || ""`))
 	t.Fatalf("the player never showed %q (last error: %v)\nscreen:\n%s\nstatus: %s", want, err, strings.TrimRight(screen, " \n"), status)
 	return ""
+}
+
+// waitTrue evaluates js every interval until it is true. It polls from Go
+// so that it survives the navigation it may start during.
+func (b *browser) waitTrue(js string, interval, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	var err error
+	for time.Now().Before(deadline) && b.ctx.Err() == nil {
+		var ok bool
+		if ok, err = chromedp.Run(b.ctx, chromedp.Evaluate[bool](js)); err == nil && ok {
+			return nil
+		}
+		time.Sleep(interval)
+	}
+	if err == nil {
+		err = errors.New("timed out")
+	}
+	return fmt.Errorf("wait for %s: %w", js, err)
 }
 
 // text returns the textContent of the first element matching css.

@@ -73,11 +73,24 @@ func Sum(path string) (string, error) {
 // reaped. Linux only (/proc).
 func Children(t testing.TB, path string) []int {
 	t.Helper()
+	return processes(t, path, os.Getpid())
+}
+
+// Running returns the pids of every live process whose executable is
+// path, whoever started it (a CA under test, say).
+func Running(t testing.TB, path string) []int {
+	t.Helper()
+	return processes(t, path, -1)
+}
+
+// processes lists live processes running path, children of parent unless
+// parent is -1.
+func processes(t testing.TB, path string, parent int) []int {
+	t.Helper()
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		t.Fatalf("plugintest: read /proc: %v", err)
 	}
-	self := os.Getpid()
 	var pids []int
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
@@ -97,7 +110,7 @@ func Children(t testing.TB, path string) []int {
 		if len(f) < 2 || f[0] == "Z" {
 			continue // a zombie is dead, merely unreaped
 		}
-		if ppid, _ := strconv.Atoi(f[1]); ppid != self {
+		if ppid, _ := strconv.Atoi(f[1]); parent != -1 && ppid != parent {
 			continue
 		}
 		if exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe")); err == nil && exe == path {

@@ -296,12 +296,16 @@
   }
 
   // streamCast reads a cast progressively. onChunk(state) runs after each
-  // network read with state = {parts (whole lines only), lastTime (of the
-  // last whole line), events (any line after the header), done}.
-  // Reading in pieces lets the player show its first frame long before a
-  // large recording has arrived, and follows a live session as it grows.
+  // network read with state = {parts (whole lines only), bytes (their
+  // length), lastTime (of the last whole line), events (any line after the
+  // header), done}; when it returns a promise, reading waits for it (so the
+  // player gets the main thread for its first frame). Reading in pieces lets
+  // the player start long before a large recording has arrived, and follows
+  // a live session as it grows.
   async function streamCast(url, onChunk, signal) {
+    performance.mark("sshward:cast-request");
     const resp = await fetch(url, { credentials: "same-origin", signal });
+    performance.mark("sshward:cast-response");
     if (!resp.ok) {
       let msg = `the server answered ${resp.status}`;
       try { msg = JSON.parse(await resp.text()).message || msg; } catch (_) { /* keep */ }
@@ -313,6 +317,7 @@
     let tail = ""; // bytes after the last newline, not yet a whole line
     let lastTime = 0;
     let events = false;
+    let bytes = 0;
     for (;;) {
       const { done, value } = await reader.read();
       if (done) break;
@@ -325,22 +330,28 @@
       const whole = s.slice(0, cut + 1);
       tail = s.slice(cut + 1);
       parts.push(whole);
+      bytes += whole.length;
       // The header is the first line; the player needs an event too.
       events = events || parts.length > 1 || whole.indexOf("\n") < whole.length - 1;
       const prev = whole.lastIndexOf("\n", whole.length - 2);
       const t = lineTime(whole.slice(prev + 1, whole.length - 1));
       if (!isNaN(t)) lastTime = t;
-      onChunk({ parts, lastTime, events, done: false });
+      const wait = onChunk({ parts, bytes, lastTime, events, done: false });
+      if (wait) await wait;
     }
     tail += dec.decode();
     if (tail.trim() !== "") {
       parts.push(tail + "\n");
+      bytes += tail.length + 1;
       events = events || parts.length > 1;
       const t = lineTime(tail);
       if (!isNaN(t)) lastTime = t;
     }
-    onChunk({ parts, lastTime, events, done: true });
+    onChunk({ parts, bytes, lastTime, events, done: true });
   }
+
+  // leadIn is how long before a search hit or marker playback starts.
+  const leadIn = 1;
 
   // Player wraps asciinema-player: it re-creates the player when more of the
   // recording arrives, keeping the position and whether it was playing.
@@ -353,12 +364,15 @@
       this.idle = undefined;
       this.text = "";
       this.playing = false;
+      this.onEnded = null; // called when playback reaches the end of text
     }
 
+    // render shows text; the promise it returns settles once the player
+    // has drawn text (or after a second at most).
     render(text, { startAt, autoPlay }) {
       if (!/\n./.test(text)) {
         status("This recording has no output.");
-        return;
+        return Promise.resolve();
       }
       this.text = text;
       if (this.player) {
@@ -369,22 +383,57 @@
       if (startAt > 0) opts.startAt = startAt;
       if (this.idle) opts.idleTimeLimit = this.idle;
       if (this.markers.length > 0) opts.markers = this.markers;
-      this.player = window.AsciinemaPlayer.create({ data: text }, this.container, opts);
+      const p = window.AsciinemaPlayer.create({ data: text }, this.container, opts);
+      this.player = p;
       this.playing = autoPlay;
-      this.player.addEventListener("play", () => { this.playing = true; });
-      this.player.addEventListener("playing", () => { this.playing = true; });
-      this.player.addEventListener("pause", () => { this.playing = false; });
-      this.player.addEventListener("ended", () => { this.ended = true; });
       this.ended = false;
+      let started;
+      const ready = new Promise((resolve) => {
+        started = resolve;
+        const t0 = performance.now();
+        const drawn = () => {
+          if (this.hasText() || performance.now() - t0 > 1000) {
+            performance.mark("sshward:drawn");
+            resolve();
+            return;
+          }
+          requestAnimationFrame(drawn);
+        };
+        requestAnimationFrame(drawn);
+      });
+      p.addEventListener("play", () => { this.playing = true; });
+      p.addEventListener("playing", () => {
+        this.playing = true;
+        performance.mark("sshward:playing");
+      });
+      p.addEventListener("pause", () => { this.playing = false; });
+      p.addEventListener("ended", () => {
+        this.ended = true;
+        started();
+        if (this.player === p && this.onEnded) this.onEnded();
+      });
+      return ready;
+    }
+
+    // hasText reports whether the terminal shows any text yet
+    // (asciinema-player 3.17 draws rows as pre.ap-term-text > span.ap-line).
+    hasText() {
+      for (const row of this.container.querySelectorAll("pre.ap-term-text > span.ap-line")) {
+        if (row.textContent.trim() !== "") return true;
+      }
+      return false;
     }
 
     currentTime() {
       try { return this.player ? this.player.getCurrentTime() || 0 : 0; } catch (_) { return 0; }
     }
 
+    // seek plays from a second before t, so the moment plays in (and a
+    // marker at the very end is not a position the player restarts from).
     seek(t) {
       if (!this.player) return;
-      this.player.seek(Math.max(0, t)).then(() => this.player.play());
+      const p = this.player;
+      p.seek(Math.max(0, t - leadIn)).then(() => p.play());
     }
 
     // rerender keeps the viewer's place after an option change.
@@ -394,9 +443,10 @@
   }
 
   // firstChunkBytes is how much of a recording the player gets before the
-  // rest has arrived: enough for the first screens, small enough to parse in
-  // a few milliseconds.
-  const firstChunkBytes = 256 << 10;
+  // rest has arrived: many screens, small enough to parse in a few
+  // milliseconds. When the player reaches the end of it, it gets what has
+  // arrived by then; once everything is in, the whole recording.
+  const firstChunkBytes = 64 << 10;
 
   function metaRow(dl, label, value, cls) {
     if (value === undefined || value === null || value === "") return;
@@ -506,7 +556,7 @@
     $("idle").addEventListener("change", () => { player.idle = Number($("idle").value) || undefined; player.rerender(); });
 
     // A search hit starts a second early so the moment plays in.
-    const startAt = hitTime > 0 ? Math.max(0, hitTime - 1) : 0;
+    const startAt = hitTime > 0 ? Math.max(0, hitTime - leadIn) : 0;
     const live = !!d.live;
     show("follow-label", live);
     const castURL = `/api/sessions/${encodeURIComponent(id)}/cast${live ? "?follow=1" : ""}`;
@@ -526,31 +576,51 @@
       if (follow() && pending && pending.parts.length !== shown) renderLive(pending);
     });
 
+    // A partial recording that played to its end continues with more of
+    // what has arrived since: up to four times as much (at least 4 MB), so
+    // that a slow download does not make the player parse it all twice.
+    let shownBytes = 0;
+    player.onEnded = () => {
+      if (live || !pending || pending.done || pending.parts.length === shown) return;
+      const limit = Math.max(4 << 20, 4 * shownBytes);
+      let n = shown, bytes = shownBytes;
+      while (n < pending.parts.length && bytes < limit) bytes += pending.parts[n++].length;
+      shown = n;
+      shownBytes = bytes;
+      player.render(pending.parts.slice(0, n).join(""), { startAt: player.currentTime(), autoPlay: true });
+    };
+
     const onChunk = (st) => {
-      const bytes = st.parts.reduce((n, p) => n + p.length, 0);
+      pending = st;
       if (shown === 0) {
         // First frame: as soon as there is a screenful past startAt (a live
         // session: any event), or all of it.
-        if (!st.done && !st.events) return;
-        if (!st.done && !live && (bytes < firstChunkBytes || st.lastTime < startAt)) return;
+        if (!st.done && !st.events) return null;
+        if (!st.done && !live && (st.bytes < firstChunkBytes || st.lastTime < startAt)) return null;
         shown = st.parts.length;
+        shownBytes = st.bytes;
         lastRender = performance.now();
-        player.render(st.parts.join(""), { startAt: follow() ? st.lastTime : startAt, autoPlay: true });
         if (st.done) status("");
         else status(live ? "Following the live session…" : "Loading the rest of the recording…");
-        return;
+        // Reading waits until the player has drawn: it needs the main
+        // thread more than the download does. The marks let `make bench`
+        // say where the time to the first frame goes.
+        performance.mark("sshward:first-render");
+        return player.render(st.parts.join(""), { startAt: follow() ? st.lastTime : startAt, autoPlay: true });
       }
       if (st.done) {
-        if (st.parts.length === shown && !live) return;
+        if (st.parts.length === shown && !live) {
+          status("");
+          return null;
+        }
         const wasAt = player.currentTime();
         const play = player.playing || player.ended;
         shown = st.parts.length;
         if (follow()) player.render(st.parts.join(""), { startAt: st.lastTime, autoPlay: true });
         else player.render(st.parts.join(""), { startAt: wasAt, autoPlay: play });
         status(live ? "The session has ended." : "");
-        return;
+        return null;
       }
-      pending = st;
       if (follow() && !timer) {
         // At most one re-render a second keeps a chatty session watchable.
         const wait = Math.max(0, lastRender + 1000 - performance.now());
@@ -559,6 +629,7 @@
           if (follow() && pending && pending.parts.length !== shown) renderLive(pending);
         }, wait);
       }
+      return null;
     };
     try {
       await streamCast(castURL, onChunk);

@@ -1,0 +1,139 @@
+// Command sshward-playback is the sshward playback server: it joins the CA
+// once, then receives recordings from host agents and serves them to
+// auditors (API, web UI).
+//
+//	sshward-playback serve --dir DIR --ca URL --fingerprint FP --join-token TOKEN [--listen ADDR] [--advertise URL]
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"time"
+
+	"github.com/sshward/sshward/cmd/internal/cli"
+	"github.com/sshward/sshward/playback"
+	"github.com/sshward/sshward/playback/store"
+	"github.com/sshward/sshward/playback/web"
+)
+
+const usage = `sshward-playback: stores session recordings and serves them to auditors
+
+usage:
+  sshward-playback serve --dir DIR --ca URL --fingerprint FP --join-token TOKEN [--listen ADDR] [--advertise URL]
+      The first start joins the CA with a one-time token (sshward-ca join-token --playback NAME);
+      DIR then keeps the TLS key and certificate, and later starts need only --dir.
+      Retention per tier is set in DIR/config.yaml (written at the first start).
+
+Exit status: 0 ok, 1 failed, 2 usage.
+`
+
+func main() {
+	ctx, stop := cli.SignalContext()
+	code := cli.Exit("sshward-playback", run(ctx, os.Args[1:], os.Stdout, os.Stderr), os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return cli.Usagef("a verb is required")
+	}
+	switch args[0] {
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	case "serve":
+		return serve(ctx, args[1:], stdout, stderr)
+	}
+	return cli.Usagef("unknown verb %q", args[0])
+}
+
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := cli.NewFlagSet("sshward-playback serve --dir DIR --ca URL --fingerprint FP --join-token TOKEN [--listen ADDR] [--advertise URL]")
+	dir := fs.String("dir", "", "directory for the TLS identity, recordings and index")
+	caURL := fs.String("ca", "", "CA URL (first start; later read from DIR)")
+	fingerprint := fs.String("fingerprint", "", "CA root fingerprint (first start)")
+	token := fs.String("join-token", "", "one-time token from sshward-ca join-token --playback NAME (first start)")
+	listen := fs.String("listen", "127.0.0.1:8444", "HTTPS address")
+	advertise := fs.String("advertise", "", "URL agents and clients reach this server at (default https://LISTEN)")
+	var names cli.StringList
+	fs.Var(&names, "name", "extra certificate name (repeatable; each must be allowed by the join token)")
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	if _, err := cli.Parse(fs, args); err != nil {
+		return err
+	}
+	if *dir == "" {
+		return cli.Usagef("--dir is required")
+	}
+	log, err := cli.Logger(stderr, *logFormat, *logLevel)
+	if err != nil {
+		return err
+	}
+	if *advertise == "" {
+		if *advertise, err = playback.DefaultURL(*listen); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(*dir, 0o700); err != nil {
+		return err
+	}
+	jc := playback.JoinConfig{Dir: *dir, CAURL: *caURL, Fingerprint: *fingerprint, Token: *token, URL: *advertise}
+	if len(names) > 0 {
+		jc.Names = append([]string{hostOf(*advertise)}, names...)
+	}
+	id, err := playback.EnsureIdentity(ctx, jc, time.Now())
+	if err != nil {
+		return err
+	}
+	settings, err := playback.LoadSettings(*dir)
+	if err != nil {
+		return fmt.Errorf("refusing to start: %w", err)
+	}
+	st, err := store.Open(ctx, store.Config{Dir: *dir, Logger: log})
+	if errors.Is(err, store.ErrLocked) {
+		return fmt.Errorf("the index in %s is in use: is another sshward-playback serving it?", *dir)
+	}
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	caClient, err := playback.NewCAClient(id.CAURL, id.RootPEM)
+	if err != nil {
+		return err
+	}
+	ui, err := web.New(web.Config{Logger: log})
+	if err != nil {
+		return err
+	}
+	srv, err := playback.New(playback.Config{
+		Store: st, CA: caClient, HostCAs: id.HostCAs, SetHostCAs: id.SetHostCAs, TLS: id.TLSConfig(),
+		Retention: settings.Retention, SweepInterval: settings.SweepInterval, UI: ui, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", *listen, err)
+	}
+	log.Info("sshward-playback serving", "listen", ln.Addr().String(), "url", id.URL, "ca", id.CAURL,
+		"certificate_valid_before", id.Leaf.NotAfter.UTC())
+	fmt.Fprintf(stdout, "sshward-playback serving %s on %s\n", id.URL, ln.Addr())
+	err = srv.Serve(ctx, ln)
+	log.Info("sshward-playback stopped")
+	return err
+}
+
+func hostOf(u string) string {
+	if p, err := url.Parse(u); err == nil {
+		return p.Hostname()
+	}
+	return u
+}

@@ -1,0 +1,385 @@
+package playback
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/sshward/sshward/ca/api"
+	"github.com/sshward/sshward/playback/store"
+	"github.com/sshward/sshward/recorder"
+)
+
+// Integrity of a recording (SessionSummary.Integrity).
+const (
+	IntegrityVerified = "verified" // digest and host signature checked
+	IntegrityPending  = "pending"  // still live: checked when it finishes
+	IntegrityFailed   = "failed"   // the stored bytes or signature no longer verify
+)
+
+// SessionSummary is one recording in GET /api/sessions.
+type SessionSummary struct {
+	ID         string     `json:"id"`
+	User       string     `json:"user"`
+	Principal  string     `json:"principal"`
+	Host       string     `json:"host"`
+	Tier       string     `json:"tier"`
+	Kind       string     `json:"kind"`
+	Command    string     `json:"command,omitempty"`
+	Start      time.Time  `json:"start"`
+	End        *time.Time `json:"end,omitempty"`
+	Live       bool       `json:"live"`
+	BreakGlass bool       `json:"break_glass"`
+	RequestID  string     `json:"request_id,omitempty"`
+	Reason     string     `json:"reason,omitempty"`
+	Approvers  []string   `json:"approvers,omitempty"`
+	Bytes      int64      `json:"bytes"`
+	Complete   bool       `json:"complete"`
+	Integrity  string     `json:"integrity"`
+	Hits       []HitRef   `json:"hits,omitempty"`
+}
+
+// HitRef is a search hit inside a session.
+type HitRef struct {
+	Time float64 `json:"time"`
+	Code string  `json:"code"`
+	Text string  `json:"text"`
+}
+
+// SessionDetail answers GET /api/sessions/{id}.
+type SessionDetail struct {
+	SessionSummary
+	Metadata      recorder.Metadata `json:"metadata"`
+	HostCertKeyID string            `json:"host_cert_key_id"`
+	SignatureOK   bool              `json:"signature_ok"`
+	DigestOK      bool              `json:"digest_ok"`
+	Markers       []store.Marker    `json:"markers"`
+}
+
+func (s *Server) summary(r *store.Record) SessionSummary {
+	m := r.Meta
+	sum := SessionSummary{
+		ID: r.ID, User: m.Identity, Principal: m.Principal, Host: m.Host, Tier: m.Tier, Kind: m.Kind,
+		Command: m.Command, Start: r.Start, Live: !r.Finished, BreakGlass: store.IsBreakGlass(r),
+		RequestID: m.RequestID, Reason: m.Reason, Approvers: m.Approvers, Bytes: r.Stored,
+		Complete: r.Finished && m.Complete, Integrity: IntegrityPending,
+	}
+	if sum.Host == "" {
+		sum.Host = r.Owner
+	}
+	if r.Finished {
+		sum.Integrity = IntegrityVerified
+		if !m.End.IsZero() {
+			end := m.End
+			sum.End = &end
+		}
+		s.mu.Lock()
+		if c, ok := s.integrity[r.ID]; ok && !c.ok {
+			sum.Integrity = IntegrityFailed
+		}
+		s.mu.Unlock()
+	}
+	return sum
+}
+
+// integrityCheck is the last replay-time check of a finished recording,
+// valid while its file is unchanged.
+type integrityCheck struct {
+	size    int64
+	modTime time.Time
+	sigOK   bool
+	digOK   bool
+	ok      bool
+}
+
+// verify checks a finished recording again: the stored bytes against the
+// signed digest, and the signature against the host certificate that made
+// it. The result is cached per file size and modification time, so a 100
+// MB recording is hashed once, not on every look.
+func (s *Server) verify(rec *store.Record) (sigOK, digOK bool) {
+	f, err := s.st.OpenCast(rec.ID)
+	if err != nil {
+		return false, false
+	}
+	fi, err := f.Stat()
+	f.Close()
+	if err != nil {
+		return false, false
+	}
+	s.mu.Lock()
+	c, ok := s.integrity[rec.ID]
+	s.mu.Unlock()
+	if ok && c.size == fi.Size() && c.modTime.Equal(fi.ModTime()) {
+		return c.sigOK, c.digOK
+	}
+	sum, size, err := s.st.Digest(rec.ID)
+	c = integrityCheck{size: fi.Size(), modTime: fi.ModTime()}
+	c.digOK = err == nil && sum == rec.Meta.SHA256 && size == rec.Meta.CastBytes && size == rec.Stored
+	if pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(rec.HostCert)); err == nil {
+		if cert, ok := pub.(*ssh.Certificate); ok {
+			c.sigOK = recorder.VerifyRecording(cert.Key, rec.Meta, rec.Signature) == nil
+		}
+	}
+	c.ok = c.sigOK && c.digOK
+	s.mu.Lock()
+	s.integrity[rec.ID] = c
+	s.mu.Unlock()
+	return c.sigOK, c.digOK
+}
+
+func (s *Server) handleList(w http.ResponseWriter, r *http.Request, who *reader) {
+	q := r.URL.Query()
+	f, err := listFilter(q, s.cfg.Now())
+	if err != nil {
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest, err.Error())
+		return
+	}
+	var hits map[string][]HitRef
+	if text := q.Get("q"); text != "" {
+		found, err := s.st.Search(r.Context(), store.Query{Text: text, Limit: 1000, PerSession: 5, Filter: f.Match})
+		if errors.Is(err, store.ErrQuery) {
+			writeError(w, http.StatusBadRequest, api.CodeBadRequest, "search needs a word of at least two letters or digits")
+			return
+		}
+		if err != nil {
+			s.internal(w, r, err)
+			return
+		}
+		s.audit(r, store.AuditEvent{Type: "search", Actor: who.user, Details: map[string]string{"q": text, "hits": strconv.Itoa(len(found))}})
+		hits = map[string][]HitRef{}
+		f.IDs = map[string]bool{}
+		for _, h := range found {
+			f.IDs[h.SessionID] = true
+			hits[h.SessionID] = append(hits[h.SessionID], HitRef{Time: h.Time, Code: h.Code, Text: h.Text})
+		}
+	}
+	recs, err := s.st.List(r.Context(), f)
+	if err != nil {
+		s.internal(w, r, err)
+		return
+	}
+	out := make([]SessionSummary, 0, len(recs))
+	for i := range recs {
+		sum := s.summary(&recs[i])
+		sum.Hits = hits[sum.ID]
+		out = append(out, sum)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"sessions": out})
+}
+
+// listFilter reads the query of GET /api/sessions.
+func listFilter(q url.Values, now time.Time) (store.ListFilter, error) {
+	f := store.ListFilter{User: q.Get("user"), Host: q.Get("host"), Tier: q.Get("tier"),
+		BreakGlass: truthy(q.Get("break_glass")), Live: truthy(q.Get("live"))}
+	var err error
+	if f.Since, err = parseWhen(q.Get("since"), now); err != nil {
+		return f, fmt.Errorf("since: %w", err)
+	}
+	if f.Until, err = parseWhen(q.Get("until"), now); err != nil {
+		return f, fmt.Errorf("until: %w", err)
+	}
+	if f.Limit, err = parseLimit(q.Get("limit"), 100, 1000); err != nil {
+		return f, err
+	}
+	return f, nil
+}
+
+func truthy(s string) bool { return s == "1" || s == "true" || s == "yes" }
+
+// parseWhen reads an RFC 3339 time or a duration back from now ("24h",
+// "7d").
+func parseWhen(s string, now time.Time) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	d, err := ParseRetention(s)
+	if err != nil || d == 0 {
+		return time.Time{}, fmt.Errorf("%q is neither an RFC 3339 time nor a duration like 24h or 7d", s)
+	}
+	return now.Add(-d), nil
+}
+
+func parseLimit(s string, def, maxN int) (int, error) {
+	if s == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("limit %q must be a positive number", s)
+	}
+	return min(n, maxN), nil
+}
+
+// record returns the record of the {id} in the path, or answers 404.
+func (s *Server) record(w http.ResponseWriter, r *http.Request) (*store.Record, bool) {
+	id, ok := sessionID(w, r)
+	if !ok {
+		return nil, false
+	}
+	rec, err := s.st.Get(r.Context(), id)
+	if errors.Is(err, store.ErrNotFound) {
+		writeError(w, http.StatusNotFound, api.CodeNotFound, "no session "+id)
+		return nil, false
+	}
+	if err != nil {
+		s.internal(w, r, err)
+		return nil, false
+	}
+	return rec, true
+}
+
+func (s *Server) handleGet(w http.ResponseWriter, r *http.Request, who *reader) {
+	rec, ok := s.record(w, r)
+	if !ok {
+		return
+	}
+	d := SessionDetail{Metadata: rec.Meta, HostCertKeyID: rec.HostKeyID}
+	if rec.Finished {
+		d.SignatureOK, d.DigestOK = s.verify(rec)
+	}
+	d.SessionSummary = s.summary(rec)
+	markers, err := s.st.Markers(r.Context(), rec.ID)
+	if err != nil {
+		s.internal(w, r, err)
+		return
+	}
+	d.Markers = markers
+	writeJSON(w, http.StatusOK, d)
+}
+
+func (s *Server) handleSearch(w http.ResponseWriter, r *http.Request, who *reader) {
+	q := r.URL.Query()
+	limit, err := parseLimit(q.Get("limit"), 100, 1000)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest, err.Error())
+		return
+	}
+	hits, err := s.st.Search(r.Context(), store.Query{Text: q.Get("q"), Limit: limit})
+	if errors.Is(err, store.ErrQuery) {
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest, "search needs a word of at least two letters or digits (q=)")
+		return
+	}
+	if err != nil {
+		s.internal(w, r, err)
+		return
+	}
+	s.audit(r, store.AuditEvent{Type: "search", Actor: who.user, Details: map[string]string{"q": q.Get("q"), "hits": strconv.Itoa(len(hits))}})
+	writeJSON(w, http.StatusOK, map[string]any{"hits": hits})
+}
+
+func (s *Server) handleAudit(w http.ResponseWriter, r *http.Request, who *reader) {
+	q := r.URL.Query()
+	limit, err := parseLimit(q.Get("limit"), 1000, 10000)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest, err.Error())
+		return
+	}
+	var after uint64
+	if a := q.Get("after"); a != "" {
+		if after, err = strconv.ParseUint(a, 10, 64); err != nil {
+			writeError(w, http.StatusBadRequest, api.CodeBadRequest, "after must be an event number")
+			return
+		}
+	}
+	evs, err := s.st.Audit(r.Context(), store.AuditFilter{AfterSeq: after, Limit: limit, Type: q.Get("type"), Subject: q.Get("subject")})
+	if err != nil {
+		s.internal(w, r, err)
+		return
+	}
+	out := map[string]any{"events": evs, "verified": true}
+	if _, err := s.st.VerifyAudit(r.Context()); err != nil {
+		out["verified"], out["verify_error"] = false, err.Error()
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) handleCast(w http.ResponseWriter, r *http.Request, who *reader) {
+	s.serveCast(w, r, who, false)
+}
+
+func (s *Server) handleExport(w http.ResponseWriter, r *http.Request, who *reader) {
+	s.serveCast(w, r, who, true)
+}
+
+// serveCast streams a cast. A finished one is served as a file (ranges,
+// first bytes at once whatever its size); a live one is sent as far as it
+// is stored and, with follow=1, then as it grows, until it finishes or the
+// reader goes away. Every view and export is audited before the first byte.
+func (s *Server) serveCast(w http.ResponseWriter, r *http.Request, who *reader, export bool) {
+	rec, ok := s.record(w, r)
+	if !ok {
+		return
+	}
+	follow := !export && truthy(r.URL.Query().Get("follow"))
+	cs, changed, err := s.st.Cast(rec.ID)
+	if err != nil {
+		s.internal(w, r, err)
+		return
+	}
+	f, err := s.st.OpenCast(rec.ID)
+	if err != nil {
+		s.internal(w, r, err)
+		return
+	}
+	defer f.Close()
+	typ := "view"
+	if export {
+		typ = "export"
+	}
+	s.audit(r, store.AuditEvent{Type: typ, Actor: who.user, Subject: rec.ID, Details: map[string]string{
+		"user": rec.Meta.Identity, "tier": rec.Meta.Tier, "live": strconv.FormatBool(!cs.Finished), "follow": strconv.FormatBool(follow)}})
+	w.Header().Set("Content-Type", "application/x-asciicast")
+	w.Header().Set("Cache-Control", "no-store")
+	if export {
+		w.Header().Set("Content-Disposition", `attachment; filename="`+rec.ID+`.cast"`)
+	}
+	if cs.Finished {
+		fi, err := f.Stat()
+		if err != nil {
+			s.internal(w, r, err)
+			return
+		}
+		http.ServeContent(w, r, "", fi.ModTime(), io.NewSectionReader(f, 0, cs.Size))
+		return
+	}
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	var pos int64
+	gen := cs.Generation
+	for {
+		if cs.Size > pos {
+			n, err := io.Copy(w, io.NewSectionReader(f, pos, cs.Size-pos))
+			pos += n
+			if err != nil {
+				return
+			}
+			if err := rc.Flush(); err != nil {
+				return
+			}
+		}
+		if !follow || cs.Finished {
+			return
+		}
+		select {
+		case <-r.Context().Done():
+			return
+		case <-changed:
+		}
+		if cs, changed, err = s.st.Cast(rec.ID); err != nil || cs.Generation != gen || cs.Size < pos {
+			return // the host is shipping it again: the reader starts over
+		}
+		if cs.Finished && changed == nil {
+			changed = make(chan struct{}) // never closes; the loop ends above
+		}
+	}
+}

@@ -1,0 +1,81 @@
+package playback
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/sshward/sshward/ca/api"
+	"github.com/sshward/sshward/ca/client"
+	"github.com/sshward/sshward/ca/tlsca"
+)
+
+// CA is what the playback server asks of the CA: who a session token
+// belongs to, logins and logouts for the web UI, and the trust material
+// (host CA keys).
+type CA interface {
+	Session(ctx context.Context, token string) (*api.SessionInfo, error)
+	Login(ctx context.Context, req api.LoginRequest) (*api.LoginResponse, error)
+	Logout(ctx context.Context, token string) error
+	Trust(ctx context.Context) (*api.TrustResponse, error)
+}
+
+// CAClient is the CA over HTTPS, trusting the root saved at join.
+type CAClient struct {
+	url string
+	hc  *http.Client
+}
+
+// NewCAClient returns a client of the CA at caURL that verifies it with
+// rootPEM.
+func NewCAClient(caURL string, rootPEM []byte) (*CAClient, error) {
+	tc, err := tlsca.ClientConfigFromPEM(rootPEM)
+	if err != nil {
+		return nil, fmt.Errorf("playback: CA client: %w", err)
+	}
+	return &CAClient{url: caURL, hc: &http.Client{Transport: &http.Transport{
+		TLSClientConfig: tc, MaxIdleConnsPerHost: 16, IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 10 * time.Second,
+	}}}, nil
+}
+
+// client returns an API client carrying token; they share one transport.
+func (c *CAClient) client(token string) (*client.Client, error) {
+	return client.New(client.Config{URL: c.url, HTTPClient: c.hc, Token: token, Timeout: 10 * time.Second})
+}
+
+// Session returns who token belongs to (GET /v1/session).
+func (c *CAClient) Session(ctx context.Context, token string) (*api.SessionInfo, error) {
+	cl, err := c.client(token)
+	if err != nil {
+		return nil, err
+	}
+	return cl.Session(ctx)
+}
+
+// Login logs a user in (POST /v1/login).
+func (c *CAClient) Login(ctx context.Context, req api.LoginRequest) (*api.LoginResponse, error) {
+	cl, err := c.client("")
+	if err != nil {
+		return nil, err
+	}
+	return cl.Login(ctx, req)
+}
+
+// Logout revokes token (DELETE /v1/session).
+func (c *CAClient) Logout(ctx context.Context, token string) error {
+	cl, err := c.client(token)
+	if err != nil {
+		return err
+	}
+	return cl.Logout(ctx)
+}
+
+// Trust fetches the CA's public keys (GET /v1/trust).
+func (c *CAClient) Trust(ctx context.Context) (*api.TrustResponse, error) {
+	cl, err := c.client("")
+	if err != nil {
+		return nil, err
+	}
+	return cl.Trust(ctx)
+}

@@ -1,0 +1,183 @@
+package playback
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/sshward/sshward/ca/api"
+	"github.com/sshward/sshward/playback/store"
+	"github.com/sshward/sshward/recorder"
+)
+
+// Error codes of the ingest API beyond ca/api's.
+const (
+	CodeDigest       = "digest_mismatch"
+	CodeOffset       = "offset_mismatch"
+	CodeOwner        = "session_owned_by_another_host"
+	CodeBadSignature = "bad_signature"
+)
+
+type hostHandler func(w http.ResponseWriter, r *http.Request, cert *ssh.Certificate, body []byte)
+
+// withHost admits a request signed with a valid, unexpired host certificate
+// from the CA's host CA (ca/hostauth); anything else is 401.
+func (s *Server) withHost(limit int64, h hostHandler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+		if err != nil {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				writeError(w, http.StatusRequestEntityTooLarge, api.CodeTooLarge, "request body too large")
+				return
+			}
+			writeError(w, http.StatusBadRequest, api.CodeBadRequest, "could not read the request body")
+			return
+		}
+		cert, err := s.hosts.Verify(r, body)
+		if err != nil {
+			s.log.WarnContext(r.Context(), "playback: host auth refused", "path", r.URL.Path, "client", clientIP(r), "reason", err.Error())
+			writeError(w, http.StatusUnauthorized, api.CodeUnauthenticated, "host authentication failed: the host certificate is missing, expired or not from this CA")
+			return
+		}
+		h(w, r, cert, body)
+	}
+}
+
+// sessionID returns the {id} of the path, or answers 404.
+func sessionID(w http.ResponseWriter, r *http.Request) (string, bool) {
+	id := r.PathValue("id")
+	if recorder.CheckSessionID(id) != nil {
+		writeError(w, http.StatusNotFound, api.CodeNotFound, "no such session")
+		return "", false
+	}
+	return id, true
+}
+
+func owner(cert *ssh.Certificate) string { return cert.ValidPrincipals[0] }
+
+func (s *Server) handleStart(w http.ResponseWriter, r *http.Request, cert *ssh.Certificate, body []byte) {
+	id, ok := sessionID(w, r)
+	if !ok {
+		return
+	}
+	// Not strict: an agent newer than this server may send fields it does
+	// not know yet, and the recording must not be refused for that.
+	var m recorder.Metadata
+	if err := json.Unmarshal(body, &m); err != nil {
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest, "the body must be the recording's metadata JSON")
+		return
+	}
+	if m.SessionID == "" {
+		m.SessionID = id
+	}
+	if m.SessionID != id {
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest, "the metadata names another session than the path")
+		return
+	}
+	if err := m.Check(); err != nil {
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest, "metadata: "+strings.TrimPrefix(err.Error(), "recorder: "))
+		return
+	}
+	stored, err := s.st.Start(r.Context(), store.StartRequest{ID: id, Owner: owner(cert), HostNames: cert.ValidPrincipals, HostKeyID: cert.KeyId, Meta: m})
+	switch {
+	case errors.Is(err, store.ErrOwner):
+		writeError(w, http.StatusConflict, CodeOwner, "session "+id+" belongs to another host")
+	case err != nil:
+		s.internal(w, r, err)
+	default:
+		writeJSON(w, http.StatusOK, recorder.IngestStored{Stored: stored})
+	}
+}
+
+func (s *Server) handleChunk(w http.ResponseWriter, r *http.Request, cert *ssh.Certificate, body []byte) {
+	id, ok := sessionID(w, r)
+	if !ok {
+		return
+	}
+	offset, err := strconv.ParseInt(r.URL.Query().Get("offset"), 10, 64)
+	if err != nil || offset < 0 {
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest, "offset must be the byte offset of the chunk")
+		return
+	}
+	want := strings.ToLower(r.Header.Get(recorder.ChunkDigestHeader))
+	if b, err := hex.DecodeString(want); err != nil || len(b) != 32 {
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest, recorder.ChunkDigestHeader+" must be the hex SHA-256 of the body")
+		return
+	}
+	if recorder.ChunkDigest(body) != want {
+		writeError(w, http.StatusUnprocessableEntity, CodeDigest, "the chunk does not match its digest: send it again")
+		return
+	}
+	stored, err := s.st.Append(r.Context(), id, owner(cert), offset, body)
+	var oe *store.OffsetError
+	switch {
+	case errors.As(err, &oe):
+		writeJSON(w, http.StatusConflict, recorder.IngestStored{Stored: oe.Stored})
+	case errors.Is(err, store.ErrNotFound):
+		writeError(w, http.StatusNotFound, api.CodeNotFound, "unknown session: start it first")
+	case errors.Is(err, store.ErrOwner):
+		writeError(w, http.StatusForbidden, CodeOwner, "session "+id+" belongs to another host")
+	case errors.Is(err, store.ErrChunk):
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest, "a chunk must be whole asciicast lines, ending with a newline")
+	case err != nil:
+		s.internal(w, r, err)
+	default:
+		writeJSON(w, http.StatusOK, recorder.IngestStored{Stored: stored})
+	}
+}
+
+func (s *Server) handleFinish(w http.ResponseWriter, r *http.Request, cert *ssh.Certificate, body []byte) {
+	id, ok := sessionID(w, r)
+	if !ok {
+		return
+	}
+	var req recorder.IngestFinishRequest
+	if err := json.Unmarshal(body, &req); err != nil {
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest, "the body must be {metadata, signature}")
+		return
+	}
+	if req.Metadata.SessionID != id || req.Signature == "" {
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest, "the metadata must name the session and a signature is required")
+		return
+	}
+	_, err := s.st.Finish(r.Context(), store.FinishRequest{
+		ID: id, Owner: owner(cert), HostKeyID: cert.KeyId, Meta: req.Metadata, Signature: req.Signature,
+		HostCert: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(cert))), ClientAddr: clientIP(r),
+		Verify: func(m recorder.Metadata) error { return recorder.VerifyRecording(cert.Key, m, req.Signature) },
+	})
+	switch {
+	case errors.Is(err, store.ErrDigest):
+		s.audit(r, store.AuditEvent{Type: "recording.discard", Actor: "host:" + owner(cert), Subject: id, Outcome: "refused",
+			Reason: "stored bytes do not match the digest the host sent; the host sends the recording again"})
+		writeError(w, http.StatusUnprocessableEntity, CodeDigest, "the stored bytes do not match the digest: they were discarded, ship the recording again from 0")
+	case errors.Is(err, recorder.ErrBadSignature):
+		s.audit(r, store.AuditEvent{Type: "recording.finish", Actor: "host:" + owner(cert), Subject: id, Outcome: "refused", Reason: "signature does not verify"})
+		writeError(w, http.StatusBadRequest, CodeBadSignature, "the recording's signature does not verify with the host certificate's key")
+	case errors.Is(err, store.ErrConflict):
+		writeError(w, http.StatusConflict, api.CodeBadRequest, "session "+id+" was already finished with another digest")
+	case errors.Is(err, store.ErrNotFound):
+		writeError(w, http.StatusNotFound, api.CodeNotFound, "unknown session: start it first")
+	case errors.Is(err, store.ErrOwner):
+		writeError(w, http.StatusForbidden, CodeOwner, "session "+id+" belongs to another host")
+	case err != nil:
+		s.internal(w, r, err)
+	default:
+		writeJSON(w, http.StatusOK, map[string]string{"status": "stored"})
+	}
+}
+
+// internal logs err and answers 500 without detail.
+func (s *Server) internal(w http.ResponseWriter, r *http.Request, err error) {
+	if r.Context().Err() != nil {
+		return
+	}
+	s.log.ErrorContext(r.Context(), "playback: request failed", "path", r.URL.Path, "err", err)
+	writeError(w, http.StatusInternalServerError, api.CodeInternal, "internal error: see the playback server's log")
+}
