@@ -156,7 +156,7 @@ func processCPU(ps *os.ProcessState) time.Duration { return ps.UserTime() + ps.S
 // cpu is the CPU time used so far by the server and its reaped children:
 // this process (the agent) or sshd's listener, whose children are the
 // per-connection processes. sshd reaps them after the client saw the
-// session end, so for sshd it waits until the figure is steady.
+// session end, so for sshd it waits until they are gone.
 func (p benchPeer) cpu(b *testing.B) time.Duration {
 	b.Helper()
 	if p.sshd == 0 {
@@ -169,16 +169,33 @@ func (p benchPeer) cpu(b *testing.B) time.Duration {
 		}
 		return rusageCPU(&self) + rusageCPU(&children)
 	}
-	last := time.Duration(-1)
-	for range 50 {
-		t := sshdTreeCPU(b, p.sshd)
-		if t == last {
-			return t
-		}
-		last = t
-		time.Sleep(50 * time.Millisecond)
+	deadline := time.Now().Add(10 * time.Second)
+	for len(childrenOf(b, p.sshd)) > 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
 	}
-	return last
+	if os.Getenv("XDBG") != "" {
+		data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.sshd))
+		b.Logf("stat: %s", data)
+	}
+	return sshdTreeCPU(b, p.sshd)
+}
+
+// childrenOf lists the processes whose parent is pid.
+func childrenOf(b *testing.B, pid int) []int {
+	b.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var out []int
+	for _, de := range entries {
+		if child, err := strconv.Atoi(de.Name()); err == nil {
+			if ppid, _, ok := procParent(child); ok && ppid == pid {
+				out = append(out, child)
+			}
+		}
+	}
+	return out
 }
 
 func rusageCPU(r *syscall.Rusage) time.Duration {
@@ -508,26 +525,16 @@ func procStatusKiB(b *testing.B, path, field string) int64 {
 // connections: the children of the listening sshd, and theirs.
 func sshdSessionsPSS(b *testing.B, listener int) int64 {
 	b.Helper()
-	children := map[int][]int{}
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, de := range entries {
-		pid, err := strconv.Atoi(de.Name())
-		if err != nil {
-			continue
-		}
-		if ppid, comm, ok := procParent(pid); ok && comm == "sshd" {
-			children[ppid] = append(children[ppid], pid)
-		}
-	}
 	var total int64
 	var n int
-	queue := slices.Clone(children[listener])
+	queue := childrenOf(b, listener)
 	for len(queue) > 0 {
 		pid := queue[0]
-		queue = append(queue[1:], children[pid]...)
+		queue = queue[1:]
+		if _, comm, ok := procParent(pid); !ok || comm != "sshd" {
+			continue // the sessions' shells
+		}
+		queue = append(queue, childrenOf(b, pid)...)
 		total += procStatusKiB(b, fmt.Sprintf("/proc/%d/smaps_rollup", pid), "Pss:")
 		n++
 	}

@@ -332,8 +332,8 @@ func editAuditRecord(t *testing.T, path string) {
 				return nil
 			}
 			c := b.Cursor()
-			k, v := c.First()
-			k, v = c.Next()
+			c.First()
+			k, v := c.Next()
 			if k == nil {
 				return nil
 			}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"math"
 	"os"
@@ -17,17 +18,24 @@ import (
 	bolterrors "go.etcd.io/bbolt/errors"
 )
 
-// Buckets of the index.
+// Buckets of index.db: what ingest and the read API need.
 var (
-	bucketSessions = []byte("sessions")   // id → Record JSON
-	bucketByStart  = []byte("by_start")   // invTime(start) ‖ id → empty: newest first
+	bucketSessions = []byte("sessions") // id → Record JSON
+	bucketByStart  = []byte("by_start") // invTime(start) ‖ id → empty: newest first
+	bucketAudit    = []byte("audit")    // seq → AuditEvent JSON
+	bucketMeta     = []byte("meta")     // audit head
+	indexBuckets   = [][]byte{bucketSessions, bucketByStart, bucketAudit, bucketMeta}
+)
+
+// Buckets of text.db, the search index. It is a file of its own so that
+// indexing, whose transactions are large, never holds up ingest's small
+// ones (bbolt has one writer per file).
+var (
 	bucketLines    = []byte("lines")      // id ‖ 0 ‖ seq → time ‖ code ‖ text
-	bucketPostings = []byte("postings")   // word ‖ 0 ‖ invTime(start) ‖ id ‖ 0 ‖ seq → empty
+	bucketPostings = []byte("postings")   // word ‖ 0 ‖ invTime(start) ‖ id ‖ 0 ‖ batch → uvarint seq deltas
 	bucketMarkers  = []byte("markers")    // id ‖ 0 ‖ seq → time ‖ 'm' ‖ label
 	bucketIndexing = []byte("indexstate") // id → indexState JSON
-	bucketAudit    = []byte("audit")      // seq → AuditEvent JSON
-	bucketMeta     = []byte("meta")       // audit head, schema
-	allBuckets     = [][]byte{bucketSessions, bucketByStart, bucketLines, bucketPostings, bucketMarkers, bucketIndexing, bucketAudit, bucketMeta}
+	textBuckets    = [][]byte{bucketLines, bucketPostings, bucketMarkers, bucketIndexing}
 )
 
 // Config configures Open.
@@ -90,32 +98,20 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err := os.MkdirAll(blobDir, 0o700); err != nil {
 		return nil, fmt.Errorf("store: open: %w", err)
 	}
-	db, err := bolt.Open(filepath.Join(cfg.Dir, "index.db"), 0o600, &bolt.Options{
-		Timeout: time.Second, NoSync: cfg.InsecureSkipSync, NoFreelistSync: true,
-	})
-	if errors.Is(err, bolterrors.ErrTimeout) {
-		return nil, fmt.Errorf("store: open %s: %w", cfg.Dir, ErrLocked)
-	}
+	db, err := openBolt(filepath.Join(cfg.Dir, "index.db"), cfg, indexBuckets)
 	if err != nil {
-		return nil, fmt.Errorf("store: open: %w", err)
+		return nil, err
 	}
-	db.MaxBatchDelay = 2 * time.Millisecond
-	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range allBuckets {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	tdb, err := openBolt(filepath.Join(cfg.Dir, "text.db"), cfg, textBuckets)
 	if err != nil {
 		db.Close()
-		return nil, fmt.Errorf("store: open: %w", err)
+		return nil, err
 	}
-	s := &Store{cfg: cfg, db: db, blobDir: blobDir, blobs: map[string]*blob{}}
+	s := &Store{cfg: cfg, db: db, tdb: tdb, blobDir: blobDir, blobs: map[string]*blob{}}
 	s.idx = newIndexer(s)
 	if err := s.idx.resume(ctx); err != nil {
 		db.Close()
+		tdb.Close()
 		return nil, err
 	}
 	go s.idx.run()
@@ -143,8 +139,39 @@ func (s *Store) Close() error {
 		}
 		b.mu.Unlock()
 	}
-	errs = append(errs, s.db.Close())
+	errs = append(errs, s.db.Close(), s.tdb.Close())
 	return errors.Join(errs...)
+}
+
+func openBolt(path string, cfg Config, buckets [][]byte) (*bolt.DB, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, NoSync: cfg.InsecureSkipSync, NoFreelistSync: true})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("store: open %s: %w", path, ErrLocked)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: open: %w", err)
+	}
+	db.MaxBatchDelay = 2 * time.Millisecond
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range buckets {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	return db, nil
+}
+
+// textLock returns the lock of a recording's text (see Store.textLocks).
+func (s *Store) textLock(id string) *sync.Mutex {
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	return &s.textLocks[h.Sum32()%uint32(len(s.textLocks))]
 }
 
 // update runs fn in a write transaction. A lone writer commits at once;
