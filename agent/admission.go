@@ -75,6 +75,8 @@ type grant struct {
 	identity   string // who the CA issued the certificate to
 	tier       string
 	requestID  string
+	reason     string   // the access request's reason (reason@sshward)
+	approvers  []string // who approved it (approvers@sshward)
 	clientAddr string
 
 	settings     TierSettings // the host's, overridden by the certificate
@@ -143,6 +145,7 @@ func (s *Server) serverConfig(ca *connAuth) *ssh.ServerConfig {
 		ServerVersion: "SSH-2.0-sshward",
 		MaxAuthTries:  6,
 	}
+	cfg.Ciphers = s.cfg.Ciphers
 	cfg.AddHostKey(s.identity().certSigner)
 	return cfg
 }
@@ -322,6 +325,12 @@ func (s *Server) newGrant(c ssh.ConnMetadata, cert *ssh.Certificate, u *User) *g
 	if t := ext[api.ExtTier]; t != "" {
 		g.tier = t
 	}
+	g.reason = ext[api.ExtReason]
+	for _, a := range strings.Split(ext[api.ExtApprovers], ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			g.approvers = append(g.approvers, a)
+		}
+	}
 	if v, ok := ext[api.ExtRecordInput]; ok {
 		// Anything but an explicit "no" records input: the safe reading.
 		g.settings.RecordInput = v != "no"
@@ -368,6 +377,9 @@ func (s *Server) admitVerified(ca *connAuth, c ssh.ConnMetadata, p *ssh.Permissi
 				s.log.Error("agent: cannot record a single-use serial", "err", err, "serial", g.cert.Serial)
 			}
 			return nil, s.refuse(ca, c, g.cert, reason, "")
+		}
+		if g.requestID != "" {
+			s.reportRequestUsed(g.requestID, g.cert.Serial, ca.id)
 		}
 	}
 	s.audit(context.Background(), AuditEvent{Action: AuditAdmitted, SessionID: ca.id, Serial: g.cert.Serial,

@@ -340,7 +340,7 @@ func (s *session) openRecording(p plan) (*sessionRecording, bool) {
 	meta := recorder.Metadata{
 		SessionID: s.id, Identity: g.identity, Principal: g.login, KeyID: g.cert.KeyId,
 		Serial: g.cert.Serial, Tier: g.tier, Host: s.c.srv.cfg.HostName, ClientAddr: g.clientAddr,
-		RequestID: g.requestID, Kind: p.kind, Command: p.command,
+		RequestID: g.requestID, Reason: g.reason, Approvers: g.approvers, Kind: p.kind, Command: p.command,
 		RecordInput: g.settings.RecordInput && p.kind != recorder.KindSubsystem,
 		Start:       s.c.srv.cfg.Now(),
 	}
@@ -504,66 +504,124 @@ func (s *session) runUserRC(c command, st *stdio) {
 	proc.reap()
 }
 
-// Output pump buffers: one read's worth each, and at most this many per
-// stream in flight between reading and sending.
-const (
-	pumpChunk   = 32 << 10 // OpenSSH's channel packet size
-	pumpBuffers = 4
-)
+// pumpChunk is what the output pumps read at once, and the most they send
+// at once: OpenSSH's channel packet size.
+const pumpChunk = 32 << 10
 
 // pumpOutput copies the process's output to the client, recording it
 // first: with a closed tier, output that could not be recorded is not
 // shown. EIO from a terminal means its last holder closed it.
 //
-// Reading and recording a chunk overlaps with sending the one before (the
-// channel encrypts in the sender's goroutine), so that a busy session uses
-// two cores instead of doing both in turn; a chunk is still sent only
-// once recorded. Buffers are made as the backlog needs them: an idle
-// session holds one.
+// Sending runs in a goroutine of its own (the channel encrypts there), so
+// that a busy session records one chunk while the one before is sent,
+// using two cores instead of doing both in turn. What is recorded while a
+// send is under way goes out in one write: a terminal gives a few KiB per
+// read, and a packet per read costs more than the rest of the session.
 func (s *session) pumpOutput(r io.Reader, w io.Writer, rec *sessionRecording, record bool) {
-	free := make(chan []byte, pumpBuffers)
-	full := make(chan []byte, pumpBuffers)
+	q := newOutputQueue()
 	sent := make(chan struct{})
 	go func() {
 		defer close(sent)
-		for b := range full {
-			if _, err := w.Write(b); err != nil {
+		var buf []byte
+		for {
+			out, ok := q.take(buf)
+			if !ok {
+				return
+			}
+			if _, err := w.Write(out); err != nil {
 				// The client is gone; keep draining so the process is not
 				// blocked on a full pipe before it is killed.
 				w = io.Discard
 			}
-			free <- b[:cap(b)]
+			buf = out
 		}
 	}()
 	defer func() {
-		close(full)
+		q.close()
 		<-sent
 	}()
-	made := 0
+	buf := make([]byte, pumpChunk)
 	for {
-		var buf []byte
-		select {
-		case buf = <-free:
-		default:
-			if made < pumpBuffers {
-				buf, made = make([]byte, pumpChunk), made+1
-			} else {
-				buf = <-free
-			}
-		}
 		n, err := r.Read(buf)
 		if n > 0 {
 			if record && !rec.output(buf[:n]) {
 				return
 			}
-			full <- buf[:n]
-		} else {
-			free <- buf
+			q.put(buf[:n])
 		}
 		if err != nil {
 			return
 		}
 	}
+}
+
+// outputQueue hands recorded output from an output pump to its sender,
+// holding at most pumpChunk bytes. Two buffers take turns: one fills
+// while the other is sent.
+type outputQueue struct {
+	ready chan struct{} // a token when pending has data or the queue closed
+	space chan struct{} // a token when the sender took pending
+
+	mu      sync.Mutex // guards the fields below
+	pending []byte
+	closed  bool
+}
+
+func newOutputQueue() *outputQueue {
+	return &outputQueue{ready: make(chan struct{}, 1), space: make(chan struct{}, 1)}
+}
+
+func wake(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// put appends p (at most pumpChunk bytes), waiting while it does not fit.
+func (q *outputQueue) put(p []byte) {
+	for {
+		q.mu.Lock()
+		if len(q.pending)+len(p) <= pumpChunk {
+			if q.pending == nil {
+				q.pending = make([]byte, 0, pumpChunk)
+			}
+			q.pending = append(q.pending, p...)
+			q.mu.Unlock()
+			wake(q.ready)
+			return
+		}
+		q.mu.Unlock()
+		<-q.space
+	}
+}
+
+// take returns what is pending, leaving buf (emptied) in its place; false
+// once the queue is closed and empty.
+func (q *outputQueue) take(buf []byte) ([]byte, bool) {
+	for {
+		q.mu.Lock()
+		if len(q.pending) > 0 {
+			out := q.pending
+			q.pending = buf[:0]
+			q.mu.Unlock()
+			wake(q.space)
+			return out, true
+		}
+		closed := q.closed
+		q.mu.Unlock()
+		if closed {
+			return nil, false
+		}
+		<-q.ready
+	}
+}
+
+func (q *outputQueue) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.mu.Unlock()
+	wake(q.ready)
 }
 
 // pumpInput copies what the client sends to the process, through tap

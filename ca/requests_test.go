@@ -80,6 +80,7 @@ type reqWorld struct {
 	policy *fakePolicy
 	dir    string
 	users  map[string]*client.Client
+	keys   atomic.Int64 // names key files
 }
 
 func newReqWorld(t *testing.T) *reqWorld {
@@ -137,7 +138,7 @@ func (w *reqWorld) cert(t *testing.T, who string, req api.CertRequest) (*ssh.Cer
 	if req.Tier == "" {
 		req.Tier = api.TierBreakGlass
 	}
-	key, pub := keyPair(t, w.dir, fmt.Sprintf("%s-%d", who, time.Now().UnixNano()))
+	key, pub := keyPair(t, w.dir, fmt.Sprintf("%s-%d", who, w.keys.Add(1)))
 	req.PublicKey = pub
 	resp, err := w.users[who].Cert(context.Background(), req)
 	if err != nil {

@@ -79,7 +79,7 @@ func TestSearchFindsACommandTypedInProduction(t *testing.T) {
 	if typed.Text != "systemctl restart nginx" || math.Abs(typed.Time-2.5) > 0.001 {
 		t.Fatalf("hit %+v, want the command at 2.5 s", *typed)
 	}
-	if codes["s-prod"] != "io" || codes["s-stag"] != "o" {
+	if codes["s-prod"] != "oi" || codes["s-stag"] != "o" { // hits in time order
 		t.Fatalf("hit codes per session %v: production has input and output, staging output only", codes)
 	}
 

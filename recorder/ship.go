@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -110,6 +112,10 @@ type Shipper struct {
 	mu      sync.Mutex // guards the fields below
 	states  map[string]*shipState
 	running int // workers running
+
+	// Owned by Run's goroutine: what was last written to ShipStatusFile.
+	savedStatus []byte
+	savedAt     time.Time
 }
 
 // shipState is what the shipper knows of one recording.
@@ -184,6 +190,7 @@ func (s *Shipper) Run(ctx context.Context) error {
 	defer t.Stop()
 	for {
 		s.scan(ctx, &wg)
+		s.saveStatus(ctx)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -621,6 +628,7 @@ func sessionOfPath(path string) string {
 // status`.
 type ShipStatus struct {
 	SessionID string        `json:"session_id"`
+	Start     time.Time     `json:"start"`   // when the session started
 	Live      bool          `json:"live"`    // still being recorded
 	Shipped   int64         `json:"shipped"` // bytes the playback server acknowledged
 	Pending   int64         `json:"pending"` // bytes of the cast not yet acknowledged
@@ -637,7 +645,7 @@ func (s *Shipper) Status() []ShipStatus {
 	s.mu.Lock()
 	out := make([]ShipStatus, 0, len(s.states))
 	for _, st := range s.states {
-		ss := ShipStatus{SessionID: st.id, Live: st.live, Age: now.Sub(st.start), LastError: st.lastErr, Attempts: st.attempts}
+		ss := ShipStatus{SessionID: st.id, Start: st.start, Live: st.live, Age: now.Sub(st.start), LastError: st.lastErr, Attempts: st.attempts}
 		if st.started {
 			ss.Shipped = st.offset
 		}
@@ -650,4 +658,83 @@ func (s *Shipper) Status() []ShipStatus {
 	s.mu.Unlock()
 	slices.SortFunc(out, func(a, b ShipStatus) int { return cmp.Or(cmp.Compare(b.Age, a.Age), cmp.Compare(a.SessionID, b.SessionID)) })
 	return out
+}
+
+// ShipStatusFile is the file in the spool directory where Run keeps the
+// upload queue for other processes: `sshward-agent status` runs beside the
+// agent and reads it with ReadShipStatus.
+const ShipStatusFile = ".ship-status.json"
+
+// ShipReport is the content of ShipStatusFile.
+type ShipReport struct {
+	UpdatedAt  time.Time    `json:"updated_at"`
+	URL        string       `json:"url"`
+	Recordings []ShipStatus `json:"recordings"`
+}
+
+// statusRefresh is how often the status file is rewritten when nothing
+// but ages changed.
+const statusRefresh = 30 * time.Second
+
+// saveStatus rewrites ShipStatusFile when the queue changed (or every
+// statusRefresh, so UpdatedAt shows the shipper is alive). It is advisory:
+// no fsync, and a failure is only logged.
+func (s *Shipper) saveStatus(ctx context.Context) {
+	now := s.cfg.Now()
+	list := s.Status()
+	stable := make([]ShipStatus, len(list))
+	for i, st := range list {
+		st.Age = 0
+		stable[i] = st
+	}
+	key, _ := json.Marshal(stable)
+	if bytes.Equal(key, s.savedStatus) && now.Sub(s.savedAt) < statusRefresh {
+		return
+	}
+	data, err := json.MarshalIndent(ShipReport{UpdatedAt: now.UTC(), URL: s.base, Recordings: list}, "", "  ")
+	if err == nil {
+		err = writeFileAtomic(s.cfg.Spool.Dir(), ShipStatusFile, append(data, '\n'))
+	}
+	if err != nil {
+		s.cfg.Logger.WarnContext(ctx, "recorder: cannot write the shipping status", "err", err)
+		return
+	}
+	s.savedStatus, s.savedAt = key, now
+}
+
+// writeFileAtomic writes dir/name through a temporary file and a rename.
+// The temporary name (".NAME.tmp-…" with NAME ending in .json) is one the
+// spool removes at its next start if a crash left it.
+func writeFileAtomic(dir, name string, data []byte) error {
+	var rnd [6]byte
+	if _, err := io.ReadFull(rand.Reader, rnd[:]); err != nil {
+		return err
+	}
+	tmp := filepath.Join(dir, name+".tmp-"+hex.EncodeToString(rnd[:]))
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
+}
+
+// ReadShipStatus reads the upload queue a running shipper keeps in the
+// spool directory. No file means nothing was ever queued (or no shipper
+// ran): an empty report.
+func ReadShipStatus(spoolDir string) (*ShipReport, error) {
+	data, err := os.ReadFile(filepath.Join(spoolDir, ShipStatusFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return &ShipReport{Recordings: []ShipStatus{}}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("recorder: read shipping status: %w", err)
+	}
+	var r ShipReport
+	if err := json.Unmarshal(data, &r); err != nil {
+		return nil, fmt.Errorf("recorder: read shipping status: %w", err)
+	}
+	return &r, nil
 }

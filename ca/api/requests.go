@@ -14,7 +14,7 @@ import (
 // buys exactly one certificate.
 //
 //	POST /v1/requests                     CreateRequest (Bearer) -> AccessRequest
-//	GET  /v1/requests?scope=mine|approvable[&all=true]  (Bearer) -> RequestList
+//	GET  /v1/requests?scope=mine|approvable[&all=true]  (Bearer) -> RequestList (scope defaults to mine)
 //	GET  /v1/requests/{id}                              (Bearer) -> AccessRequest
 //	POST /v1/requests/{id}/approve        Decision      (Bearer) -> AccessRequest
 //	POST /v1/requests/{id}/deny           Decision      (Bearer) -> AccessRequest

@@ -115,4 +115,82 @@ func TestDemoJourney(t *testing.T) {
 	if got := run("", filepath.Join(bin, "sshward"), "status"); !strings.Contains(got, "production") || !strings.Contains(got, "staging") {
 		t.Errorf("status: %s", got)
 	}
+
+	// Journey 2: break-glass with dual control. The engineer asks; two
+	// incident commanders (each with their own sshward home) approve; the
+	// engineer's next plain ssh as root gets a single-use certificate.
+	var req struct{ ID, State string }
+	if err := json.Unmarshal([]byte(run("", filepath.Join(bin, "sshward"), "request", "--tier", "break-glass", "--reason", "INC-4711 disk full", "--json")), &req); err != nil || req.State != "pending" {
+		t.Fatalf("request --json: %+v %v", req, err)
+	}
+	for i, ic := range st.Users[1:3] {
+		icHome := filepath.Join(dir, "home-"+ic.Name)
+		icEnv := append(os.Environ(), "SSHWARD_HOME="+icHome, "SSH_AUTH_SOCK=")
+		c, _ := totp.GenerateCode(raw.Users[i+1].TOTP, time.Now())
+		for _, args := range [][]string{
+			{"login", "--ca", st.CA, "--fingerprint", st.Fingerprint, "--user", ic.Name, "--password-stdin", "--otp", c},
+			{"approve", req.ID, "--reason", "seen the incident"},
+		} {
+			cmd := exec.CommandContext(ctx, filepath.Join(bin, "sshward"), args...)
+			cmd.Env, cmd.Stdin = icEnv, strings.NewReader(ic.Password+"\n")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("%s %v: %v\n%s", ic.Name, args[0], err, out)
+			}
+		}
+	}
+	if got := run("", "ssh", "-F", cfg, "-o", "BatchMode=yes", "root@db1.prod", "echo glass-$((6*7))"); !strings.Contains(got, "glass-42") {
+		t.Fatalf("break-glass ssh: %s", got)
+	}
+	// Single use: the same certificate opens no second session.
+	c := exec.CommandContext(ctx, "ssh", "-F", cfg, "-o", "BatchMode=yes", "root@db1.prod", "echo again")
+	c.Env = env
+	if out, err := c.CombinedOutput(); err == nil || strings.Contains(string(out), "again") {
+		t.Fatalf("a single-use break-glass certificate opened a second session: %s", out)
+	}
+	// The recording carries the request, reason and approvers, and input.
+	var prod string
+	for _, h := range st.Hosts {
+		if h.Tier == "production" {
+			prod = h.Data
+		}
+	}
+	metas, _ := filepath.Glob(filepath.Join(prod, "spool", "*.json"))
+	found := false
+	for _, m := range metas {
+		b, _ := os.ReadFile(m)
+		var md struct {
+			RequestID   string   `json:"request_id"`
+			Reason      string   `json:"reason"`
+			Approvers   []string `json:"approvers"`
+			Tier        string   `json:"tier"`
+			RecordInput bool     `json:"record_input"`
+			Principal   string   `json:"principal"`
+		}
+		json.Unmarshal(b, &md)
+		if md.RequestID != req.ID {
+			continue
+		}
+		found = true
+		if md.Tier != "break-glass" || md.Reason != "INC-4711 disk full" || strings.Join(md.Approvers, ",") != st.Users[1].Name+","+st.Users[2].Name || !md.RecordInput || md.Principal != "root" {
+			t.Errorf("break-glass recording metadata: %+v", md)
+		}
+	}
+	if !found {
+		t.Fatalf("no recording of request %s among %v", req.ID, metas)
+	}
+	// The agent tells the CA the request was used: the audit chain has it.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		out := run("", filepath.Join(bin, "sshward-ca"), "audit", "list", "--dir", filepath.Join(dir, "ca"), "--type", "request.use")
+		if strings.Contains(out, "request.use") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no request.use audit event after the session:\n%s", out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if out := run("", filepath.Join(bin, "sshward-ca"), "audit", "verify", "--dir", filepath.Join(dir, "ca")); !strings.Contains(out, "intact") {
+		t.Fatalf("audit verify: %s", out)
+	}
 }

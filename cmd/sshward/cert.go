@@ -18,6 +18,7 @@ import (
 	"golang.org/x/crypto/ssh/agent"
 
 	"github.com/sshward/sshward/ca/api"
+	"github.com/sshward/sshward/ca/client"
 	"github.com/sshward/sshward/cmd/internal/cli"
 )
 
@@ -100,14 +101,22 @@ func (e *env) cmdCert(ctx context.Context, args []string) error {
 	}
 	// Under ssh_config's auto-fetch nobody can pass --request: use the
 	// newest approved access request for the tier, if there is one.
-	certReq := func() api.CertRequest {
-		id := *reqID
-		if *ensure && id == "" {
-			id = e.approvedRequest(ctx, c, *tier)
-			if id != "" && !*quiet {
-				fmt.Fprintf(e.stderr, "sshward: using access request %s (single use)\n", id)
-			}
+	id := *reqID
+	if *ensure && id == "" && e.needsApproval(ctx, c, *tier) {
+		id = e.approvedRequest(ctx, c, *tier)
+		switch {
+		case id == "" && *quiet:
+			// A tier behind dual control shares host patterns with another
+			// (break-glass on production): without an approved request this
+			// Match block simply does not apply, silently.
+			return cli.ErrSilent
+		case id == "":
+			return fmt.Errorf("tier %s needs an approved access request: run sshward request --tier %s --reason \"...\"", *tier, *tier)
+		case !*quiet:
+			fmt.Fprintf(e.stderr, "sshward: using access request %s (single use)\n", id)
 		}
+	}
+	certReq := func() api.CertRequest {
 		return api.CertRequest{Tier: *tier, PublicKey: string(ssh.MarshalAuthorizedKey(sshPub)), Principals: principals, TTL: api.Duration(*ttl), RequestID: id}
 	}
 	resp, err := c.Cert(ctx, certReq())
@@ -261,3 +270,19 @@ func readCert(path string) (*ssh.Certificate, error) {
 }
 
 func bytesEqual(a, b []byte) bool { return string(a) == string(b) }
+
+// needsApproval reports whether the CA's policy puts tier behind dual
+// control (public trust information; on error, assume it does not and let
+// the CA decide).
+func (e *env) needsApproval(ctx context.Context, c *client.Client, tier string) bool {
+	tr, err := c.Trust(ctx)
+	if err != nil {
+		return false
+	}
+	for _, t := range tr.Tiers {
+		if t.Name == tier {
+			return t.Approvals > 0
+		}
+	}
+	return false
+}

@@ -87,8 +87,16 @@ func newPlaybackWorld(t *testing.T) *playbackWorld {
 	return &playbackWorld{st: st, auditor: st.Home(t, webtest.Auditor), engineer: st.Home(t, webtest.Engineer)}
 }
 
-func TestSessionsCommand(t *testing.T) {
+// TestPlaybackCommands runs sessions, export and play against one real CA
+// and playback server (starting them costs seconds under -race).
+func TestPlaybackCommands(t *testing.T) {
 	w := newPlaybackWorld(t)
+	t.Run("sessions", func(t *testing.T) { testSessions(t, w) })
+	t.Run("export", func(t *testing.T) { testExport(t, w) })
+	t.Run("play", func(t *testing.T) { testPlay(t, w) })
+}
+
+func testSessions(t *testing.T, w *playbackWorld) {
 
 	t.Run("table fits 80 columns", func(t *testing.T) {
 		out, stderr, code := sshward(t, w.auditor, "sessions")
@@ -206,8 +214,7 @@ func TestSessionsCommand(t *testing.T) {
 	}
 }
 
-func TestExportCommand(t *testing.T) {
-	w := newPlaybackWorld(t)
+func testExport(t *testing.T, w *playbackWorld) {
 	out, stderr, code := sshward(t, w.auditor, "export", "s-word")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
@@ -273,8 +280,7 @@ func castOutput(t *testing.T, cast []byte) string {
 	}
 }
 
-func TestPlayCommand(t *testing.T) {
-	w := newPlaybackWorld(t)
+func testPlay(t *testing.T, w *playbackWorld) {
 	cast, _, code := sshward(t, w.auditor, "export", "s-word")
 	if code != 0 {
 		t.Fatal("export failed")

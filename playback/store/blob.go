@@ -199,10 +199,10 @@ func (s *Store) Start(ctx context.Context, req StartRequest) (int64, error) {
 		os.Remove(s.castPath(req.ID))
 		return 0, fmt.Errorf("store: start %s: %w", req.ID, err)
 	}
+	// The directory entry must be durable before any chunk is
+	// acknowledged. The metadata file is written at finish; until then the
+	// record holds the metadata.
 	if err := s.syncDir(); err != nil {
-		return fail(err)
-	}
-	if err := s.writeMeta(meta); err != nil {
 		return fail(err)
 	}
 	if err := s.update(func(tx *bolt.Tx) error { return putRecord(tx, rec) }); err != nil {

@@ -7,7 +7,7 @@
 // Layout of DIR:
 //
 //	blobs/<session_id>.cast   the asciicast v2 as shipped, 0600, appended by chunks
-//	blobs/<session_id>.json   the host's metadata (recorder.Metadata), replaced atomically
+//	blobs/<session_id>.json   the host's final metadata (recorder.Metadata), written at finish
 //	index.db                  bbolt: sessions, text index, markers, audit log
 //
 // Durability: Append writes a chunk and fsyncs the cast before it returns,

@@ -195,7 +195,7 @@ type Marker struct {
 // Markers returns the recording's markers, as indexed so far.
 func (s *Store) Markers(ctx context.Context, id string) ([]Marker, error) {
 	out := []Marker{}
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.tdb.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketMarkers).Cursor()
 		prefix := append([]byte(id), 0)
 		for k, v := c.Seek(prefix); k != nil && hasPrefix(k, prefix); k, v = c.Next() {

@@ -71,7 +71,11 @@ func (s *Store) Delete(ctx context.Context, id string) (*Record, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := s.dropText(id, rec.Start); err != nil {
+	mu := s.textLock(id)
+	mu.Lock()
+	err = s.dropTextLocked(id, rec.Start)
+	mu.Unlock()
+	if err != nil {
 		return nil, err
 	}
 	for _, p := range []string{s.castPath(id), s.metaPath(id)} {
@@ -86,10 +90,7 @@ func (s *Store) Delete(ctx context.Context, id string) (*Record, error) {
 		if err := tx.Bucket(bucketSessions).Delete([]byte(id)); err != nil {
 			return err
 		}
-		if err := tx.Bucket(bucketByStart).Delete(append(invTime(rec.Start), id...)); err != nil {
-			return err
-		}
-		return tx.Bucket(bucketIndexing).Delete([]byte(id))
+		return tx.Bucket(bucketByStart).Delete(append(invTime(rec.Start), id...))
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: delete %s: %w", id, err)

@@ -3,6 +3,7 @@ package store
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -10,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -19,13 +21,16 @@ import (
 	"github.com/sshward/sshward/recorder"
 )
 
-// The text index. While a recording arrives, a background indexer reads
-// the new bytes of its cast, turns "o" and "i" events into lines
-// (Extractor) and stores each line once (bucket lines: id ‖ 0 ‖ seq) and
-// each of its words as a posting (bucket postings: word ‖ 0 ‖ invTime(start)
-// ‖ id ‖ 0 ‖ seq). A search seeks to its longest word, walks the postings of
-// every word with that prefix (newest recordings first) and checks each
-// candidate line for the whole query: no query reads a cast.
+// The text index (text.db). While a recording arrives, a background
+// indexer reads the new bytes of its cast, turns "o" and "i" events into
+// lines (Extractor) and stores each line once (bucket lines: id ‖ 0 ‖ seq).
+// Words are posted per batch of lines: one key per word, recording and
+// batch (word ‖ 0 ‖ invTime(start) ‖ id ‖ 0 ‖ batch), whose value lists the
+// line numbers (uvarint deltas), so that a word repeated on every line of
+// a long session costs a key per batch, not per line. A search seeks to its
+// longest word, walks the postings of every word with that prefix (newest
+// recordings first) and checks each candidate line for the whole query: no
+// query reads a cast.
 
 // indexState is how far a recording is indexed; saved with every batch, in
 // the same transaction as the batch's lines, so a crash repeats nothing.
@@ -33,6 +38,7 @@ type indexState struct {
 	Offset     int64     `json:"offset"` // cast bytes indexed, at a line end
 	Seq        uint32    `json:"seq"`    // next line number
 	MSeq       uint32    `json:"mseq"`   // next marker number
+	Batches    []uint32  `json:"batches,omitempty"`
 	Generation int       `json:"generation"`
 	Out        Extractor `json:"out"`
 	In         Extractor `json:"in"`
@@ -44,10 +50,11 @@ func newIndexState(gen int) indexState {
 	return indexState{Generation: gen, Out: Extractor{Code: recorder.CodeOutput}, In: Extractor{Code: recorder.CodeInput}}
 }
 
-// Batch bounds of one indexing transaction.
+// Batch bounds of one indexing transaction: big enough to share postings,
+// small enough to keep a transaction's memory and duration modest.
 const (
-	indexBatchBytes = 8 << 20
-	indexBatchLines = 20000
+	indexBatchBytes = 4 << 20
+	indexBatchLines = 5000
 	maxMarkerText   = 512
 )
 
@@ -69,13 +76,15 @@ func newIndexer(s *Store) *indexer {
 // resume queues every recording not completely indexed.
 func (x *indexer) resume(ctx context.Context) error {
 	return x.s.db.View(func(tx *bolt.Tx) error {
-		states := tx.Bucket(bucketIndexing)
-		return tx.Bucket(bucketSessions).ForEach(func(k, _ []byte) error {
-			var st indexState
-			if raw := states.Get(k); raw == nil || json.Unmarshal(raw, &st) != nil || !st.Done {
-				x.dirty[string(k)] = true
-			}
-			return ctx.Err()
+		return x.s.tdb.View(func(ttx *bolt.Tx) error {
+			states := ttx.Bucket(bucketIndexing)
+			return tx.Bucket(bucketSessions).ForEach(func(k, _ []byte) error {
+				var st indexState
+				if raw := states.Get(k); raw == nil || json.Unmarshal(raw, &st) != nil || !st.Done {
+					x.dirty[string(k)] = true
+				}
+				return ctx.Err()
+			})
 		})
 	})
 }
@@ -127,6 +136,20 @@ func (x *indexer) run() {
 // errStale: the recording changed (discarded or deleted) under a batch.
 var errStale = errors.New("store: recording changed while indexing")
 
+func (s *Store) indexState(id string) (indexState, bool, error) {
+	var st indexState
+	found := false
+	err := s.tdb.View(func(tx *bolt.Tx) error {
+		raw := tx.Bucket(bucketIndexing).Get([]byte(id))
+		if raw == nil {
+			return nil
+		}
+		found = true
+		return json.Unmarshal(raw, &st)
+	})
+	return st, found, err
+}
+
 // indexSession indexes what is new in a recording's cast, batch by batch.
 func (s *Store) indexSession(id string, quit <-chan struct{}) error {
 	for {
@@ -135,19 +158,7 @@ func (s *Store) indexSession(id string, quit <-chan struct{}) error {
 			return nil
 		default:
 		}
-		var rec *Record
-		var st indexState
-		err := s.db.View(func(tx *bolt.Tx) error {
-			var err error
-			if rec, err = getRecordTx(tx, id); err != nil {
-				return err
-			}
-			st = newIndexState(rec.Generation)
-			if raw := tx.Bucket(bucketIndexing).Get([]byte(id)); raw != nil {
-				return json.Unmarshal(raw, &st)
-			}
-			return nil
-		})
+		rec, err := s.getRecord(id)
 		if errors.Is(err, ErrNotFound) {
 			return nil
 		}
@@ -157,17 +168,20 @@ func (s *Store) indexSession(id string, quit <-chan struct{}) error {
 		if rec.Deleting {
 			return nil
 		}
+		st, found, err := s.indexState(id)
+		if err != nil {
+			return err
+		}
+		if !found {
+			st = newIndexState(rec.Generation)
+		}
 		cs, _, err := s.Cast(id)
 		if err != nil {
 			return err
 		}
 		if cs.Generation != st.Generation {
-			// The bytes were discarded: forget their text.
-			if err := s.dropText(id, rec.Start); err != nil {
-				return err
-			}
-			fresh := newIndexState(cs.Generation)
-			if err := s.update(func(tx *bolt.Tx) error { return putIndexState(tx, id, &fresh) }); err != nil {
+			// The bytes were discarded: forget their text and start over.
+			if err := s.resetText(id, rec.Start, cs.Generation); err != nil {
 				return err
 			}
 			continue
@@ -179,17 +193,7 @@ func (s *Store) indexSession(id string, quit <-chan struct{}) error {
 		if err != nil {
 			return err
 		}
-		advance(&next, st, lines, markers)
-		err = s.update(func(tx *bolt.Tx) error {
-			r, err := getRecordTx(tx, id)
-			if err != nil || r.Deleting || r.Generation != st.Generation {
-				return errStale
-			}
-			if err := putText(tx, id, r.Start, st, lines, markers); err != nil {
-				return err
-			}
-			return putIndexState(tx, id, &next)
-		})
+		err = s.commitText(id, rec.Start, st, next, lines, markers)
 		if errors.Is(err, errStale) {
 			continue
 		}
@@ -202,6 +206,41 @@ func (s *Store) indexSession(id string, quit <-chan struct{}) error {
 	}
 }
 
+// commitText stores one batch, unless the recording was deleted or
+// discarded since st was read.
+func (s *Store) commitText(id string, start time.Time, st, next indexState, lines []Line, markers []Marker) error {
+	mu := s.textLock(id)
+	mu.Lock()
+	defer mu.Unlock()
+	r, err := s.getRecord(id)
+	if err != nil || r.Deleting || r.Generation != st.Generation {
+		return errStale
+	}
+	next.Seq = st.Seq + uint32(len(lines))
+	next.MSeq = st.MSeq + uint32(len(markers))
+	if len(lines) > 0 {
+		next.Batches = append(slices.Clip(st.Batches), st.Seq)
+	}
+	return s.tdb.Update(func(tx *bolt.Tx) error {
+		if err := putText(tx, id, start, st, lines, markers); err != nil {
+			return err
+		}
+		return putIndexState(tx, id, &next)
+	})
+}
+
+// resetText drops a recording's text and starts its index over at gen.
+func (s *Store) resetText(id string, start time.Time, gen int) error {
+	mu := s.textLock(id)
+	mu.Lock()
+	defer mu.Unlock()
+	if err := s.dropTextLocked(id, start); err != nil {
+		return err
+	}
+	fresh := newIndexState(gen)
+	return s.tdb.Update(func(tx *bolt.Tx) error { return putIndexState(tx, id, &fresh) })
+}
+
 // readText reads one batch of the cast from st.Offset (never past cs.Size)
 // and returns the new state with the lines and markers found.
 func (s *Store) readText(id string, st indexState, cs CastState) (indexState, []Line, []Marker, error) {
@@ -210,12 +249,18 @@ func (s *Store) readText(id string, st indexState, cs CastState) (indexState, []
 		return st, nil, nil, err
 	}
 	defer f.Close()
+	st.Out.Code, st.In.Code = recorder.CodeOutput, recorder.CodeInput
 	br := bufio.NewReaderSize(io.NewSectionReader(f, st.Offset, cs.Size-st.Offset), 64<<10)
 	var lines []Line
 	var markers []Marker
 	start := st.Offset
 	for st.Offset < cs.Size && st.Offset-start < indexBatchBytes && len(lines) < indexBatchLines {
-		raw, err := br.ReadBytes('\n')
+		raw, err := br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			// A line longer than the buffer: read it whole.
+			rest, err2 := br.ReadBytes('\n')
+			raw, err = append(bytes.Clone(raw), rest...), err2
+		}
 		if len(raw) == 0 || raw[len(raw)-1] != '\n' {
 			if err == nil || errors.Is(err, io.EOF) {
 				break // the file is shorter than it was (discarded meanwhile)
@@ -266,38 +311,59 @@ func putIndexState(tx *bolt.Tx, id string, st *indexState) error {
 	return tx.Bucket(bucketIndexing).Put([]byte(id), raw)
 }
 
-// putText stores lines and markers numbered from st's sequences and sets
-// the sequences of next accordingly.
+// putText stores a batch of lines and markers numbered from st's sequences,
+// and the batch's postings under the batch's first line number.
 func putText(tx *bolt.Tx, id string, start time.Time, st indexState, lines []Line, markers []Marker) error {
 	lb, pb, mb := tx.Bucket(bucketLines), tx.Bucket(bucketPostings), tx.Bucket(bucketMarkers)
 	inv := invTime(start)
-	seq := st.Seq
-	for _, l := range lines {
+	seqs := map[string][]uint32{}
+	for i, l := range lines {
+		seq := st.Seq + uint32(i)
 		if err := lb.Put(lineKey(id, seq), encodeLineValue(l.Time, l.Code, l.Text)); err != nil {
 			return err
 		}
 		for _, w := range Tokens(l.Text) {
-			if err := pb.Put(postingKey(w, inv, id, seq), nil); err != nil {
-				return err
-			}
+			seqs[w] = append(seqs[w], seq)
 		}
-		seq++
 	}
-	mseq := st.MSeq
-	for _, m := range markers {
-		if err := mb.Put(lineKey(id, mseq), encodeLineValue(m.Time, recorder.CodeMarker, m.Label)); err != nil {
+	for w, list := range seqs {
+		if err := pb.Put(postingKey(w, inv, id, st.Seq), encodeSeqs(st.Seq, list)); err != nil {
 			return err
 		}
-		mseq++
+	}
+	for i, m := range markers {
+		if err := mb.Put(lineKey(id, st.MSeq+uint32(i)), encodeLineValue(m.Time, recorder.CodeMarker, m.Label)); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
-// advance sets the sequences of next after putText stored lines and
-// markers from st.
-func advance(next *indexState, st indexState, lines []Line, markers []Marker) {
-	next.Seq = st.Seq + uint32(len(lines))
-	next.MSeq = st.MSeq + uint32(len(markers))
+// encodeSeqs writes ascending line numbers as uvarint deltas from base.
+func encodeSeqs(base uint32, seqs []uint32) []byte {
+	v := make([]byte, 0, len(seqs)*2)
+	prev := base
+	for _, s := range seqs {
+		v = binary.AppendUvarint(v, uint64(s-prev))
+		prev = s
+	}
+	return v
+}
+
+// decodeSeqs reads encodeSeqs; it stops at the first malformed number.
+func decodeSeqs(base uint32, v []byte, fn func(seq uint32) bool) {
+	prev := uint64(base)
+	for len(v) > 0 {
+		d, n := binary.Uvarint(v)
+		if n <= 0 || prev+d > math.MaxUint32 {
+			return
+		}
+		v = v[n:]
+		prev += d
+		if !fn(uint32(prev)) {
+			return
+		}
+	}
 }
 
 func lineKey(id string, seq uint32) []byte {
@@ -306,16 +372,16 @@ func lineKey(id string, seq uint32) []byte {
 	return binary.BigEndian.AppendUint32(k, seq)
 }
 
-func postingKey(word string, inv []byte, id string, seq uint32) []byte {
+func postingKey(word string, inv []byte, id string, batch uint32) []byte {
 	k := make([]byte, 0, len(word)+len(id)+14)
 	k = append(append(k, word...), 0)
 	k = append(append(k, inv...), id...)
 	k = append(k, 0)
-	return binary.BigEndian.AppendUint32(k, seq)
+	return binary.BigEndian.AppendUint32(k, batch)
 }
 
 // parsePostingKey splits a posting key (see postingKey).
-func parsePostingKey(k []byte) (word []byte, id string, seq uint32, ok bool) {
+func parsePostingKey(k []byte) (word []byte, id string, batch uint32, ok bool) {
 	i := bytes.IndexByte(k, 0)
 	if i < 0 || len(k) < i+1+8+1+1+4 {
 		return nil, "", 0, false
@@ -346,32 +412,45 @@ func decodeLineValue(v []byte) (t float64, code, text string, ok bool) {
 
 func hasPrefix(b, prefix []byte) bool { return bytes.HasPrefix(b, prefix) }
 
-// dropText deletes a recording's lines, postings and markers, a batch per
-// transaction.
-func (s *Store) dropText(id string, start time.Time) error {
+// dropTextLocked deletes a recording's lines, postings, markers and index
+// state, a batch of lines per transaction. The caller holds its textLock.
+func (s *Store) dropTextLocked(id string, start time.Time) error {
+	st, _, err := s.indexState(id)
+	if err != nil {
+		return err
+	}
 	inv := invTime(start)
 	prefix := append([]byte(id), 0)
+	batchOf := func(seq uint32) uint32 {
+		i, found := slices.BinarySearch(st.Batches, seq)
+		if !found && i > 0 {
+			i--
+		}
+		if i < len(st.Batches) {
+			return st.Batches[i]
+		}
+		return 0
+	}
 	for {
 		more := false
-		err := s.update(func(tx *bolt.Tx) error {
+		err := s.tdb.Update(func(tx *bolt.Tx) error {
 			more = false
 			lb, pb := tx.Bucket(bucketLines), tx.Bucket(bucketPostings)
 			c := lb.Cursor()
-			n := 0
 			var keys [][]byte
 			for k, v := c.Seek(prefix); k != nil && hasPrefix(k, prefix); k, v = c.Next() {
-				if n++; n > indexBatchLines {
+				if len(keys) >= indexBatchLines {
 					more = true
 					break
 				}
 				seq := binary.BigEndian.Uint32(k[len(k)-4:])
 				_, _, text, _ := decodeLineValue(v)
 				for _, w := range Tokens(text) {
-					if err := pb.Delete(postingKey(w, inv, id, seq)); err != nil {
+					if err := pb.Delete(postingKey(w, inv, id, batchOf(seq))); err != nil {
 						return err
 					}
 				}
-				keys = append(keys, append([]byte(nil), k...))
+				keys = append(keys, bytes.Clone(k))
 			}
 			for _, k := range keys {
 				if err := lb.Delete(k); err != nil {
@@ -385,14 +464,14 @@ func (s *Store) dropText(id string, start time.Time) error {
 			keys = keys[:0]
 			mc := mb.Cursor()
 			for k, _ := mc.Seek(prefix); k != nil && hasPrefix(k, prefix); k, _ = mc.Next() {
-				keys = append(keys, append([]byte(nil), k...))
+				keys = append(keys, bytes.Clone(k))
 			}
 			for _, k := range keys {
 				if err := mb.Delete(k); err != nil {
 					return err
 				}
 			}
-			return nil
+			return tx.Bucket(bucketIndexing).Delete([]byte(id))
 		})
 		if err != nil {
 			return fmt.Errorf("store: drop text of %s: %w", id, err)
@@ -449,49 +528,63 @@ func (s *Store) Search(ctx context.Context, q Query) ([]Hit, error) {
 	}
 	phrase := normalize(q.Text)
 	hits := []Hit{}
-	err := s.db.View(func(tx *bolt.Tx) error {
-		sessions, lb := tx.Bucket(bucketSessions), tx.Bucket(bucketLines)
-		allowed := map[string]bool{}
-		perSession := map[string]int{}
-		seen := map[string]bool{}
-		c := tx.Bucket(bucketPostings).Cursor()
-		prefix := []byte(driver)
-		scanned := 0
-		for k, _ := c.Seek(prefix); k != nil && hasPrefix(k, prefix); k, _ = c.Next() {
-			if scanned++; scanned > q.MaxScan {
-				break
+	err := s.db.View(func(itx *bolt.Tx) error {
+		sessions := itx.Bucket(bucketSessions)
+		return s.tdb.View(func(tx *bolt.Tx) error {
+			lb := tx.Bucket(bucketLines)
+			allowed := map[string]bool{}
+			perSession := map[string]int{}
+			seen := map[string]bool{}
+			c := tx.Bucket(bucketPostings).Cursor()
+			prefix := []byte(driver)
+			scanned := 0
+			full := false
+			for k, v := c.Seek(prefix); k != nil && hasPrefix(k, prefix) && !full && scanned < q.MaxScan; k, v = c.Next() {
+				if scanned++; scanned%1024 == 0 && ctx.Err() != nil {
+					return ctx.Err()
+				}
+				_, id, batch, ok := parsePostingKey(k)
+				if !ok {
+					continue
+				}
+				ok, known := allowed[id]
+				if !known {
+					ok = s.searchable(sessions, id, q.Filter)
+					allowed[id] = ok
+				}
+				if !ok || perSession[id] >= q.PerSession {
+					continue
+				}
+				decodeSeqs(batch, v, func(seq uint32) bool {
+					scanned++
+					lk := lineKey(id, seq)
+					if seen[string(lk)] {
+						return true
+					}
+					t, code, text, ok := decodeLineValue(lb.Get(lk))
+					if !ok || !strings.Contains(normalize(text), phrase) {
+						return true
+					}
+					seen[string(lk)] = true
+					perSession[id]++
+					hits = append(hits, Hit{SessionID: id, Time: t, Code: code, Text: text})
+					full = len(hits) >= q.Limit
+					return !full && perSession[id] < q.PerSession
+				})
 			}
-			if scanned%4096 == 0 && ctx.Err() != nil {
-				return ctx.Err()
+			// Hits of one recording come in line order from its batches,
+			// but a prefix may match several words: put them back in order.
+			rank := map[string]int{}
+			for _, h := range hits {
+				if _, ok := rank[h.SessionID]; !ok {
+					rank[h.SessionID] = len(rank)
+				}
 			}
-			_, id, seq, ok := parsePostingKey(k)
-			if !ok {
-				continue
-			}
-			ok, known := allowed[id]
-			if !known {
-				ok = s.searchable(sessions, id, q.Filter)
-				allowed[id] = ok
-			}
-			if !ok || perSession[id] >= q.PerSession {
-				continue
-			}
-			lk := lineKey(id, seq)
-			if seen[string(lk)] {
-				continue
-			}
-			t, code, text, ok := decodeLineValue(lb.Get(lk))
-			if !ok || !strings.Contains(normalize(text), phrase) {
-				continue
-			}
-			seen[string(lk)] = true
-			perSession[id]++
-			hits = append(hits, Hit{SessionID: id, Time: t, Code: code, Text: text})
-			if len(hits) >= q.Limit {
-				break
-			}
-		}
-		return nil
+			slices.SortStableFunc(hits, func(a, b Hit) int {
+				return cmp.Or(cmp.Compare(rank[a.SessionID], rank[b.SessionID]), cmp.Compare(a.Time, b.Time))
+			})
+			return nil
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: search: %w", err)
@@ -521,13 +614,7 @@ func (s *Store) WaitIndexed(ctx context.Context, id string) error {
 		if err != nil {
 			return err
 		}
-		var st indexState
-		err = s.db.View(func(tx *bolt.Tx) error {
-			if raw := tx.Bucket(bucketIndexing).Get([]byte(id)); raw != nil {
-				return json.Unmarshal(raw, &st)
-			}
-			return nil
-		})
+		st, _, err := s.indexState(id)
 		if err != nil {
 			return err
 		}

@@ -69,10 +69,17 @@ func (c *Config) Check() error {
 // Store is the recordings and their index. Safe for concurrent use.
 type Store struct {
 	cfg     Config
-	db      *bolt.DB
+	db      *bolt.DB // index.db: sessions, audit
+	tdb     *bolt.DB // text.db: the search index
 	blobDir string
-	writers atomic.Int32 // write transactions in flight, see update
+	writers atomic.Int32 // write transactions in flight on db, see update
 	idx     *indexer
+
+	// textLocks serialize, per recording (by a hash of its id), the
+	// indexer's batches with Delete, which spans both files: a batch checks
+	// in index.db that the recording is still there, at the generation it
+	// read, and writes text.db under the same lock.
+	textLocks [64]sync.Mutex
 
 	mu     sync.Mutex       // guards the fields below
 	blobs  map[string]*blob // recordings touched while live

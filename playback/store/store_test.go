@@ -204,9 +204,9 @@ func TestSearch(t *testing.T) {
 		want []Hit
 	}{
 		{"typed command", Query{Text: "systemctl stop", Filter: func(r *Record) bool { return r.Meta.Tier == "production" }},
-			[]Hit{{"prod1", 1.25, "i", "systemctl stop postgresql"}, {"prod1", 0.5, "o", "root@db1:~# systemctl stop postgresql"}}},
+			[]Hit{{"prod1", 0.5, "o", "root@db1:~# systemctl stop postgresql"}, {"prod1", 1.25, "i", "systemctl stop postgresql"}}},
 		{"prefix of a word", Query{Text: "postgr"},
-			[]Hit{{"prod1", 1.25, "i", "systemctl stop postgresql"}, {"prod1", 0.5, "o", "root@db1:~# systemctl stop postgresql"}}},
+			[]Hit{{"prod1", 0.5, "o", "root@db1:~# systemctl stop postgresql"}, {"prod1", 1.25, "i", "systemctl stop postgresql"}}},
 		{"escapes stripped", Query{Text: "root@db1:~# sys"}, []Hit{{"prod1", 0.5, "o", "root@db1:~# systemctl stop postgresql"}}},
 		{"osc title is not text", Query{Text: "title"}, []Hit{}},
 		{"case and spaces", Query{Text: "SYSTEMCTL    is"}, []Hit{{"stag1", 0.1, "o", "Systemctl is fun"}}},
@@ -268,14 +268,23 @@ func TestRetention(t *testing.T) {
 		t.Fatalf("hits after delete %v", hits)
 	}
 	// No posting of the deleted recording is left behind.
-	s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketPostings).ForEach(func(k, _ []byte) error {
-			if _, id, _, _ := parsePostingKey(k); id == "old-staging" {
-				t.Errorf("posting left: %q", k)
-			}
-			return nil
-		})
+	kept := 0
+	s.tdb.View(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketPostings, bucketLines, bucketIndexing} {
+			tx.Bucket(b).ForEach(func(k, _ []byte) error {
+				if bytes.Contains(k, []byte("old-staging")) {
+					t.Errorf("%s left: %q", b, k)
+				} else {
+					kept++
+				}
+				return nil
+			})
+		}
+		return nil
 	})
+	if kept == 0 {
+		t.Fatal("the other recordings lost their text too")
+	}
 	for _, id := range []string{"old-bg", "old-prod"} {
 		if _, err := s.Get(ctx, id); err != nil {
 			t.Errorf("%s: %v", id, err)

@@ -22,6 +22,10 @@ type UsageError struct{ Msg string }
 
 func (e *UsageError) Error() string { return e.Msg }
 
+// ErrSilent ends a command with exit status 1 and prints nothing: for
+// checks whose failure is an answer, not a problem (ssh_config Match exec).
+var ErrSilent = errors.New("silent failure")
+
 // Usagef returns a *UsageError.
 func Usagef(format string, args ...any) error { return &UsageError{Msg: fmt.Sprintf(format, args...)} }
 
@@ -33,6 +37,9 @@ func Exit(prog string, err error, stderr io.Writer) int {
 	}
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
+	}
+	if errors.Is(err, ErrSilent) {
+		return 1
 	}
 	var ue *UsageError
 	if errors.As(err, &ue) {

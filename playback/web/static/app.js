@@ -242,7 +242,9 @@
     for (const s of list) {
       const link = el("a", { href: sessionHref(s.id, null, q), text: fmtTime(s.start) || s.id });
       const tier = el("td", { text: s.tier || "" });
-      if (s.break_glass) tier.append(badge("break-glass", "bg"));
+      // Flag break-glass access even when the tier has another name.
+      if (s.break_glass && s.tier !== "break-glass") tier.append(badge("break-glass", "bg"));
+      if (s.break_glass && s.tier === "break-glass") tier.className = "bg-tier";
       const dur = el("td", { text: fmtDuration(s) });
       if (s.live) dur.append(badge("live", "live"));
       const integ = s.integrity || "";
@@ -368,8 +370,10 @@
     }
 
     // render shows text; the promise it returns settles once the player
-    // has drawn text (or after a second at most).
-    render(text, { startAt, autoPlay }) {
+    // has drawn text (or after a second at most). until, for a part of the
+    // recording, is the time of its last event: later markers would make
+    // the player wait in silence for events that have not arrived.
+    render(text, { startAt, autoPlay, until }) {
       if (!/\n./.test(text)) {
         status("This recording has no output.");
         return Promise.resolve();
@@ -382,7 +386,8 @@
       const opts = { autoPlay, fit: "width", speed: this.speed, controls: true };
       if (startAt > 0) opts.startAt = startAt;
       if (this.idle) opts.idleTimeLimit = this.idle;
-      if (this.markers.length > 0) opts.markers = this.markers;
+      const markers = Number.isFinite(until) ? this.markers.filter((m) => m[0] <= until) : this.markers;
+      if (markers.length > 0) opts.markers = markers;
       const p = window.AsciinemaPlayer.create({ data: text }, this.container, opts);
       this.player = p;
       this.playing = autoPlay;
@@ -570,7 +575,7 @@
       shown = st.parts.length;
       lastRender = performance.now();
       // Following shows the latest screen: start at the newest event.
-      player.render(st.parts.join(""), { startAt: st.lastTime, autoPlay: true });
+      player.render(st.parts.join(""), { startAt: st.lastTime, autoPlay: true, until: st.lastTime });
     };
     $("follow").addEventListener("change", () => {
       if (follow() && pending && pending.parts.length !== shown) renderLive(pending);
@@ -587,7 +592,9 @@
       while (n < pending.parts.length && bytes < limit) bytes += pending.parts[n++].length;
       shown = n;
       shownBytes = bytes;
-      player.render(pending.parts.slice(0, n).join(""), { startAt: player.currentTime(), autoPlay: true });
+      const last = pending.parts[n - 1];
+      const until = lineTime(last.slice(last.lastIndexOf("\n", last.length - 2) + 1, last.length - 1));
+      player.render(pending.parts.slice(0, n).join(""), { startAt: player.currentTime(), autoPlay: true, until });
     };
 
     const onChunk = (st) => {
@@ -606,7 +613,9 @@
         // thread more than the download does. The marks let `make bench`
         // say where the time to the first frame goes.
         performance.mark("sshward:first-render");
-        return player.render(st.parts.join(""), { startAt: follow() ? st.lastTime : startAt, autoPlay: true });
+        return player.render(st.parts.join(""), {
+          startAt: follow() ? st.lastTime : startAt, autoPlay: true, until: st.done ? undefined : st.lastTime,
+        });
       }
       if (st.done) {
         if (st.parts.length === shown && !live) {
