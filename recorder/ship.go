@@ -656,7 +656,9 @@ func (s *Shipper) Status() []ShipStatus {
 		out = append(out, ss)
 	}
 	s.mu.Unlock()
-	slices.SortFunc(out, func(a, b ShipStatus) int { return cmp.Or(cmp.Compare(b.Age, a.Age), cmp.Compare(a.SessionID, b.SessionID)) })
+	slices.SortFunc(out, func(a, b ShipStatus) int {
+		return cmp.Or(cmp.Compare(b.Age, a.Age), cmp.Compare(a.SessionID, b.SessionID))
+	})
 	return out
 }
 
