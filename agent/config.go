@@ -80,23 +80,25 @@ const (
 )
 
 // DefaultCiphers are the ciphers the agent offers unless Config.Ciphers
-// says otherwise. On CPUs with AES and carry-less multiply instructions
-// (amd64, arm64) that is AES-GCM alone; elsewhere x/crypto/ssh's defaults.
+// says otherwise: x/crypto/ssh's defaults, less chacha20-poly1305 on CPUs
+// with AES and carry-less multiply instructions (amd64, arm64).
 //
 // Why: the client chooses, taking the first of its own list that the
-// server offers, and OpenSSH lists chacha20-poly1305 first, then the
-// aes-ctr ciphers (with an HMAC), then AES-GCM. x/crypto's ChaCha20 has no
-// assembly on amd64 and was the largest single cost of a busy recorded
-// session (about 40% of the agent's CPU time, make bench); AES-GCM runs on
-// the AES instructions at a fraction of that. crypto/tls prefers AES-GCM
-// on the same condition. Every OpenSSH since 6.2 (2013) speaks AES-GCM;
-// clients that do not (old PuTTY, paramiko before 3.3) need Ciphers set
-// to include a cipher they know.
+// server offers, and OpenSSH lists chacha20-poly1305 first. x/crypto's
+// ChaCha20 has no assembly on amd64: it was the largest single cost of a
+// busy recorded session (about 40% of the agent's CPU time in make bench;
+// 3.0 CPU-s/GB per end against 1.7 for aes128-ctr with
+// hmac-sha2-256-etm, which OpenSSH picks next, and 1.1 for AES-GCM).
+// crypto/tls prefers AES on the same condition. Every client that speaks
+// chacha20-poly1305 also speaks aes-ctr, so nobody is locked out; setting
+// Ciphers to the AES-GCM ones alone saves the rest, at the cost of
+// clients without AES-GCM (paramiko before 3.5, libssh2 before 1.11).
 func DefaultCiphers() []string {
-	if hardwareAESGCM() {
-		return []string{ssh.CipherAES128GCM, ssh.CipherAES256GCM}
+	all := ssh.SupportedAlgorithms().Ciphers
+	if !hardwareAESGCM() {
+		return slices.Clone(all)
 	}
-	return slices.Clone(ssh.SupportedAlgorithms().Ciphers)
+	return slices.DeleteFunc(slices.Clone(all), func(c string) bool { return c == ssh.CipherChaCha20Poly1305 })
 }
 
 func hardwareAESGCM() bool {
@@ -126,6 +128,10 @@ type Config struct {
 	JoinToken string
 	// Settings override DefaultTierSettings(Tier) when set.
 	Settings *TierSettings
+	// Playback, when set, ships recordings from the agent's own spool to
+	// the playback server (ignored when Spool is given). Nothing leaves the
+	// spool before the server acknowledged it.
+	Playback *PlaybackConfig
 	// Spool receives recordings. Nil: Serve opens a recorder spool in
 	// DataDir/spool (repairing what a crash left) and closes it on return.
 	Spool Spool
@@ -236,4 +242,14 @@ func (c Config) withDefaults() Config {
 	}
 	c.DataDir = filepath.Clean(c.DataDir)
 	return c
+}
+
+// PlaybackConfig says where recordings go.
+type PlaybackConfig struct {
+	// URL is the playback server; "" asks the CA (GET /v1/trust "playback")
+	// at start and keeps asking until one is registered.
+	URL string
+	// RootPEM is the CA's X.509 root: the playback server's TLS certificate
+	// chains to it.
+	RootPEM []byte
 }

@@ -119,6 +119,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	defer s.single.close()
 
 	s.spool = s.cfg.Spool
+	var shipSpool *recorder.Spool
 	if s.spool == nil {
 		sp, err := recorder.OpenSpool(ctx, recorder.SpoolConfig{
 			Dir: SpoolDir(s.cfg.DataDir), Now: s.cfg.Now, Logger: s.log, Rand: s.cfg.Rand,
@@ -128,12 +129,16 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		defer sp.Close()
 		s.spool = RecorderSpool(sp)
+		shipSpool = sp
 	}
 
 	bg, stopBg := context.WithCancel(context.WithoutCancel(ctx))
 	var bgWG sync.WaitGroup
 	bgWG.Go(func() { s.renewLoop(bg) })
 	bgWG.Go(func() { s.pollRevocations(bg) })
+	if shipSpool != nil && s.cfg.Playback != nil {
+		bgWG.Go(func() { s.ship(bg, shipSpool) })
+	}
 	defer func() {
 		stopBg()
 		bgWG.Wait()

@@ -556,8 +556,9 @@ func (s *session) pumpOutput(r io.Reader, w io.Writer, rec *sessionRecording, re
 }
 
 // outputQueue hands recorded output from an output pump to its sender,
-// holding at most pumpChunk bytes. Two buffers take turns: one fills
-// while the other is sent.
+// holding at most pumpChunk bytes. Two buffers take turns, one filling
+// while the other is sent; they grow with what a session prints at once,
+// so a quiet session keeps small ones.
 type outputQueue struct {
 	ready chan struct{} // a token when pending has data or the queue closed
 	space chan struct{} // a token when the sender took pending
@@ -583,9 +584,6 @@ func (q *outputQueue) put(p []byte) {
 	for {
 		q.mu.Lock()
 		if len(q.pending)+len(p) <= pumpChunk {
-			if q.pending == nil {
-				q.pending = make([]byte, 0, pumpChunk)
-			}
 			q.pending = append(q.pending, p...)
 			q.mu.Unlock()
 			wake(q.ready)

@@ -29,6 +29,9 @@ type Status struct {
 	HostCert    *HostCertStatus   `json:"host_cert,omitempty"`
 	Revocations *RevocationStatus `json:"revocations,omitempty"`
 	Spool       SpoolStatus       `json:"spool"`
+	// Uploads is the shipper's queue: what the playback server has not
+	// acknowledged yet, how old, and the last error.
+	Uploads *recorder.ShipReport `json:"uploads"`
 }
 
 // HostCertStatus describes the host certificate.
@@ -124,6 +127,9 @@ func ReadStatus(dataDir string, now time.Time) (*Status, error) {
 	if err := readSpool(&st.Spool, now); err != nil {
 		return nil, err
 	}
+	if st.Uploads, err = recorder.ReadShipStatus(st.Spool.Dir); err != nil {
+		return nil, fmt.Errorf("agent: status: %w", err)
+	}
 	return st, nil
 }
 
@@ -197,8 +203,23 @@ func (st *Status) WriteText(w io.Writer) error {
 	sp := st.Spool
 	fmt.Fprintf(tw, "spool:\t%s: %d unfinished (live, or left by a crash until the next start), %d finished awaiting upload (%d incomplete), %d bytes\n",
 		sp.Dir, sp.Unfinished, sp.Finished, sp.Incomplete, sp.Bytes)
+	if u := st.Uploads; u != nil && u.URL != "" {
+		fmt.Fprintf(tw, "uploads:\tto %s: %d pending (status as of %s)\n", u.URL, len(u.Recordings), u.UpdatedAt.Format(time.RFC3339))
+	} else {
+		fmt.Fprintf(tw, "uploads:\tno playback server yet: recordings stay in the spool\n")
+	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	if u := st.Uploads; u != nil && len(u.Recordings) > 0 {
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintf(tw, "\nPENDING UPLOAD\tAGE\tSHIPPED\tPENDING\tATTEMPTS\tLAST ERROR\n")
+		for _, r := range u.Recordings {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\n", r.SessionID, r.Age.Round(time.Second), r.Shipped, r.Pending, r.Attempts, truncate(r.LastError, 60))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
 	}
 	if len(sp.Recordings) == 0 {
 		return nil

@@ -378,8 +378,5 @@ func (s *Server) serveCast(w http.ResponseWriter, r *http.Request, who *reader, 
 		if cs, changed, err = s.st.Cast(rec.ID); err != nil || cs.Generation != gen || cs.Size < pos {
 			return // the host is shipping it again: the reader starts over
 		}
-		if cs.Finished && changed == nil {
-			changed = make(chan struct{}) // never closes; the loop ends above
-		}
 	}
 }

@@ -204,9 +204,6 @@ func Join(ctx context.Context, cfg JoinConfig) (*Identity, error) {
 	return LoadIdentity(cfg.Dir)
 }
 
-// ErrNotJoined: the directory holds no identity yet.
-var ErrNotJoined = errors.New("playback: not joined to a CA yet: start with --join-token (sshward-ca join-token --playback NAME)")
-
 // LoadIdentity reads the identity Join saved.
 func LoadIdentity(dir string) (*Identity, error) {
 	read := func(name string) ([]byte, error) {

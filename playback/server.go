@@ -135,9 +135,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	hs := &http.Server{
 		Handler:           s.handler,
 		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-		BaseContext:       func(net.Listener) context.Context { return ctx },
+		// Bounds a slow upload of the largest chunk; no WriteTimeout, as
+		// a followed live session streams for as long as it lasts.
+		ReadTimeout: 2 * time.Minute,
+		IdleTimeout: 120 * time.Second,
+		ErrorLog:    slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		BaseContext: func(net.Listener) context.Context { return ctx },
 	}
 	bg, stopBg := context.WithCancel(ctx)
 	var wg sync.WaitGroup

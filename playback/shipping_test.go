@@ -231,7 +231,7 @@ func TestCorruptedChunkIsRejectedAndSentAgain(t *testing.T) {
 		mode string
 		want string // the answer the damage must get
 	}{
-		{"transit", "chunk 422"},  // the chunk is refused and sent again
+		{"transit", "chunk 422"}, // the chunk is refused and sent again
 		{"source", "finish 422"}, // the server discards and the host ships again
 	}
 	for _, tc2 := range tests {

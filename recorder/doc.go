@@ -35,8 +35,16 @@
 //	meta, err := rec.Close(ctx, recorder.EndInfo{ExitStatus: &status})
 //	// "session end status=0" marker, fsync, sha256, metadata with Finished=true.
 //
-// Later the shipper reads spool.List, uploads the finished ones and calls
-// spool.Remove; the playback server reads casts with NewReader.
+// Beside it the agent runs a Shipper (ship.go), which streams every
+// recording to the playback server while it is recorded and removes it
+// from the spool only once the server acknowledged all of it:
+//
+//	sh, err := recorder.NewShipper(recorder.ShipperConfig{Spool: spool,
+//		URL: playbackURL, RootPEM: caRoot, Cert: hostIdentity, Logger: log})
+//	go sh.Run(ctx)     // retries with backoff; survives restarts of either side
+//	sh.Status()        // the upload queue; also in DIR/.ship-status.json (ReadShipStatus)
+//
+// The ingest protocol and the recording signature are in ingest.go.
 //
 // # Files
 //

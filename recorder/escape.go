@@ -139,13 +139,17 @@ func plainPrefix(s []byte) int {
 }
 
 // mayNeedEscape reports whether one of the eight bytes in x is a control
-// (< 0x20), '"', '\\' or 0xE2: the bytes escapes marks. It is exact, with
-// the "has a zero byte" and "has a byte less than n" tests of Bit
-// Twiddling Hacks (S. E. Anderson).
+// (< 0x20), '"', '\\' or 0xE2: the bytes escapes marks. It is exact: the
+// "has a byte less than n" and "has a zero byte" tests of Bit Twiddling
+// Hacks (S. E. Anderson), their high bits tested at once.
 func mayNeedEscape(x uint64) bool {
 	const lsb, msb = 0x0101010101010101, 0x8080808080808080
-	zero := func(v uint64) uint64 { return (v - lsb) &^ v & msb }
-	return ((x-0x20*lsb)&^x&msb)|zero(x^('"'*lsb))|zero(x^('\\'*lsb))|zero(x^(0xE2*lsb)) != 0
+	q, bs, e2 := x^('"'*lsb), x^('\\'*lsb), x^(0xE2*lsb)
+	t := (x - 0x20*lsb) &^ x
+	t |= (q - lsb) &^ q
+	t |= (bs - lsb) &^ bs
+	t |= (e2 - lsb) &^ e2
+	return t&msb != 0
 }
 
 // appendRepeated appends n copies of esc, doubling what is written.

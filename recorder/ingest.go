@@ -111,7 +111,7 @@ func VerifyRecording(pub ssh.PublicKey, m Metadata, signature string) error {
 	if err := ssh.Unmarshal(raw, &sig); err != nil {
 		return fmt.Errorf("%w: not an SSH signature", ErrBadSignature)
 	}
-	if sig.Format == ssh.KeyAlgoRSA || sig.Format == ssh.KeyAlgoDSA {
+	if sig.Format == ssh.KeyAlgoRSA || sig.Format == "ssh-dss" {
 		return fmt.Errorf("%w: %s (SHA-1) refused", ErrBadSignature, sig.Format)
 	}
 	if err := pub.Verify(RecordingSignedData(m.SessionID, m.SHA256, m.CastBytes), &sig); err != nil {

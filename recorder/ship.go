@@ -38,6 +38,10 @@ const (
 	DefaultShipTimeout      = 30 * time.Second
 )
 
+// maxShipChunk keeps every chunk within MaxChunkBytes: readChunk may add
+// one line of up to MaxLineBytes (and its newline) to a chunk.
+const maxShipChunk = MaxChunkBytes - MaxLineBytes - 1
+
 // ShipperConfig configures NewShipper. Spool, URL, Cert and one of RootPEM
 // or HTTPClient are required; every other zero value is a default.
 type ShipperConfig struct {
@@ -88,8 +92,8 @@ func (c *ShipperConfig) Check() error {
 		return errors.New("recorder: shipper config: Cert is required")
 	case len(c.RootPEM) == 0 && c.HTTPClient == nil:
 		return errors.New("recorder: shipper config: RootPEM (the CA root) is required")
-	case c.ChunkBytes < 0 || c.ChunkBytes > MaxChunkBytes-MaxLineBytes:
-		return fmt.Errorf("recorder: shipper config: ChunkBytes %d out of range 0..%d", c.ChunkBytes, MaxChunkBytes-MaxLineBytes)
+	case c.ChunkBytes < 0 || c.ChunkBytes > maxShipChunk:
+		return fmt.Errorf("recorder: shipper config: ChunkBytes %d out of range 0..%d", c.ChunkBytes, maxShipChunk)
 	case c.PollInterval < 0 || c.MinBackoff < 0 || c.MaxBackoff < 0 || c.Workers < 0 || c.RequestTimeout < 0:
 		return errors.New("recorder: shipper config: durations and counts must not be negative")
 	}

@@ -25,7 +25,7 @@ func TestReadChunk(t *testing.T) {
 		{"unfinished last line stays", line(10) + "partial", 0, 100, line(10), nil},
 		{"only an unfinished line", "partial", 0, 100, "", nil},
 		{"nothing left", line(10), 10, 100, "", nil},
-		{"a line longer than the limit", line(50) + line(5), 0, 20, line(50), nil},
+		{"a line longer than the limit", line(50) + line(5), 0, 20, line(50) + line(5), nil},
 		{"a line longer than any chunk", strings.Repeat("x", MaxLineBytes+40) + "\n", 0, 20, "", ErrLineTooLong},
 	}
 	for _, tc := range tests {

@@ -89,13 +89,12 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	srv, err := agent.New(agent.Config{
 		Tier: *tier, DataDir: *dataDir, CA: ca, JoinToken: *token,
 		HostName: *hostName, SFTPServerPath: *sftpServer, Logger: log,
+		// The playback server's TLS certificate chains to the CA root; with
+		// no --playback the agent asks the CA where it registered.
+		Playback: &agent.PlaybackConfig{URL: *playback, RootPEM: ca.RootPEM()},
 	})
 	if err != nil {
 		return err
-	}
-	if *playback != "" {
-		log.Warn("shipping to the playback server is not part of this agent yet; recordings stay in the spool (see `sshward-agent status`)",
-			"playback", *playback)
 	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {

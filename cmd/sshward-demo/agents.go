@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+
 	"fmt"
+	"github.com/pquerna/otp/totp"
 	"io"
 	"net"
 	"os"
@@ -138,3 +140,61 @@ func waitTCP(ctx context.Context, addr string) error {
 }
 
 func homeOf(st state, user string) string { return filepath.Join(st.Dir, "home-"+user) }
+
+// startPlayback joins a playback server to the CA; agents find it through
+// the CA (GET /v1/trust) and ship their recordings there.
+func (d *demo) startPlayback(ctx context.Context, log io.Writer, caDir string, st *state) error {
+	tok, err := d.output(ctx, "sshward-ca", "join-token", "--dir", caDir, "--playback", "127.0.0.1")
+	if err != nil {
+		return err
+	}
+	addr, err := freeAddr("127.0.0.1:8444")
+	if err != nil {
+		return err
+	}
+	st.Playback = "https://" + addr
+	d.step("starting sshward-playback on %s", st.Playback)
+	if _, err := d.start(ctx, log, "sshward-playback", "serve", "--dir", filepath.Join(d.dir, "playback"), "--ca", st.CA,
+		"--fingerprint", st.Fingerprint, "--join-token", strings.TrimSpace(tok), "--listen", addr); err != nil {
+		return err
+	}
+	return waitTCP(ctx, addr)
+}
+
+// seedRecording runs one short staging session as the engineer (from a
+// separate client home, so the reader's own journey starts logged out) so
+// that the auditor has something to replay right away.
+func (d *demo) seedRecording(ctx context.Context, st state) (int64, error) {
+	eng := st.Users[0]
+	home := filepath.Join(st.Dir, "home-seed")
+	if err := os.MkdirAll(home, 0o700); err != nil {
+		return 0, err
+	}
+	now := time.Now()
+	code, err := totp.GenerateCode(eng.TOTP, now)
+	if err != nil {
+		return 0, err
+	}
+	login := d.cmd(ctx, "sshward", "login", "--ca", st.CA, "--fingerprint", st.Fingerprint, "--user", eng.Name, "--password-stdin", "--otp", code)
+	login.Env = append(login.Env, "SSHWARD_HOME="+home, "SSH_AUTH_SOCK=")
+	login.Stdin = strings.NewReader(eng.Password + "\n")
+	if out, err := login.CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("seed login: %v: %s", err, out)
+	}
+	cfg, err := os.ReadFile(filepath.Join(st.Dir, "ssh_config"))
+	if err != nil {
+		return 0, err
+	}
+	seedCfg := filepath.Join(home, "ssh_config")
+	if err := os.WriteFile(seedCfg, []byte(strings.ReplaceAll(string(cfg), homeOf(st, eng.Name), home)), 0o644); err != nil {
+		return 0, err
+	}
+	d.step("recording a first session on web1.staging for the auditor")
+	ssh := exec.CommandContext(ctx, "ssh", "-F", seedCfg, "-o", "BatchMode=yes", "web1.staging",
+		`echo "hello from the sshward demo"; uname -a; df -h / | tail -1; echo "deploying release 42"`)
+	ssh.Env = append(os.Environ(), "SSHWARD_HOME="+home, "SSH_AUTH_SOCK=")
+	if out, err := ssh.CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("seed session: %v: %s", err, out)
+	}
+	return now.Unix() / 30, nil
+}

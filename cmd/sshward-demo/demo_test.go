@@ -90,7 +90,9 @@ func TestDemoJourney(t *testing.T) {
 		}
 		return string(out)
 	}
-	code, _ := totp.GenerateCode(raw.Users[0].TOTP, time.Now())
+	// The code the demo tells people to use (the seeded session spent the
+	// current one for this user).
+	code := strings.TrimSpace(run("", filepath.Join(bin, "sshward-demo"), "code", eng.Name, "--dir", dir))
 	run(eng.Password+"\n", filepath.Join(bin, "sshward"), "login", "--ca", st.CA, "--fingerprint", st.Fingerprint, "--user", eng.Name, "--password-stdin", "--otp", code)
 	cfg := filepath.Join(dir, "ssh_config")
 	if got := run("", "ssh", "-F", cfg, "-o", "BatchMode=yes", "web1.staging", "echo staging-$((6*7))"); !strings.Contains(got, "staging-42") {
@@ -192,5 +194,65 @@ func TestDemoJourney(t *testing.T) {
 	}
 	if out := run("", filepath.Join(bin, "sshward-ca"), "audit", "verify", "--dir", filepath.Join(dir, "ca")); !strings.Contains(out, "intact") {
 		t.Fatalf("audit verify: %s", out)
+	}
+
+	// Journey 3: the auditor finds the sessions on the playback server,
+	// the break-glass one flagged, and exports one that asciinema plays.
+	// An engineer is refused.
+	c = exec.CommandContext(ctx, filepath.Join(bin, "sshward"), "sessions")
+	c.Env = env
+	if out, err := c.CombinedOutput(); err == nil || !strings.Contains(string(out), "auditor") {
+		t.Fatalf("engineer listing sessions: err %v, %s", err, out)
+	}
+	au := st.Users[3]
+	auEnv := append(os.Environ(), "SSHWARD_HOME="+filepath.Join(dir, "home-"+au.Name), "SSH_AUTH_SOCK=")
+	auRun := func(stdin string, args ...string) string {
+		t.Helper()
+		c := exec.CommandContext(ctx, filepath.Join(bin, "sshward"), args...)
+		c.Env, c.Stdin = auEnv, strings.NewReader(stdin)
+		out, err := c.Output()
+		if err != nil {
+			t.Fatalf("auditor %v: %v %s", args, err, out)
+		}
+		return string(out)
+	}
+	auCode, _ := totp.GenerateCode(raw.Users[3].TOTP, time.Now())
+	auRun(au.Password+"\n", "login", "--ca", st.CA, "--fingerprint", st.Fingerprint, "--user", au.Name, "--password-stdin", "--otp", auCode)
+	var sessions []struct {
+		ID         string `json:"id"`
+		Tier       string `json:"tier"`
+		BreakGlass bool   `json:"break_glass"`
+		RequestID  string `json:"request_id"`
+		Live       bool   `json:"live"`
+	}
+	deadline = time.Now().Add(30 * time.Second)
+	var glass string
+	for glass == "" {
+		if err := json.Unmarshal([]byte(auRun("", "sessions", "--json")), &sessions); err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range sessions {
+			if s.BreakGlass && s.RequestID == req.ID && !s.Live {
+				glass = s.ID
+			}
+		}
+		if glass == "" && time.Now().After(deadline) {
+			t.Fatalf("the break-glass session never reached the playback server: %+v", sessions)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	if got := auRun("", "sessions", "--grep", "deploying"); !strings.Contains(got, "deploying release 42") {
+		t.Fatalf("the seeded session is not searchable: %s", got)
+	}
+	cast := filepath.Join(t.TempDir(), "glass.cast")
+	if err := os.WriteFile(cast, []byte(auRun("", "export", glass)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := exec.LookPath("asciinema"); err != nil {
+		t.Fatal("asciinema not installed: apt-get install asciinema (make test does this)")
+	}
+	out, err = exec.Command("script", "-qec", "asciinema cat "+cast, "/dev/null").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "glass-42") {
+		t.Fatalf("asciinema cat of the exported break-glass session: %v\n%s", err, out)
 	}
 }

@@ -50,6 +50,11 @@ type state struct {
 	Fingerprint string     `json:"fingerprint"`
 	Users       []demoUser `json:"users"`
 	Hosts       []demoHost `json:"hosts"`
+	Playback    string     `json:"playback"`
+	// SeedStep is the TOTP time step the demo's seeded session used for the
+	// engineer; that code cannot be used again (replay protection), so
+	// `sshward-demo code` hands out the next one.
+	SeedStep int64 `json:"seed_totp_step,omitempty"`
 }
 
 // demoHost is an sshward-agent the demo runs on loopback.
@@ -165,14 +170,20 @@ func (d *demo) run(ctx context.Context, listen string) error {
 	if err := waitHealthy(ctx, st.CA); err != nil {
 		return fmt.Errorf("the CA did not come up (see %s): %w", logf.Name(), err)
 	}
+	if err := d.startPlayback(ctx, logf, caDir, &st); err != nil {
+		return err
+	}
 	if err := d.startAgents(ctx, logf, caDir, &st); err != nil {
+		return err
+	}
+	if err := d.writeSSHConfig(ctx, st); err != nil {
+		return err
+	}
+	if st.SeedStep, err = d.seedRecording(ctx, st); err != nil {
 		return err
 	}
 	b, _ := json.MarshalIndent(st, "", "  ")
 	if err := os.WriteFile(filepath.Join(d.dir, "demo.json"), b, 0o600); err != nil {
-		return err
-	}
-	if err := d.writeSSHConfig(ctx, st); err != nil {
 		return err
 	}
 	d.printNext(st)
@@ -185,7 +196,7 @@ func (d *demo) printNext(st state) {
 	w := d.out
 	sw := filepath.Join(d.bin, "sshward")
 	fmt.Fprintf(w, "\nsshward demo is running. Ctrl-C stops it. Everything lives in %s\n\n", st.Dir)
-	fmt.Fprintf(w, "CA          %s\nfingerprint %s\n\nusers (passwords and TOTP secrets are demo values):\n", st.CA, st.Fingerprint)
+	fmt.Fprintf(w, "CA          %s\nfingerprint %s\nplayback    %s\n\nusers (passwords and TOTP secrets are demo values):\n", st.CA, st.Fingerprint, st.Playback)
 	for _, u := range st.Users {
 		fmt.Fprintf(w, "  %-7s %-42s password %s  TOTP %s\n", u.Name, u.Role, u.Password, u.TOTP)
 	}
@@ -202,6 +213,12 @@ func (d *demo) printNext(st state) {
 	for _, h := range st.Hosts {
 		fmt.Fprintf(w, "  %s status --data %s      # %s (%s) on %s\n", filepath.Join(d.bin, "sshward-agent"), h.Data, h.Name, h.Tier, h.Addr)
 	}
+	au := st.Users[len(st.Users)-1]
+	fmt.Fprintf(w, "\nJourney 3, the auditor: open %s in a browser and log in as %s (password %s,\n", st.Playback, au.Name, au.Password)
+	fmt.Fprintf(w, "  TOTP from `%s code %s`); a recorded session is already there. Or in a terminal:\n", filepath.Join(d.bin, "sshward-demo"), au.Name)
+	fmt.Fprintf(w, "  export SSHWARD_HOME=%s\n", homeOf(st, au.Name))
+	fmt.Fprintf(w, "  %s login --ca %s --fingerprint %s --user %s\n", sw, st.CA, st.Fingerprint, au.Name)
+	fmt.Fprintf(w, "  %s sessions        %s sessions --grep deploying        %s play ID        %s export ID > s.cast\n", sw, sw, sw, sw)
 	fmt.Fprintf(w, "\nAdmin verbs work while the CA runs:\n  %s audit list --dir %s/ca\n  %s audit verify --dir %s/ca\n\n",
 		filepath.Join(d.bin, "sshward-ca"), st.Dir, filepath.Join(d.bin, "sshward-ca"), st.Dir)
 }
@@ -324,9 +341,13 @@ func cmdCode(args []string) error {
 	if err := json.Unmarshal(b, &st); err != nil {
 		return err
 	}
-	for _, u := range st.Users {
+	for i, u := range st.Users {
 		if u.Name == pos[0] {
-			code, err := totp.GenerateCode(u.TOTP, time.Now())
+			at := time.Now()
+			if i == 0 && at.Unix()/30 <= st.SeedStep {
+				at = time.Unix((st.SeedStep+1)*30, 0) // accepted: one step of skew
+			}
+			code, err := totp.GenerateCode(u.TOTP, at)
 			if err != nil {
 				return err
 			}

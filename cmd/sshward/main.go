@@ -26,6 +26,10 @@ usage:
   sshward requests [--all] [--json]   your requests and those you may approve
   sshward approve ID [--reason TEXT]  approve someone else's request
   sshward deny ID --reason TEXT       deny a request (or withdraw your own)
+  sshward sessions [--user U --host H --tier T --since D --grep TEXT --break-glass --live] [--json]
+                                      recorded sessions on the playback server (auditors)
+  sshward play ID [--speed N --idle-limit S]   replay a session in this terminal (q, space, ←/→)
+  sshward export ID > session.cast    the asciicast v2 recording, for asciinema or any player
   sshward logout
 
 State lives in $SSHWARD_HOME (default ~/.sshward). Every verb takes --help.

@@ -22,8 +22,9 @@ import (
 )
 
 // blob is the in-memory state of one recording's cast file. Live ones stay
-// in Store.blobs with their file open for appending; finished ones are
-// loaded on demand and not kept.
+// in Store.blobs (size and running digest; the file is opened per chunk, so
+// thousands of live sessions hold no descriptors); finished ones are loaded
+// on demand and not kept.
 type blob struct {
 	id string
 
@@ -33,7 +34,6 @@ type blob struct {
 	owner    string
 	finished bool
 	gen      int
-	f        *os.File  // open while live
 	size     int64     // committed bytes: fsynced and acknowledged
 	hash     hash.Hash // sha256 of the committed bytes, while live
 	changed  chan struct{}
@@ -118,8 +118,8 @@ func (s *Store) load(b *blob) error {
 		f.Close()
 		return fmt.Errorf("store: recover cast %s: %w", b.id, err)
 	}
-	b.f, b.size, b.hash = f, size, h
-	return nil
+	b.size, b.hash = size, h
+	return f.Close()
 }
 
 // recoverCast cuts f after its last '\n' and hashes what stays.
@@ -195,20 +195,23 @@ func (s *Store) Start(ctx context.Context, req StartRequest) (int64, error) {
 		return 0, fmt.Errorf("store: start %s: %w", req.ID, err)
 	}
 	fail := func(err error) (int64, error) {
-		f.Close()
+		f.Close() // may be closed already
 		os.Remove(s.castPath(req.ID))
 		return 0, fmt.Errorf("store: start %s: %w", req.ID, err)
 	}
 	// The directory entry must be durable before any chunk is
 	// acknowledged. The metadata file is written at finish; until then the
 	// record holds the metadata.
+	if err := f.Close(); err != nil {
+		return fail(err)
+	}
 	if err := s.syncDir(); err != nil {
 		return fail(err)
 	}
 	if err := s.update(func(tx *bolt.Tx) error { return putRecord(tx, rec) }); err != nil {
 		return fail(err)
 	}
-	b.exists, b.owner, b.finished, b.f, b.size, b.hash = true, req.Owner, false, f, 0, sha256.New()
+	b.exists, b.owner, b.finished, b.size, b.hash = true, req.Owner, false, 0, sha256.New()
 	s.mu.Lock()
 	if s.blobs[req.ID] == nil && !s.closed {
 		s.blobs[req.ID] = b
@@ -239,13 +242,22 @@ func (s *Store) Append(ctx context.Context, id, owner string, offset int64, data
 	case b.finished || offset != b.size:
 		return 0, &OffsetError{Stored: b.size}
 	}
-	_, err = b.f.WriteAt(data, b.size)
+	f, err := os.OpenFile(s.castPath(id), os.O_WRONLY, 0)
+	if err != nil {
+		return 0, fmt.Errorf("store: append to %s: %w", id, err)
+	}
+	_, err = f.WriteAt(data, b.size)
 	if err == nil {
-		err = s.sync(b.f)
+		err = s.sync(f)
 	}
 	if err != nil {
 		// Nothing of a failed chunk may stay: the next one starts at size.
-		_ = b.f.Truncate(b.size)
+		_ = f.Truncate(b.size)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		return 0, fmt.Errorf("store: append to %s: %w", id, err)
 	}
 	b.hash.Write(data)
@@ -340,10 +352,6 @@ func (s *Store) Finish(ctx context.Context, req FinishRequest) (*Record, error) 
 		return nil, fmt.Errorf("store: finish %s: %w", req.ID, err)
 	}
 	b.finished = true
-	if b.f != nil {
-		b.f.Close()
-		b.f = nil
-	}
 	b.hash = nil
 	b.notifyLocked()
 	s.evict(b)
@@ -354,16 +362,23 @@ func (s *Store) Finish(ctx context.Context, req FinishRequest) (*Record, error) 
 // discardLocked empties a live cast whose bytes did not match and bumps its
 // generation, which tells the indexer and followers to start over.
 func (s *Store) discardLocked(b *blob) error {
-	if err := b.f.Truncate(0); err != nil {
-		return fmt.Errorf("store: discard %s: %w", b.id, err)
+	f, err := os.OpenFile(s.castPath(b.id), os.O_WRONLY, 0)
+	if err == nil {
+		err = f.Truncate(0)
+		if err == nil {
+			err = s.sync(f)
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
 	}
-	if err := s.sync(b.f); err != nil {
+	if err != nil {
 		return fmt.Errorf("store: discard %s: %w", b.id, err)
 	}
 	b.size, b.gen = 0, b.gen+1
 	b.hash = sha256.New()
 	gen := b.gen
-	err := s.update(func(tx *bolt.Tx) error {
+	err = s.update(func(tx *bolt.Tx) error {
 		r, err := getRecordTx(tx, b.id)
 		if err != nil {
 			return err

@@ -133,21 +133,10 @@ func (s *Store) Close() error {
 		return ErrClosed
 	}
 	s.closed = true
-	blobs := s.blobs
 	s.blobs = map[string]*blob{}
 	s.mu.Unlock()
 	s.idx.stop()
-	var errs []error
-	for _, b := range blobs {
-		b.mu.Lock()
-		if b.f != nil {
-			errs = append(errs, b.f.Close())
-			b.f = nil
-		}
-		b.mu.Unlock()
-	}
-	errs = append(errs, s.db.Close(), s.tdb.Close())
-	return errors.Join(errs...)
+	return errors.Join(s.db.Close(), s.tdb.Close())
 }
 
 func openBolt(path string, cfg Config, buckets [][]byte) (*bolt.DB, error) {

@@ -368,3 +368,32 @@ func TestExtractor(t *testing.T) {
 		t.Fatalf("long line split into %d", len(long))
 	}
 }
+
+// TestLiveRecordingsHoldNoDescriptors: thousands of live sessions must not
+// run the server out of file descriptors (a regression: each live
+// recording used to keep its cast open).
+func TestLiveRecordingsHoldNoDescriptors(t *testing.T) {
+	ctx := context.Background()
+	s := mustOpen(t, "")
+	fds := func() int {
+		des, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(des)
+	}
+	before := fds()
+	line := cast(`[0.1,"o","x"]`)
+	for i := range 200 {
+		id := fmt.Sprint("live-", i)
+		if _, err := s.Start(ctx, StartRequest{ID: id, Owner: "h"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Append(ctx, id, "h", 0, line); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if after := fds(); after > before+20 {
+		t.Fatalf("%d descriptors open for 200 live recordings (before %d)", after, before)
+	}
+}

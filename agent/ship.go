@@ -1,0 +1,59 @@
+package agent
+
+import (
+	"context"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/sshward/sshward/ca/api"
+	"github.com/sshward/sshward/recorder"
+)
+
+// playbackFinder is the part of the CA client that tells where the
+// playback server registered itself. Optional, like requestReporter.
+type playbackFinder interface {
+	Trust(ctx context.Context) (*api.TrustResponse, error)
+}
+
+// playbackRetry is how often the agent asks the CA for a playback server
+// when none is configured or registered yet.
+const playbackRetry = 30 * time.Second
+
+// ship streams the spool to the playback server until ctx ends. Without a
+// URL it first waits for the CA to know one; recordings stay in the spool
+// meanwhile (sshward-agent status shows them).
+func (s *Server) ship(ctx context.Context, sp *recorder.Spool) {
+	url := s.cfg.Playback.URL
+	for url == "" {
+		if f, ok := s.cfg.CA.(playbackFinder); ok {
+			tctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+			tr, err := f.Trust(tctx)
+			cancel()
+			if err == nil && tr.Playback != "" {
+				url = tr.Playback
+				break
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(playbackRetry):
+		}
+	}
+	sh, err := recorder.NewShipper(recorder.ShipperConfig{
+		Spool: sp, URL: url, RootPEM: s.cfg.Playback.RootPEM, Logger: s.log, Now: s.cfg.Now, Rand: s.cfg.Rand,
+		Cert: func() (*ssh.Certificate, ssh.Signer) {
+			id := s.identity()
+			return id.cert, id.key
+		},
+	})
+	if err != nil {
+		s.log.Error("agent: cannot ship recordings; they stay in the spool", "playback", url, "err", err)
+		return
+	}
+	s.log.Info("agent: shipping recordings", "playback", url)
+	if err := sh.Run(ctx); err != nil && ctx.Err() == nil {
+		s.log.Error("agent: shipping stopped; recordings stay in the spool", "err", err)
+	}
+}
