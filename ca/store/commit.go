@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -100,24 +101,63 @@ func (db *DB) Update(ctx context.Context, fn func(*Tx) error) error {
 func (db *DB) commitLoop() {
 	defer close(db.exited)
 	batch := make([]*call, 0, db.maxBatch)
+	last := 0 // size of the previous batch
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
 	for first := range db.calls {
 		batch = append(batch[:0], first)
+		// Under concurrent load (the previous batch was shared) linger a
+		// moment for writers still on their way: one commit (two fsyncs)
+		// then serves more of them. A lone writer never waits.
+		linger := last >= lingerAfter
+		if linger {
+			timer.Reset(commitLinger)
+		}
 	fill:
 		for len(batch) < db.maxBatch {
+			if !linger {
+				select {
+				case c, ok := <-db.calls:
+					if !ok {
+						break fill
+					}
+					batch = append(batch, c)
+				default:
+					break fill
+				}
+				continue
+			}
 			select {
 			case c, ok := <-db.calls:
 				if !ok {
 					break fill
 				}
 				batch = append(batch, c)
-			default:
-				break fill
+				if len(batch) >= last {
+					linger = false // as many as last time: go
+				}
+			case <-timer.C:
+				linger = false
 			}
 		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		last = len(batch)
 		db.runBatch(batch)
 		clear(batch) // drop references to finished calls
 	}
 }
+
+// Adaptive group commit: after a batch of at least lingerAfter writes, the
+// next batch waits up to commitLinger for as many writers as the last one.
+const (
+	lingerAfter  = 4
+	commitLinger = 300 * time.Microsecond
+)
 
 // runBatch commits batch, answering every call exactly once.
 func (db *DB) runBatch(batch []*call) {
