@@ -40,21 +40,13 @@ func (a *Authority) joinHost(ctx context.Context, req api.JoinRequest, clientAdd
 	if err != nil {
 		return nil, err
 	}
-	invalid := refuse(api.CodeTokenInvalid, http.StatusUnauthorized, ErrTokenInvalid, "the join token is unknown, already used or expired: ask for a new one (sshward-ca join-token)")
-	id := tokenID(req.Token)
-	now := a.cfg.Now()
-	var tok *store.JoinToken
-	err = a.cfg.Store.View(ctx, func(tx *store.Tx) error {
-		var err error
-		tok, err = tx.GetJoinToken(id)
-		return err
-	})
-	if err != nil || !tok.UsedAt.IsZero() || !now.Before(tok.ExpiresAt) {
-		return nil, invalid
+	id, now := tokenID(req.Token), a.cfg.Now()
+	tok, err := a.liveJoinToken(ctx, id, now, store.JoinKindHost, "sshward-ca join-token --host NAME --tier T")
+	if tok != nil {
+		ev.Subject, ev.Tier, ev.Actor = firstName(tok.Names), tok.Tier, "host:"+firstName(tok.Names)
 	}
-	ev.Subject, ev.Tier, ev.Actor = firstName(tok.Names), tok.Tier, "host:"+firstName(tok.Names)
-	if tok.Kind != "host" {
-		return nil, refuse(api.CodeTokenInvalid, http.StatusForbidden, ErrTokenInvalid, "this join token is for a %s, not a host", tok.Kind)
+	if err != nil {
+		return nil, err
 	}
 	if req.Tier != "" && req.Tier != tok.Tier {
 		return nil, refuse(api.CodeForbidden, http.StatusForbidden, nil, "this join token is for tier %s, not %s: start the agent with --tier %s", tok.Tier, req.Tier, tok.Tier)
@@ -265,4 +257,24 @@ func (a *Authority) OIDCClientConfig() *api.OIDCConfig {
 	c := a.cfg.OIDCClient
 	c.Enabled = a.cfg.OIDC != nil
 	return &c
+}
+
+// liveJoinToken looks up an unused, unexpired join token of kind before
+// anything is signed; ConsumeJoinToken in the write transaction stays the
+// authority. ask is the command that makes the right kind of token. The
+// token is returned with a kind mismatch too, for the audit record.
+func (a *Authority) liveJoinToken(ctx context.Context, id string, now time.Time, kind, ask string) (*store.JoinToken, error) {
+	var tok *store.JoinToken
+	err := a.cfg.Store.View(ctx, func(tx *store.Tx) error {
+		var err error
+		tok, err = tx.GetJoinToken(id)
+		return err
+	})
+	if err != nil || !tok.UsedAt.IsZero() || !now.Before(tok.ExpiresAt) {
+		return nil, refuse(api.CodeTokenInvalid, http.StatusUnauthorized, ErrTokenInvalid, "the join token is unknown, already used or expired: ask for a new one (%s)", ask)
+	}
+	if tok.Kind != kind {
+		return tok, refuse(api.CodeTokenInvalid, http.StatusForbidden, ErrTokenInvalid, "this join token is for a %s, not a %s: ask for one with %s", tok.Kind, kind, ask)
+	}
+	return tok, nil
 }

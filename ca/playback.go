@@ -55,21 +55,13 @@ func (a *Authority) joinPlayback(ctx context.Context, req api.PlaybackJoinReques
 	if err != nil {
 		return nil, err
 	}
-	invalid := refuse(api.CodeTokenInvalid, http.StatusUnauthorized, ErrTokenInvalid, "the join token is unknown, already used or expired: ask for a new one (sshward-ca join-token --playback NAME)")
-	id := tokenID(req.Token)
-	now := a.cfg.Now()
-	var tok *store.JoinToken
-	err = a.cfg.Store.View(ctx, func(tx *store.Tx) error {
-		var err error
-		tok, err = tx.GetJoinToken(id)
-		return err
-	})
-	if err != nil || !tok.UsedAt.IsZero() || !now.Before(tok.ExpiresAt) {
-		return nil, invalid
+	id, now := tokenID(req.Token), a.cfg.Now()
+	tok, err := a.liveJoinToken(ctx, id, now, store.JoinKindPlayback, "sshward-ca join-token --playback NAME")
+	if tok != nil {
+		ev.Subject, ev.Actor = firstName(tok.Names), "playback:"+firstName(tok.Names)
 	}
-	ev.Subject, ev.Actor = firstName(tok.Names), "playback:"+firstName(tok.Names)
-	if tok.Kind != store.JoinKindPlayback {
-		return nil, refuse(api.CodeTokenInvalid, http.StatusForbidden, ErrTokenInvalid, "this join token is for a %s, not a playback server: ask for one with sshward-ca join-token --playback NAME", tok.Kind)
+	if err != nil {
+		return nil, err
 	}
 	u, _ := url.Parse(req.URL) // Check parsed it
 	names := req.Names
@@ -108,7 +100,7 @@ func (a *Authority) joinPlayback(ctx context.Context, req api.PlaybackJoinReques
 		return a.appendAudit(tx, evCopy)
 	})
 	if errors.Is(err, ErrTokenInvalid) {
-		return nil, invalid
+		return nil, refuse(api.CodeTokenInvalid, http.StatusUnauthorized, err, "the join token is unknown, already used or expired: ask for a new one (sshward-ca join-token --playback NAME)")
 	}
 	if err != nil {
 		return nil, fmt.Errorf("ca: register playback server %q: %w", firstName(names), err)

@@ -85,10 +85,20 @@ func run(ctx context.Context, args []string, e *env) error {
 		return e.cmdStatus(ctx, args[1:])
 	case "ssh-config":
 		return e.cmdSSHConfig(ctx, args[1:])
-	case "request", "requests", "approve", "deny":
-		return e.cmdAccess(ctx, args[0], args[1:])
-	case "sessions", "play", "export":
-		return e.cmdPlayback(ctx, args[0], args[1:])
+	case "request":
+		return e.cmdRequest(ctx, args[1:])
+	case "requests":
+		return e.cmdRequests(ctx, args[1:])
+	case "approve":
+		return e.cmdDecide(ctx, args[1:], false)
+	case "deny":
+		return e.cmdDecide(ctx, args[1:], true)
+	case "sessions":
+		return e.cmdSessions(ctx, args[1:])
+	case "play":
+		return e.cmdPlay(ctx, args[1:])
+	case "export":
+		return e.cmdExport(ctx, args[1:])
 	}
 	return cli.Usagef("unknown verb %q", args[0])
 }

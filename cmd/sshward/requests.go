@@ -15,22 +15,6 @@ import (
 	"github.com/sshward/sshward/cmd/internal/cli"
 )
 
-// cmdAccess runs request, requests, approve and deny: the access-request
-// (dual control) verbs of DESIGN.md "Access requests".
-func (e *env) cmdAccess(ctx context.Context, verb string, args []string) error {
-	switch verb {
-	case "request":
-		return e.cmdRequest(ctx, args)
-	case "requests":
-		return e.cmdRequests(ctx, args)
-	case "approve":
-		return e.cmdDecide(ctx, args, false)
-	case "deny":
-		return e.cmdDecide(ctx, args, true)
-	}
-	return cli.Usagef("unknown verb %q", verb)
-}
-
 func (e *env) cmdRequest(ctx context.Context, args []string) error {
 	fs := cli.NewFlagSet("sshward request --tier T --reason TEXT [--principal P] [--ttl D] [--json]")
 	tier := fs.String("tier", "", "tier to ask for (one that needs approvals, e.g. break-glass)")

@@ -21,20 +21,6 @@ import (
 	"github.com/sshward/sshward/recorder"
 )
 
-// cmdPlayback runs sessions, play and export against the playback server
-// (DESIGN.md "Playback", notes/playback-api.md "Readers").
-func (e *env) cmdPlayback(ctx context.Context, verb string, args []string) error {
-	switch verb {
-	case "sessions":
-		return e.cmdSessions(ctx, args)
-	case "play":
-		return e.cmdPlay(ctx, args)
-	case "export":
-		return e.cmdExport(ctx, args)
-	}
-	return cli.Usagef("unknown verb %q", verb)
-}
-
 // sessionSummary is one entry of GET /api/sessions, and of sessions --json.
 type sessionSummary struct {
 	ID         string      `json:"id"`
