@@ -154,9 +154,13 @@ func (db *DB) commitLoop() {
 
 // Adaptive group commit: after a batch of at least lingerAfter writes, the
 // next batch waits up to commitLinger for as many writers as the last one.
+// A commit costs two fdatasyncs whose kernel time is CPU the issuers need:
+// on the 2-core reference machine a 2 ms linger took issuance at 64
+// concurrent clients from ~8,200 to ~10,000 certs/s and lowered p50 and p99
+// (fewer, larger commits). A lone writer (c=1) never waits.
 const (
 	lingerAfter  = 4
-	commitLinger = 300 * time.Microsecond
+	commitLinger = 2 * time.Millisecond
 )
 
 // runBatch commits batch, answering every call exactly once.
