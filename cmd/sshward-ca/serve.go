@@ -40,7 +40,7 @@ func (e *env) cmdServe(ctx context.Context, args []string) error {
 	if os.Getenv("GOGC") == "" {
 		// Issuance allocates small short-lived objects at a high rate; a
 		// larger heap target trades a little memory for less GC work.
-		debug.SetGCPercent(400)
+		debug.SetGCPercent(800)
 		debug.SetMemoryLimit(1 << 30)
 	}
 	log, err := cli.Logger(e.stderr, *logFormat, *logLevel)
