@@ -23,7 +23,7 @@ deps:
 
 test: deps web
 	$(GO) vet $(PKGS)
-	$(GO) test -race -timeout $(TEST_TIMEOUT) $(PKGS)
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
 
 # web: asciinema-player from npm (pinned by playback/web/package-lock.json),
 # copied where go:embed picks it up (playback/web/static/vendor, git-ignored).
