@@ -229,13 +229,7 @@ func (a *Authority) approve(ctx context.Context, sess *store.Session, id string,
 		return nil, badRequest(err, "approval: %v", err)
 	}
 	now := a.cfg.Now().UTC()
-	r, err := a.loadRequest(ctx, id, now)
-	if err != nil {
-		return nil, err
-	}
-	ev.RequestID, ev.Subject, ev.Tier = r.ID, r.Requester, r.Tier
-	ev.Details = map[string]string{"request_reason": r.Reason}
-	t, err := a.requestTier(r)
+	r, t, err := a.decisionTarget(ctx, id, now, ev)
 	if err != nil {
 		return nil, err
 	}
@@ -309,13 +303,7 @@ func (a *Authority) deny(ctx context.Context, sess *store.Session, id string, d 
 		return nil, badRequest(err, "denial: %v", err)
 	}
 	now := a.cfg.Now().UTC()
-	r, err := a.loadRequest(ctx, id, now)
-	if err != nil {
-		return nil, err
-	}
-	ev.RequestID, ev.Subject, ev.Tier = r.ID, r.Requester, r.Tier
-	ev.Details = map[string]string{"request_reason": r.Reason}
-	t, err := a.requestTier(r)
+	r, t, err := a.decisionTarget(ctx, id, now, ev)
 	if err != nil {
 		return nil, err
 	}
@@ -713,6 +701,22 @@ func closedRefusal(r *store.AccessRequest, action string) error {
 		fix = "nothing more is needed"
 	}
 	return refuse(api.CodeRequestClosed, http.StatusConflict, nil, "cannot %s access request %s: %s: %s", action, r.ID, why, fix)
+}
+
+// decisionTarget loads the request an approval or denial is about, with its
+// tier, and names it in the audit event ev.
+func (a *Authority) decisionTarget(ctx context.Context, id string, now time.Time, ev *store.AuditEvent) (*store.AccessRequest, *policy.Tier, error) {
+	r, err := a.loadRequest(ctx, id, now)
+	if err != nil {
+		return nil, nil, err
+	}
+	ev.RequestID, ev.Subject, ev.Tier = r.ID, r.Requester, r.Tier
+	ev.Details = map[string]string{"request_reason": r.Reason}
+	t, err := a.requestTier(r)
+	if err != nil {
+		return nil, nil, err
+	}
+	return r, t, nil
 }
 
 func (a *Authority) requestTier(r *store.AccessRequest) (*policy.Tier, error) {
