@@ -293,11 +293,17 @@ func TestShipperResumesAndRetries(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	fake.mu.Lock()
-	defer fake.mu.Unlock()
-	if !fake.finished || !fake.conflict || !bytes.Equal(fake.buf, cast) {
-		t.Fatalf("finished=%v conflict seen=%v; server holds %d bytes, cast has %d", fake.finished, fake.conflict, len(fake.buf), len(cast))
+	finished, conflict, held := fake.finished, fake.conflict, bytes.Clone(fake.buf)
+	fake.mu.Unlock()
+	if !finished || !conflict || !bytes.Equal(held, cast) {
+		t.Fatalf("finished=%v conflict seen=%v; server holds %d bytes, cast has %d", finished, conflict, len(held), len(cast))
 	}
-	if st := sh.Status(); len(st) != 0 {
-		t.Fatalf("status after shipping %+v", st)
+	// The shipper drops the recording from its queue right after removing
+	// it from the spool: wait for that, bounded.
+	for st := sh.Status(); len(st) != 0; st = sh.Status() {
+		if time.Now().After(deadline) {
+			t.Fatalf("status after shipping %+v", st)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
