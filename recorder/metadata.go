@@ -192,3 +192,51 @@ func marshalMetadata(m Metadata) ([]byte, error) {
 	}
 	return append(data, '\n'), nil
 }
+
+// ParseMarker reads the key=value fields of a start or end marker label
+// (values as kv writes them: bare, or Go-quoted). ok is false for a label
+// that is not of that form. The playback server uses it to make the exec
+// command of a session searchable.
+func ParseMarker(label string) (fields map[string]string, ok bool) {
+	var rest string
+	switch {
+	case strings.HasPrefix(label, "session start"):
+		rest = label[len("session start"):]
+	case strings.HasPrefix(label, "session end"):
+		rest = label[len("session end"):]
+	default:
+		return nil, false
+	}
+	fields = map[string]string{}
+	for rest != "" {
+		if rest[0] != ' ' {
+			return nil, false
+		}
+		rest = rest[1:]
+		eq := strings.IndexByte(rest, '=')
+		if eq <= 0 {
+			return nil, false
+		}
+		key := rest[:eq]
+		rest = rest[eq+1:]
+		var val string
+		if strings.HasPrefix(rest, `"`) {
+			q, err := strconv.QuotedPrefix(rest)
+			if err != nil {
+				return nil, false
+			}
+			if val, err = strconv.Unquote(q); err != nil {
+				return nil, false
+			}
+			rest = rest[len(q):]
+		} else {
+			end := strings.IndexByte(rest, ' ')
+			if end < 0 {
+				end = len(rest)
+			}
+			val, rest = rest[:end], rest[end:]
+		}
+		fields[key] = val
+	}
+	return fields, true
+}

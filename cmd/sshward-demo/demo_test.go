@@ -212,7 +212,7 @@ func TestDemoJourney(t *testing.T) {
 			t.Errorf("break-glass session on the playback server: %+v", s)
 		}
 	}
-	for _, word := range []string{"deploying release 42", "staging-42", "prod-42", "glass-42"} {
+	for _, word := range []string{"deploying release 42", "uname", "staging-42", "prod-42", "glass-42"} {
 		deadline := time.Now().Add(20 * time.Second)
 		for got := ""; !strings.Contains(got, word); {
 			if time.Now().After(deadline) {

@@ -218,7 +218,7 @@ func (d *demo) printNext(st state) {
 	fmt.Fprintf(w, "  TOTP from `%s code %s`); a recorded session is already there. Or in a terminal:\n", filepath.Join(d.bin, "sshward-demo"), au.Name)
 	fmt.Fprintf(w, "  export SSHWARD_HOME=%s\n", homeOf(st, au.Name))
 	fmt.Fprintf(w, "  %s login --ca %s --fingerprint %s --user %s\n", sw, st.CA, st.Fingerprint, au.Name)
-	fmt.Fprintf(w, "  %s sessions        %s sessions --grep deploying        %s play ID        %s export ID > s.cast\n", sw, sw, sw, sw)
+	fmt.Fprintf(w, "  %s sessions        %s sessions --grep uname        %s play ID        %s export ID > s.cast\n", sw, sw, sw, sw)
 	fmt.Fprintf(w, "\nAdmin verbs work while the CA runs:\n  %s audit list --dir %s/ca\n  %s audit verify --dir %s/ca\n\n",
 		filepath.Join(d.bin, "sshward-ca"), st.Dir, filepath.Join(d.bin, "sshward-ca"), st.Dir)
 }

@@ -283,6 +283,13 @@ func (s *Store) readText(id string, st indexState, cs CastState) (indexState, []
 			lines = st.In.Feed(t, data, lines)
 		case recorder.CodeMarker:
 			markers = append(markers, Marker{Time: t, Label: truncateText(data, maxMarkerText)})
+			// `ssh host cmd`: the command line the user typed is in the start
+			// marker (and the metadata list), not in the output; index it as
+			// input so a search for the command finds the session even on
+			// tiers that do not record keystrokes.
+			if f, ok := recorder.ParseMarker(data); ok && f["command"] != "" && strings.HasPrefix(data, "session start") {
+				lines = append(lines, Line{Time: t, Code: recorder.CodeInput, Text: truncateText(f["command"], maxMarkerText)})
+			}
 		}
 	}
 	if cs.Finished && st.Offset >= cs.Size {

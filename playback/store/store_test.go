@@ -193,7 +193,9 @@ func TestSearch(t *testing.T) {
 		`[1.7,"o","ystemctl stop postgresql\r\n"]`,
 		`[2,"m","session end status=0"]`))
 	ingest(t, s, "stag1", "staging", cast(`[0.1,"o","Systemctl is fun\r\n"]`, `[0.2,"o","\u001b]0;title systemctl\u0007done\r\n"]`))
-	for _, id := range []string{"prod1", "stag1"} {
+	ingest(t, s, "exec1", "staging", cast(`[0.001,"m","session start user=alice@local principal=alice kind=exec command=\"uname -a; df -h\""]`,
+		`[0.01,"o","Linux vm 6.18\r\n"]`))
+	for _, id := range []string{"prod1", "stag1", "exec1"} {
 		if err := s.WaitIndexed(ctx, id); err != nil {
 			t.Fatal(err)
 		}
@@ -212,6 +214,7 @@ func TestSearch(t *testing.T) {
 		{"case and spaces", Query{Text: "SYSTEMCTL    is"}, []Hit{{"stag1", 0.1, "o", "Systemctl is fun"}}},
 		{"limit", Query{Text: "systemctl", Limit: 1}, nil},
 		{"no match", Query{Text: "nothing-here"}, []Hit{}},
+		{"exec command line", Query{Text: "uname"}, []Hit{{"exec1", 0.001, "i", "uname -a; df -h"}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
