@@ -2,8 +2,6 @@ package ca_test
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,11 +18,7 @@ import (
 
 func hostKey(t *testing.T) (ssh.Signer, string) {
 	t.Helper()
-	_, priv, _ := ed25519.GenerateKey(rand.Reader)
-	s, err := ssh.NewSignerFromKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := catest.NewSigner(t)
 	return s, string(ssh.MarshalAuthorizedKey(s.PublicKey()))
 }
 

@@ -37,6 +37,12 @@ func (h home) certPath(tier string) string {
 	return filepath.Join(h.dir, "keys", tier+"-cert.pub")
 }
 
+// writeKnownHosts saves the host CA as the one @cert-authority line ssh
+// needs to verify sshward hosts without trust on first use.
+func (h home) writeKnownHosts(hostCA string) error {
+	return writeAtomic(h.knownHostsPath(), []byte("@cert-authority * "+hostCA+"\n"), 0o644)
+}
+
 // clientConfig is what login remembers about the CA.
 type clientConfig struct {
 	CA          string `json:"ca"`

@@ -41,7 +41,7 @@ func (e *env) cmdSSHConfig(ctx context.Context, args []string) error {
 			tiers = info.Tiers
 		}
 	}
-	if err := writeAtomic(h.knownHostsPath(), []byte("@cert-authority * "+trust.HostCA+"\n"), 0o644); err != nil {
+	if err := h.writeKnownHosts(trust.HostCA); err != nil {
 		return err
 	}
 	w := e.stdout
