@@ -18,12 +18,22 @@ import (
 	"github.com/sshward/sshward/recorder"
 )
 
+// t0 is the fixed clock of stores opened by mustOpenAt: tests compare it with
+// fixed dates, so they pass on any day.
+var t0 = time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
+
 func mustOpen(t testing.TB, dir string) *Store {
+	t.Helper()
+	return mustOpenAt(t, dir, nil)
+}
+
+// mustOpenAt opens a store whose clock is now (nil: the wall clock).
+func mustOpenAt(t testing.TB, dir string, now func() time.Time) *Store {
 	t.Helper()
 	if dir == "" {
 		dir = t.TempDir()
 	}
-	s, err := Open(context.Background(), Config{Dir: dir})
+	s, err := Open(context.Background(), Config{Dir: dir, Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +58,7 @@ func cast(evs ...string) []byte {
 func meta(id, tier string, data []byte) recorder.Metadata {
 	sum := sha256.Sum256(data)
 	return recorder.Metadata{SessionID: id, Identity: "alice", Tier: tier, Host: "web1", Kind: recorder.KindShell,
-		Start: time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC), SHA256: hex.EncodeToString(sum[:]), CastBytes: int64(len(data)),
+		Start: t0, SHA256: hex.EncodeToString(sum[:]), CastBytes: int64(len(data)),
 		Finished: true, Complete: true}
 }
 
@@ -244,7 +254,9 @@ func TestSearch(t *testing.T) {
 
 func TestRetention(t *testing.T) {
 	ctx := context.Background()
-	s := mustOpen(t, "")
+	// Records are ingested at t0 by the store's clock: retention is judged
+	// against that clock, never against the day the test runs.
+	s := mustOpenAt(t, "", func() time.Time { return t0 })
 	ingest(t, s, "old-staging", "staging", cast(`[0.1,"o","olderword\r\n"]`))
 	ingest(t, s, "old-bg", "break-glass", cast(`[0.1,"o","olderword\r\n"]`))
 	ingest(t, s, "old-prod", "production", cast(`[0.1,"o","olderword\r\n"]`))
@@ -252,7 +264,7 @@ func TestRetention(t *testing.T) {
 		s.WaitIndexed(ctx, id)
 	}
 	ret := map[string]time.Duration{"staging": 30 * 24 * time.Hour, "production": 365 * 24 * time.Hour, "break-glass": 0}
-	now := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC).Add(40 * 24 * time.Hour)
+	now := t0.Add(40 * 24 * time.Hour)
 	ids, err := s.Expired(ctx, now, func(tier string) time.Duration { return ret[tier] })
 	if err != nil || fmt.Sprint(ids) != "[old-staging]" {
 		t.Fatalf("expired %v %v", ids, err)
