@@ -5,7 +5,7 @@ STATICCHECK_VERSION := v0.8.2
 TEST_TIMEOUT ?= 12m
 PKGS      := ./...
 
-.PHONY: all build test test-short demo bench lint deps clean fuzz web plugins
+.PHONY: all build test test-short test-future demo bench lint deps clean fuzz web plugins
 
 all: build
 
@@ -36,6 +36,10 @@ $(WEB)/node_modules/.package-lock.json: $(WEB)/package.json $(WEB)/package-lock.
 
 $(WEB)/static/vendor/asciinema-player.%: $(WEB)/node_modules/.package-lock.json
 	cp $(PLAYER)/asciinema-player.$* $@
+
+# test-future: the in-process tests with the clock shifted 1, 5 and 10 years ahead.
+test-future: web
+	@bash .ci/future-clock
 
 test-short:
 	$(GO) test -short $(PKGS)

@@ -145,6 +145,9 @@ func TestAgentStoppedWithUploadsPending(t *testing.T) {
 	closeRec(t, done)
 	waitFor(t, "a failed attempt", 10*time.Second, func() bool { st, _ := statusOf(a, "s-pending"); return st.Attempts > 0 })
 	a.stop()
+	// Copy the finished recording now: the second agent may ship it and drop
+	// it from the spool before it is stopped.
+	copies := map[string][]byte{"s-pending": readFile(t, filepath.Join(spoolDir, "s-pending.cast"))}
 
 	// Second agent: ships to the server, is stopped mid-session.
 	a = w.startAgent(t, h, srv.url, agentOpts{spoolDir: spoolDir, chunkBytes: 1024})
@@ -156,10 +159,7 @@ func TestAgentStoppedWithUploadsPending(t *testing.T) {
 	})
 	a.stop() // the spool ends s-live as incomplete
 
-	copies := map[string][]byte{}
-	for _, id := range []string{"s-pending", "s-live"} {
-		copies[id] = readFile(t, filepath.Join(spoolDir, id+".cast"))
-	}
+	copies["s-live"] = readFile(t, filepath.Join(spoolDir, "s-live.cast"))
 	a = w.startAgent(t, h, srv.url, agentOpts{spoolDir: spoolDir})
 	for id, want := range copies {
 		if got := w.shipped(t, a, srv.url, id); !bytes.Equal(got, want) {
