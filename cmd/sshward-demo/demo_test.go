@@ -32,6 +32,9 @@ func TestDemoJourney(t *testing.T) {
 	defer cancel()
 	demo := exec.CommandContext(ctx, filepath.Join(bin, "sshward-demo"), "--dir", dir, "--listen", "127.0.0.1:0")
 	demo.Stderr = os.Stderr
+	// When the deadline passes, ask the demo to stop its servers first.
+	demo.Cancel = func() error { return demo.Process.Signal(os.Interrupt) }
+	demo.WaitDelay = 10 * time.Second
 	stdout, _ := demo.StdoutPipe()
 	if err := demo.Start(); err != nil {
 		t.Fatal(err)

@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/pquerna/otp/totp"
@@ -248,6 +249,9 @@ func (d *demo) runJSONIn(ctx context.Context, stdin string, out any, name string
 func (d *demo) start(ctx context.Context, log io.Writer, name string, args ...string) (*exec.Cmd, error) {
 	c := d.cmd(context.WithoutCancel(ctx), name, args...)
 	c.Stdout, c.Stderr = log, log
+	// The servers end with the demo even when it is killed (kill -9, a test's
+	// context): nothing is left holding the demo's ports and files.
+	c.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if err := c.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
