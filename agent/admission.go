@@ -30,6 +30,8 @@ const (
 	reasonPrincipal      = "login name is not among the certificate's principals"
 	reasonNotYetValid    = "certificate not yet valid"
 	reasonExpired        = "certificate expired"
+	reasonUnbounded      = "certificate never expires or has no start time"
+	reasonTooLong        = "certificate validity exceeds the tier's max_ttl"
 	reasonCriticalOption = "certificate has an unknown critical option"
 	reasonSourceAddress  = "client address does not match the certificate's source-address"
 	reasonRevoked        = "certificate revoked"
@@ -39,6 +41,18 @@ const (
 	reasonNotSelf        = "the agent does not run as root and can serve only its own user"
 	reasonChecker        = "refused by the certificate checker"
 )
+
+// unverified reports whether a refusal happens before the certificate's
+// CA signature is verified: nothing the certificate says (key id, serial,
+// principals, extensions) may then reach a log or an audit record, since
+// anyone can write anything there. Only fingerprints are recorded.
+func unverified(reason string) bool {
+	switch reason {
+	case reasonNotCertificate, reasonUntrustedCA, reasonBadSignature:
+		return true
+	}
+	return false
+}
 
 // deniedBanner is what the client sees when a certificate of this host's
 // CAs is refused: enough to know what to do, nothing about which check
@@ -155,7 +169,7 @@ func (s *Server) serverConfig(ca *connAuth) *ssh.ServerConfig {
 func (s *Server) admit(ca *connAuth, c ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
 	cert, ok := key.(*ssh.Certificate)
 	if !ok {
-		return nil, s.refuse(ca, c, nil, reasonNotCertificate, "")
+		return nil, s.refuse(ca, c, nil, reasonNotCertificate, "key="+ssh.FingerprintSHA256(key))
 	}
 	g, reason, detail := s.checkCert(c, cert)
 	if reason != "" {
@@ -169,19 +183,26 @@ func (s *Server) admit(ca *connAuth, c ssh.ConnMetadata, key ssh.PublicKey) (*ss
 }
 
 // checkCert applies every admission rule in an order that gives the most
-// useful reason: the signature first, so that nothing logged comes from a
-// forged certificate; then our own checks; then the library's CertChecker
-// as a last gate that must agree.
+// useful reason: the CA and its signature first, so that nothing logged
+// comes from a forged certificate (see unverified); then the lifetime the
+// tier allows; then our own checks; then the library's CertChecker as a
+// last gate that must agree.
 func (s *Server) checkCert(c ssh.ConnMetadata, cert *ssh.Certificate) (g *grant, reason, detail string) {
 	id := s.identity()
 	now := s.cfg.Now()
+	fp := "key=" + ssh.FingerprintSHA256(cert.Key) + " ca=" + ssh.FingerprintSHA256(cert.SignatureKey)
 	switch {
+	case !id.trusts(cert.SignatureKey):
+		return nil, reasonUntrustedCA, fp
+	case verifySignature(cert) != nil:
+		return nil, reasonBadSignature, fp
 	case cert.CertType != ssh.UserCert:
 		return nil, reasonHostCert, ""
-	case !id.trusts(cert.SignatureKey):
-		return nil, reasonUntrustedCA, ssh.FingerprintSHA256(cert.SignatureKey)
-	case verifySignature(cert) != nil:
-		return nil, reasonBadSignature, ""
+	}
+	if r, d := checkLifetime(cert, id.limitFor(cert.SignatureKey)); r != "" {
+		return nil, r, d
+	}
+	switch {
 	case len(cert.ValidPrincipals) == 0:
 		// CertChecker would accept this certificate for any user.
 		return nil, reasonNoPrincipals, ""
@@ -403,7 +424,7 @@ func extensionList(cert *ssh.Certificate) string {
 func (s *Server) refuse(ca *connAuth, c ssh.ConnMetadata, cert *ssh.Certificate, reason, detail string) error {
 	ev := AuditEvent{Action: AuditAdmissionRefused, SessionID: ca.id, Principal: c.User(),
 		Tier: s.cfg.Tier, ClientAddr: c.RemoteAddr().String(), Reason: reason, Detail: detail}
-	if cert != nil {
+	if cert != nil && !unverified(reason) {
 		ev.Serial, ev.KeyID = cert.Serial, cert.KeyId
 		if t := cert.Extensions[api.ExtTier]; t != "" {
 			ev.Tier = t

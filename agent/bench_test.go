@@ -83,7 +83,7 @@ func newBenchEnv(b *testing.B) *benchEnv {
 	login := benchAccount(b)
 	a := startAgent(b, ca, agentOpts{tier: api.TierProduction, realUser: true})
 	c := newSSHClient(b, ca, a)
-	k := ca.issue(b, c.home, certSpec{tier: api.TierProduction, keyID: "bench", principals: []string{login}, extensions: productionExt(), ttl: time.Hour})
+	k := ca.issue(b, c.home, certSpec{tier: api.TierProduction, keyID: "bench", principals: []string{login}, extensions: productionExt(), ttl: 25 * time.Minute})
 	sshd := startBenchSSHD(b, ca)
 	sc := *c
 	_, sc.port, _ = net.SplitHostPort(sshd.addr)

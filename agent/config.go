@@ -69,15 +69,30 @@ func DefaultTierSettings(tier string) TierSettings {
 // Defaults of Config fields.
 const (
 	DefaultRevocationInterval = 30 * time.Second
-	DefaultHandshakeTimeout   = 30 * time.Second
-	DefaultMaxSessions        = 10 // per connection, as sshd's MaxSessions
-	DefaultMaxHandshakes      = 128
-	DefaultSFTPServerPath     = "/usr/lib/openssh/sftp-server"
+	// DefaultHandshakeTimeout bounds key exchange and authentication
+	// (sshd's LoginGraceTime is 120 s; certificates need no typing).
+	DefaultHandshakeTimeout = 15 * time.Second
+	// DefaultBannerTimeout is how long a new connection may stay silent
+	// before its SSH version line: clients send it at once.
+	DefaultBannerTimeout = 5 * time.Second
+	// DefaultMaxStartupsPerSource caps unauthenticated connections from
+	// one source (IPv4 address, IPv6 /64), as sshd's PerSourceMaxStartups.
+	DefaultMaxStartupsPerSource = 10
+	DefaultMaxSessions          = 10 // per connection, as sshd's MaxSessions
+	// DefaultMaxHandshakes is no longer used: see MaxStartups.
+	DefaultMaxHandshakes  = 128
+	DefaultSFTPServerPath = "/usr/lib/openssh/sftp-server"
 	// MaxClockSkew is how early a certificate is accepted before its
 	// ValidAfter, for hosts whose clock runs behind the CA's. Expiry is
 	// never extended: the CA already backdates ValidAfter for skew.
 	MaxClockSkew = time.Minute
 )
+
+// DefaultMaxStartups is the default random early drop of unauthenticated
+// connections (sshd's MaxStartups, whose default 10:30:100 is scaled up:
+// Begin must stay well above MaxStartupsPerSource, or one source's flood
+// would start dropping everyone else's connections).
+func DefaultMaxStartups() StartupLimits { return StartupLimits{Begin: 100, Rate: 30, Full: 300} }
 
 // DefaultCiphers are the ciphers the agent offers unless Config.Ciphers
 // says otherwise: x/crypto/ssh's defaults, less chacha20-poly1305 on CPUs
@@ -146,11 +161,25 @@ type Config struct {
 	SFTPServerPath string
 	// RevocationInterval is how often the revocation list is polled.
 	RevocationInterval time.Duration
-	// HandshakeTimeout bounds the SSH handshake and authentication.
+	// HandshakeTimeout bounds the SSH handshake and authentication, from
+	// accept (sshd's LoginGraceTime); default DefaultHandshakeTimeout.
 	HandshakeTimeout time.Duration
+	// BannerTimeout bounds how long a new connection may take to send its
+	// SSH version line; idle connections are closed then. Default
+	// DefaultBannerTimeout.
+	BannerTimeout time.Duration
+	// MaxStartupsPerSource caps the unauthenticated connections of one
+	// source (an IPv4 address or an IPv6 /64); more are closed at accept.
+	// Default DefaultMaxStartupsPerSource.
+	MaxStartupsPerSource int
+	// MaxStartups drops new connections at random while many are
+	// unauthenticated (sshd's MaxStartups); default DefaultMaxStartups().
+	MaxStartups StartupLimits
 	// MaxSessions bounds session channels per connection.
 	MaxSessions int
-	// MaxHandshakes bounds connections still handshaking; more wait.
+	// MaxHandshakes is the former cap on connections handshaking. When set
+	// and MaxStartups is zero, it becomes a hard cap: MaxStartups
+	// N:100:N. Connections past it are now dropped, not queued.
 	MaxHandshakes int
 	// Ciphers are the SSH ciphers offered (x/crypto/ssh names); default
 	// DefaultCiphers().
@@ -172,8 +201,14 @@ func (c *Config) Check() error {
 		return errors.New("agent: config: DataDir is required")
 	case c.CA == nil:
 		return errors.New("agent: config: CA is required")
-	case c.RevocationInterval < 0, c.HandshakeTimeout < 0, c.MaxSessions < 0, c.MaxHandshakes < 0:
+	case c.RevocationInterval < 0, c.HandshakeTimeout < 0, c.BannerTimeout < 0, c.MaxSessions < 0,
+		c.MaxHandshakes < 0, c.MaxStartupsPerSource < 0:
 		return errors.New("agent: config: intervals and limits must not be negative")
+	}
+	if c.MaxStartups != (StartupLimits{}) {
+		if err := c.MaxStartups.check(); err != nil {
+			return fmt.Errorf("agent: config: MaxStartups: %w", err)
+		}
 	}
 	for _, name := range c.Ciphers {
 		if !slices.Contains(ssh.SupportedAlgorithms().Ciphers, name) {
@@ -225,8 +260,17 @@ func (c Config) withDefaults() Config {
 	if c.MaxSessions == 0 {
 		c.MaxSessions = DefaultMaxSessions
 	}
-	if c.MaxHandshakes == 0 {
-		c.MaxHandshakes = DefaultMaxHandshakes
+	if c.BannerTimeout == 0 {
+		c.BannerTimeout = DefaultBannerTimeout
+	}
+	if c.MaxStartupsPerSource == 0 {
+		c.MaxStartupsPerSource = DefaultMaxStartupsPerSource
+	}
+	if c.MaxStartups == (StartupLimits{}) {
+		c.MaxStartups = DefaultMaxStartups()
+		if c.MaxHandshakes > 0 {
+			c.MaxStartups = StartupLimits{Begin: c.MaxHandshakes, Rate: 100, Full: c.MaxHandshakes}
+		}
 	}
 	if len(c.Ciphers) == 0 {
 		c.Ciphers = DefaultCiphers()

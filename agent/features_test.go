@@ -284,7 +284,7 @@ func TestSessionEndsOnExpiryAndRevocation(t *testing.T) {
 		revoke             bool
 	}{
 		{name: "expiry", ttl: 2 * time.Second, want: "your certificate expired", reason: "certificate expired"},
-		{name: "revocation", ttl: time.Hour, revoke: true, want: "your certificate was revoked", reason: "certificate revoked"},
+		{name: "revocation", ttl: 20 * time.Minute, revoke: true, want: "your certificate was revoked", reason: "certificate revoked"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

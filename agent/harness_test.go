@@ -127,12 +127,16 @@ func (ca *fakeCA) hostCertLocked(pubLine, tier string) (*api.HostCertResponse, e
 	}
 	ca.issued[cert.Serial] = true
 	var userCA []string
+	var limits []api.UserCALimit
 	for _, t := range ca.trustTier[tier] {
-		userCA = append(userCA, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(ca.userCA[t].PublicKey()))))
+		line := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(ca.userCA[t].PublicKey())))
+		userCA = append(userCA, line)
+		// The default policy's max_ttl, as the real CA sends it.
+		limits = append(limits, api.UserCALimit{Tier: t, UserCA: line, MaxTTL: api.Duration(DefaultMaxTTL(t))})
 	}
 	return &api.HostCertResponse{
 		Certificate: string(ssh.MarshalAuthorizedKey(cert)), Serial: cert.Serial, Names: ca.names,
-		Tier: tier, ValidBefore: time.Unix(int64(cert.ValidBefore), 0), UserCA: userCA,
+		Tier: tier, ValidBefore: time.Unix(int64(cert.ValidBefore), 0), UserCA: userCA, UserCALimits: limits,
 	}, nil
 }
 

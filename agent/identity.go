@@ -27,6 +27,7 @@ type hostIdentity struct {
 	certSigner ssh.Signer       // cert + key: what the SSH handshake presents
 	userCAs    map[string]bool  // marshalled user-CA public keys
 	tier       string
+	limits     map[string]caLimit // by marshalled user-CA key, from the CA (limits.go)
 }
 
 // identityFile is fileIdentity: what the certificate does not say itself.
@@ -92,7 +93,18 @@ func loadIdentity(dataDir string, key ssh.Signer) (*hostIdentity, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent: read trusted user CAs: %w", err)
 	}
-	return newIdentity(key, string(certData), strings.Split(string(caData), "\n"), meta.Tier)
+	id, err := newIdentity(key, string(certData), strings.Split(string(caData), "\n"), meta.Tier)
+	if err != nil {
+		return nil, err
+	}
+	limits, err := loadLimits(dataDir)
+	if err != nil {
+		return nil, err
+	}
+	if id.limits, err = indexLimits(limits, id.userCAs); err != nil {
+		return nil, err
+	}
+	return id, nil
 }
 
 // newIdentity checks a host certificate and the user-CA lines the CA sent
@@ -162,6 +174,22 @@ func acceptHostCert(cfg *Config, key ssh.Signer, resp *api.HostCertResponse) (*h
 	id, err := newIdentity(key, resp.Certificate, resp.UserCA, tier)
 	if err != nil {
 		return nil, err
+	}
+	// The limits come with every answer; a CA that sends none (from before
+	// issue 8) leaves the cached ones in force.
+	limits := resp.UserCALimits
+	if len(limits) == 0 {
+		if limits, err = loadLimits(cfg.DataDir); err != nil {
+			return nil, err
+		}
+	}
+	if id.limits, err = indexLimits(limits, id.userCAs); err != nil {
+		return nil, err
+	}
+	if len(resp.UserCALimits) > 0 {
+		if err := saveLimits(cfg, resp.UserCALimits); err != nil {
+			return nil, fmt.Errorf("agent: save user CA limits: %w", err)
+		}
 	}
 	if err := saveIdentity(cfg, resp, tier); err != nil {
 		return nil, fmt.Errorf("agent: save host certificate: %w", err)

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sshward/sshward/ca/api"
 	"github.com/sshward/sshward/recorder"
 )
 
@@ -20,7 +19,13 @@ import (
 func TestLoad200Sessions(t *testing.T) {
 	const conns, perConn = 50, 4
 	ca := newFakeCA(t)
-	a, _ := fastAgent(t, ca, api.TierStaging)
+	// One client dialling 50 connections at once is a burst the per-source
+	// pre-auth cap (DefaultMaxStartupsPerSource) would cut: an operator
+	// with such clients raises it, as here.
+	a := startAgent(t, ca, agentOpts{cfg: func(c *Config) {
+		c.LookupUser = testUserLookup(t, t.TempDir())
+		c.MaxStartupsPerSource = conns + 1
+	}})
 	login := currentUser(t)
 	k := ca.issue(t, "", certSpec{keyID: "case load", principals: []string{login}, extensions: stagingExt()})
 	const command = `i=0; while [ $i -lt 100 ]; do i=$((i+1)); echo "out $i ✓"; done; echo done`

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -29,8 +30,8 @@ type Server struct {
 	single *singleUse                   // set by Serve before accepting
 	spool  Spool                        // set by Serve before accepting
 
-	handshakes chan struct{} // semaphore: connections still handshaking
-	ready      chan struct{} // closed by Serve once it accepts connections
+	preauth *preauth      // unauthenticated connections (preauth.go); set by New
+	ready   chan struct{} // closed by Serve once it accepts connections
 
 	mu      sync.Mutex // guards the fields below
 	conns   map[*serverConn]struct{}
@@ -46,14 +47,21 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	var seed [32]byte
+	if _, err := io.ReadFull(cfg.Rand, seed[:]); err != nil {
+		return nil, fmt.Errorf("agent: seed: %w", err)
+	}
 	return &Server{
-		cfg:        cfg,
-		log:        cfg.Logger,
-		handshakes: make(chan struct{}, cfg.MaxHandshakes),
-		ready:      make(chan struct{}),
-		conns:      make(map[*serverConn]struct{}),
+		cfg:     cfg,
+		log:     cfg.Logger,
+		preauth: newPreauth(cfg.MaxStartupsPerSource, cfg.MaxStartups, seed),
+		ready:   make(chan struct{}),
+		conns:   make(map[*serverConn]struct{}),
 	}, nil
 }
+
+// PreauthStats reports the pre-authentication limits' counters.
+func (s *Server) PreauthStats() PreauthStats { return s.preauth.snapshot() }
 
 func (s *Server) identity() *hostIdentity     { return s.id.Load() }
 func (s *Server) setIdentity(h *hostIdentity) { s.id.Store(h) }
@@ -145,7 +153,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}()
 
 	s.log.InfoContext(ctx, "agent: serving", "addr", ln.Addr().String(), "tier", s.cfg.Tier,
-		"serial", id.cert.Serial, "valid_before", time.Unix(int64(id.cert.ValidBefore), 0).UTC())
+		"serial", id.cert.Serial, "valid_before", time.Unix(int64(id.cert.ValidBefore), 0).UTC(),
+		"user_ca_limits", describeLimits(id), "max_startups", s.cfg.MaxStartups.String(),
+		"max_startups_per_source", s.cfg.MaxStartupsPerSource)
 
 	var connWG sync.WaitGroup
 	close(s.ready)
@@ -181,8 +191,32 @@ func (s *Server) acceptLoop(ctx context.Context, ln net.Listener, wg *sync.WaitG
 			return fmt.Errorf("agent: accept: %w", err)
 		}
 		backoff = 0
-		wg.Go(func() { s.handleConn(ctx, nc) })
+		src := sourceOf(nc.RemoteAddr())
+		if drop := s.preauth.admit(src); drop != "" {
+			// Closed before it costs a goroutine or a key exchange.
+			nc.Close()
+			s.logPreauth(ctx, "dropped", drop, src)
+			continue
+		}
+		wg.Go(func() { s.handleConn(ctx, nc, src) })
 	}
+}
+
+// preauthLogEvery rate-limits the warning about pre-auth drops: a flood
+// must not flood the log too.
+const preauthLogEvery = 10 * time.Second
+
+// logPreauth warns, at most every preauthLogEvery, what the
+// pre-authentication limits dropped since the last warning.
+func (s *Server) logPreauth(ctx context.Context, what, why string, src netip.Prefix) {
+	since, ok := s.preauth.summary(s.cfg.Now(), preauthLogEvery)
+	if !ok {
+		return
+	}
+	s.log.WarnContext(ctx, "agent: pre-authentication limits closed connections", "last", what+" ("+why+")",
+		"source", src.String(), "dropped_per_source", since.DroppedPerSource, "dropped_startups", since.DroppedStartups,
+		"banner_timeouts", since.BannerTimeouts, "handshake_timeouts", since.HandshakeTimeouts,
+		"unauthenticated", since.Unauthenticated)
 }
 
 // serverConn is one authenticated SSH connection.
@@ -201,28 +235,42 @@ type serverConn struct {
 	wg       sync.WaitGroup
 }
 
-func (s *Server) handleConn(ctx context.Context, nc net.Conn) {
+// handleConn serves one connection that admit counted as unauthenticated
+// from src.
+func (s *Server) handleConn(ctx context.Context, nc net.Conn, src netip.Prefix) {
 	defer nc.Close()
-	select {
-	case s.handshakes <- struct{}{}:
-	case <-ctx.Done():
-		return
-	case <-time.After(s.cfg.HandshakeTimeout):
-		s.log.Warn("agent: too many connections handshaking; dropped one", "client", nc.RemoteAddr().String())
-		return
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			s.preauth.release(src)
+		}
 	}
+	defer release()
 	id, err := s.newID()
 	if err != nil {
-		<-s.handshakes
 		s.log.Error("agent: connection id", "err", err)
 		return
 	}
 	ca := &connAuth{id: id}
-	_ = nc.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
-	sconn, chans, reqs, err := ssh.NewServerConn(nc, s.serverConfig(ca))
-	<-s.handshakes
+	start := time.Now()
+	bc := newBannerConn(nc, start.Add(s.cfg.BannerTimeout), start.Add(s.cfg.HandshakeTimeout))
+	// Shutting down ends handshakes at once rather than at their deadline.
+	stopClose := context.AfterFunc(ctx, func() { nc.Close() })
+	sconn, chans, reqs, err := ssh.NewServerConn(bc, s.serverConfig(ca))
+	stopClose()
+	release()
 	s.settle(ca, err == nil)
 	if err != nil {
+		if bc.timedOut.Load() {
+			banner := !bc.seen.Load()
+			s.preauth.timedOut(banner)
+			what := "handshake timeout"
+			if banner {
+				what = "banner timeout"
+			}
+			s.logPreauth(ctx, "closed", what, src)
+		}
 		s.log.Debug("agent: handshake ended", "session_id", ca.id, "client", nc.RemoteAddr().String(), "err", err)
 		return
 	}

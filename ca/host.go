@@ -147,6 +147,7 @@ func (a *Authority) signHost(ctx context.Context, pub ssh.PublicKey, names []str
 		return &api.HostCertResponse{
 			Certificate: string(ssh.MarshalAuthorizedKey(cert)), Serial: serial, Names: names, Tier: tier,
 			ValidBefore: rec.ValidBefore, UserCA: a.hostUserCAs(tier),
+			UserCALimits: a.hostUserCALimits(tier),
 		}, nil
 	}
 }

@@ -236,6 +236,9 @@ type HostCertResponse struct {
 	ValidBefore time.Time `json:"valid_before"`
 	// UserCA holds the user-CA keys the host must trust for its tier.
 	UserCA []string `json:"user_ca"`
+	// UserCALimits says, per key in UserCA, the most a certificate it
+	// signed may claim (see UserCALimit). Absent from CAs before issue 8.
+	UserCALimits []UserCALimit `json:"user_ca_limits,omitempty"`
 }
 
 // RevocationList is what agents poll and cache: revoked serials and key ids
