@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"sync"
 
 	"github.com/sshward/sshward/recorder"
@@ -20,6 +21,9 @@ type Recording interface {
 	Input(p []byte) error
 	Resize(cols, rows int) error
 	Marker(label string) error
+	// Commit writes what was recorded so far to the spool file and
+	// reports whether it was taken (see recorder.Recording.Commit).
+	Commit() error
 	// Err reports a write failure that happened in the background (the
 	// spool flushes buffered events every second).
 	Err() error
@@ -61,10 +65,27 @@ func (r *sessionRecording) write(fn func(Recording) error) bool {
 		return r.mode == FailOpen
 	}
 	if err := fn(rec); err != nil {
+		if errors.Is(err, recorder.ErrClosed) {
+			// The session's recording is over (typing after the exit):
+			// nothing more is recorded, and that is no failure.
+			return r.mode == FailOpen
+		}
 		r.fail(err)
 		return r.mode == FailOpen
 	}
 	return true
+}
+
+// acks reports whether output must be committed to the recording before
+// the user sees it: a closed tier shows only what the recorder accepted.
+func (r *sessionRecording) acks() bool {
+	return r.mode == FailClosed && r.rec != nil
+}
+
+// commit writes what was recorded to the spool file; false: the recorder
+// did not take it, and a closed tier must not show it.
+func (r *sessionRecording) commit() bool {
+	return r.write(func(rec Recording) error { return rec.Commit() })
 }
 
 func (r *sessionRecording) fail(err error) {

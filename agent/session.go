@@ -55,6 +55,7 @@ type session struct {
 	st      *stdio
 	proc    *process
 	rec     *sessionRecording
+	inRec   *inputRecorder // terminal input recorder, when input is recorded
 	cols    int
 	rows    int
 
@@ -309,6 +310,13 @@ func (s *session) start(req *ssh.Request) {
 	case subsystem:
 		sn := &sftpSniffer{emit: rec.marker}
 		tap = func(b []byte) bool { sn.feed(b); return true }
+	case g.settings.RecordInput && st.master != nil:
+		// Typed at a terminal: what it does not echo is left out.
+		ir := &inputRecorder{rec: rec, hidden: st.echoOff}
+		s.mu.Lock()
+		s.inRec = ir
+		s.mu.Unlock()
+		tap = ir.record
 	case g.settings.RecordInput:
 		tap = rec.input
 	}
@@ -517,9 +525,16 @@ const pumpChunk = 32 << 10
 // using two cores instead of doing both in turn. What is recorded while a
 // send is under way goes out in one write: a terminal gives a few KiB per
 // read, and a packet per read costs more than the rest of the session.
+//
+// On a closed tier the sender first commits the recording (one write to
+// the spool file for everything recorded so far, see
+// recorder.Recording.Commit): the user sees only output the recorder has
+// accepted. If the commit fails, the chunk is not sent and the session
+// ends with the recording-failure message.
 func (s *session) pumpOutput(r io.Reader, w io.Writer, rec *sessionRecording, record bool) {
 	q := newOutputQueue()
 	sent := make(chan struct{})
+	ack := record && rec.acks()
 	go func() {
 		defer close(sent)
 		var buf []byte
@@ -527,6 +542,10 @@ func (s *session) pumpOutput(r io.Reader, w io.Writer, rec *sessionRecording, re
 			out, ok := q.take(buf)
 			if !ok {
 				return
+			}
+			if ack && !rec.commit() {
+				// Not accepted: withheld, and the session is ending.
+				w = io.Discard
 			}
 			if _, err := w.Write(out); err != nil {
 				// The client is gone; keep draining so the process is not
@@ -749,6 +768,12 @@ func (s *session) report(ex exitInfo, rec *sessionRecording) {
 		end.Reason = endReason(cause)
 	}
 	ctx := context.WithoutCancel(s.ctx)
+	s.mu.Lock()
+	ir := s.inRec
+	s.mu.Unlock()
+	if ir != nil {
+		ir.flush() // hidden input typed last, without an Enter
+	}
 	meta, err := rec.close(ctx, end)
 	if err != nil {
 		s.log.Error("agent: closing the recording failed", "err", err)

@@ -129,6 +129,7 @@ func (s *Spool) startCast(m Metadata, h Header, castPath string) (*Recording, er
 	sink := &fileSink{f: f, bw: bufio.NewWriterSize(f, fileBuffer), hash: sha256.New()}
 	w, err := NewWriter(sink, h, m.Start, s.cfg.Now)
 	if err == nil {
+		w.SetRedaction(s.cfg.Redaction)
 		err = w.Marker(startMarker(m))
 	}
 	if err == nil {
@@ -174,8 +175,29 @@ func (r *Recording) Resize(cols, rows int) error { return r.checked(r.w.Resize(c
 // Marker records a marker, e.g. "subsystem sftp" or "approved by bob".
 func (r *Recording) Marker(label string) error { return r.checked(r.w.Marker(label)) }
 
-// Flush writes buffered events to the file now.
-func (r *Recording) Flush() error { return r.checked(r.sink.flush()) }
+// Flush is the spool's periodic flush: it applies the redaction flush rule
+// (bytes held back as a possible secret are decided) and writes buffered
+// events to the file.
+func (r *Recording) Flush() error {
+	if err := r.w.TickRedaction(); err != nil && !errors.Is(err, ErrClosed) {
+		return r.checked(err)
+	}
+	return r.checked(r.sink.flush())
+}
+
+// Commit writes every event recorded so far to the file, one write call
+// for all of them, and reports whether the file took them: the recorder
+// has then accepted those bytes. A closed tier shows the user only output
+// the recorder has accepted, so the agent commits before it sends.
+//
+// Accepted means written to the file (the kernel's page cache): a kill -9
+// of the agent loses none of it, and the next OpenSpool keeps every
+// committed line. Durability against a crash of the machine is the
+// periodic flush's and Close's fsync, as before. Bytes the Writer still
+// carries (the tail of a split UTF-8 rune, a possible secret held by
+// redaction; a few bytes, at most the redaction window) are not yet in
+// any event.
+func (r *Recording) Commit() error { return r.checked(r.sink.flush()) }
 
 // Err returns the first write or flush error, or nil. It does not report
 // ErrClosed.

@@ -50,6 +50,10 @@ type SpoolConfig struct {
 	// OpenFile opens the files the spool writes (casts, metadata); default
 	// os.OpenFile. Tests inject failing files here.
 	OpenFile func(name string, flag int, perm os.FileMode) (File, error)
+	// Redaction replaces secrets in output and input before they are
+	// written (see Redaction); nil means DefaultRedactPatterns. A
+	// Redaction without patterns turns redaction off.
+	Redaction *Redaction
 }
 
 // Check names the first invalid field.
@@ -75,6 +79,9 @@ func (c SpoolConfig) withDefaults() SpoolConfig {
 	}
 	if c.Rand == nil {
 		c.Rand = rand.Reader
+	}
+	if c.Redaction == nil {
+		c.Redaction = MustDefaultRedaction()
 	}
 	if c.OpenFile == nil {
 		c.OpenFile = func(name string, flag int, perm os.FileMode) (File, error) {

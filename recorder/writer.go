@@ -41,6 +41,9 @@ type Writer struct {
 	joined  []byte // carry + input, reused
 	err     error  // first write error; sticky, since a failed write may have left a partial line
 	closed  bool
+
+	// Redaction state of output and input; nil: no redaction.
+	redOut, redIn *redactor
 }
 
 // carry is the UTF-8 state of one stream (output or input).
@@ -80,10 +83,28 @@ func NewWriter(w io.Writer, h Header, start time.Time, now func() time.Time) (*W
 	return &Writer{w: w, start: start, now: now}, nil
 }
 
+// SetRedaction makes the Writer replace matches of rd's patterns in output
+// and input by "[REDACTED:name]" before they are encoded (see Redaction);
+// nil turns redaction off. Call it before the first event.
+func (w *Writer) SetRedaction(rd *Redaction) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.redOut, w.redIn = nil, nil
+	if rd != nil && len(rd.pats) > 0 {
+		w.redOut, w.redIn = newRedactor(rd), newRedactor(rd)
+	}
+}
+
 // Output records p as terminal output ("o").
 func (w *Writer) Output(p []byte) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if err := w.usableLocked(); err != nil {
+		return err
+	}
+	if w.redOut != nil {
+		p = w.redOut.write(p, false)
+	}
 	return w.streamLocked(CodeOutput, &w.out, p, false)
 }
 
@@ -91,7 +112,33 @@ func (w *Writer) Output(p []byte) error {
 func (w *Writer) Input(p []byte) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if err := w.usableLocked(); err != nil {
+		return err
+	}
+	if w.redIn != nil {
+		p = w.redIn.write(p, false)
+	}
 	return w.streamLocked(CodeInput, &w.in, p, false)
+}
+
+// TickRedaction applies the redaction flush rule (Redaction): bytes held
+// back as a possible secret since the last tick are decided now. The spool
+// calls it every FlushInterval.
+func (w *Writer) TickRedaction() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.usableLocked(); err != nil || w.redOut == nil {
+		return err
+	}
+	if b := w.redOut.tick(); len(b) > 0 {
+		if err := w.streamLocked(CodeOutput, &w.out, b, false); err != nil {
+			return err
+		}
+	}
+	if b := w.redIn.tick(); len(b) > 0 {
+		return w.streamLocked(CodeInput, &w.in, b, false)
+	}
+	return nil
 }
 
 // Resize records a terminal size change ("r", "COLSxROWS").
@@ -136,11 +183,15 @@ func (w *Writer) finish(marker string) error {
 	if w.closed {
 		return ErrClosed
 	}
-	if w.err == nil {
-		_ = w.streamLocked(CodeOutput, &w.out, nil, true)
+	var outTail, inTail []byte
+	if w.redOut != nil {
+		outTail, inTail = w.redOut.write(nil, true), w.redIn.write(nil, true)
 	}
 	if w.err == nil {
-		_ = w.streamLocked(CodeInput, &w.in, nil, true)
+		_ = w.streamLocked(CodeOutput, &w.out, outTail, true)
+	}
+	if w.err == nil {
+		_ = w.streamLocked(CodeInput, &w.in, inTail, true)
 	}
 	if w.err == nil && marker != "" {
 		_ = w.eventLocked(CodeMarker, marker)
