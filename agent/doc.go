@@ -29,8 +29,21 @@
 // any user), a host certificate, a login name not among the principals, a
 // time outside the validity window (MaxClockSkew early, never late), unknown
 // critical options, a source-address mismatch, a revoked serial or key id,
-// and a spent single-use serial. Each refusal is logged and audited with its
-// reason; the client sees one short banner that reveals nothing.
+// and a spent single-use serial. It also refuses a certificate that claims
+// more time than its tier allows: never expiring, valid since 1970, or a
+// window longer than the tier's max_ttl plus MaxBackdate, where the CA sends
+// each trusted user-CA key's max_ttl with the host certificate and the agent
+// caches it in DataDir (limits.go). Each refusal is logged and audited with
+// its reason; the client sees one short banner that reveals nothing. Until
+// the CA signature verifies, only fingerprints are logged, never what the
+// certificate says.
+//
+// # Before authentication
+//
+// Unauthenticated connections are limited as sshd limits them
+// (preauth.go): per source (MaxStartupsPerSource), in all with random early
+// drop (MaxStartups), and in time (BannerTimeout for the client's version
+// line, HandshakeTimeout until authenticated).
 //
 // force-command and every permit-* extension are enforced here: pty-req,
 // direct-tcpip and tcpip-forward (RFC 4254 section 7), auth-agent-req

@@ -57,6 +57,11 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	sftpServer := fs.String("sftp-server", agent.DefaultSFTPServerPath, "sftp-server run as the user for SFTP")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	// Pre-authentication limits (sshd's MaxStartups, PerSourceMaxStartups, LoginGraceTime).
+	maxStartups := fs.String("max-startups", agent.DefaultMaxStartups().String(), "random early drop of unauthenticated connections, begin:rate:full (sshd's MaxStartups)")
+	perSource := fs.Int("max-startups-per-source", agent.DefaultMaxStartupsPerSource, "most unauthenticated connections from one IPv4 address or IPv6 /64; more are closed at once")
+	handshakeTimeout := fs.Duration("handshake-timeout", agent.DefaultHandshakeTimeout, "time from connect to authenticated; slower connections are closed")
+	bannerTimeout := fs.Duration("banner-timeout", agent.DefaultBannerTimeout, "time for a client to send its SSH version line; idle connections are closed")
 	pos, err := cli.Parse(fs, args)
 	if err != nil {
 		return err
@@ -70,6 +75,14 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 		return cli.Usagef("--tier is required")
 	case *dataDir == "":
 		return cli.Usagef("--data is required")
+	case *perSource < 1:
+		return cli.Usagef("--max-startups-per-source must be at least 1")
+	case *handshakeTimeout <= 0 || *bannerTimeout <= 0:
+		return cli.Usagef("--handshake-timeout and --banner-timeout must be positive durations, e.g. 15s")
+	}
+	startups, err := agent.ParseStartupLimits(*maxStartups)
+	if err != nil {
+		return cli.Usagef("--max-startups: want begin:rate:full with 1 ≤ begin ≤ full and a rate from 0 to 100, e.g. %s", agent.DefaultMaxStartups())
 	}
 	if *token == "" {
 		*token = os.Getenv("SSHWARD_JOIN_TOKEN")
@@ -89,6 +102,8 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	srv, err := agent.New(agent.Config{
 		Tier: *tier, DataDir: *dataDir, CA: ca, JoinToken: *token,
 		HostName: *hostName, SFTPServerPath: *sftpServer, Logger: log,
+		MaxStartups: startups, MaxStartupsPerSource: *perSource,
+		HandshakeTimeout: *handshakeTimeout, BannerTimeout: *bannerTimeout,
 		// The playback server's TLS certificate chains to the CA root; with
 		// no --playback the agent asks the CA where it registered.
 		Playback: &agent.PlaybackConfig{URL: *playback, RootPEM: ca.RootPEM()},

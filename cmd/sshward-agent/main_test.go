@@ -24,6 +24,9 @@ func TestUsage(t *testing.T) {
 		{"no data", []string{"--ca", "https://ca:8443", "--tier", "staging"}, 2, "--data is required"},
 		{"first start needs the fingerprint", []string{"--ca", "https://ca:8443", "--tier", "staging", "--data", t.TempDir()}, 2, "--fingerprint is required"},
 		{"unknown flag", []string{"--nope"}, 2, "-nope"},
+		{"bad max startups", []string{"--ca", "https://ca:8443", "--tier", "staging", "--data", t.TempDir(), "--max-startups", "100:30:10"}, 2, "begin:rate:full"},
+		{"zero per-source cap", []string{"--ca", "https://ca:8443", "--tier", "staging", "--data", t.TempDir(), "--max-startups-per-source", "0"}, 2, "at least 1"},
+		{"zero handshake timeout", []string{"--ca", "https://ca:8443", "--tier", "staging", "--data", t.TempDir(), "--handshake-timeout", "0s"}, 2, "positive durations"},
 		{"status without data", []string{"status"}, 2, "--data is required"},
 		{"status of a missing directory", []string{"status", "--data", "/nonexistent/sshward"}, 1, "no such file"},
 	}
