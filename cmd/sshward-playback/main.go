@@ -28,6 +28,9 @@ usage:
       The first start joins the CA with a one-time token (sshward-ca join-token --playback NAME);
       DIR then keeps the TLS key and certificate, and later starts need only --dir.
       Retention per tier is set in DIR/config.yaml (written at the first start).
+  sshward-playback purge --dir DIR --reason TEXT ID...
+      Deletes recordings for good (cast, metadata, search index; the index files are compacted so
+      no free page keeps their text) and audits each purge. Stop the server first.
 
 Exit status: 0 ok, 1 failed, 2 usage.
 `
@@ -50,6 +53,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	case "serve":
 		return serve(ctx, args[1:], stdout, stderr)
+	case "purge":
+		return purge(ctx, args[1:], stdout, stderr)
 	}
 	return cli.Usagef("unknown verb %q", args[0])
 }
