@@ -223,6 +223,9 @@ func (s *Server) checkCert(c ssh.ConnMetadata, cert *ssh.Certificate) (g *grant,
 	if s.revs.Load().revoked(cert) {
 		return nil, reasonRevoked, ""
 	}
+	if targets := s.hostNotListed(cert); targets != nil {
+		return nil, reasonHostNotListed, "hosts=" + strings.Join(targets, ",")
+	}
 	if _, ok := cert.Extensions[api.ExtSingleUse]; ok && s.single.seenBefore(cert.Serial) {
 		return nil, reasonSingleUse, ""
 	}
@@ -391,16 +394,9 @@ func (s *Server) admitVerified(ca *connAuth, c ssh.ConnMetadata, p *ssh.Permissi
 		return nil, errors.New("agent: admission state missing")
 	}
 	if g.singleUse {
-		if err := s.single.use(g.cert.Serial, int64(g.cert.ValidBefore)); err != nil {
-			reason := reasonSingleUse
-			if !errors.Is(err, errSingleUseSeen) {
-				reason = reasonSingleUseStore
-				s.log.Error("agent: cannot record a single-use serial", "err", err, "serial", g.cert.Serial)
-			}
-			return nil, s.refuse(ca, c, g.cert, reason, "")
-		}
-		if g.requestID != "" {
-			s.reportRequestUsed(g.requestID, g.cert.Serial, ca.id)
+		// Fleet-wide: claimed at the CA before the session starts (requestused.go).
+		if err := s.spendSingleUse(ca, c, g); err != nil {
+			return nil, err
 		}
 	}
 	s.audit(context.Background(), AuditEvent{Action: AuditAdmitted, SessionID: ca.id, Serial: g.cert.Serial,
@@ -422,6 +418,19 @@ func extensionList(cert *ssh.Certificate) string {
 // returns the error the SSH library turns into an authentication failure,
 // with a banner when the key was meant for this host.
 func (s *Server) refuse(ca *connAuth, c ssh.ConnMetadata, cert *ssh.Certificate, reason, detail string) error {
+	banner := deniedBanner
+	switch reason {
+	case reasonSingleUse:
+		banner = usedBanner
+	case reasonHostNotListed:
+		banner = s.hostBanner(cert)
+	}
+	return s.refuseWith(ca, c, cert, reason, detail, banner)
+}
+
+// refuseWith is refuse with the banner to show when the refusal is not
+// tentative.
+func (s *Server) refuseWith(ca *connAuth, c ssh.ConnMetadata, cert *ssh.Certificate, reason, detail, banner string) error {
 	ev := AuditEvent{Action: AuditAdmissionRefused, SessionID: ca.id, Principal: c.User(),
 		Tier: s.cfg.Tier, ClientAddr: c.RemoteAddr().String(), Reason: reason, Detail: detail}
 	if cert != nil && !unverified(reason) {
@@ -438,7 +447,7 @@ func (s *Server) refuse(ca *connAuth, c ssh.ConnMetadata, cert *ssh.Certificate,
 		return err
 	}
 	s.logRefusal(ev)
-	return &ssh.BannerError{Err: err, Message: deniedBanner}
+	return &ssh.BannerError{Err: err, Message: banner}
 }
 
 func (s *Server) logRefusal(ev AuditEvent) {

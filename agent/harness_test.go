@@ -47,6 +47,7 @@ type fakeCA struct {
 	down      bool // every call fails, as an unreachable CA
 	issued    map[uint64]bool
 	trustTier map[string][]string // host tier → user CA tiers it trusts
+	claims    map[uint64]string   // single-use serial → session id that claimed it (singleuse_test.go)
 }
 
 var errCADown = errors.New("fake CA: unreachable")

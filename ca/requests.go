@@ -100,10 +100,14 @@ func (a *Authority) createRequest(ctx context.Context, sess *store.Session, req 
 	if t.Approvals == 0 {
 		return nil, refuse(api.CodeBadRequest, http.StatusBadRequest, nil, "tier %s needs no approval: run sshward cert --tier %s", t.Name, t.Name)
 	}
+	hosts, err := api.CheckHostnames(req.Hosts)
+	if err != nil {
+		return nil, badRequest(err, "access request: %v", err)
+	}
 	now := a.cfg.Now().UTC()
 	rec := store.AccessRequest{
 		ID: id, State: api.StatePending, Requester: sess.User, RequesterGroups: sess.Groups, Tier: t.Name,
-		Reason: strings.TrimSpace(req.Reason), Principals: grant.Principals, TTL: grant.TTL,
+		Reason: strings.TrimSpace(req.Reason), Principals: grant.Principals, Hosts: hosts, TTL: grant.TTL,
 		CreatedAt: now, ExpiresAt: now.Add(t.RequestTTL), ApprovalsNeeded: t.Approvals, ClientAddr: clientAddr,
 	}
 	ev.RequestID = id
@@ -116,6 +120,9 @@ func (a *Authority) createRequest(ctx context.Context, sess *store.Session, req 
 	ev.Details = map[string]string{
 		"state": rec.State, "principals": joinComma(rec.Principals), "ttl": policy.FormatDuration(rec.TTL),
 		"approvals_needed": strconv.Itoa(rec.ApprovalsNeeded), "expires_at": rec.ExpiresAt.Format(time.RFC3339),
+	}
+	if len(hosts) > 0 {
+		ev.Details["hosts"] = joinComma(hosts)
 	}
 	if dec.ExtraApprovals > 0 {
 		ev.Details["policy_extra_approvals"] = strconv.Itoa(dec.ExtraApprovals)
@@ -274,6 +281,9 @@ func (a *Authority) approve(ctx context.Context, sess *store.Session, id string,
 			"request_reason": r.Reason, "state": r.State,
 			"approvals": fmt.Sprintf("%d/%d", len(r.Approvals), r.ApprovalsNeeded),
 			"approvers": joinComma(approverNames(r)),
+		}
+		if len(r.Hosts) > 0 {
+			e.Details["hosts"] = joinComma(r.Hosts)
 		}
 		return a.appendAudit(tx, e)
 	})
@@ -508,10 +518,14 @@ func (a *Authority) markIssued(tx *store.Tx, id string, serial uint64, keyID str
 // requestExtensions are the certificate extensions that let the host agent
 // record why the access was given and by whom, without calling the CA.
 func requestExtensions(r *store.AccessRequest) map[string]string {
-	return map[string]string{
+	ext := map[string]string{
 		api.ExtReason:    api.ExtReasonValue(r.Reason),
 		api.ExtApprovers: joinComma(approverNames(r)),
 	}
+	if len(r.Hosts) > 0 {
+		ext[api.ExtHosts] = joinComma(r.Hosts)
+	}
+	return ext
 }
 
 // review asks the approval policy about r. A denial, an error or no answer
@@ -749,8 +763,9 @@ func isApprover(sess *store.Session, t *policy.Tier) bool {
 func (a *Authority) requestView(r *store.AccessRequest, viewer *store.Session, now time.Time) api.AccessRequest {
 	out := api.AccessRequest{
 		ID: r.ID, State: r.State, Requester: r.Requester, Tier: r.Tier, Reason: r.Reason,
-		Principals: slices.Clone(r.Principals), TTL: api.Duration(r.TTL), CreatedAt: r.CreatedAt, ExpiresAt: r.ExpiresAt,
+		Principals: slices.Clone(r.Principals), Hosts: slices.Clone(r.Hosts), TTL: api.Duration(r.TTL), CreatedAt: r.CreatedAt, ExpiresAt: r.ExpiresAt,
 		ApprovalsNeeded: r.ApprovalsNeeded, Approvals: []api.Vote{}, IssuedSerial: r.IssuedSerial, IssuedAt: r.IssuedAt, UsedAt: r.UsedAt,
+		UsedOn: r.UsedOn,
 	}
 	for _, v := range r.Approvals {
 		out.Approvals = append(out.Approvals, api.Vote{By: v.By, At: v.At, Reason: v.Reason})

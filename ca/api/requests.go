@@ -109,6 +109,9 @@ type CreateRequest struct {
 	Reason     string   `json:"reason"`
 	Principals []string `json:"principals,omitempty"`
 	TTL        Duration `json:"ttl,omitempty"`
+	// Hosts, when set, are the only hosts the certificate may be used on
+	// (ExtHosts); see CheckHostnames.
+	Hosts []string `json:"hosts,omitempty"`
 }
 
 // Check validates the shape of the request (not policy).
@@ -126,6 +129,9 @@ func (r *CreateRequest) Check() error {
 		return errors.New("ttl must not be negative")
 	}
 	if err := checkReason(r.Reason); err != nil {
+		return err
+	}
+	if _, err := CheckHostnames(r.Hosts); err != nil {
 		return err
 	}
 	for _, p := range r.Principals {
@@ -170,12 +176,15 @@ func (r *RequestUsed) Check() error {
 
 // AccessRequest is a request as the API shows it.
 type AccessRequest struct {
-	ID              string    `json:"id"`
-	State           string    `json:"state"`
-	Requester       string    `json:"requester"`
-	Tier            string    `json:"tier"`
-	Reason          string    `json:"reason"`
-	Principals      []string  `json:"principals"`
+	ID         string   `json:"id"`
+	State      string   `json:"state"`
+	Requester  string   `json:"requester"`
+	Tier       string   `json:"tier"`
+	Reason     string   `json:"reason"`
+	Principals []string `json:"principals"`
+	// Hosts are the target hosts the certificate is limited to (none: any
+	// host of the tier).
+	Hosts           []string  `json:"hosts,omitempty"`
 	TTL             Duration  `json:"ttl"`
 	CreatedAt       time.Time `json:"created_at"`
 	ExpiresAt       time.Time `json:"expires_at"` // pending: until approved; approved: until used
@@ -187,6 +196,7 @@ type AccessRequest struct {
 	IssuedSerial uint64    `json:"issued_serial,omitempty"`
 	IssuedAt     time.Time `json:"issued_at,omitzero"`
 	UsedAt       time.Time `json:"used_at,omitzero"`
+	UsedOn       string    `json:"used_on,omitempty"` // host that claimed the certificate
 	// CanApprove is true when the caller may approve it now.
 	CanApprove bool `json:"can_approve,omitempty"`
 }

@@ -20,6 +20,7 @@ func (s *Server) requestRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+api.PathRequests+"/{id}/approve", s.withSession(s.handleDecision(false)))
 	mux.HandleFunc("POST "+api.PathRequests+"/{id}/deny", s.withSession(s.handleDecision(true)))
 	mux.HandleFunc("POST "+api.PathHostRequests+"{id}/used", s.withHost(s.handleRequestUsed))
+	mux.HandleFunc("POST "+api.PathHostSingleUse+"{serial}/claim", s.withHost(s.handleSingleUseClaim))
 }
 
 func (s *Server) handleCreateRequest(w http.ResponseWriter, r *http.Request, sess *store.Session) {
@@ -88,6 +89,28 @@ func (s *Server) handleRequestUsed(w http.ResponseWriter, r *http.Request, cert 
 		return
 	}
 	resp, err := s.a.ReportRequestUsed(r.Context(), cert, r.PathValue("id"), req, clientIP(r))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// handleSingleUseClaim lets a host claim a single-use certificate before
+// its session starts (ca.Authority.ClaimSingleUse): 200 for the one claim
+// that wins, 409 already_used for every other.
+func (s *Server) handleSingleUseClaim(w http.ResponseWriter, r *http.Request, cert *ssh.Certificate, body []byte) {
+	serial, err := strconv.ParseUint(r.PathValue("serial"), 10, 64)
+	if err != nil || serial == 0 {
+		writeError(w, &api.Error{Code: api.CodeBadRequest, Status: http.StatusBadRequest, Message: "the serial in the path must be a positive decimal number"})
+		return
+	}
+	var req api.SingleUseClaim
+	if derr := decodeStrict(body, &req); derr != nil {
+		writeError(w, derr)
+		return
+	}
+	resp, err := s.a.ClaimSingleUse(r.Context(), cert, serial, req, clientIP(r))
 	if err != nil {
 		s.fail(w, r, err)
 		return

@@ -16,6 +16,8 @@ var (
 	ErrExists = errors.New("already exists")
 	// ErrDuplicateSerial: PutCert was given a serial that is already recorded.
 	ErrDuplicateSerial = errors.New("duplicate certificate serial")
+	// ErrClaimed: the single-use certificate serial was claimed before.
+	ErrClaimed = errors.New("single-use serial already claimed")
 	// ErrTokenUsed: the join token was consumed before.
 	ErrTokenUsed = errors.New("join token already used")
 	// ErrTokenExpired: the join token is past its ExpiresAt.

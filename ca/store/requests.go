@@ -22,6 +22,7 @@ type AccessRequest struct {
 	Tier            string        `json:"tier"`
 	Reason          string        `json:"reason"`
 	Principals      []string      `json:"principals,omitempty"`
+	Hosts           []string      `json:"hosts,omitempty"` // target hosts; none: any host of the tier
 	TTL             time.Duration `json:"ttl"`
 	CreatedAt       time.Time     `json:"created_at"` // set by PutRequest when zero
 	ExpiresAt       time.Time     `json:"expires_at"`

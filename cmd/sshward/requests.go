@@ -16,11 +16,13 @@ import (
 )
 
 func (e *env) cmdRequest(ctx context.Context, args []string) error {
-	fs := cli.NewFlagSet("sshward request --tier T --reason TEXT [--principal P] [--ttl D] [--json]")
+	fs := cli.NewFlagSet("sshward request --tier T --reason TEXT [--host H …] [--principal P] [--ttl D] [--json]")
 	tier := fs.String("tier", "", "tier to ask for (one that needs approvals, e.g. break-glass)")
 	reason := fs.String("reason", "", "why you need access, e.g. the incident number (shown to approvers and auditors)")
 	var principals cli.StringList
 	fs.Var(&principals, "principal", "ask for only these logins (repeatable; default: all policy grants)")
+	var hosts cli.StringList
+	fs.Var(&hosts, "host", "the only hosts the certificate may be used on (repeatable or comma-separated, e.g. db1.prod; default: any host of the tier)")
 	ttl := fs.Duration("ttl", 0, "certificate validity (default: the tier's ttl; at most its max_ttl)")
 	asJSON := fs.Bool("json", false, "print the request as JSON")
 	pos, err := cli.Parse(fs, args)
@@ -35,11 +37,14 @@ func (e *env) cmdRequest(ctx context.Context, args []string) error {
 	case strings.TrimSpace(*reason) == "":
 		return cli.Usagef("--reason TEXT is required: say why you need access")
 	}
+	if _, err := api.CheckHostnames(hosts); err != nil {
+		return cli.Usagef("--host: %v", err)
+	}
 	c, err := e.sessionClient()
 	if err != nil {
 		return err
 	}
-	r, err := c.CreateRequest(ctx, api.CreateRequest{Tier: *tier, Reason: *reason, Principals: principals, TTL: api.Duration(*ttl)})
+	r, err := c.CreateRequest(ctx, api.CreateRequest{Tier: *tier, Reason: *reason, Principals: principals, TTL: api.Duration(*ttl), Hosts: hosts})
 	if err != nil {
 		return err
 	}
@@ -50,6 +55,7 @@ func (e *env) cmdRequest(ctx context.Context, args []string) error {
 	fmt.Fprintf(w, "%s %s: %s as %s for %s, needs %d approvals (%s)\n", r.ID, r.State, r.Tier,
 		strings.Join(r.Principals, ","), policy.FormatDuration(time.Duration(r.TTL)), r.ApprovalsNeeded, strings.Join(r.Approvers, ", "))
 	fmt.Fprintf(w, "  reason:  %s\n", r.Reason)
+	fmt.Fprintf(w, "  hosts:   %s\n", requestHosts(r))
 	fmt.Fprintf(w, "  expires: %s unless approved\n", e.requestTime(r.ExpiresAt))
 	fmt.Fprintf(w, "Ask an approver to run: sshward approve %s\n", r.ID)
 	fmt.Fprintf(w, "Once approved, plain ssh (or sshward cert --tier %s) uses it, once.\n", r.Tier)
@@ -103,9 +109,9 @@ func (e *env) cmdRequests(ctx context.Context, args []string) error {
 
 func (e *env) requestTable(w io.Writer, rs []api.AccessRequest, withRequester bool) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	head := "  ID\tSTATE\tTIER\tAPPROVALS\tWHEN\tREASON\n"
+	head := "  ID\tSTATE\tTIER\tHOSTS\tAPPROVALS\tWHEN\tREASON\n"
 	if withRequester {
-		head = "  ID\tREQUESTER\tSTATE\tTIER\tAPPROVALS\tWHEN\tREASON\n"
+		head = "  ID\tREQUESTER\tSTATE\tTIER\tHOSTS\tAPPROVALS\tWHEN\tREASON\n"
 	}
 	fmt.Fprint(tw, head)
 	mayApprove := false
@@ -119,7 +125,7 @@ func (e *env) requestTable(w io.Writer, rs []api.AccessRequest, withRequester bo
 			state += "*"
 			mayApprove = true
 		}
-		cols := []string{r.ID, state, r.Tier, approvals, e.requestWhen(r), clipRequestText(r.Reason, 48)}
+		cols := []string{r.ID, state, r.Tier, clipRequestText(requestHosts(&r), 32), approvals, e.requestWhen(r), clipRequestText(r.Reason, 48)}
 		if withRequester {
 			cols = append([]string{r.ID, r.Requester}, cols[1:]...)
 		}
@@ -191,11 +197,11 @@ func (e *env) cmdDecide(ctx context.Context, args []string, deny bool) error {
 	case api.StateDenied:
 		fmt.Fprintf(e.stdout, "denied %s of %s (%s): it is closed\n", r.ID, r.Requester, r.Tier)
 	case api.StateApproved:
-		fmt.Fprintf(e.stdout, "approved %s (%d of %d: %s): %s may now connect once, until %s\n", r.ID, len(r.Approvals), r.ApprovalsNeeded,
-			strings.Join(r.ApproverNames(), ", "), r.Requester, e.requestTime(r.ExpiresAt))
+		fmt.Fprintf(e.stdout, "approved %s (%d of %d: %s): %s may now connect once, to %s, until %s\n", r.ID, len(r.Approvals), r.ApprovalsNeeded,
+			strings.Join(r.ApproverNames(), ", "), r.Requester, requestHosts(r), e.requestTime(r.ExpiresAt))
 	default:
-		fmt.Fprintf(e.stdout, "approved %s (%d of %d): waiting for %d more approver(s)\n", r.ID, len(r.Approvals), r.ApprovalsNeeded,
-			r.ApprovalsNeeded-len(r.Approvals))
+		fmt.Fprintf(e.stdout, "approved %s (%d of %d) for %s: waiting for %d more approver(s)\n", r.ID, len(r.Approvals), r.ApprovalsNeeded,
+			requestHosts(r), r.ApprovalsNeeded-len(r.Approvals))
 	}
 	return nil
 }
@@ -256,4 +262,12 @@ func clipRequestText(s string, n int) string {
 		return string(r[:n-1]) + "…"
 	}
 	return s
+}
+
+// requestHosts is where a request's certificate may be used.
+func requestHosts(r *api.AccessRequest) string {
+	if len(r.Hosts) == 0 {
+		return "any host"
+	}
+	return strings.Join(r.Hosts, ", ")
 }
