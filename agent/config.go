@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/cpu"
 
 	"github.com/sshward/sshward/ca/api"
+	"github.com/sshward/sshward/recorder"
 )
 
 // CA is the subset of the CA's API client (ca/client.Client) the agent uses.
@@ -150,6 +151,11 @@ type Config struct {
 	// Spool receives recordings. Nil: Serve opens a recorder spool in
 	// DataDir/spool (repairing what a crash left) and closes it on return.
 	Spool Spool
+	// Redact adds patterns to recorder.DefaultRedactPatterns: their matches
+	// in output and input never reach a recording; "[REDACTED:name]" stands
+	// in their place. Each must begin with literal text. Used by the spool
+	// Serve opens; a Spool given here brings its own.
+	Redact []recorder.RedactPattern
 	// HostName names this host in recordings; default os.Hostname.
 	HostName string
 	// Auditor receives refusals and session events; default LogAuditor(Logger).
@@ -216,6 +222,9 @@ func (c *Config) Check() error {
 				strings.Join(ssh.SupportedAlgorithms().Ciphers, ", "))
 		}
 	}
+	if _, err := c.redaction(); err != nil {
+		return fmt.Errorf("agent: config: Redact: %w", err)
+	}
 	if s := c.Settings; s != nil {
 		if s.OnRecordingFailure != FailClosed && s.OnRecordingFailure != FailOpen {
 			return fmt.Errorf("agent: config: Settings.OnRecordingFailure %q is not %q or %q",
@@ -228,6 +237,11 @@ func (c *Config) Check() error {
 		}
 	}
 	return nil
+}
+
+// redaction compiles the default redaction patterns and c.Redact.
+func (c *Config) redaction() (*recorder.Redaction, error) {
+	return recorder.NewRedaction(append(recorder.DefaultRedactPatterns(), c.Redact...), 0)
 }
 
 // withDefaults returns a copy of c with defaults filled in.

@@ -380,3 +380,43 @@ func TestClosedTierShowsOnlyRecordedOutput(t *testing.T) {
 	t.Logf("received %d lines, recorded %d", len(received), len(recorded)-1)
 	a.logs.find(t, map[string]string{"msg": "audit", "action": AuditRecordingFailed, "key_id": k.cert.KeyId})
 }
+
+// TestConfiguredRedaction: patterns from the agent's configuration
+// (sshward-agent --redact NAME=REGEXP) are applied with the defaults, to
+// output and to the command line (metadata, start marker, audit, log); a
+// pattern without a literal start is refused at start.
+func TestConfiguredRedaction(t *testing.T) {
+	ca := newFakeCA(t)
+	a := startAgent(t, ca, agentOpts{tier: api.TierProduction, cfg: func(c *Config) {
+		c.Redact = []recorder.RedactPattern{{Name: "vault-token", Regexp: `hvs\.[A-Za-z0-9]{24,}`}}
+	}})
+	c := newSSHClient(t, ca, a)
+	login := currentUser(t)
+	k := ca.issue(t, c.home, certSpec{tier: api.TierProduction, keyID: "alice@local vault",
+		principals: []string{login}, extensions: productionExt()})
+	token := "hvs." + randomSecret(t, "")
+	out, _, err := c.run(k, login, nil, "echo VAULT_TOKEN="+token+" AKIAIOSFODNN7EXAMPLE")
+	if err != nil || !strings.Contains(out, token) {
+		t.Fatalf("session: %v %q", err, out)
+	}
+	m := waitRecording(t, SpoolDir(a.dataDir), func(m recorder.Metadata) bool { return m.KeyID == k.cert.KeyId })
+	if hits := filesHolding(t, a.dataDir, token[4:]); len(hits) > 0 {
+		t.Fatalf("the token reached the agent's data directory:\n%s", strings.Join(hits, "\n"))
+	}
+	if strings.Contains(a.logs.String(), token[4:]) {
+		t.Errorf("the token (in the command line) reached the agent's log")
+	}
+	_, evs := readCast(t, castPath(SpoolDir(a.dataDir), m.SessionID))
+	if got, want := output(evs), "VAULT_TOKEN=[REDACTED:vault-token] [REDACTED:aws-access-key]"; !strings.Contains(got, want) {
+		t.Errorf("recorded output %q lacks %q", got, want)
+	}
+	if want := "echo VAULT_TOKEN=[REDACTED:vault-token] [REDACTED:aws-access-key]"; m.Command != want {
+		t.Errorf("recorded command %q, want %q", m.Command, want)
+	}
+
+	cfg := Config{Tier: "production", DataDir: t.TempDir(), CA: ca,
+		Redact: []recorder.RedactPattern{{Name: "any-case", Regexp: `(?i)secret=\S+`}}}
+	if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), "must begin with literal text") {
+		t.Errorf("New with a pattern without a literal start: %v", err)
+	}
+}

@@ -29,6 +29,7 @@ type Server struct {
 	revs   atomic.Pointer[revocations]  // nil until a list is cached or fetched
 	single *singleUse                   // set by Serve before accepting
 	spool  Spool                        // set by Serve before accepting
+	redact *recorder.Redaction          // secrets kept out of recordings, audit and logs; set by New
 
 	preauth *preauth      // unauthenticated connections (preauth.go); set by New
 	ready   chan struct{} // closed by Serve once it accepts connections
@@ -51,9 +52,14 @@ func New(cfg Config) (*Server, error) {
 	if _, err := io.ReadFull(cfg.Rand, seed[:]); err != nil {
 		return nil, fmt.Errorf("agent: seed: %w", err)
 	}
+	redact, err := cfg.redaction()
+	if err != nil {
+		return nil, fmt.Errorf("agent: config: Redact: %w", err)
+	}
 	return &Server{
 		cfg:     cfg,
 		log:     cfg.Logger,
+		redact:  redact,
 		preauth: newPreauth(cfg.MaxStartupsPerSource, cfg.MaxStartups, seed),
 		ready:   make(chan struct{}),
 		conns:   make(map[*serverConn]struct{}),
@@ -130,7 +136,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	var shipSpool *recorder.Spool
 	if s.spool == nil {
 		sp, err := recorder.OpenSpool(ctx, recorder.SpoolConfig{
-			Dir: SpoolDir(s.cfg.DataDir), Now: s.cfg.Now, Logger: s.log, Rand: s.cfg.Rand,
+			Dir: SpoolDir(s.cfg.DataDir), Now: s.cfg.Now, Logger: s.log, Rand: s.cfg.Rand, Redaction: s.redact,
 		})
 		if err != nil {
 			return fmt.Errorf("agent: open spool: %w", err)

@@ -196,6 +196,7 @@ type plan struct {
 	kind      string // recorder.KindShell, KindExec or KindSubsystem
 	requested string // exec command or subsystem name, as the client asked
 	command   string // what runs: requested, or the force-command
+	shown     string // command as recorded, audited and logged: secrets redacted
 	forced    bool
 }
 
@@ -224,8 +225,12 @@ func (s *session) plan(req *ssh.Request) (plan, error) {
 			p.kind = recorder.KindExec
 		}
 	}
+	// A command line is typed input too: `ssh host 'curl -H "Authorization:
+	// Bearer …"'` must not put the token in the recording, the audit log
+	// or the agent's log.
+	p.shown = s.c.srv.redact.String(p.command)
 	if p.kind == recorder.KindSubsystem && p.command != "sftp" {
-		return p, fmt.Errorf("agent: unknown subsystem %q", p.command)
+		return p, fmt.Errorf("agent: unknown subsystem %q", p.shown)
 	}
 	return p, nil
 }
@@ -342,13 +347,13 @@ func (s *session) openRecording(p plan) (*sessionRecording, bool) {
 		term = s.pty.Term
 	}
 	title := g.login + "@" + s.c.srv.cfg.HostName
-	if p.command != "" {
-		title += ": " + p.command
+	if p.shown != "" {
+		title += ": " + p.shown
 	}
 	meta := recorder.Metadata{
 		SessionID: s.id, Identity: g.identity, Principal: g.login, KeyID: g.cert.KeyId,
 		Serial: g.cert.Serial, Tier: g.tier, Host: s.c.srv.cfg.HostName, ClientAddr: g.clientAddr,
-		RequestID: g.requestID, Reason: g.reason, Approvers: g.approvers, Kind: p.kind, Command: p.command,
+		RequestID: g.requestID, Reason: g.reason, Approvers: g.approvers, Kind: p.kind, Command: p.shown,
 		RecordInput: g.settings.RecordInput && p.kind != recorder.KindSubsystem,
 		Start:       s.c.srv.cfg.Now(),
 	}
@@ -361,7 +366,7 @@ func (s *session) openRecording(p plan) (*sessionRecording, bool) {
 	}
 	s.alertRecording(err)
 	if sr.mode == FailClosed {
-		s.c.srv.audit(s.ctx, s.auditEvent(AuditSessionRefused, "recording unavailable", p.command))
+		s.c.srv.audit(s.ctx, s.auditEvent(AuditSessionRefused, "recording unavailable", p.shown))
 		return nil, false
 	}
 	return sr, true
@@ -410,10 +415,10 @@ func (s *session) auditEvent(action, reason, detail string) AuditEvent {
 
 func (s *session) auditStart(p plan) {
 	detail := p.kind
-	if p.command != "" {
-		detail += ": " + p.command
+	if p.shown != "" {
+		detail += ": " + p.shown
 	}
-	s.log.Info("agent: session started", "kind", p.kind, "command", p.command, "pty", s.pty != nil)
+	s.log.Info("agent: session started", "kind", p.kind, "command", p.shown, "pty", s.pty != nil)
 	s.c.srv.audit(s.ctx, s.auditEvent(AuditSessionStart, "", detail))
 }
 

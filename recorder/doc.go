@@ -30,6 +30,7 @@
 //	rec.Output(buf[:n])     // from the PTY (or stdout and stderr of an exec)
 //	rec.Input(typed)        // a no-op unless RecordInput
 //	rec.Resize(cols, rows)  // on every window-change
+//	if err := rec.Commit(); err != nil { /* closed tier: commit before showing output */ }
 //	if err := rec.Err(); err != nil { /* tier rule: closed → end the session; open → alert */ }
 //
 //	meta, err := rec.Close(ctx, recorder.EndInfo{ExitStatus: &status})
@@ -45,6 +46,15 @@
 //	sh.Status()        // the upload queue; also in DIR/.ship-status.json (ReadShipStatus)
 //
 // The ingest protocol and the recording signature are in ingest.go.
+//
+// # Secrets
+//
+// Output and input pass through a Redaction (redact.go) before they are
+// encoded: matches of its patterns (SpoolConfig.Redaction, default
+// DefaultRedactPatterns: private key blocks, AWS, GitHub, Slack and bearer
+// tokens) become "[REDACTED:name]", also when a secret spans reads.
+// Leaving out input typed with terminal echo off is the agent's job (it
+// owns the terminal).
 //
 // # Files
 //

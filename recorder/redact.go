@@ -158,6 +158,16 @@ func NewRedaction(patterns []RedactPattern, maxMatch int) (*Redaction, error) {
 	return rd, nil
 }
 
+// String returns s with every match redacted, as a whole (not streamed):
+// for command lines and other text recorded outside the output and input
+// streams. A nil Redaction returns s.
+func (rd *Redaction) String(s string) string {
+	if rd == nil || len(rd.pats) == 0 || s == "" {
+		return s
+	}
+	return string(newRedactor(rd).write([]byte(s), true))
+}
+
 // MustDefaultRedaction is the Redaction of DefaultRedactPatterns.
 func MustDefaultRedaction() *Redaction {
 	rd, err := NewRedaction(DefaultRedactPatterns(), 0)

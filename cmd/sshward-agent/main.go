@@ -16,11 +16,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/sshward/sshward/agent"
 	"github.com/sshward/sshward/ca/client"
 	"github.com/sshward/sshward/cmd/internal/cli"
+	"github.com/sshward/sshward/recorder"
 )
 
 const prog = "sshward-agent"
@@ -62,9 +64,22 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	perSource := fs.Int("max-startups-per-source", agent.DefaultMaxStartupsPerSource, "most unauthenticated connections from one IPv4 address or IPv6 /64; more are closed at once")
 	handshakeTimeout := fs.Duration("handshake-timeout", agent.DefaultHandshakeTimeout, "time from connect to authenticated; slower connections are closed")
 	bannerTimeout := fs.Duration("banner-timeout", agent.DefaultBannerTimeout, "time for a client to send its SSH version line; idle connections are closed")
+	var redact cli.StringList
+	fs.Var(&redact, "redact", "NAME=REGEXP: also redact matches of REGEXP (RE2, starting with literal text) from recordings, as [REDACTED:NAME] (repeatable; private keys, AWS, GitHub, Slack and bearer tokens always are)")
 	pos, err := cli.Parse(fs, args)
 	if err != nil {
 		return err
+	}
+	var patterns []recorder.RedactPattern
+	for _, r := range redact {
+		name, re, ok := strings.Cut(r, "=")
+		if !ok {
+			return cli.Usagef("--redact %q: want NAME=REGEXP, e.g. --redact 'vault-token=hvs\\.[A-Za-z0-9]{24,}'", r)
+		}
+		patterns = append(patterns, recorder.RedactPattern{Name: name, Regexp: re})
+	}
+	if _, err := recorder.NewRedaction(append(recorder.DefaultRedactPatterns(), patterns...), 0); err != nil {
+		return cli.Usagef("--redact: %v", err)
 	}
 	switch {
 	case len(pos) > 0:
@@ -104,6 +119,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 		HostName: *hostName, SFTPServerPath: *sftpServer, Logger: log,
 		MaxStartups: startups, MaxStartupsPerSource: *perSource,
 		HandshakeTimeout: *handshakeTimeout, BannerTimeout: *bannerTimeout,
+		Redact: patterns,
 		// The playback server's TLS certificate chains to the CA root; with
 		// no --playback the agent asks the CA where it registered.
 		Playback: &agent.PlaybackConfig{URL: *playback, RootPEM: ca.RootPEM()},
@@ -164,9 +180,22 @@ func runStatus(args []string, stdout io.Writer) error {
 	fs := cli.NewFlagSet(prog + " status --data DIR [--json]")
 	dataDir := fs.String("data", "", "data directory of the agent")
 	asJSON := fs.Bool("json", false, "print JSON")
+	var redact cli.StringList
+	fs.Var(&redact, "redact", "NAME=REGEXP: also redact matches of REGEXP (RE2, starting with literal text) from recordings, as [REDACTED:NAME] (repeatable; private keys, AWS, GitHub, Slack and bearer tokens always are)")
 	pos, err := cli.Parse(fs, args)
 	if err != nil {
 		return err
+	}
+	var patterns []recorder.RedactPattern
+	for _, r := range redact {
+		name, re, ok := strings.Cut(r, "=")
+		if !ok {
+			return cli.Usagef("--redact %q: want NAME=REGEXP, e.g. --redact 'vault-token=hvs\\.[A-Za-z0-9]{24,}'", r)
+		}
+		patterns = append(patterns, recorder.RedactPattern{Name: name, Regexp: re})
+	}
+	if _, err := recorder.NewRedaction(append(recorder.DefaultRedactPatterns(), patterns...), 0); err != nil {
+		return cli.Usagef("--redact: %v", err)
 	}
 	switch {
 	case len(pos) > 0:
