@@ -58,7 +58,11 @@ func childAgent() int {
 		log.Error("child", "err", err)
 		return 1
 	}
-	srv, err := New(Config{Tier: api.TierStaging, DataDir: dataDir, CA: unreachableCA{}, Logger: log, HostName: "web1",
+	tier := os.Getenv("SSHWARD_CHILD_TIER")
+	if tier == "" {
+		tier = api.TierStaging
+	}
+	srv, err := New(Config{Tier: tier, DataDir: dataDir, CA: unreachableCA{}, Logger: log, HostName: "web1",
 		LookupUser: func(name string) (*User, error) {
 			u, err := LookupUser(name)
 			if err == nil && name == me {
@@ -96,12 +100,13 @@ type childProc struct {
 	stderr *bytes.Buffer
 }
 
-func startChild(t *testing.T, dataDir, home string) *childProc {
+func startChild(t *testing.T, dataDir, home string, env ...string) *childProc {
 	t.Helper()
 	addrFile := filepath.Join(t.TempDir(), "addr")
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), envChild+"=1", "SSHWARD_CHILD_DATA="+dataDir,
 		"SSHWARD_CHILD_ADDR="+addrFile, "SSHWARD_CHILD_HOME="+home)
+	cmd.Env = append(cmd.Env, env...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"io"
 	"io/fs"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -419,4 +421,57 @@ func TestConfiguredRedaction(t *testing.T) {
 	if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), "must begin with literal text") {
 		t.Errorf("New with a pattern without a literal start: %v", err)
 	}
+}
+
+// TestClosedTierKill9ShowsOnlyRecordedOutput: kill -9 of a production
+// agent while a session prints numbered lines fast. Every line the user
+// received is in the cast file the dead agent left (before, up to a second
+// of output reached the user but not the file).
+func TestClosedTierKill9ShowsOnlyRecordedOutput(t *testing.T) {
+	ca := newFakeCA(t)
+	dataDir := filepath.Join(t.TempDir(), "data")
+	startAgent(t, ca, agentOpts{tier: api.TierProduction, dataDir: dataDir}).stop() // join once, in process
+	child := startChild(t, dataDir, t.TempDir(), "SSHWARD_CHILD_TIER="+api.TierProduction)
+	_, port, _ := net.SplitHostPort(child.addr)
+	c := newSSHClient(t, ca, &testAgent{port: port})
+	login := currentUser(t)
+	k := ca.issue(t, c.home, certSpec{tier: api.TierProduction, keyID: "alice@local kill9 closed",
+		principals: []string{login}, extensions: productionExt()})
+	lines, wait := c.stream(t, k, login, `i=0; while [ $i -lt 3000000 ]; do i=$((i+1)); echo $i; done`)
+	var received []string
+	for l := range lines {
+		received = append(received, l)
+		if len(received) == 20000 {
+			if err := child.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	_ = child.cmd.Wait()
+	if _, err := wait(); err == nil {
+		t.Error("ssh did not notice the agent's death")
+	}
+	received = received[:len(received)-1] // the last line may be cut short
+
+	casts, _ := filepath.Glob(filepath.Join(SpoolDir(dataDir), "*.cast"))
+	if len(casts) != 1 {
+		t.Fatalf("casts: %v", casts)
+	}
+	data, err := os.ReadFile(casts[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What the next start keeps: up to the last whole line (the repair).
+	whole := filepath.Join(t.TempDir(), "whole.cast")
+	if err := os.WriteFile(whole, data[:bytes.LastIndexByte(data, '\n')+1], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, evs := readCast(t, whole)
+	recorded := strings.Split(output(evs), "\n")
+	for i, l := range received {
+		if i >= len(recorded)-1 || recorded[i] != l {
+			t.Fatalf("line %d the user received (%q) is not in the recording the killed agent left (%d lines)", i+1, l, len(recorded)-1)
+		}
+	}
+	t.Logf("received %d lines, recorded %d", len(received), len(recorded)-1)
 }
