@@ -79,7 +79,11 @@ const (
 	// DefaultMaxStartupsPerSource caps unauthenticated connections from
 	// one source (IPv4 address, IPv6 /64), as sshd's PerSourceMaxStartups.
 	DefaultMaxStartupsPerSource = 10
-	DefaultMaxSessions          = 10 // per connection, as sshd's MaxSessions
+	// DefaultPerSourcePenalty is added to a source's penalty for each of
+	// its connections closed by a pre-auth timeout (sshd's
+	// PerSourcePenalties grace-exceeded:10s).
+	DefaultPerSourcePenalty = 10 * time.Second
+	DefaultMaxSessions      = 10 // per connection, as sshd's MaxSessions
 	// DefaultMaxHandshakes is no longer used: see MaxStartups.
 	DefaultMaxHandshakes  = 128
 	DefaultSFTPServerPath = "/usr/lib/openssh/sftp-server"
@@ -178,6 +182,12 @@ type Config struct {
 	// source (an IPv4 address or an IPv6 /64); more are closed at accept.
 	// Default DefaultMaxStartupsPerSource.
 	MaxStartupsPerSource int
+	// PerSourcePenalty is added to a source's penalty each time one of its
+	// connections is closed by BannerTimeout or HandshakeTimeout; while the
+	// penalty exceeds 15 s the source's new connections are closed at
+	// accept (at most 10 min). Default DefaultPerSourcePenalty; negative
+	// turns penalties off.
+	PerSourcePenalty time.Duration
 	// MaxStartups drops new connections at random while many are
 	// unauthenticated (sshd's MaxStartups); default DefaultMaxStartups().
 	MaxStartups StartupLimits
@@ -276,6 +286,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.BannerTimeout == 0 {
 		c.BannerTimeout = DefaultBannerTimeout
+	}
+	if c.PerSourcePenalty == 0 {
+		c.PerSourcePenalty = DefaultPerSourcePenalty
 	}
 	if c.MaxStartupsPerSource == 0 {
 		c.MaxStartupsPerSource = DefaultMaxStartupsPerSource

@@ -1,12 +1,14 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -197,7 +199,10 @@ func TestHandshakeFlood(t *testing.T) {
 func TestPreauthTimeouts(t *testing.T) {
 	ca := newFakeCA(t)
 	const banner, handshake = 300 * time.Millisecond, 1500 * time.Millisecond
-	a := startAgent(t, ca, agentOpts{cfg: func(c *Config) { c.BannerTimeout, c.HandshakeTimeout = banner, handshake }})
+	a := startAgent(t, ca, agentOpts{cfg: func(c *Config) {
+		c.BannerTimeout, c.HandshakeTimeout = banner, handshake
+		c.PerSourcePenalty = -1 // the timeouts alone; TestDistributedFlood has the penalties
+	}})
 	tests := []struct {
 		name     string
 		send     string
@@ -243,6 +248,118 @@ func TestPreauthTimeouts(t *testing.T) {
 			gotHandshake := after.HandshakeTimeouts - before.HandshakeTimeouts
 			if tt.byBanner && (gotBanner != 1 || gotHandshake != 0) || !tt.byBanner && (gotBanner != 0 || gotHandshake != 1) {
 				t.Errorf("counters went %+v → %+v; want the %s timeout to close it", before, after, map[bool]string{true: "banner", false: "handshake"}[tt.byBanner])
+			}
+		})
+	}
+}
+
+// attack keeps `per` idle connections open from each of `sources`
+// addresses, dialling again as soon as the agent closes one, until ctx
+// ends: an attacker with many addresses who never speaks SSH.
+type attack struct {
+	dials, closes atomic.Int64
+	wg            sync.WaitGroup
+}
+
+func startAttack(ctx context.Context, addr string, sources []string, per int) *attack {
+	at := &attack{}
+	for _, src := range sources {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 2 * time.Second}
+		for range per {
+			at.wg.Go(func() {
+				for ctx.Err() == nil {
+					c, err := d.DialContext(ctx, "tcp", addr)
+					if err != nil {
+						time.Sleep(10 * time.Millisecond)
+						continue
+					}
+					at.dials.Add(1)
+					stop := context.AfterFunc(ctx, func() { c.Close() })
+					_, _ = io.Copy(io.Discard, c)
+					stop()
+					c.Close()
+					at.closes.Add(1)
+				}
+			})
+		}
+	}
+	return at
+}
+
+// TestDistributedFlood: 20 addresses each keep 5 idle connections open and
+// redial whatever the agent closes, 100 in all against MaxStartups
+// 20:30:60: without penalties they hold the agent at Full and every other
+// connection is dropped. After their first round times out, each flooding
+// address is penalized (5 timeouts × 10 s > 15 s), its redials are closed
+// at accept without being counted, and stock ssh from 127.0.0.1 logs in.
+func TestDistributedFlood(t *testing.T) {
+	catest.NeedOpenSSH(t)
+	raiseNoFile(t, 2000)
+	var sources []string
+	for i := 1; i <= 20; i++ {
+		sources = append(sources, fmt.Sprintf("127.0.1.%d", i))
+	}
+	w := startRealCA(t)
+	login := currentUser(t)
+	for _, penalties := range []bool{false, true} {
+		t.Run(map[bool]string{false: "without penalties (measured)", true: "with penalties"}[penalties], func(t *testing.T) {
+			a := startRealAgent(t, w, agentOpts{tier: api.TierProduction, cfg: func(c *Config) {
+				c.BannerTimeout, c.MaxStartupsPerSource = time.Second, 5
+				c.MaxStartups = StartupLimits{Begin: 20, Rate: 30, Full: 60}
+				if !penalties {
+					c.PerSourcePenalty = -1
+				}
+			}})
+			c := realSSHClient(t, w, a)
+			now := time.Now()
+			k := mint(t, c.home, w.UserCAs[api.TierProduction], ssh.Certificate{Serial: 9100, KeyId: "case distributed flood victim",
+				ValidPrincipals: []string{login}, ValidAfter: uint64(now.Add(-time.Minute).Unix()),
+				ValidBefore: uint64(now.Add(10 * time.Minute).Unix()), Permissions: ssh.Permissions{Extensions: productionExt()}}, nil)
+			ctx, cancel := context.WithCancel(context.Background())
+			at := startAttack(ctx, a.addr, sources, 5)
+			defer func() {
+				cancel()
+				at.wg.Wait()
+			}()
+			login1 := func() (bool, time.Duration) {
+				st := time.Now()
+				out, _, err := c.run(k, login, []string{"-o", "ConnectionAttempts=1"}, "echo logged-in")
+				return err == nil && out == "logged-in\n", time.Since(st)
+			}
+			// The first round: the flood holds the agent at Full.
+			for deadline := time.Now().Add(5 * time.Second); a.srv.PreauthStats().Unauthenticated < 40 && time.Now().Before(deadline); {
+				time.Sleep(10 * time.Millisecond)
+			}
+			ok, took := login1()
+			t.Logf("during the first round (%+v): ssh logged in %v after %s", a.srv.PreauthStats(), ok, took.Round(time.Millisecond))
+			if !penalties {
+				// Measured only: five tries over the next seconds.
+				wins := 0
+				for range 5 {
+					if ok, _ := login1(); ok {
+						wins++
+					}
+					time.Sleep(300 * time.Millisecond)
+				}
+				t.Logf("without penalties: %d of 5 logins succeeded; attacker dials %d; %+v", wins, at.dials.Load(), a.srv.PreauthStats())
+				return
+			}
+			for deadline := time.Now().Add(10 * time.Second); a.srv.PreauthStats().Penalized < len(sources); {
+				if time.Now().After(deadline) {
+					t.Fatalf("flooding sources not penalized: %+v", a.srv.PreauthStats())
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			st := time.Now()
+			ok, took = login1()
+			if !ok {
+				t.Fatalf("ssh from 127.0.0.1 refused while the flooding addresses are penalized: %+v", a.srv.PreauthStats())
+			}
+			stats := a.srv.PreauthStats()
+			t.Logf("with penalties: ssh logged in after %s, %s after all %d sources were penalized; attacker dials %d; %+v",
+				took.Round(time.Millisecond), time.Since(st).Round(time.Millisecond), len(sources), at.dials.Load(), stats)
+			if stats.DroppedPenalty == 0 {
+				t.Errorf("no redial was closed for a penalty: %+v", stats)
 			}
 		})
 	}

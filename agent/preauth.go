@@ -28,11 +28,19 @@ import (
 //     them at Full;
 //   - a client must send its SSH version line within Config.BannerTimeout
 //     and finish key exchange and authentication within
-//     Config.HandshakeTimeout.
+//     Config.HandshakeTimeout;
+//   - each connection closed by one of those timeouts adds
+//     Config.PerSourcePenalty to its source's penalty (sshd's
+//     PerSourcePenalties grace-exceeded); while a source's penalty exceeds
+//     penaltyMin, its connections are closed at accept, uncounted. One slow
+//     connection costs nothing; a source that keeps slots idle is shut out
+//     for up to penaltyMax.
 //
 // A flood from one address therefore holds at most MaxStartupsPerSource
-// slots for at most BannerTimeout each, and everyone else logs in.
-// Dropped connections are closed without a word, as sshd does.
+// slots for at most BannerTimeout, then none; many flooding addresses are
+// shut out the same way after their first round, so MaxStartups' random
+// drop does not go on hitting everyone else. Dropped connections are
+// closed without a word, as sshd does.
 
 // StartupLimits is sshd's MaxStartups "begin:rate:full" for unauthenticated
 // connections.
@@ -85,6 +93,15 @@ func (l StartupLimits) check() error {
 	return nil
 }
 
+// Bounds of the per-source penalties (sshd's PerSourcePenalties min and max).
+const (
+	penaltyMin = 15 * time.Second
+	penaltyMax = 10 * time.Minute
+	// maxPenalized bounds the sources remembered; when full, new ones go
+	// unpenalized (sshd's overflow:permissive) rather than evicting.
+	maxPenalized = 65536
+)
+
 // PreauthStats counts what the pre-authentication limits did since Serve
 // started.
 type PreauthStats struct {
@@ -96,6 +113,10 @@ type PreauthStats struct {
 	// DroppedStartups were closed at accept by MaxStartups (random early
 	// drop or full).
 	DroppedStartups uint64 `json:"dropped_startups"`
+	// DroppedPenalty were closed at accept: their source is penalized.
+	DroppedPenalty uint64 `json:"dropped_penalty"`
+	// Penalized is the number of sources under a penalty now.
+	Penalized int `json:"penalized"`
 	// BannerTimeouts sent no SSH version line within BannerTimeout.
 	BannerTimeouts uint64 `json:"banner_timeouts"`
 	// HandshakeTimeouts did not authenticate within HandshakeTimeout.
@@ -106,18 +127,21 @@ type PreauthStats struct {
 type preauth struct {
 	perSource int
 	lim       StartupLimits
+	penalty   time.Duration // per timeout; ≤ 0: no penalties
 
 	mu       sync.Mutex // guards the fields below
 	rnd      *rand.Rand
 	total    int
 	bySource map[netip.Prefix]int
-	stats    PreauthStats // counters; Unauthenticated is total
-	lastWarn time.Time    // last summary logged, to rate-limit the log
-	warned   PreauthStats // counters at lastWarn
+	until    map[netip.Prefix]time.Time // penalized sources: until when
+	stats    PreauthStats               // counters; Unauthenticated and Penalized are computed
+	lastWarn time.Time                  // last summary logged, to rate-limit the log
+	warned   PreauthStats               // counters at lastWarn
 }
 
-func newPreauth(perSource int, lim StartupLimits, seed [32]byte) *preauth {
-	return &preauth{perSource: perSource, lim: lim, rnd: rand.New(rand.NewChaCha8(seed)), bySource: map[netip.Prefix]int{}}
+func newPreauth(perSource int, lim StartupLimits, penalty time.Duration, seed [32]byte) *preauth {
+	return &preauth{perSource: perSource, lim: lim, penalty: penalty, rnd: rand.New(rand.NewChaCha8(seed)),
+		bySource: map[netip.Prefix]int{}, until: map[netip.Prefix]time.Time{}}
 }
 
 // sourceOf is the bucket a remote address counts against: its IPv4
@@ -143,9 +167,18 @@ func sourceOf(addr net.Addr) netip.Prefix {
 
 // admit counts a new connection from src as unauthenticated, or returns
 // why it must be dropped.
-func (p *preauth) admit(src netip.Prefix) (drop string) {
+func (p *preauth) admit(src netip.Prefix, now time.Time) (drop string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if until, ok := p.until[src]; ok {
+		if until.Sub(now) > penaltyMin {
+			p.stats.DroppedPenalty++
+			return "source penalized"
+		}
+		if !until.After(now) {
+			delete(p.until, src)
+		}
+	}
 	if src.IsValid() && p.bySource[src] >= p.perSource {
 		p.stats.DroppedPerSource++
 		return "per-source limit"
@@ -189,7 +222,9 @@ func (p *preauth) release(src netip.Prefix) {
 	}
 }
 
-func (p *preauth) timedOut(banner bool) {
+// timedOut counts a connection from src closed by a pre-auth timeout and
+// adds the penalty to src.
+func (p *preauth) timedOut(src netip.Prefix, banner bool, now time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if banner {
@@ -197,6 +232,28 @@ func (p *preauth) timedOut(banner bool) {
 	} else {
 		p.stats.HandshakeTimeouts++
 	}
+	if p.penalty <= 0 || !src.IsValid() {
+		return
+	}
+	until, ok := p.until[src]
+	if !ok && len(p.until) >= maxPenalized {
+		for k, u := range p.until {
+			if !u.After(now) {
+				delete(p.until, k)
+			}
+		}
+		if len(p.until) >= maxPenalized {
+			return
+		}
+	}
+	if until.Before(now) {
+		until = now
+	}
+	until = until.Add(p.penalty)
+	if limit := now.Add(penaltyMax); until.After(limit) {
+		until = limit
+	}
+	p.until[src] = until
 }
 
 func (p *preauth) snapshot() PreauthStats {
@@ -204,6 +261,7 @@ func (p *preauth) snapshot() PreauthStats {
 	defer p.mu.Unlock()
 	st := p.stats
 	st.Unauthenticated = p.total
+	st.Penalized = len(p.until)
 	return st
 }
 
@@ -220,10 +278,11 @@ func (p *preauth) summary(now time.Time, interval time.Duration) (since PreauthS
 		Unauthenticated:   p.total,
 		DroppedPerSource:  cur.DroppedPerSource - p.warned.DroppedPerSource,
 		DroppedStartups:   cur.DroppedStartups - p.warned.DroppedStartups,
+		DroppedPenalty:    cur.DroppedPenalty - p.warned.DroppedPenalty,
 		BannerTimeouts:    cur.BannerTimeouts - p.warned.BannerTimeouts,
 		HandshakeTimeouts: cur.HandshakeTimeouts - p.warned.HandshakeTimeouts,
 	}
-	if since.DroppedPerSource+since.DroppedStartups+since.BannerTimeouts+since.HandshakeTimeouts == 0 {
+	if since.DroppedPerSource+since.DroppedStartups+since.DroppedPenalty+since.BannerTimeouts+since.HandshakeTimeouts == 0 {
 		return PreauthStats{}, false
 	}
 	p.lastWarn, p.warned = now, cur

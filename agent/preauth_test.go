@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 	"testing"
+	"time"
 )
 
 func TestParseStartupLimits(t *testing.T) {
@@ -60,20 +61,21 @@ func TestSourceOf(t *testing.T) {
 // between at about the rate sshd's formula gives.
 func TestPreauthAdmit(t *testing.T) {
 	a, b := netip.MustParsePrefix("127.0.0.5/32"), netip.MustParsePrefix("127.0.0.1/32")
-	p := newPreauth(3, StartupLimits{Begin: 100, Rate: 30, Full: 300}, [32]byte{1})
+	now := time.Unix(1_800_000_000, 0)
+	p := newPreauth(3, StartupLimits{Begin: 100, Rate: 30, Full: 300}, 0, [32]byte{1})
 	for i := range 3 {
-		if why := p.admit(a); why != "" {
+		if why := p.admit(a, now); why != "" {
 			t.Fatalf("connection %d from a dropped: %s", i, why)
 		}
 	}
-	if why := p.admit(a); why != "per-source limit" {
+	if why := p.admit(a, now); why != "per-source limit" {
 		t.Fatalf("fourth connection from a: %q, want the per-source limit", why)
 	}
-	if why := p.admit(b); why != "" {
+	if why := p.admit(b, now); why != "" {
 		t.Fatalf("another source dropped: %s", why)
 	}
 	p.release(a)
-	if why := p.admit(a); why != "" {
+	if why := p.admit(a, now); why != "" {
 		t.Fatalf("after a release, a is still capped: %s", why)
 	}
 	if st := p.snapshot(); st.Unauthenticated != 4 || st.DroppedPerSource != 1 {
@@ -81,7 +83,7 @@ func TestPreauthAdmit(t *testing.T) {
 	}
 
 	// The early-drop curve, on a fixed seed.
-	q := newPreauth(1<<30, StartupLimits{Begin: 10, Rate: 30, Full: 20}, [32]byte{2})
+	q := newPreauth(1<<30, StartupLimits{Begin: 10, Rate: 30, Full: 20}, 0, [32]byte{2})
 	for _, tt := range []struct {
 		total  int
 		lo, hi int // drops per 1000
@@ -98,5 +100,51 @@ func TestPreauthAdmit(t *testing.T) {
 		if drops < tt.lo || drops > tt.hi {
 			t.Errorf("at %d unauthenticated: %d of 1000 dropped, want %d–%d", tt.total, drops, tt.lo, tt.hi)
 		}
+	}
+}
+
+// TestPreauthPenalties: one timeout costs nothing; a second one within the
+// penalty shuts the source out (closed at accept, uncounted) until its
+// penalty falls to 15 s; other sources are not touched; penalties are
+// capped at 10 minutes.
+func TestPreauthPenalties(t *testing.T) {
+	a, b := netip.MustParsePrefix("127.0.1.7/32"), netip.MustParsePrefix("127.0.0.1/32")
+	now := time.Unix(1_800_000_000, 0)
+	p := newPreauth(10, DefaultMaxStartups(), 10*time.Second, [32]byte{3})
+	p.timedOut(a, true, now)
+	if why := p.admit(a, now); why != "" {
+		t.Fatalf("one timeout (10 s of penalty) shut the source out: %s", why)
+	}
+	p.release(a)
+	p.timedOut(a, false, now.Add(time.Second)) // until now+21s
+	if why := p.admit(a, now.Add(2*time.Second)); why != "source penalized" {
+		t.Fatalf("two timeouts: %q, want the source penalized", why)
+	}
+	if why := p.admit(b, now.Add(2*time.Second)); why != "" {
+		t.Fatalf("another source dropped: %s", why)
+	}
+	p.release(b)
+	if why := p.admit(a, now.Add(6*time.Second+time.Millisecond)); why != "" {
+		t.Fatalf("penalty down to 15 s: still dropped: %s", why)
+	}
+	p.release(a)
+	for i := range 200 {
+		p.timedOut(a, true, now.Add(10*time.Second+time.Duration(i)))
+	}
+	if why := p.admit(a, now.Add(10*time.Second+penaltyMax-penaltyMin-time.Second)); why != "source penalized" {
+		t.Fatalf("within the capped penalty: %q", why)
+	}
+	if why := p.admit(a, now.Add(10*time.Second+penaltyMax-penaltyMin+time.Second)); why != "" {
+		t.Fatalf("the penalty is not capped at %s: %s", penaltyMax, why)
+	}
+	if st := p.snapshot(); st.DroppedPenalty != 2 || st.Penalized != 1 || st.BannerTimeouts != 201 || st.HandshakeTimeouts != 1 {
+		t.Errorf("stats %+v", st)
+	}
+	off := newPreauth(10, DefaultMaxStartups(), -1, [32]byte{4})
+	for range 10 {
+		off.timedOut(a, true, now)
+	}
+	if why := off.admit(a, now); why != "" || off.snapshot().Penalized != 0 {
+		t.Errorf("penalties off, yet %q", why)
 	}
 }

@@ -60,7 +60,7 @@ func New(cfg Config) (*Server, error) {
 		cfg:     cfg,
 		log:     cfg.Logger,
 		redact:  redact,
-		preauth: newPreauth(cfg.MaxStartupsPerSource, cfg.MaxStartups, seed),
+		preauth: newPreauth(cfg.MaxStartupsPerSource, cfg.MaxStartups, cfg.PerSourcePenalty, seed),
 		ready:   make(chan struct{}),
 		conns:   make(map[*serverConn]struct{}),
 	}, nil
@@ -161,7 +161,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.log.InfoContext(ctx, "agent: serving", "addr", ln.Addr().String(), "tier", s.cfg.Tier,
 		"serial", id.cert.Serial, "valid_before", time.Unix(int64(id.cert.ValidBefore), 0).UTC(),
 		"user_ca_limits", describeLimits(id), "max_startups", s.cfg.MaxStartups.String(),
-		"max_startups_per_source", s.cfg.MaxStartupsPerSource)
+		"max_startups_per_source", s.cfg.MaxStartupsPerSource, "per_source_penalty", s.cfg.PerSourcePenalty.String())
 
 	var connWG sync.WaitGroup
 	close(s.ready)
@@ -198,7 +198,7 @@ func (s *Server) acceptLoop(ctx context.Context, ln net.Listener, wg *sync.WaitG
 		}
 		backoff = 0
 		src := sourceOf(nc.RemoteAddr())
-		if drop := s.preauth.admit(src); drop != "" {
+		if drop := s.preauth.admit(src, s.cfg.Now()); drop != "" {
 			// Closed before it costs a goroutine or a key exchange.
 			nc.Close()
 			s.logPreauth(ctx, "dropped", drop, src)
@@ -221,6 +221,7 @@ func (s *Server) logPreauth(ctx context.Context, what, why string, src netip.Pre
 	}
 	s.log.WarnContext(ctx, "agent: pre-authentication limits closed connections", "last", what+" ("+why+")",
 		"source", src.String(), "dropped_per_source", since.DroppedPerSource, "dropped_startups", since.DroppedStartups,
+		"dropped_penalty", since.DroppedPenalty,
 		"banner_timeouts", since.BannerTimeouts, "handshake_timeouts", since.HandshakeTimeouts,
 		"unauthenticated", since.Unauthenticated)
 }
@@ -270,7 +271,7 @@ func (s *Server) handleConn(ctx context.Context, nc net.Conn, src netip.Prefix) 
 	if err != nil {
 		if bc.timedOut.Load() {
 			banner := !bc.seen.Load()
-			s.preauth.timedOut(banner)
+			s.preauth.timedOut(src, banner, s.cfg.Now())
 			what := "handshake timeout"
 			if banner {
 				what = "banner timeout"

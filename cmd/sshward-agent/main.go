@@ -66,6 +66,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	bannerTimeout := fs.Duration("banner-timeout", agent.DefaultBannerTimeout, "time for a client to send its SSH version line; idle connections are closed")
 	var redact cli.StringList
 	fs.Var(&redact, "redact", "NAME=REGEXP: also redact matches of REGEXP (RE2, starting with literal text) from recordings, as [REDACTED:NAME] (repeatable; private keys, AWS, GitHub, Slack and bearer tokens always are)")
+	penalty := fs.Duration("per-source-penalty", agent.DefaultPerSourcePenalty, "penalty a source earns per connection closed by a pre-auth timeout; past 15s its connections are closed at once (0 turns penalties off)")
 	pos, err := cli.Parse(fs, args)
 	if err != nil {
 		return err
@@ -94,6 +95,11 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 		return cli.Usagef("--max-startups-per-source must be at least 1")
 	case *handshakeTimeout <= 0 || *bannerTimeout <= 0:
 		return cli.Usagef("--handshake-timeout and --banner-timeout must be positive durations, e.g. 15s")
+	case *penalty < 0:
+		return cli.Usagef("--per-source-penalty must be 0 (off) or a positive duration, e.g. 10s")
+	}
+	if *penalty == 0 {
+		*penalty = -1 // agent.Config: negative turns penalties off
 	}
 	startups, err := agent.ParseStartupLimits(*maxStartups)
 	if err != nil {
@@ -118,7 +124,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 		Tier: *tier, DataDir: *dataDir, CA: ca, JoinToken: *token,
 		HostName: *hostName, SFTPServerPath: *sftpServer, Logger: log,
 		MaxStartups: startups, MaxStartupsPerSource: *perSource,
-		HandshakeTimeout: *handshakeTimeout, BannerTimeout: *bannerTimeout,
+		HandshakeTimeout: *handshakeTimeout, BannerTimeout: *bannerTimeout, PerSourcePenalty: *penalty,
 		Redact: patterns,
 		// The playback server's TLS certificate chains to the CA root; with
 		// no --playback the agent asks the CA where it registered.

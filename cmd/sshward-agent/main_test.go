@@ -26,6 +26,7 @@ func TestUsage(t *testing.T) {
 		{"unknown flag", []string{"--nope"}, 2, "-nope"},
 		{"bad max startups", []string{"--ca", "https://ca:8443", "--tier", "staging", "--data", t.TempDir(), "--max-startups", "100:30:10"}, 2, "begin:rate:full"},
 		{"zero per-source cap", []string{"--ca", "https://ca:8443", "--tier", "staging", "--data", t.TempDir(), "--max-startups-per-source", "0"}, 2, "at least 1"},
+		{"negative penalty", []string{"--ca", "https://ca:8443", "--tier", "staging", "--data", t.TempDir(), "--per-source-penalty", "-1s"}, 2, "0 (off)"},
 		{"zero handshake timeout", []string{"--ca", "https://ca:8443", "--tier", "staging", "--data", t.TempDir(), "--handshake-timeout", "0s"}, 2, "positive durations"},
 		{"redact without a name", []string{"--ca", "https://ca:8443", "--tier", "staging", "--data", t.TempDir(), "--redact", "hvs[.][a-z]+"}, 2, "want NAME=REGEXP"},
 		{"redact without a literal start", []string{"--ca", "https://ca:8443", "--tier", "staging", "--data", t.TempDir(), "--redact", "vault=(?i)hvs"}, 2, "must begin with literal text"},
