@@ -46,6 +46,28 @@ func BenchmarkRecordingOutput(b *testing.B) {
 	}
 }
 
+// BenchmarkWriterRedactedOutput is BenchmarkWriterOutput with the default
+// redaction patterns, as the spool applies them: the cost of keeping
+// secrets out.
+func BenchmarkWriterRedactedOutput(b *testing.B) {
+	for _, tc := range benchInputs {
+		b.Run(tc.name, func(b *testing.B) {
+			w, err := recorder.NewWriter(io.Discard, testHeader, time.Time{}, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			w.SetRedaction(recorder.MustDefaultRedaction())
+			b.SetBytes(int64(len(tc.data)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := w.Output(tc.data); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
 // BenchmarkWriterOutput measures encoding alone.
 func BenchmarkWriterOutput(b *testing.B) {
 	for _, tc := range benchInputs {
@@ -54,6 +76,7 @@ func BenchmarkWriterOutput(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
+			w.SetRedaction(nil)
 			b.SetBytes(int64(len(tc.data)))
 			b.ReportAllocs()
 			for b.Loop() {

@@ -52,6 +52,8 @@ type Redaction struct {
 	pats     []redactPattern
 	keys     [][]byte // what the scan looks for: literal starts, shared ones merged
 	keyOff   []int    // per key: the offset of its rarest byte, which the scan looks for first
+	needles  []byte   // the distinct rarest bytes: one IndexByte pass each per read
+	needleOf []int    // per key: its needle's index
 	keyOf    []int    // per pattern: its key
 	maxMatch int
 }
@@ -154,6 +156,18 @@ func NewRedaction(patterns []RedactPattern, maxMatch int) (*Redaction, error) {
 			}
 		}
 		rd.keyOff = append(rd.keyOff, off)
+		if byteRank(key[off]) >= 7 {
+			// No rare byte: bytes.Index, which turns to a vector search
+			// when the first byte hits too often.
+			rd.needleOf = append(rd.needleOf, -1)
+			continue
+		}
+		n := bytes.IndexByte(rd.needles, key[off])
+		if n < 0 {
+			rd.needles = append(rd.needles, key[off])
+			n = len(rd.needles) - 1
+		}
+		rd.needleOf = append(rd.needleOf, n)
 	}
 	return rd, nil
 }
@@ -239,11 +253,14 @@ type redactor struct {
 	drop *machine
 
 	next []int      // per search key: next candidate in the scan buffer (-1 none)
+	at   []int      // per search key: index into its needle's hits where the search goes on
+	hits [][]int    // per needle: its positions in the scan buffer, ascending
 	ms   []*machine // per pattern
 }
 
 func newRedactor(rd *Redaction) *redactor {
-	r := &redactor{rd: rd, prev: -1, next: make([]int, len(rd.keys)), ms: make([]*machine, len(rd.pats))}
+	r := &redactor{rd: rd, prev: -1, next: make([]int, len(rd.keys)), at: make([]int, len(rd.keys)),
+		hits: make([][]int, len(rd.needles)), ms: make([]*machine, len(rd.pats))}
 	for i, p := range rd.pats {
 		r.ms[i] = newMachine(p.prog)
 	}
@@ -357,9 +374,22 @@ func (r *redactor) tick() []byte {
 // below skip are known not to match at buf[0]. It may enter drop mode.
 func (r *redactor) scan(buf []byte, final bool, skip int) ([]byte, int) {
 	pats, keys, keyOf := r.rd.pats, r.rd.keys, r.rd.keyOf
+	for n, b := range r.rd.needles {
+		h := r.hits[n][:0]
+		for from := 0; ; {
+			i := bytes.IndexByte(buf[from:], b)
+			if i < 0 {
+				break
+			}
+			h = append(h, from+i)
+			from += i + 1
+		}
+		r.hits[n] = h
+	}
 	found := false
-	for k, key := range keys {
-		r.next[k] = indexOrPartial(buf, 0, key, r.rd.keyOff[k], final)
+	for k := range keys {
+		r.at[k] = 0
+		r.next[k] = r.candidate(buf, 0, k, final)
 		found = found || r.next[k] >= 0
 	}
 	if !found { // the common case: no literal start at all
@@ -374,9 +404,9 @@ func (r *redactor) scan(buf []byte, final bool, skip int) ([]byte, int) {
 	pos := 0  // scanning resumes here
 	for {
 		c := -1
-		for k, key := range keys {
+		for k := range keys {
 			if r.next[k] >= 0 && r.next[k] < pos {
-				r.next[k] = indexOrPartial(buf, pos, key, r.rd.keyOff[k], final)
+				r.next[k] = r.candidate(buf, pos, k, final)
 			}
 			if n := r.next[k]; n >= 0 && (c < 0 || n < c) {
 				c = n
@@ -449,30 +479,46 @@ func byteRank(b byte) int {
 	return 5
 }
 
-// indexOrPartial finds prefix in buf[from:], looking for its byte at off
-// and checking the rest; unless final, a proper prefix of prefix at the
-// very end counts too (the rest may come with the next read). -1: neither.
-func indexOrPartial(buf []byte, from int, prefix []byte, off int, final bool) int {
-	for at := from + off; at < len(buf); {
-		i := bytes.IndexByte(buf[at:], prefix[off])
-		if i < 0 {
-			break
+// candidate finds key k at or after from in buf, by the hits of its rarest
+// byte; unless final, a proper prefix of the key at the very end counts too
+// (the rest may come with the next read). -1: neither. Calls for one key
+// come with growing from (r.at[k] remembers where its hits go on).
+func (r *redactor) candidate(buf []byte, from, k int, final bool) int {
+	key, off := r.rd.keys[k], r.rd.keyOff[k]
+	if r.rd.needleOf[k] < 0 {
+		if i := bytes.Index(buf[from:], key); i >= 0 {
+			return from + i
 		}
-		c := at + i - off
-		if c+len(prefix) <= len(buf) && bytes.Equal(buf[c:c+len(prefix)], prefix) {
-			return c
+		return r.partial(buf, from, key, final)
+	}
+	hits := r.hits[r.rd.needleOf[k]]
+	i := r.at[k]
+	for ; i < len(hits); i++ {
+		c := hits[i] - off
+		if c < from {
+			continue
 		}
-		if c+len(prefix) > len(buf) {
+		if c+len(key) > len(buf) {
 			break // the rest is the partial check's
 		}
-		at += i + 1
+		if bytes.Equal(buf[c:c+len(key)], key) {
+			r.at[k] = i
+			return c
+		}
 	}
+	r.at[k] = i
+	return r.partial(buf, from, key, final)
+}
+
+// partial is where buf ends with a proper prefix of key, at or after from;
+// -1 if it does not, or if final.
+func (r *redactor) partial(buf []byte, from int, key []byte, final bool) int {
 	if final {
 		return -1
 	}
-	for k := min(len(prefix)-1, len(buf)-from); k > 0; k-- {
-		if bytes.HasSuffix(buf, prefix[:k]) {
-			return len(buf) - k
+	for n := min(len(key)-1, len(buf)-from); n > 0; n-- {
+		if bytes.HasSuffix(buf, key[:n]) {
+			return len(buf) - n
 		}
 	}
 	return -1

@@ -314,3 +314,23 @@ func BenchmarkRedactPlainOutput(b *testing.B) {
 		r.write(in, false)
 	}
 }
+
+// BenchmarkRedactReads: the redactor alone on the Writer benchmark's reads
+// (ls -l-like text with UTF-8, NUL bytes).
+func BenchmarkRedactReads(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		data []byte
+	}{
+		{"text", bytes.Repeat([]byte("drwxr-xr-x 2 root root 4096 Nov 21 10:00 héllo ✓\r\n"), 700)[:32<<10]},
+		{"zeros", make([]byte, 32<<10)},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			r := newRedactor(MustDefaultRedaction())
+			b.SetBytes(int64(len(tc.data)))
+			for b.Loop() {
+				r.write(tc.data, false)
+			}
+		})
+	}
+}
