@@ -27,7 +27,7 @@ import (
 const pw = "correct horse battery"
 
 // keyPair writes a fresh ed25519 key to dir and returns its path and public key line.
-func keyPair(t *testing.T, dir, name string) (string, string) {
+func keyPair(t testing.TB, dir, name string) (string, string) {
 	t.Helper()
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {

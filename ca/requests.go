@@ -512,6 +512,9 @@ func (a *Authority) markIssued(tx *store.Tx, id string, serial uint64, keyID str
 	ev.Type, ev.Actor, ev.Subject, ev.Tier, ev.RequestID = EventRequestIssue, r.Requester, r.Requester, r.Tier, r.ID
 	ev.Serial, ev.KeyID, ev.Outcome, ev.Reason, ev.Time = serial, keyID, store.OutcomeOK, r.Reason, now
 	ev.Details = map[string]string{"state": r.State, "approvers": joinComma(approverNames(r))}
+	if len(r.Hosts) > 0 {
+		ev.Details["hosts"] = joinComma(r.Hosts)
+	}
 	return a.appendAudit(tx, ev)
 }
 

@@ -756,7 +756,7 @@ func TestRequestAuditTrail(t *testing.T) {
 }
 
 // joinHost joins a host with a one-time token and returns its certificate and key.
-func joinHost(t *testing.T, w *reqWorld, name, tier string) (*ssh.Certificate, ssh.Signer) {
+func joinHost(t testing.TB, w *reqWorld, name, tier string) (*ssh.Certificate, ssh.Signer) {
 	t.Helper()
 	tok, err := w.ca.Authority.NewJoinToken(context.Background(), ca.JoinTokenRequest{Names: []string{name}, Tier: tier})
 	if err != nil {

@@ -4,11 +4,14 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 
 	"github.com/sshward/sshward/ca"
 	"github.com/sshward/sshward/ca/api"
+	"github.com/sshward/sshward/ca/catest"
+	"github.com/sshward/sshward/ca/policy"
 	"github.com/sshward/sshward/ca/store"
 )
 
@@ -171,6 +174,65 @@ func TestSingleUseClaimRace(t *testing.T) {
 		wg.Wait()
 		if won != 1 || used != 7 {
 			t.Fatalf("round %d: %d claims won, %d refused; want 1 and 7", round, won, used)
+		}
+	}
+}
+
+// TestSingleUseWithoutRequest: a tier may be single use without
+// approvals; its certificates are claimed by serial alone, audited as
+// single_use.claim, and the second host is refused all the same.
+func TestSingleUseWithoutRequest(t *testing.T) {
+	pol := strings.Replace(string(policy.Default()), "single_use: false", "single_use: true", 1) // staging
+	c := catest.New(t, catest.Options{Policy: []byte(pol)})
+	c.AddUser(t, "erin", pw, []string{"engineers"}, false)
+	erin := c.Client(t, c.Login(t, "erin", pw, ""))
+	ctx := context.Background()
+	_, pub := keyPair(t, t.TempDir(), "erin")
+	resp, err := erin.Cert(ctx, api.CertRequest{Tier: api.TierStaging, PublicKey: pub})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &reqWorld{ca: c}
+	web1, web1Key := joinHost(t, w, "web1.staging", "staging")
+	web2, web2Key := joinHost(t, w, "web2.staging", "staging")
+	anon := c.Client(t, "")
+	if _, err := anon.ClaimSingleUse(ctx, resp.Serial, api.SingleUseClaim{SessionID: "a"}, web1, web1Key); err != nil {
+		t.Fatalf("first claim: %v", err)
+	}
+	_, err = anon.ClaimSingleUse(ctx, resp.Serial, api.SingleUseClaim{SessionID: "b", ClientAddr: "198.51.100.9:4242"}, web2, web2Key)
+	wantRefusal(t, err, api.CodeAlreadyUsed, "already used (on web1.staging")
+	for typ, want := range map[string]string{ca.EventSingleUseClaim: store.OutcomeOK, ca.EventReuseRefused: store.OutcomeRefused} {
+		evs, err := c.Store.Audit(ctx, store.AuditFilter{Type: typ})
+		if err != nil || len(evs) != 1 || evs[0].Outcome != want || evs[0].Serial != resp.Serial || evs[0].Subject != "erin" {
+			t.Errorf("%s events: %v %+v", typ, err, evs)
+		}
+	}
+}
+
+// BenchmarkClaimSingleUse measures what fleet-wide single use adds to a
+// login: one host-authenticated HTTPS claim with its durable store write
+// (claim + audit record), at concurrency 1 (one login at a time).
+func BenchmarkClaimSingleUse(b *testing.B) {
+	c := catest.New(b, catest.Options{})
+	c.AddUser(b, "erin", pw, []string{"engineers"}, false)
+	erin := c.Client(b, c.Login(b, "erin", pw, ""))
+	ctx := context.Background()
+	_, pub := keyPair(b, b.TempDir(), "erin")
+	serials := make([]uint64, b.N)
+	for i := range serials {
+		resp, err := erin.Cert(ctx, api.CertRequest{Tier: api.TierStaging, PublicKey: pub})
+		if err != nil {
+			b.Fatal(err)
+		}
+		serials[i] = resp.Serial
+	}
+	w := &reqWorld{ca: c}
+	host, key := joinHost(b, w, "web1.staging", "staging")
+	anon := c.Client(b, "")
+	b.ResetTimer()
+	for i, s := range serials {
+		if _, err := anon.ClaimSingleUse(ctx, s, api.SingleUseClaim{SessionID: fmt.Sprint(i)}, host, key); err != nil {
+			b.Fatal(err)
 		}
 	}
 }

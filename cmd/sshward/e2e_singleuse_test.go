@@ -221,6 +221,13 @@ func TestSingleUseFleetE2E(t *testing.T) {
 		if err := json.Unmarshal([]byte(c.ok(ian, "", "sshward", "requests", "--all", "--json")), &list); err != nil || len(list) == 0 || list[0].ID != k.Request || fmt.Sprint(list[0].Hosts) != "[db1.prod]" {
 			t.Fatalf("the approver's JSON lacks the hosts: %v %+v", err, list)
 		}
+		if out := c.ok(ian, "", "sshward", "requests", "--all"); !strings.Contains(out, "HOSTS") || !strings.Contains(out, "db1.prod") {
+			t.Fatalf("the approver's table lacks the hosts:\n%s", out)
+		}
+		waitFor(t, "the webhook gets the request with its hosts", 20*time.Second, func() bool {
+			e, ok := rcv.find("request.create", k.Request)
+			return ok && e.Details["hosts"] == "db1.prod"
+		})
 		refused(t, k, "db2.prod", "This certificate is for db1.prod only, not db2.prod")
 		admitted(t, k, "db1.prod")
 		c.refused(2, "not a valid host name", olivia, "sshward", "request", "--tier", "break-glass", "--reason", "INC-5401", "--host", "db1.prod;id")
