@@ -9,23 +9,6 @@ import (
 	"unicode/utf8"
 )
 
-func commonPrefix(a, b []byte) int {
-	n := 0
-	for n < len(a) && n < len(b) && a[n] == b[n] {
-		n++
-	}
-	return n
-}
-
-// startsAt reports whether a pattern with literal start prefix may begin at
-// b[0]: b starts with prefix, or (unless final) b is a proper prefix of it.
-func startsAt(b, prefix []byte, final bool) bool {
-	if len(b) >= len(prefix) {
-		return bytes.Equal(b[:len(prefix)], prefix)
-	}
-	return !final && bytes.HasPrefix(prefix, b)
-}
-
 // Redaction keeps secrets out of recordings: bytes of a session (output and
 // input alike) that match one of its patterns are replaced by the fixed
 // text "[REDACTED:name]" before they reach the Writer's line, so before
@@ -33,13 +16,13 @@ func startsAt(b, prefix []byte, final bool) bool {
 //
 // Matching is streaming. A match may span reads: when the bytes at the end
 // of a read could still become a match, the recorder holds them back (the
-// carry) and decides with the next read. The carry is bounded by
-// MaxMatch; a candidate still undecided past that bound, or still
-// undecided when the spool flushes (FlushInterval), is redacted as a whole
-// from its literal start until the pattern can no longer match (fail safe:
-// over-redaction, never a leak). Only a proper prefix of a pattern's
-// literal start (a few bytes such as "AKI" or "-----BEG") may wait longer
-// than one flush, for the next read or the end of the session.
+// carry) and decides with the next read. The carry is bounded by the
+// window (NewRedaction's maxMatch); a candidate still undecided past that
+// bound, or over two spool flushes (Writer.TickRedaction), is redacted as
+// a whole from its literal start until the pattern can no longer match
+// (fail safe: over-redaction, never a leak). Only a proper prefix of a
+// pattern's literal start (a few bytes such as "AKI" or "-----BEG") may
+// wait longer, for the next read or the end of the session.
 //
 // Semantics are those of one RE2 alternation of the patterns, leftmost-first
 // (Perl), as regexp.FindAllIndex: scanning from the left, at each position
@@ -255,16 +238,20 @@ type redactor struct {
 	next []int      // per search key: next candidate in the scan buffer (-1 none)
 	at   []int      // per search key: index into its needle's hits where the search goes on
 	hits [][]int    // per needle: its positions in the scan buffer, ascending
-	ms   []*machine // per pattern
+	ms   []*machine // per pattern, made when first needed (an idle session holds none)
 }
 
 func newRedactor(rd *Redaction) *redactor {
-	r := &redactor{rd: rd, prev: -1, next: make([]int, len(rd.keys)), at: make([]int, len(rd.keys)),
+	return &redactor{rd: rd, prev: -1, next: make([]int, len(rd.keys)), at: make([]int, len(rd.keys)),
 		hits: make([][]int, len(rd.needles)), ms: make([]*machine, len(rd.pats))}
-	for i, p := range rd.pats {
-		r.ms[i] = newMachine(p.prog)
+}
+
+// machine returns pattern i's machine.
+func (r *redactor) machine(i int) *machine {
+	if r.ms[i] == nil {
+		r.ms[i] = newMachine(r.rd.pats[i].prog)
 	}
-	return r
+	return r.ms[i]
 }
 
 // write takes the next bytes of the stream and returns what may be
@@ -300,7 +287,7 @@ func (r *redactor) write(p []byte, final bool) []byte {
 	case len(buf) > 0 && len(r.held) > 0:
 		// An undecided candidate at buf[0]: go on where its machine stopped.
 		i := r.hpat
-		m := r.ms[i]
+		m := r.machine(i)
 		n, done := m.feed(buf[r.hfed:], final)
 		r.hfed += n
 		if !done {
@@ -341,8 +328,8 @@ func (r *redactor) write(p []byte, final bool) []byte {
 // dropped.
 func (r *redactor) startDrop(i int, dropped []byte) {
 	r.prev = lastRune(dropped, r.prev)
-	r.drop = r.ms[i]
-	r.ms[i] = newMachine(r.rd.pats[i].prog) // the dropping machine keeps its state
+	r.drop = r.machine(i)
+	r.ms[i] = nil // the dropping machine keeps its state
 }
 
 // tick is the flush rule: a candidate held since the previous tick that
@@ -424,7 +411,7 @@ func (r *redactor) scan(buf []byte, final bool, skip int) ([]byte, int) {
 			if r.next[keyOf[i]] != c || (c == 0 && i < skip) || !startsAt(buf[c:], pats[i].prefix, final) {
 				continue
 			}
-			m := r.ms[i]
+			m := r.machine(i)
 			m.start(prev)
 			n, done := m.feed(buf[c:], final)
 			if !done {
@@ -522,6 +509,23 @@ func (r *redactor) partial(buf []byte, from int, key []byte, final bool) int {
 		}
 	}
 	return -1
+}
+
+func commonPrefix(a, b []byte) int {
+	n := 0
+	for n < len(a) && n < len(b) && a[n] == b[n] {
+		n++
+	}
+	return n
+}
+
+// startsAt reports whether a pattern with literal start prefix may begin at
+// b[0]: b starts with prefix, or (unless final) b is a proper prefix of it.
+func startsAt(b, prefix []byte, final bool) bool {
+	if len(b) >= len(prefix) {
+		return bytes.Equal(b[:len(prefix)], prefix)
+	}
+	return !final && bytes.HasPrefix(prefix, b)
 }
 
 func lastRune(b []byte, prev rune) rune {
