@@ -291,16 +291,20 @@ func TestSessionEndsOnExpiryAndRevocation(t *testing.T) {
 			keyID := "case end " + tt.name
 			k := ca.issue(t, c.home, certSpec{tier: api.TierProduction, keyID: keyID, principals: []string{login},
 				extensions: productionExt(), ttl: tt.ttl, validAfter: time.Now().Add(-time.Second)})
-			if tt.revoke {
-				go func() {
-					time.Sleep(500 * time.Millisecond)
-					ca.revoke([]uint64{k.cert.Serial}, nil)
-				}()
-			}
 			start := time.Now()
-			out, errOut, err := c.run(k, login, nil, "echo started; sleep 30; echo not-ended")
-			if err == nil || strings.Contains(out, "not-ended") || !strings.Contains(out, "started") {
-				t.Fatalf("session not ended: %v %q %q", err, out, errOut)
+			lines, wait := c.stream(t, k, login, "echo started; sleep 30; echo not-ended")
+			var out strings.Builder
+			for l := range lines {
+				out.WriteString(l + "\n")
+				// Revoke once the session runs: revoking earlier would test
+				// the login refusal, not the live session's end.
+				if l == "started" && tt.revoke {
+					ca.revoke([]uint64{k.cert.Serial}, nil)
+				}
+			}
+			errOut, err := wait()
+			if err == nil || strings.Contains(out.String(), "not-ended") || !strings.Contains(out.String(), "started") {
+				t.Fatalf("session not ended: %v %q %q", err, out.String(), errOut)
 			}
 			if !strings.Contains(errOut, tt.want) {
 				t.Errorf("stderr %q lacks %q", errOut, tt.want)
