@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"io"
 	"io/fs"
 	"net"
@@ -474,4 +475,85 @@ func TestClosedTierKill9ShowsOnlyRecordedOutput(t *testing.T) {
 		}
 	}
 	t.Logf("received %d lines, recorded %d", len(received), len(recorded)-1)
+}
+
+// eventLog is a Recording that keeps what it is given, for unit tests.
+type eventLog struct {
+	mu     sync.Mutex
+	events []string
+	fail   error // returned by every write once set
+}
+
+func (l *eventLog) add(e string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.fail != nil {
+		return l.fail
+	}
+	l.events = append(l.events, e)
+	return nil
+}
+func (l *eventLog) Output(p []byte) error     { return l.add("o " + string(p)) }
+func (l *eventLog) Input(p []byte) error      { return l.add("i " + string(p)) }
+func (l *eventLog) Resize(c, r int) error     { return l.add("r") }
+func (l *eventLog) Marker(label string) error { return l.add("m " + label) }
+func (l *eventLog) Commit() error             { return l.add("commit") }
+func (l *eventLog) Err() error                { return nil }
+func (l *eventLog) Close(context.Context, recorder.EndInfo) (*recorder.Metadata, error) {
+	return nil, nil
+}
+
+// TestInputRecorder: hidden chunks are counted, not recorded, and become
+// one marker at the Enter, when echo returns, or at the session's end; a
+// closed tier withholds input whose marker could not be recorded.
+func TestInputRecorder(t *testing.T) {
+	type chunk struct {
+		hidden bool
+		data   string
+	}
+	cases := []struct {
+		name   string
+		chunks []chunk
+		end    bool // flush at the session's end
+		want   []string
+	}{
+		{"visible", []chunk{{false, "ls\r"}}, false, []string{"i ls\r"}},
+		{"password and Enter", []chunk{{true, "s3"}, {true, "cret"}, {true, "\r"}}, false,
+			[]string{"m " + hiddenInputMarker(7)}},
+		{"echo returns before an Enter", []chunk{{true, "abc"}, {false, "x"}}, false,
+			[]string{"m " + hiddenInputMarker(3), "i x"}},
+		{"two lines", []chunk{{true, "pw1\r"}, {true, "pw22\r"}}, false,
+			[]string{"m " + hiddenInputMarker(4), "m " + hiddenInputMarker(5)}},
+		{"session ends mid-password", []chunk{{true, "half"}}, true,
+			[]string{"m " + hiddenInputMarker(4)}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			log := &eventLog{}
+			hidden := false
+			ir := &inputRecorder{rec: &sessionRecording{rec: log, mode: FailClosed}, hidden: func() bool { return hidden }}
+			for _, c := range tc.chunks {
+				hidden = c.hidden
+				if !ir.record([]byte(c.data)) {
+					t.Fatalf("chunk %q withheld", c.data)
+				}
+			}
+			if tc.end {
+				ir.flush()
+			}
+			if strings.Join(log.events, "|") != strings.Join(tc.want, "|") {
+				t.Errorf("events %q, want %q", log.events, tc.want)
+			}
+		})
+	}
+	t.Run("closed tier, marker fails", func(t *testing.T) {
+		log := &eventLog{}
+		failed := 0
+		ir := &inputRecorder{rec: &sessionRecording{rec: log, mode: FailClosed, onFail: func(error) { failed++ }},
+			hidden: func() bool { return true }}
+		log.fail = errors.New("disk full")
+		if ir.record([]byte("secret\r")) || failed != 1 {
+			t.Errorf("input passed (or no failure reported: %d) though its marker was not recorded", failed)
+		}
+	})
 }
