@@ -1,12 +1,16 @@
 package playback
 
 import (
+	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
+	"syscall"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -21,6 +25,12 @@ const (
 	IntegrityVerified = "verified" // digest and host signature checked
 	IntegrityPending  = "pending"  // still live: checked when it finishes
 	IntegrityFailed   = "failed"   // the stored bytes or signature no longer verify
+
+	// HeaderIntegrity carries the integrity of a served cast.
+	HeaderIntegrity = "X-Sshward-Integrity"
+	// CodeIntegrityFailed is the error code of an export refused because the
+	// recording fails its integrity check.
+	CodeIntegrityFailed = "integrity_failed"
 )
 
 // SessionSummary is one recording in GET /api/sessions.
@@ -62,7 +72,7 @@ type SessionDetail struct {
 	Markers       []store.Marker    `json:"markers"`
 }
 
-func (s *Server) summary(r *store.Record) SessionSummary {
+func (s *Server) summary(ctx context.Context, r *store.Record) SessionSummary {
 	m := r.Meta
 	sum := SessionSummary{
 		ID: r.ID, User: m.Identity, Principal: m.Principal, Host: m.Host, Tier: m.Tier, Kind: m.Kind,
@@ -74,63 +84,96 @@ func (s *Server) summary(r *store.Record) SessionSummary {
 		sum.Host = r.Owner
 	}
 	if r.Finished {
-		sum.Integrity = IntegrityVerified
 		if !m.End.IsZero() {
 			end := m.End
 			sum.End = &end
 		}
-		s.mu.Lock()
-		if c, ok := s.integrity[r.ID]; ok && !c.ok {
-			sum.Integrity = IntegrityFailed
-		}
-		s.mu.Unlock()
+		sum.Integrity = s.verify(ctx, r, false).integrity()
 	}
 	return sum
 }
 
-// integrityCheck is the last replay-time check of a finished recording,
-// valid while its file is unchanged.
-type integrityCheck struct {
-	size    int64
-	modTime time.Time
-	sigOK   bool
-	digOK   bool
-	ok      bool
+// fileStamp identifies one state of a stored cast file. The change time
+// (ctime) is in it because no user-level call can set it: an edit followed
+// by `touch -r` restores the modification time, never the change time, and
+// the inode number changes when the file is replaced.
+type fileStamp struct {
+	ino, size, mtime, ctime int64
 }
 
-// verify checks a finished recording again: the stored bytes against the
-// signed digest, and the signature against the host certificate that made
-// it. The result is cached per file size and modification time, so a 100
-// MB recording is hashed once, not on every look.
-func (s *Server) verify(rec *store.Record) (sigOK, digOK bool) {
-	f, err := s.st.OpenCast(rec.ID)
-	if err != nil {
-		return false, false
+func stampOf(fi os.FileInfo) fileStamp {
+	st := fileStamp{size: fi.Size(), mtime: fi.ModTime().UnixNano()}
+	if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
+		st.ino = int64(sys.Ino)
+		st.ctime = sys.Ctim.Sec*1e9 + sys.Ctim.Nsec
 	}
-	fi, err := f.Stat()
-	f.Close()
-	if err != nil {
-		return false, false
+	return st
+}
+
+// integrityCheck is the result of hashing one state of a finished
+// recording's cast against its signed digest and checking the host
+// signature over its metadata.
+type integrityCheck struct {
+	stamp fileStamp
+	sigOK bool
+	digOK bool
+}
+
+func (c integrityCheck) ok() bool { return c.sigOK && c.digOK }
+
+func (c integrityCheck) integrity() string {
+	if c.ok() {
+		return IntegrityVerified
+	}
+	return IntegrityFailed
+}
+
+// verify checks a finished recording: the stored bytes against the signed
+// digest, and the host signature over the metadata. With full, the bytes
+// are always hashed again (detail, replay and export: what is served is what
+// was checked a moment ago). Otherwise (the list) the last result is reused
+// while the file's stamp (inode, size, modification and change time) is the
+// same; any write to the file changes its change time, so an edited byte is
+// found on the next list too. A check that fails is audited once per state.
+func (s *Server) verify(ctx context.Context, rec *store.Record, full bool) integrityCheck {
+	var stamp fileStamp
+	if f, err := s.st.OpenCast(rec.ID); err == nil {
+		if fi, err := f.Stat(); err == nil {
+			stamp = stampOf(fi)
+		}
+		f.Close()
 	}
 	s.mu.Lock()
-	c, ok := s.integrity[rec.ID]
+	c, cached := s.integrity[rec.ID]
 	s.mu.Unlock()
-	if ok && c.size == fi.Size() && c.modTime.Equal(fi.ModTime()) {
-		return c.sigOK, c.digOK
+	if cached && !full && c.stamp == stamp && stamp != (fileStamp{}) {
+		return c
 	}
+	prev, hadPrev := c, cached
+	c = integrityCheck{stamp: stamp}
 	sum, size, err := s.st.Digest(rec.ID)
-	c = integrityCheck{size: fi.Size(), modTime: fi.ModTime()}
-	c.digOK = err == nil && sum == rec.Meta.SHA256 && size == rec.Meta.CastBytes && size == rec.Stored
+	c.digOK = err == nil && subtle.ConstantTimeCompare([]byte(sum), []byte(rec.Meta.SHA256)) == 1 &&
+		size == rec.Meta.CastBytes && size == rec.Stored
 	if pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(rec.HostCert)); err == nil {
 		if cert, ok := pub.(*ssh.Certificate); ok {
 			c.sigOK = recorder.VerifyRecording(cert.Key, rec.Meta, rec.Signature) == nil
 		}
 	}
-	c.ok = c.sigOK && c.digOK
 	s.mu.Lock()
 	s.integrity[rec.ID] = c
 	s.mu.Unlock()
-	return c.sigOK, c.digOK
+	if !c.ok() && (!hadPrev || prev.ok() || prev.stamp != c.stamp) {
+		reason := "stored bytes do not match the signed digest"
+		if !c.sigOK {
+			reason = "host signature does not verify"
+		}
+		if _, err := s.st.AppendAudit(context.WithoutCancel(ctx), store.AuditEvent{Type: "recording.integrity_failed",
+			Actor: "playback", Subject: rec.ID, Outcome: "failed", Reason: reason}); err != nil {
+			s.log.ErrorContext(ctx, "playback: audit", "type", "recording.integrity_failed", "err", err)
+		}
+		s.log.WarnContext(ctx, "playback: recording fails its integrity check", "session_id", rec.ID, "reason", reason)
+	}
+	return c
 }
 
 func (s *Server) handleList(w http.ResponseWriter, r *http.Request, who *reader) {
@@ -166,7 +209,7 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request, who *reader)
 	}
 	out := make([]SessionSummary, 0, len(recs))
 	for i := range recs {
-		sum := s.summary(&recs[i])
+		sum := s.summary(r.Context(), &recs[i])
 		sum.Hits = hits[sum.ID]
 		out = append(out, sum)
 	}
@@ -244,9 +287,10 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request, who *reader) 
 	}
 	d := SessionDetail{Metadata: rec.Meta, HostCertKeyID: rec.HostKeyID}
 	if rec.Finished {
-		d.SignatureOK, d.DigestOK = s.verify(rec)
+		c := s.verify(r.Context(), rec, true)
+		d.SignatureOK, d.DigestOK = c.sigOK, c.digOK
 	}
-	d.SessionSummary = s.summary(rec)
+	d.SessionSummary = s.summary(r.Context(), rec)
 	markers, err := s.st.Markers(r.Context(), rec.ID)
 	if err != nil {
 		s.internal(w, r, err)
@@ -320,6 +364,21 @@ func (s *Server) serveCast(w http.ResponseWriter, r *http.Request, who *reader, 
 		return
 	}
 	follow := !export && truthy(r.URL.Query().Get("follow"))
+	integrity := IntegrityPending
+	if rec.Finished {
+		integrity = s.verify(r.Context(), rec, true).integrity()
+	}
+	// What fails its check is never served as if it were evidence: export
+	// refuses unless the reader asks for the tampered bytes by name, and
+	// every cast response carries the result in a header.
+	w.Header().Set(HeaderIntegrity, integrity)
+	if integrity == IntegrityFailed && export && !truthy(r.URL.Query().Get("allow_tampered")) {
+		s.audit(r, store.AuditEvent{Type: "export", Actor: who.user, Subject: rec.ID, Outcome: "refused", Reason: "integrity check failed"})
+		writeError(w, http.StatusConflict, CodeIntegrityFailed,
+			"recording "+rec.ID+" fails its integrity check (the stored bytes or the host signature do not verify); "+
+				"it is evidence of tampering: export it with allow_tampered=1 (sshward export --allow-tampered) to examine it")
+		return
+	}
 	cs, changed, err := s.st.Cast(rec.ID)
 	if err != nil {
 		s.internal(w, r, err)
@@ -336,7 +395,8 @@ func (s *Server) serveCast(w http.ResponseWriter, r *http.Request, who *reader, 
 		typ = "export"
 	}
 	s.audit(r, store.AuditEvent{Type: typ, Actor: who.user, Subject: rec.ID, Details: map[string]string{
-		"user": rec.Meta.Identity, "tier": rec.Meta.Tier, "live": strconv.FormatBool(!cs.Finished), "follow": strconv.FormatBool(follow)}})
+		"user": rec.Meta.Identity, "tier": rec.Meta.Tier, "live": strconv.FormatBool(!cs.Finished), "follow": strconv.FormatBool(follow),
+		"integrity": integrity}})
 	w.Header().Set("Content-Type", "application/x-asciicast")
 	w.Header().Set("Cache-Control", "no-store")
 	if export {

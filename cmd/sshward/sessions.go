@@ -132,8 +132,8 @@ func validSince(s string) bool {
 // Column widths that keep a row of sessionTable within 80 columns with the
 // agent's 26-character session ids; the id is never cut (play needs it).
 const (
-	colUser = 8
-	colHost = 12
+	colUser = 7
+	colHost = 10
 	colTier = 11 // "break-glass"
 	// hitWidth bounds a --grep hit line.
 	hitWidth = 80
@@ -144,10 +144,10 @@ const (
 // computed here rather than by text/tabwriter, whose columns would restart
 // at every hit line.
 func (e *env) sessionTable(list []sessionSummary) {
-	rows := [][]string{{"ID", "START", "USER", "HOST", "TIER", "DUR"}}
+	rows := [][]string{{"ID", "START", "USER", "HOST", "TIER", "DUR", "OK"}}
 	for _, s := range list {
 		rows = append(rows, []string{s.ID, s.Start.Local().Format("01-02 15:04"),
-			clip(s.User, colUser), clip(s.Host, colHost), clip(s.Tier, colTier), sessionDuration(s)})
+			clip(s.User, colUser), clip(s.Host, colHost), clip(s.Tier, colTier), sessionDuration(s), integrityCell(s.Integrity)})
 	}
 	width := make([]int, len(rows[0]))
 	for _, r := range rows {
@@ -168,6 +168,9 @@ func (e *env) sessionTable(list []sessionSummary) {
 	line(rows[0])
 	for i, s := range list {
 		line(rows[i+1])
+		if s.Integrity == integrityFailed {
+			fmt.Fprintln(e.stdout, "  ! FAILED integrity check: bytes or host signature do not verify")
+		}
 		for j, h := range s.Hits {
 			if j == 3 {
 				fmt.Fprintf(e.stdout, "  … %d more\n", len(s.Hits)-3)
@@ -178,6 +181,23 @@ func (e *env) sessionTable(list []sessionSummary) {
 		}
 	}
 }
+
+// integrityCell is the OK column (integrity, two characters so the table
+// fits 80 columns): "ok" verified, "NO" failed (with a line under the row
+// saying so), "-" not checked yet (live).
+func integrityCell(s string) string {
+	switch s {
+	case integrityFailed:
+		return "NO"
+	case "verified":
+		return "ok"
+	}
+	return "-"
+}
+
+// integrityFailed is the playback server's integrity value of a recording
+// whose bytes or host signature no longer verify.
+const integrityFailed = "failed"
 
 // sessionDuration is "live", "1h02m", "3m04s" or "12s".
 func sessionDuration(s sessionSummary) string {
@@ -272,6 +292,7 @@ func (e *env) cmdPlay(ctx context.Context, args []string) error {
 	speed := fs.Float64("speed", 1, "playback speed (2 = twice as fast)")
 	idle := fs.Float64("idle-limit", 0, "cut pauses longer than S seconds down to S (0: keep them)")
 	override := fs.String("playback", "", "playback server URL (default: the one the CA knows)")
+	allowTampered := fs.Bool("allow-tampered", false, "replay a recording that fails its integrity check (evidence of tampering)")
 	pos, err := cli.Parse(fs, args)
 	if err != nil {
 		return err
@@ -298,11 +319,22 @@ func (e *env) cmdPlay(ctx context.Context, args []string) error {
 	if sum.Live {
 		q.Set("follow", "1")
 	}
-	body, err := pc.stream(ctx, "/api/sessions/"+url.PathEscape(id)+"/cast", q)
+	if sum.Integrity == integrityFailed && !*allowTampered {
+		return fmt.Errorf("recording %s fails its integrity check (its bytes or host signature do not verify): it may have been tampered with; sshward play --allow-tampered %s replays it anyway", id, id)
+	}
+	resp, err := pc.do(ctx, "/api/sessions/"+url.PathEscape(id)+"/cast", q, "application/x-asciicast")
 	if err != nil {
 		return err
 	}
+	body := resp.Body
 	defer body.Close()
+	// The server checks the bytes again as it serves them.
+	if resp.Header.Get("X-Sshward-Integrity") == integrityFailed {
+		if !*allowTampered {
+			return fmt.Errorf("recording %s fails its integrity check (its bytes or host signature do not verify): it may have been tampered with; sshward play --allow-tampered %s replays it anyway", id, id)
+		}
+		fmt.Fprintf(e.stderr, "sshward: WARNING: recording %s fails its integrity check; what follows may have been tampered with\n", id)
+	}
 	p := &termPlayer{out: e.stdout, now: e.now, speed: *speed, idle: *idle}
 	if f, ok := e.stdout.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		p.tty = true
@@ -319,8 +351,9 @@ func (e *env) cmdPlay(ctx context.Context, args []string) error {
 }
 
 func (e *env) cmdExport(ctx context.Context, args []string) error {
-	fs := cli.NewFlagSet("sshward export ID [--playback URL] > session.cast")
+	fs := cli.NewFlagSet("sshward export ID [--playback URL] [--allow-tampered] > session.cast")
 	override := fs.String("playback", "", "playback server URL (default: the one the CA knows)")
+	allowTampered := fs.Bool("allow-tampered", false, "export a recording that fails its integrity check, to examine it")
 	pos, err := cli.Parse(fs, args)
 	if err != nil {
 		return err
@@ -336,11 +369,19 @@ func (e *env) cmdExport(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	body, err := pc.stream(ctx, "/api/sessions/"+url.PathEscape(id)+"/export", nil)
+	var q url.Values
+	if *allowTampered {
+		q = url.Values{"allow_tampered": {"1"}}
+	}
+	resp, err := pc.do(ctx, "/api/sessions/"+url.PathEscape(id)+"/export", q, "application/x-asciicast")
 	if err != nil {
 		return err
 	}
+	body := resp.Body
 	defer body.Close()
+	if resp.Header.Get("X-Sshward-Integrity") == integrityFailed {
+		fmt.Fprintf(e.stderr, "sshward: WARNING: recording %s fails its integrity check; the exported bytes may have been tampered with\n", id)
+	}
 	if _, err := io.Copy(e.stdout, body); err != nil {
 		return fmt.Errorf("export %s stopped part way (%v): run it again", id, err)
 	}
@@ -457,15 +498,6 @@ func (p *playbackClient) getJSON(ctx context.Context, path string, q url.Values,
 		return fmt.Errorf("the playback server sent an answer this sshward cannot read (%v): update sshward", err)
 	}
 	return nil
-}
-
-// stream returns the body of a cast download; the caller closes it.
-func (p *playbackClient) stream(ctx context.Context, path string, q url.Values) (io.ReadCloser, error) {
-	resp, err := p.do(ctx, path, q, "application/x-asciicast")
-	if err != nil {
-		return nil, err
-	}
-	return resp.Body, nil
 }
 
 // playbackError turns a refusal into the one sentence a user can act on.

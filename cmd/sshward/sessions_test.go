@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -94,6 +95,73 @@ func TestPlaybackCommands(t *testing.T) {
 	t.Run("sessions", func(t *testing.T) { testSessions(t, w) })
 	t.Run("export", func(t *testing.T) { testExport(t, w) })
 	t.Run("play", func(t *testing.T) { testPlay(t, w) })
+	t.Run("tampered", func(t *testing.T) { testTampered(t, w) })
+}
+
+// testTampered edits one byte of a stored recording and puts its
+// modification time back (`touch -r`): sessions marks it, play and export
+// refuse with one sentence, and --allow-tampered gets the edited bytes with
+// a warning.
+func testTampered(t *testing.T, w *playbackWorld) {
+	w.st.Record(t, webtest.Session{ID: "s-edit", User: "mallory", Tier: "production", Steps: []webtest.Step{
+		{After: 100 * time.Millisecond, Output: "$ "},
+		{After: time.Second, Output: "rm -rf /srv/evidence\r\n$ "},
+	}})
+	w.st.WaitSearch(t, "s-edit", "evidence")
+	f, err := w.st.Store.OpenCast("s-edit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := f.Name()
+	f.Close()
+	fi, err := os.Stat(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := bytes.Replace(data, []byte("rm -rf"), []byte("ls -la"), 1)
+	if bytes.Equal(edited, data) {
+		t.Fatal("nothing to edit")
+	}
+	if err := os.WriteFile(name, edited, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(name, fi.ModTime(), fi.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+
+	out, stderr, code := sshward(t, w.auditor, "sessions", "--json")
+	var list []sessionSummary
+	if code != 0 || json.Unmarshal([]byte(out), &list) != nil {
+		t.Fatalf("sessions --json: exit %d %s %s", code, out, stderr)
+	}
+	for _, s := range list {
+		want := "verified"
+		if s.ID == "s-edit" {
+			want = "failed"
+		}
+		if s.Integrity != want {
+			t.Errorf("sessions --json: %s integrity %q, want %q", s.ID, s.Integrity, want)
+		}
+	}
+	out, _, _ = sshward(t, w.auditor, "sessions")
+	if !regexp.MustCompile(`\bOK\n`).MatchString(out) || !regexp.MustCompile(`s-edit .* NO\n  ! FAILED integrity check`).MatchString(out) ||
+		!regexp.MustCompile(`s-word .* ok\n`).MatchString(out) {
+		t.Errorf("sessions table does not mark the edited recording:\n%s", out)
+	}
+	for _, verb := range []string{"play", "export"} {
+		out, stderr, code := sshward(t, w.auditor, verb, "s-edit")
+		if code != 1 || out != "" || !strings.Contains(stderr, "fails its integrity check") || !strings.Contains(stderr, "--allow-tampered") {
+			t.Errorf("%s of an edited recording: exit %d, %d bytes out, stderr %q", verb, code, len(out), stderr)
+		}
+	}
+	out, stderr, code = sshward(t, w.auditor, "export", "s-edit", "--allow-tampered")
+	if code != 0 || out != string(edited) || !strings.Contains(stderr, "WARNING") {
+		t.Errorf("export --allow-tampered: exit %d, same bytes %v, stderr %q", code, out == string(edited), stderr)
+	}
 }
 
 func testSessions(t *testing.T, w *playbackWorld) {
