@@ -354,6 +354,7 @@ func (s *session) openRecording(p plan) (*sessionRecording, bool) {
 		SessionID: s.id, Identity: g.identity, Principal: g.login, KeyID: g.cert.KeyId,
 		Serial: g.cert.Serial, Tier: g.tier, Host: s.c.srv.cfg.HostName, ClientAddr: g.clientAddr,
 		RequestID: g.requestID, Reason: g.reason, Approvers: g.approvers, Kind: p.kind, Command: p.shown,
+		UserCert:    strings.TrimSpace(string(ssh.MarshalAuthorizedKey(g.cert))),
 		RecordInput: g.settings.RecordInput && p.kind != recorder.KindSubsystem,
 		Start:       s.c.srv.cfg.Now(),
 	}

@@ -122,7 +122,7 @@ func (a *Authority) Trust(playback string) *api.TrustResponse {
 		out.UserCA[t.Name] = authorizedKey(a.cfg.UserCAs[t.Name].PublicKey())
 		out.Tiers = append(out.Tiers, api.TierInfo{
 			Name: t.Name, Hosts: t.Hosts, MFA: t.MFA, Approvals: t.Approvals,
-			TTL: api.Duration(t.TTL), MaxTTL: api.Duration(t.MaxTTL),
+			TTL: api.Duration(t.TTL), MaxTTL: api.Duration(t.MaxTTL), TrustedOn: t.TrustedOn,
 		})
 	}
 	return out

@@ -109,6 +109,10 @@ func (a *Authority) signHost(ctx context.Context, pub ssh.PublicKey, names []str
 			ValidPrincipals: names,
 			ValidAfter:      uint64(now.Add(-a.cfg.Backdate).Unix()),
 			ValidBefore:     uint64(now.Add(ttl).Unix()),
+			// The tier travels signed, so that the playback server can bind
+			// a recording's tier to the host that uploads it. OpenSSH
+			// ignores extensions on host certificates.
+			Permissions: ssh.Permissions{Extensions: map[string]string{api.ExtTier: tier}},
 		}
 		if err := cert.SignCert(a.cfg.Rand, a.cfg.HostCA); err != nil {
 			return nil, fmt.Errorf("ca: sign host cert for %q: %w", firstName(names), err)

@@ -69,7 +69,11 @@ type SessionDetail struct {
 	HostCertKeyID string            `json:"host_cert_key_id"`
 	SignatureOK   bool              `json:"signature_ok"`
 	DigestOK      bool              `json:"digest_ok"`
-	Markers       []store.Marker    `json:"markers"`
+	// UploadedBy names the host certificate that uploaded the recording;
+	// Provenance lists each check of who, where and which tier.
+	UploadedBy string            `json:"uploaded_by"`
+	Provenance []ProvenanceCheck `json:"provenance,omitempty"`
+	Markers    []store.Marker    `json:"markers"`
 }
 
 func (s *Server) summary(ctx context.Context, r *store.Record) SessionSummary {
@@ -114,12 +118,16 @@ func stampOf(fi os.FileInfo) fileStamp {
 // recording's cast against its signed digest and checking the host
 // signature over its metadata.
 type integrityCheck struct {
-	stamp fileStamp
-	sigOK bool
-	digOK bool
+	stamp      fileStamp
+	sigOK      bool
+	digOK      bool
+	provenance []ProvenanceCheck
 }
 
-func (c integrityCheck) ok() bool { return c.sigOK && c.digOK }
+func (c integrityCheck) ok() bool {
+	_, failed := failedProvenance(c.provenance)
+	return c.sigOK && c.digOK && !failed
+}
 
 func (c integrityCheck) integrity() string {
 	if c.ok() {
@@ -157,6 +165,11 @@ func (s *Server) verify(ctx context.Context, rec *store.Record, full bool) integ
 	if pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(rec.HostCert)); err == nil {
 		if cert, ok := pub.(*ssh.Certificate); ok {
 			c.sigOK = recorder.VerifyRecording(cert.Key, rec.Meta, rec.Signature) == nil
+			tr, err := s.trust(ctx)
+			if err != nil {
+				s.log.WarnContext(ctx, "playback: trust material unavailable for a provenance check", "err", err)
+			}
+			c.provenance = provenance(cert, rec.Meta, tr)
 		}
 	}
 	s.mu.Lock()
@@ -164,8 +177,11 @@ func (s *Server) verify(ctx context.Context, rec *store.Record, full bool) integ
 	s.mu.Unlock()
 	if !c.ok() && (!hadPrev || prev.ok() || prev.stamp != c.stamp) {
 		reason := "stored bytes do not match the signed digest"
+		if p, failed := failedProvenance(c.provenance); failed {
+			reason = "provenance " + p.Name + ": " + p.Detail
+		}
 		if !c.sigOK {
-			reason = "host signature does not verify"
+			reason = "host signature does not verify over the metadata"
 		}
 		if _, err := s.st.AppendAudit(context.WithoutCancel(ctx), store.AuditEvent{Type: "recording.integrity_failed",
 			Actor: "playback", Subject: rec.ID, Outcome: "failed", Reason: reason}); err != nil {
@@ -285,10 +301,10 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request, who *reader) 
 	if !ok {
 		return
 	}
-	d := SessionDetail{Metadata: rec.Meta, HostCertKeyID: rec.HostKeyID}
+	d := SessionDetail{Metadata: rec.Meta, HostCertKeyID: rec.HostKeyID, UploadedBy: rec.Owner}
 	if rec.Finished {
 		c := s.verify(r.Context(), rec, true)
-		d.SignatureOK, d.DigestOK = c.sigOK, c.digOK
+		d.SignatureOK, d.DigestOK, d.Provenance = c.sigOK, c.digOK, c.provenance
 	}
 	d.SessionSummary = s.summary(r.Context(), rec)
 	markers, err := s.st.Markers(r.Context(), rec.ID)

@@ -281,11 +281,12 @@ func (h *host) identity() (*ssh.Certificate, ssh.Signer) { return h.cert, h.sign
 
 // agent is a spool and its shipper, as the host agent runs them.
 type agent struct {
-	spool   *recorder.Spool
-	shipper *recorder.Shipper
-	clock   *clock
-	cancel  context.CancelFunc
-	done    chan struct{}
+	hostName string // the host certificate's name, written into recordings
+	spool    *recorder.Spool
+	shipper  *recorder.Shipper
+	clock    *clock
+	cancel   context.CancelFunc
+	done     chan struct{}
 }
 
 type agentOpts struct {
@@ -306,7 +307,7 @@ func (w *world) startAgent(t testing.TB, h *host, url string, o agentOpts) *agen
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := &agent{spool: sp, clock: clk, done: make(chan struct{})}
+	a := &agent{spool: sp, clock: clk, done: make(chan struct{}), hostName: h.name}
 	sh, err := recorder.NewShipper(recorder.ShipperConfig{
 		Spool: sp, URL: url, RootPEM: w.ca.RootPEM, Cert: h.identity, HTTPClient: o.client,
 		PollInterval: 20 * time.Millisecond, MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
@@ -350,7 +351,7 @@ func (a *agent) create(t testing.TB, id, tier string, recordInput bool) *recorde
 	t.Helper()
 	rec, err := a.spool.Create(context.Background(), recorder.Metadata{
 		SessionID: id, Identity: "bob", Principal: "root", KeyID: "bob@local tier=" + tier, Serial: 7, Tier: tier,
-		Host: "web1", ClientAddr: "192.0.2.1", Kind: recorder.KindShell, RecordInput: recordInput,
+		Host: a.hostName, ClientAddr: "192.0.2.1", Kind: recorder.KindShell, RecordInput: recordInput,
 	}, recorder.Header{Width: 80, Height: 24, Env: map[string]string{"TERM": "xterm"}})
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -85,6 +86,9 @@ func (s *Server) handleStart(w http.ResponseWriter, r *http.Request, cert *ssh.C
 		writeError(w, http.StatusBadRequest, api.CodeBadRequest, "metadata: "+strings.TrimPrefix(err.Error(), "recorder: "))
 		return
 	}
+	if s.refuseUnproven(w, r, cert, m, "start") {
+		return
+	}
 	stored, err := s.st.Start(r.Context(), store.StartRequest{ID: id, Owner: owner(cert), HostNames: cert.ValidPrincipals, HostKeyID: cert.KeyId, Meta: m})
 	switch {
 	case errors.Is(err, store.ErrOwner):
@@ -147,10 +151,21 @@ func (s *Server) handleFinish(w http.ResponseWriter, r *http.Request, cert *ssh.
 		writeError(w, http.StatusBadRequest, api.CodeBadRequest, "the metadata must name the session and a signature is required")
 		return
 	}
+	if s.refuseUnproven(w, r, cert, req.Metadata, "finish") {
+		return
+	}
 	_, err := s.st.Finish(r.Context(), store.FinishRequest{
 		ID: id, Owner: owner(cert), HostKeyID: cert.KeyId, Meta: req.Metadata, Signature: req.Signature,
 		HostCert: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(cert))), ClientAddr: clientIP(r),
-		Verify: func(m recorder.Metadata) error { return recorder.VerifyRecording(cert.Key, m, req.Signature) },
+		Verify: func(m recorder.Metadata) error {
+			// A v1 signature does not cover the metadata: refused like a bad one.
+			if err := recorder.VerifyRecording(cert.Key, m, req.Signature); err != nil && !errors.Is(err, recorder.ErrBadSignature) {
+				return fmt.Errorf("%w: %w", recorder.ErrBadSignature, err)
+			} else if err != nil {
+				return err
+			}
+			return nil
+		},
 	})
 	switch {
 	case errors.Is(err, store.ErrDigest):

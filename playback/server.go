@@ -87,6 +87,10 @@ type Server struct {
 
 	mu        sync.Mutex // guards integrity
 	integrity map[string]integrityCheck
+
+	trustMu   sync.Mutex // guards the fields below
+	trustResp *api.TrustResponse
+	trustAt   time.Time
 }
 
 // New returns a Server.

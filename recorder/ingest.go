@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -65,27 +66,44 @@ type IngestFinishRequest struct {
 }
 
 // signedRecordingContext separates recording signatures from every other
-// use of a host key (SSH handshakes, hostauth request signatures).
-const signedRecordingContext = "sshward-recording-v1"
+// use of a host key (SSH handshakes, hostauth request signatures); v2 signs
+// the whole metadata, v1 (legacyRecordingContext) only id, digest and size.
+const (
+	signedRecordingContext = "sshward-recording-v2"
+	legacyRecordingContext = "sshward-recording-v1"
+)
 
-// RecordingSignedData is what a host signs to vouch for a recording:
+// RecordingSignedData is what a host signs to vouch for a recording: every
+// field of its metadata (who, which certificate, which request, where,
+// when, the digest and size of the cast), as
 //
-//	"sshward-recording-v1\n" + session_id + "\n" + sha256 (hex) + "\n" + cast_bytes (decimal)
+//	"sshward-recording-v2\n" + JSON of m
 //
-// A session id cannot hold a newline (CheckSessionID), so it is unambiguous.
-func RecordingSignedData(sessionID, sha256Hex string, castBytes int64) []byte {
-	return []byte(signedRecordingContext + "\n" + sessionID + "\n" + sha256Hex + "\n" + strconv.FormatInt(castBytes, 10))
+// The JSON is Go's encoding of Metadata, whose field order is fixed; the
+// verifier encodes the stored metadata the same way, so an edit of any
+// field (in transit or in the playback server's files) breaks the signature.
+func RecordingSignedData(m Metadata) ([]byte, error) {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("recorder: encode metadata %s: %w", m.SessionID, err)
+	}
+	return append([]byte(signedRecordingContext+"\n"), b...), nil
 }
 
-// SignRecording signs m's session id, digest and size with the host key and
-// returns the ssh.Signature in wire format, base64. RSA keys sign with
-// rsa-sha2-512.
+// legacyRecordingSignedData is the v1 signed data: id, digest and size only.
+// A session id cannot hold a newline (CheckSessionID), so it is unambiguous.
+func legacyRecordingSignedData(m Metadata) []byte {
+	return []byte(legacyRecordingContext + "\n" + m.SessionID + "\n" + m.SHA256 + "\n" + strconv.FormatInt(m.CastBytes, 10))
+}
+
+// SignRecording signs m (RecordingSignedData) with the host key and returns
+// the ssh.Signature in wire format, base64. RSA keys sign with rsa-sha2-512.
 func SignRecording(signer ssh.Signer, rand io.Reader, m Metadata) (string, error) {
-	data := RecordingSignedData(m.SessionID, m.SHA256, m.CastBytes)
-	var (
-		sig *ssh.Signature
-		err error
-	)
+	data, err := RecordingSignedData(m)
+	if err != nil {
+		return "", err
+	}
+	var sig *ssh.Signature
 	if as, ok := signer.(ssh.AlgorithmSigner); ok && signer.PublicKey().Type() == ssh.KeyAlgoRSA {
 		sig, err = as.SignWithAlgorithm(rand, data, ssh.KeyAlgoRSASHA512)
 	} else {
@@ -100,8 +118,14 @@ func SignRecording(signer ssh.Signer, rand io.Reader, m Metadata) (string, error
 // ErrBadSignature marks a recording signature that does not verify.
 var ErrBadSignature = errors.New("recorder: recording signature does not verify")
 
-// VerifyRecording checks a SignRecording signature over m with pub (the host
-// certificate's key). SHA-1 signatures ("ssh-rsa") are refused.
+// ErrLegacySignature marks a valid v1 signature: it vouches for the cast's
+// bytes but not for the metadata beside them (who, where, which request).
+var ErrLegacySignature = errors.New("recorder: recording signature covers only id, digest and size (v1)")
+
+// VerifyRecording checks a SignRecording signature over all of m with pub
+// (the host certificate's key). SHA-1 signatures ("ssh-rsa") are refused. A
+// signature made by an older agent over id, digest and size only returns
+// ErrLegacySignature: never treat it as proof of the metadata.
 func VerifyRecording(pub ssh.PublicKey, m Metadata, signature string) error {
 	raw, err := base64.StdEncoding.DecodeString(signature)
 	if err != nil {
@@ -114,10 +138,17 @@ func VerifyRecording(pub ssh.PublicKey, m Metadata, signature string) error {
 	if sig.Format == ssh.KeyAlgoRSA || sig.Format == "ssh-dss" {
 		return fmt.Errorf("%w: %s (SHA-1) refused", ErrBadSignature, sig.Format)
 	}
-	if err := pub.Verify(RecordingSignedData(m.SessionID, m.SHA256, m.CastBytes), &sig); err != nil {
-		return ErrBadSignature
+	data, err := RecordingSignedData(m)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrBadSignature, err)
 	}
-	return nil
+	if pub.Verify(data, &sig) == nil {
+		return nil
+	}
+	if pub.Verify(legacyRecordingSignedData(m), &sig) == nil {
+		return ErrLegacySignature
+	}
+	return ErrBadSignature
 }
 
 // ChunkDigest returns the hex SHA-256 sent in ChunkDigestHeader.

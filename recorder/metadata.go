@@ -32,6 +32,11 @@ type Metadata struct {
 	RequestID  string   `json:"request_id,omitempty"` // access request, for break-glass
 	Reason     string   `json:"reason,omitempty"`     // the request's reason
 	Approvers  []string `json:"approvers,omitempty"`
+	// UserCert is the user's certificate (authorized_keys format) that
+	// opened the session: the playback server checks it against the tier's
+	// user CA and the identity, principal, serial, key id and request fields
+	// above against it, so a host cannot claim another person or request.
+	UserCert string `json:"user_cert,omitempty"`
 
 	Kind        string `json:"kind"`              // KindShell, KindExec or KindSubsystem
 	Command     string `json:"command,omitempty"` // exec command or subsystem name

@@ -94,6 +94,13 @@ func TestSignAndVerifyRecording(t *testing.T) {
 				"session": {SessionID: "s2", SHA256: m.SHA256, CastBytes: m.CastBytes},
 				"digest":  {SessionID: "s1", SHA256: strings.Repeat("cd", 32), CastBytes: m.CastBytes},
 				"size":    {SessionID: "s1", SHA256: m.SHA256, CastBytes: 1235},
+				// v2 covers every field: a forged identity, host, tier or
+				// request breaks the signature too.
+				"identity": {SessionID: "s1", SHA256: m.SHA256, CastBytes: m.CastBytes, Identity: "mallory"},
+				"host":     {SessionID: "s1", SHA256: m.SHA256, CastBytes: m.CastBytes, Host: "db1.prod"},
+				"tier":     {SessionID: "s1", SHA256: m.SHA256, CastBytes: m.CastBytes, Tier: "break-glass"},
+				"request":  {SessionID: "s1", SHA256: m.SHA256, CastBytes: m.CastBytes, RequestID: "REQ-FORGED"},
+				"approver": {SessionID: "s1", SHA256: m.SHA256, CastBytes: m.CastBytes, Approvers: []string{"bob"}},
 			} {
 				if err := recorder.VerifyRecording(signer.PublicKey(), bad, sig); !errors.Is(err, recorder.ErrBadSignature) {
 					t.Errorf("another %s verified: %v", name, err)
@@ -106,7 +113,11 @@ func TestSignAndVerifyRecording(t *testing.T) {
 	}
 	// RSA with SHA-1 is refused even when the signature is right.
 	rsaSigner := newSigner(t, "rsa").(ssh.AlgorithmSigner)
-	sha1, err := rsaSigner.SignWithAlgorithm(rand.Reader, recorder.RecordingSignedData(m.SessionID, m.SHA256, m.CastBytes), ssh.KeyAlgoRSA)
+	data, err := recorder.RecordingSignedData(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sha1, err := rsaSigner.SignWithAlgorithm(rand.Reader, data, ssh.KeyAlgoRSA)
 	if err != nil {
 		t.Fatal(err)
 	}

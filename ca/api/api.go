@@ -201,6 +201,10 @@ type TierInfo struct {
 	Approvals int      `json:"approvals"`
 	TTL       Duration `json:"ttl"`
 	MaxTTL    Duration `json:"max_ttl"`
+	// TrustedOn lists the other tiers whose hosts accept this tier's
+	// certificates (break-glass: production); the playback server accepts
+	// a recording of this tier from those hosts.
+	TrustedOn []string `json:"trusted_on,omitempty"`
 }
 
 // JoinRequest exchanges a one-time join token for a host certificate.

@@ -21,6 +21,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -28,6 +29,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/sshward/sshward/ca"
+	"github.com/sshward/sshward/ca/api"
 	"github.com/sshward/sshward/ca/catest"
 	"github.com/sshward/sshward/ca/tlsca"
 	"github.com/sshward/sshward/playback"
@@ -172,6 +174,45 @@ func (s *Stack) newHost(t testing.TB) {
 	}
 }
 
+// userCert is the user certificate an agent would have admitted for sess:
+// signed by the CA's user CA for the tier, with the key id, principal and
+// request extensions the recording's metadata names (the playback server
+// checks them against each other).
+func (s *Stack) userCert(t testing.TB, sess Session, serial uint64) string {
+	t.Helper()
+	caSigner, ok := s.CA.UserCAs[sess.Tier]
+	if !ok {
+		t.Fatalf("webtest: the CA has no tier %q", sess.Tier)
+	}
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ext := map[string]string{"permit-pty": "", api.ExtTier: sess.Tier}
+	if sess.RequestID != "" {
+		ext[api.ExtRequestID] = sess.RequestID
+	}
+	if sess.Reason != "" {
+		ext[api.ExtReason] = sess.Reason
+	}
+	if len(sess.Approvers) > 0 {
+		ext[api.ExtApprovers] = strings.Join(sess.Approvers, ",")
+	}
+	// Valid over the spool's clock, which starts in the past.
+	start := s.now().Add(-time.Hour)
+	cert := &ssh.Certificate{Key: key, Serial: serial, CertType: ssh.UserCert, KeyId: sess.User + "@local tier=" + sess.Tier,
+		ValidPrincipals: []string{"root"}, ValidAfter: uint64(start.Unix()), ValidBefore: uint64(start.Add(48 * time.Hour).Unix()),
+		Permissions: ssh.Permissions{Extensions: ext}}
+	if err := cert.SignCert(rand.Reader, caSigner); err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(cert)))
+}
+
 // Step is one event of a recorded session: After this long (recording
 // time), the session prints Output or the user types Input (recorded when
 // the tier records input) or a Marker is set.
@@ -202,11 +243,13 @@ func (s *Stack) create(t testing.TB, sess Session) *recorder.Recording {
 	if sess.Tier == "" {
 		sess.Tier = "production"
 	}
+	const serial = 18446744073709551557
 	rec, err := s.spool.Create(context.Background(), recorder.Metadata{
 		SessionID: sess.ID, Identity: sess.User, Principal: "root", KeyID: sess.User + "@local tier=" + sess.Tier,
-		Serial: 18446744073709551557, Tier: sess.Tier, Host: "web1.prod", ClientAddr: "192.0.2.7:50022",
+		Serial: serial, Tier: sess.Tier, Host: "web1.prod", ClientAddr: "192.0.2.7:50022",
 		RequestID: sess.RequestID, Reason: sess.Reason, Approvers: sess.Approvers,
-		Kind: recorder.KindShell, RecordInput: sess.Tier == "break-glass" || sess.Tier == "production",
+		UserCert: s.userCert(t, sess, serial),
+		Kind:     recorder.KindShell, RecordInput: sess.Tier == "break-glass" || sess.Tier == "production",
 	}, recorder.Header{Width: 80, Height: 24, Env: map[string]string{"TERM": "xterm-256color", "SHELL": "/bin/bash"}})
 	if err != nil {
 		t.Fatalf("webtest: create recording: %v", err)
@@ -265,7 +308,8 @@ func (s *Stack) Ingest(t testing.TB, sess Session, cast []byte) {
 	start := s.now()
 	status := 0
 	m := recorder.Metadata{SessionID: sess.ID, Identity: sess.User, Principal: "root", KeyID: sess.User + "@local tier=" + sess.Tier,
-		Serial: 7, Tier: sess.Tier, Host: "web1.prod", ClientAddr: "192.0.2.7:50022", Kind: recorder.KindShell,
+		Serial: 7, Tier: sess.Tier, UserCert: s.userCert(t, sess, 7),
+		RequestID: sess.RequestID, Reason: sess.Reason, Approvers: sess.Approvers, Host: "web1.prod", ClientAddr: "192.0.2.7:50022", Kind: recorder.KindShell,
 		Start: start, End: start.Add(time.Hour), ExitStatus: &status, BytesOut: int64(len(cast)), CastBytes: int64(len(cast)),
 		SHA256: hex.EncodeToString(sum[:]), Complete: true, Finished: true}
 	meta, err := json.Marshal(m)
