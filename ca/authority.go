@@ -82,6 +82,8 @@ type Authority struct {
 	*Admin
 	cfg Config
 
+	throttle *loginThrottle // failed logins per (name, address) and per address
+
 	// lastSerial is the highest serial handed out (atomic; seeded from the
 	// store at New so a restart with a clock set back never repeats one).
 	lastSerial atomic.Uint64
@@ -103,7 +105,7 @@ func New(cfg Config) (*Authority, error) {
 	if cfg.Lockout == (identity.Lockout{}) {
 		cfg.Lockout = identity.Lockout{Threshold: 5, Base: 30 * time.Second, Max: 15 * time.Minute}
 	}
-	a := &Authority{Admin: adm, cfg: cfg}
+	a := &Authority{Admin: adm, cfg: cfg, throttle: newLoginThrottle(cfg.Lockout)}
 	err = cfg.Store.View(context.Background(), func(tx *store.Tx) error {
 		maxSerial, err := tx.MaxSerial()
 		a.lastSerial.Store(maxSerial)

@@ -14,6 +14,7 @@ var (
 	ErrBadCredentials = errors.New("ca: user or password is wrong")
 	ErrOTPRequired    = errors.New("ca: a TOTP code is required")
 	ErrBadOTP         = errors.New("ca: TOTP code is wrong or was already used")
+	ErrTokenReplayed  = errors.New("ca: identity provider token already used")
 	ErrSessionInvalid = errors.New("ca: session is missing, expired or revoked")
 	ErrUserExists     = errors.New("ca: user already exists")
 	ErrUserNotFound   = errors.New("ca: no such user")
@@ -21,13 +22,6 @@ var (
 	ErrTokenInvalid   = errors.New("ca: join token is unknown, used or expired")
 	ErrNoOIDC         = errors.New("ca: OIDC login is not configured")
 )
-
-// LockedError says a user is locked out until a time.
-type LockedError struct{ Wait string }
-
-func (e *LockedError) Error() string {
-	return fmt.Sprintf("ca: too many failed logins, locked for %s", e.Wait)
-}
 
 // Refusal is a refusal to show to a user: a code, an HTTP status and one
 // sentence. It wraps the internal cause, which is logged but never shown.

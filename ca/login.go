@@ -20,24 +20,55 @@ import (
 // tokenPrefix marks CA session tokens so that secret scanners find them.
 const tokenPrefix = "sws_"
 
-// Login checks a local user's password (and TOTP code when enrolled) and
-// opens a CA session. Failures count toward a lockout with backoff; an
-// unknown user costs the same time as a wrong password.
+// Login checks a local user's password and TOTP code together and opens a
+// CA session. Every failure gives the same answer, whatever failed: an
+// unknown name, a wrong password, a wrong or replayed code, too many
+// attempts. Without a code the answer is "code required" (CodeOTPRequired)
+// unless the password alone logs in (a user without TOTP), so the password
+// of a TOTP user is never confirmed before the code. Unknown names cost the
+// same password hashing. Failures are throttled per (name, address) and per
+// address (loginThrottle). The audit record keeps what really failed.
 func (a *Authority) Login(ctx context.Context, req api.LoginRequest, clientAddr string) (*api.LoginResponse, error) {
 	ev := store.AuditEvent{Type: "login", Actor: req.User, Subject: req.User, ClientAddr: clientAddr, Details: map[string]string{"method": "password"}}
 	resp, err := a.login(ctx, req, clientAddr)
 	if err != nil {
+		var r *Refusal
+		if errors.As(err, &r) && r.Cause != nil {
+			ev.Details["failure"] = strings.TrimPrefix(r.Cause.Error(), "ca: ")
+		}
 		a.auditRefusal(ctx, ev, err)
 		return nil, err
 	}
 	return resp, nil
 }
 
+// Login refusals: one text each way, whatever failed.
+const (
+	msgLoginFailed  = "user, password or TOTP code is wrong, or there were too many attempts: check them and try again in a minute"
+	msgCodeRequired = "a TOTP code is required (or the user or password is wrong): pass --otp CODE or enter it when asked"
+)
+
+// errThrottled is the audit's reason for a refusal by loginThrottle.
+var errThrottled = errors.New("ca: too many failed logins from this address")
+
 func (a *Authority) login(ctx context.Context, req api.LoginRequest, clientAddr string) (*api.LoginResponse, error) {
 	if err := req.Check(); err != nil {
 		return nil, badRequest(err, "login: %v", err)
 	}
 	now := a.cfg.Now()
+	fail := func(cause error, count bool) error {
+		if count {
+			a.throttle.fail(req.User, clientAddr, now)
+		}
+		if req.OTP == "" {
+			return refuse(api.CodeOTPRequired, http.StatusUnauthorized, cause, msgCodeRequired)
+		}
+		return refuse(api.CodeUnauthenticated, http.StatusUnauthorized, cause, msgLoginFailed)
+	}
+	if a.throttle.locked(req.User, clientAddr, now) {
+		identity.DummyVerify(req.Password) // the same cost as a real check
+		return nil, fail(errThrottled, false)
+	}
 	var u *store.User
 	err := a.cfg.Store.View(ctx, func(tx *store.Tx) error {
 		var err error
@@ -46,33 +77,32 @@ func (a *Authority) login(ctx context.Context, req api.LoginRequest, clientAddr 
 	})
 	if errors.Is(err, store.ErrNotFound) {
 		identity.DummyVerify(req.Password)
-		return nil, refuse(api.CodeUnauthenticated, http.StatusUnauthorized, ErrBadCredentials, "user or password is wrong")
+		return nil, fail(fmt.Errorf("%w (unknown user)", ErrBadCredentials), true)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("ca: login %q: %w", req.User, err)
 	}
-	if until := u.LockedUntil; now.Before(until) {
-		wait := until.Sub(now).Round(time.Second)
-		return nil, refuse(api.CodeLocked, http.StatusTooManyRequests, &LockedError{Wait: wait.String()},
-			"too many failed logins for %s: try again in %s", req.User, wait)
-	}
-	ok, err := identity.VerifyPassword(u.PasswordHash, req.Password)
-	if err != nil || !ok {
-		a.countFailure(ctx, req.User, now)
-		return nil, refuse(api.CodeUnauthenticated, http.StatusUnauthorized, ErrBadCredentials, "user or password is wrong")
-	}
+	pwOK, err := identity.VerifyPassword(u.PasswordHash, req.Password)
+	pwOK = pwOK && err == nil
 	mfa := false
 	var step int64
 	if u.TOTPSecret != "" {
 		if req.OTP == "" {
-			return nil, refuse(api.CodeOTPRequired, http.StatusUnauthorized, ErrOTPRequired, "a TOTP code is required for %s: pass --otp CODE or enter it when asked", req.User)
+			// Not a guess of anything: the client asks for the code next.
+			// Counting it would lock out every two-step login.
+			return nil, fail(ErrOTPRequired, false)
 		}
-		step, err = identity.CheckTOTP(u.TOTPSecret, req.OTP, now, u.TOTPLastStep)
-		if err != nil {
-			a.countFailure(ctx, req.User, now)
-			return nil, refuse(api.CodeUnauthenticated, http.StatusUnauthorized, ErrBadOTP, "the TOTP code is wrong or was already used: wait for the next code")
+		var otpErr error
+		step, otpErr = identity.CheckTOTP(u.TOTPSecret, req.OTP, now, u.TOTPLastStep)
+		switch {
+		case !pwOK:
+			return nil, fail(ErrBadCredentials, true)
+		case otpErr != nil:
+			return nil, fail(ErrBadOTP, true)
 		}
 		mfa = true
+	} else if !pwOK {
+		return nil, fail(ErrBadCredentials, true)
 	}
 	token, sess, err := a.newSession(u.Name, u.Groups, mfa, "local", clientAddr, now)
 	if err != nil {
@@ -101,29 +131,14 @@ func (a *Authority) login(ctx context.Context, req api.LoginRequest, clientAddr 
 		return a.appendAudit(tx, ev)
 	})
 	if errors.Is(err, ErrBadOTP) {
-		return nil, refuse(api.CodeUnauthenticated, http.StatusUnauthorized, ErrBadOTP, "the TOTP code is wrong or was already used: wait for the next code")
+		return nil, fail(ErrBadOTP, true)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("ca: record login of %q: %w", u.Name, err)
 	}
+	a.throttle.succeed(u.Name, clientAddr)
 	a.cfg.Logger.LogAttrs(ctx, slog.LevelInfo, "login", slog.String("user", u.Name), slog.Bool("mfa", mfa), slog.String("client", clientAddr))
 	return &api.LoginResponse{Token: token, User: u.Name, Groups: u.Groups, MFA: mfa, ExpiresAt: sess.ExpiresAt}, nil
-}
-
-func (a *Authority) countFailure(ctx context.Context, user string, now time.Time) {
-	err := a.cfg.Store.Update(ctx, func(tx *store.Tx) error {
-		u, err := tx.GetUser(user)
-		if err != nil {
-			return err
-		}
-		u.Failures++
-		u.LastFailure = now
-		u.LockedUntil = a.cfg.Lockout.Until(u.Failures, now)
-		return tx.PutUser(u)
-	})
-	if err != nil {
-		a.cfg.Logger.Error("count login failure", "user", user, "err", err)
-	}
 }
 
 // LoginOIDC exchanges an ID token (obtained by the client with auth code +
@@ -141,6 +156,19 @@ func (a *Authority) LoginOIDC(ctx context.Context, rawIDToken, clientAddr string
 		return nil, r
 	}
 	user := id.User
+	// An ID token logs in once: a token captured from a browser, a log or a
+	// proxy cannot open a second session. It is remembered (as its hash)
+	// until it expires, in the store, so a restart does not forget it.
+	used := a.cfg.Store.Update(ctx, func(tx *store.Tx) error { return tx.UseToken(tokenID(rawIDToken), id.Expiry) })
+	if errors.Is(used, store.ErrExists) {
+		r := refuse(api.CodeUnauthenticated, http.StatusUnauthorized, ErrTokenReplayed, "this identity provider token was already used to log in: log in again")
+		ev.Actor, ev.Subject = user, user
+		a.auditRefusal(ctx, ev, r)
+		return nil, r
+	}
+	if used != nil {
+		return nil, fmt.Errorf("ca: record oidc token use: %w", used)
+	}
 	if !policy.IsValidPrincipal(user) {
 		// Keep the identity readable in audit and KeyIds even when the
 		// claim is an e-mail address.

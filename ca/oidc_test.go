@@ -32,6 +32,7 @@ func TestOIDCLoginAgainstGlewlwyd(t *testing.T) {
 	if err != nil || !cfg.Enabled || cfg.Issuer != p.Issuer {
 		t.Fatalf("GET /v1/login/oidc: %+v %v", cfg, err)
 	}
+	var lastToken string
 	login := func(t *testing.T, scopes []string, otp string) *api.LoginResponse {
 		t.Helper()
 		fc := oidcflow.Config{Issuer: cfg.Issuer, ClientID: cfg.ClientID, Scopes: scopes}
@@ -47,6 +48,7 @@ func TestOIDCLoginAgainstGlewlwyd(t *testing.T) {
 		if err != nil {
 			t.Fatalf("CA login: %v", err)
 		}
+		lastToken = raw
 		return resp
 	}
 	_, pub := keyPair(t, t.TempDir(), "k")
@@ -71,6 +73,18 @@ func TestOIDCLoginAgainstGlewlwyd(t *testing.T) {
 	cert, err := w.Client(t, mfa.Token).Cert(ctx, api.CertRequest{Tier: "production", PublicKey: pub})
 	if err != nil || !strings.HasPrefix(cert.KeyID, "oscar@oidc tier=production") {
 		t.Fatalf("production via MFA OIDC: %+v %v", cert, err)
+	}
+	// The same ID token, POSTed again (captured from a proxy log, say), opens
+	// no second session, and the attempt is audited.
+	if _, err := anon.LoginOIDC(ctx, lastToken); !api.IsCode(err, api.CodeUnauthenticated) || !strings.Contains(err.Error(), "already used") {
+		t.Fatalf("replayed ID token: %v", err)
+	}
+	evs, err := w.Store.Audit(ctx, storeFilter("login"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last := evs[len(evs)-1]; last.Outcome != "refused" || last.Actor != "oscar" || !strings.Contains(last.Reason, "already used") {
+		t.Fatalf("replay not audited: %+v", last)
 	}
 	// A forged token is refused and audited.
 	if _, err := anon.LoginOIDC(ctx, "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0."); !api.IsCode(err, api.CodeUnauthenticated) {

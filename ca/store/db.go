@@ -41,7 +41,8 @@ var (
 	bucketInternal  = []byte("internal")       // schema version, audit head
 
 	allBuckets = [][]byte{bucketUsers, bucketSessions, bucketCerts, bucketCertKeyID,
-		bucketTokens, bucketRevoked, bucketAudit, bucketMeta, bucketInternal, bucketRequests, bucketClaims}
+		bucketTokens, bucketRevoked, bucketAudit, bucketMeta, bucketInternal, bucketRequests, bucketClaims,
+		bucketUsedTokens}
 
 	keySchema    = []byte("schema")     // uint64 BE
 	keyAuditHead = []byte("audit_head") // uint64 BE seq ‖ hex hash

@@ -2,7 +2,7 @@
 // with a join token, then serves SSH to certificate holders of its tier and
 // records every session into the spool in its data directory.
 //
-//	sshward-agent --ca URL --fingerprint FP --join-token TOKEN --tier T --data DIR [--listen ADDR] [--playback URL]
+//	sshward-agent --ca URL --fingerprint FP --join-token-file FILE --tier T --data DIR [--listen ADDR] [--playback URL]
 //	sshward-agent status --data DIR [--json]
 package main
 
@@ -46,11 +46,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 func runServe(ctx context.Context, args []string, stderr io.Writer) error {
-	fs := cli.NewFlagSet(prog + " --ca URL --fingerprint FP --join-token TOKEN --tier T --data DIR [--listen ADDR] [--playback URL]\n" +
+	fs := cli.NewFlagSet(prog + " --ca URL --fingerprint FP --join-token-file FILE --tier T --data DIR [--listen ADDR] [--playback URL]\n" +
 		"       " + prog + " status --data DIR [--json]")
 	caURL := fs.String("ca", "", "CA base URL (https://…)")
 	fingerprint := fs.String("fingerprint", "", "SHA-256 fingerprint of the CA's TLS root (first start; kept in DIR afterwards)")
-	token := fs.String("join-token", "", "one-time join token from `sshward-ca join-token` (first start only; or $SSHWARD_JOIN_TOKEN)")
+	token := fs.String("join-token", "", "one-time join token from `sshward-ca join-token` (first start only; prefer --join-token-file or $SSHWARD_JOIN_TOKEN)")
+	tokenFile := fs.String("join-token-file", "", "file holding the one-time join token (keeps it off the command line)")
 	tier := fs.String("tier", "", "tier this host belongs to (staging, production, break-glass)")
 	dataDir := fs.String("data", "", "data directory: host key and certificate, caches, spool")
 	listen := fs.String("listen", ":2222", "SSH listen address")
@@ -105,8 +106,8 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return cli.Usagef("--max-startups: want begin:rate:full with 1 ≤ begin ≤ full and a rate from 0 to 100, e.g. %s", agent.DefaultMaxStartups())
 	}
-	if *token == "" {
-		*token = os.Getenv("SSHWARD_JOIN_TOKEN")
+	if *token, err = cli.JoinToken(*token, *tokenFile, os.Getenv); err != nil {
+		return err
 	}
 	log, err := cli.Logger(stderr, *logFormat, *logLevel)
 	if err != nil {

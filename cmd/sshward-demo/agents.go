@@ -54,9 +54,13 @@ func (d *demo) startAgents(ctx context.Context, log io.Writer, caDir string, st 
 			return err
 		}
 		h.Addr, h.Data = addr, filepath.Join(d.dir, "agent-"+h.Name)
+		tokFile, err := d.tokenFile("join-token-"+h.Name, tok)
+		if err != nil {
+			return err
+		}
 		d.step("starting sshward-agent %s (%s) on %s", h.Name, h.Tier, addr)
 		if _, err := d.start(ctx, log, "sshward-agent", "--ca", st.CA, "--fingerprint", st.Fingerprint,
-			"--join-token", strings.TrimSpace(tok), "--tier", h.Tier, "--data", h.Data, "--listen", addr, "--host-name", h.Name); err != nil {
+			"--join-token-file", tokFile, "--tier", h.Tier, "--data", h.Data, "--listen", addr, "--host-name", h.Name); err != nil {
 			return err
 		}
 		if err := waitTCP(ctx, addr); err != nil {
@@ -153,9 +157,13 @@ func (d *demo) startPlayback(ctx context.Context, log io.Writer, caDir string, s
 		return err
 	}
 	st.Playback = "https://" + addr
+	tokFile, err := d.tokenFile("join-token-playback", tok)
+	if err != nil {
+		return err
+	}
 	d.step("starting sshward-playback on %s", st.Playback)
 	if _, err := d.start(ctx, log, "sshward-playback", "serve", "--dir", filepath.Join(d.dir, "playback"), "--ca", st.CA,
-		"--fingerprint", st.Fingerprint, "--join-token", strings.TrimSpace(tok), "--listen", addr); err != nil {
+		"--fingerprint", st.Fingerprint, "--join-token-file", tokFile, "--listen", addr); err != nil {
 		return err
 	}
 	return waitTCP(ctx, addr)
@@ -197,4 +205,14 @@ func (d *demo) seedRecording(ctx context.Context, st state) (int64, error) {
 		return 0, fmt.Errorf("seed session: %v: %s", err, out)
 	}
 	return now.Unix() / 30, nil
+}
+
+// tokenFile writes a one-time join token to a 0600 file in the demo
+// directory: tokens never appear on a command line (ps, shell history).
+func (d *demo) tokenFile(name, token string) (string, error) {
+	path := filepath.Join(d.dir, name)
+	if err := os.WriteFile(path, []byte(strings.TrimSpace(token)+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write %s: %w", name, err)
+	}
+	return path, nil
 }

@@ -2,7 +2,7 @@
 // once, then receives recordings from host agents and serves them to
 // auditors (API, web UI).
 //
-//	sshward-playback serve --dir DIR --ca URL --fingerprint FP --join-token TOKEN [--listen ADDR] [--advertise URL]
+//	sshward-playback serve --dir DIR --ca URL --fingerprint FP --join-token-file FILE [--listen ADDR] [--advertise URL]
 package main
 
 import (
@@ -24,7 +24,7 @@ import (
 const usage = `sshward-playback: stores session recordings and serves them to auditors
 
 usage:
-  sshward-playback serve --dir DIR --ca URL --fingerprint FP --join-token TOKEN [--listen ADDR] [--advertise URL]
+  sshward-playback serve --dir DIR --ca URL --fingerprint FP --join-token-file FILE [--listen ADDR] [--advertise URL]
       The first start joins the CA with a one-time token (sshward-ca join-token --playback NAME);
       DIR then keeps the TLS key and certificate, and later starts need only --dir.
       Retention per tier is set in DIR/config.yaml (written at the first start).
@@ -60,11 +60,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := cli.NewFlagSet("sshward-playback serve --dir DIR --ca URL --fingerprint FP --join-token TOKEN [--listen ADDR] [--advertise URL]")
+	fs := cli.NewFlagSet("sshward-playback serve --dir DIR --ca URL --fingerprint FP --join-token-file FILE [--listen ADDR] [--advertise URL]")
 	dir := fs.String("dir", "", "directory for the TLS identity, recordings and index")
 	caURL := fs.String("ca", "", "CA URL (first start; later read from DIR)")
 	fingerprint := fs.String("fingerprint", "", "CA root fingerprint (first start)")
-	token := fs.String("join-token", "", "one-time token from sshward-ca join-token --playback NAME (first start)")
+	token := fs.String("join-token", "", "one-time token from sshward-ca join-token --playback NAME (first start; prefer --join-token-file or $SSHWARD_JOIN_TOKEN)")
+	tokenFile := fs.String("join-token-file", "", "file holding the one-time join token (keeps it off the command line)")
 	listen := fs.String("listen", "127.0.0.1:8444", "HTTPS address")
 	advertise := fs.String("advertise", "", "URL agents and clients reach this server at (default https://LISTEN)")
 	var names cli.StringList
@@ -89,7 +90,11 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := os.MkdirAll(*dir, 0o700); err != nil {
 		return err
 	}
-	jc := playback.JoinConfig{Dir: *dir, CAURL: *caURL, Fingerprint: *fingerprint, Token: *token, URL: *advertise}
+	tok, err := cli.JoinToken(*token, *tokenFile, os.Getenv)
+	if err != nil {
+		return err
+	}
+	jc := playback.JoinConfig{Dir: *dir, CAURL: *caURL, Fingerprint: *fingerprint, Token: tok, URL: *advertise}
 	if len(names) > 0 {
 		jc.Names = append([]string{hostOf(*advertise)}, names...)
 	}
