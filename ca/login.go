@@ -108,8 +108,12 @@ func (a *Authority) login(ctx context.Context, req api.LoginRequest, clientAddr 
 	if err != nil {
 		return nil, err
 	}
+	sess.Scope = req.Scope
 	ev := store.AuditEvent{Type: "login", Actor: u.Name, Subject: u.Name, ClientAddr: clientAddr, Outcome: "ok",
 		Details: map[string]string{"method": "password", "mfa": fmt.Sprint(mfa)}}
+	if req.Scope != "" {
+		ev.Details["scope"] = req.Scope
+	}
 	err = a.cfg.Store.Update(ctx, func(tx *store.Tx) error {
 		cur, err := tx.GetUser(u.Name)
 		if err != nil {
@@ -231,10 +235,13 @@ func (a *Authority) Authenticate(ctx context.Context, token string) (*store.Sess
 		return &s, nil
 	}
 	gen := a.sessions.generation()
-	var s *store.Session
+	var s, parent *store.Session
 	err := a.cfg.Store.View(ctx, func(tx *store.Tx) error {
 		var err error
-		s, err = tx.GetSession(id)
+		if s, err = tx.GetSession(id); err != nil || s.Parent == "" {
+			return err
+		}
+		parent, err = tx.GetSession(s.Parent)
 		return err
 	})
 	if errors.Is(err, store.ErrNotFound) {
@@ -245,6 +252,10 @@ func (a *Authority) Authenticate(ctx context.Context, token string) (*store.Sess
 	}
 	now := a.cfg.Now()
 	if !s.RevokedAt.IsZero() || !now.Before(s.ExpiresAt) {
+		return nil, unauth
+	}
+	// A reader token ends with the login session it was made from.
+	if parent != nil && !parent.Active(now) {
 		return nil, unauth
 	}
 	a.sessions.put(*s, gen)
@@ -271,7 +282,7 @@ func (a *Authority) Logout(ctx context.Context, s *store.Session) error {
 // SessionInfo describes a session to its owner.
 func (a *Authority) SessionInfo(s *store.Session) *api.SessionInfo {
 	return &api.SessionInfo{
-		User: s.User, Groups: s.Groups, MFA: s.MFA, Source: sourceOf(s), ExpiresAt: s.ExpiresAt,
+		User: s.User, Groups: s.Groups, MFA: s.MFA, Source: sourceOf(s), ExpiresAt: s.ExpiresAt, Scope: s.Scope,
 		Tiers: a.cfg.Policy.TiersFor(policy.Identity{User: s.User, Groups: s.Groups, MFA: s.MFA}),
 	}
 }

@@ -118,6 +118,9 @@ func TestAccess(t *testing.T) {
 		{read, cred{"host signature", signWith(good)}, 401},
 		{read, cred{"engineer bearer", bearer(w.engineer)}, 403},
 		{read, cred{"engineer cookie", cookie(w.engineer)}, 403},
+		// A login session (it can mint certificates) is never accepted,
+		// even an auditor's: readers send reader tokens.
+		{read, cred{"auditor login session", bearer(w.ca.Login(t, "audrey", pw, ""))}, 401},
 		{read, cred{"auditor bearer", bearer(w.auditor)}, 0},
 		{read, cred{"auditor cookie", cookie(w.auditor)}, 0},
 	}
@@ -139,7 +142,7 @@ func TestAccess(t *testing.T) {
 	}
 
 	// Logging out needs a session, any session; it ends it at the CA.
-	eng := w.ca.Login(t, "eve", pw, "")
+	eng := w.ca.ReaderToken(t, w.ca.Login(t, "eve", pw, ""))
 	if status, _ := do(route{"POST", "/api/logout", nil, nil}, cred{"none", none}); status != 401 {
 		t.Fatalf("logout without a session: %d", status)
 	}

@@ -65,7 +65,8 @@ func newWorld(t testing.TB) *world {
 	c := catest.New(t, catest.Options{})
 	c.AddUser(t, "audrey", pw, []string{"auditors"}, false)
 	c.AddUser(t, "eve", pw, []string{"engineers"}, false)
-	return &world{ca: c, auditor: c.Login(t, "audrey", pw, ""), engineer: c.Login(t, "eve", pw, "")}
+	// Readers hand the playback server reader tokens, never login sessions.
+	return &world{ca: c, auditor: c.ReaderToken(t, c.Login(t, "audrey", pw, "")), engineer: c.ReaderToken(t, c.Login(t, "eve", pw, ""))}
 }
 
 // playbackToken makes a one-time playback join token for 127.0.0.1.

@@ -129,6 +129,14 @@ func (s *Server) withReader(h readerHandler) http.HandlerFunc {
 			writeError(w, http.StatusServiceUnavailable, "ca_unavailable", "the CA cannot be reached to check your session: try again shortly")
 			return
 		}
+		if info.Scope != api.ScopeReadRecordings {
+			// A login session was sent: refuse it, so that nothing here ever
+			// holds (or learns to rely on) a token that mints certificates.
+			s.log.WarnContext(r.Context(), "playback: refused a login session token; readers send reader tokens", "user", info.User)
+			writeError(w, http.StatusUnauthorized, api.CodeUnauthenticated,
+				"send a reader token, not your login session: sshward does this itself (update it), or log in on the web page")
+			return
+		}
 		h(w, r, &reader{user: info.User, groups: info.Groups, token: tok})
 	}
 }
@@ -171,6 +179,10 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, api.CodeBadRequest, err.Error())
 		return
 	}
+	// The browser gets a reader session: the CA issues it scoped to reading
+	// recordings, so this server never holds a token that mints
+	// certificates (design: Trust invariants).
+	req.Scope = api.ScopeReadRecordings
 	resp, err := s.cfg.CA.Login(r.Context(), req)
 	var ae *api.Error
 	switch {

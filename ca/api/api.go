@@ -9,12 +9,16 @@ import (
 
 // Paths of the CA's HTTPS API.
 const (
-	PathHealth      = "/healthz"
-	PathTrust       = "/v1/trust"
-	PathKRL         = "/v1/krl/" // + tier
-	PathLogin       = "/v1/login"
-	PathLoginOIDC   = "/v1/login/oidc" // GET: provider config; POST: exchange an ID token
-	PathSession     = "/v1/session"    // GET: who am I; DELETE: log out
+	PathHealth    = "/healthz"
+	PathTrust     = "/v1/trust"
+	PathKRL       = "/v1/krl/" // + tier
+	PathLogin     = "/v1/login"
+	PathLoginOIDC = "/v1/login/oidc" // GET: provider config; POST: exchange an ID token
+	PathSession   = "/v1/session"    // GET: who am I; DELETE: log out
+	// PathReaderToken exchanges a login session for a short-lived token
+	// scoped to reading recordings (POST), the only kind the playback
+	// server accepts: it can never mint certificates.
+	PathReaderToken = "/v1/session/reader"
 	PathCert        = "/v1/cert"
 	PathHostJoin    = "/v1/host/join"
 	PathHostRenew   = "/v1/host/renew"
@@ -82,11 +86,17 @@ type LoginRequest struct {
 	User     string `json:"user"`
 	Password string `json:"password"`
 	OTP      string `json:"otp,omitempty"`
+	// Scope, when ScopeReadRecordings, opens a reader session instead of a
+	// login session: how the playback server logs browsers in without ever
+	// holding a token that mints certificates.
+	Scope string `json:"scope,omitempty"`
 }
 
 // Check names the first missing field.
 func (r *LoginRequest) Check() error {
 	switch {
+	case r.Scope != "" && r.Scope != ScopeReadRecordings:
+		return errors.New("scope must be empty or " + ScopeReadRecordings)
 	case strings.TrimSpace(r.User) == "":
 		return errors.New("user is required")
 	case r.Password == "":
@@ -139,7 +149,14 @@ type SessionInfo struct {
 	Source    string    `json:"source"` // "local" or "oidc"
 	ExpiresAt time.Time `json:"expires_at"`
 	Tiers     []string  `json:"tiers"` // tiers this identity may ask for
+	// Scope is "" for a login session, ScopeReadRecordings for a reader
+	// token.
+	Scope string `json:"scope,omitempty"`
 }
+
+// ScopeReadRecordings is the scope of reader tokens (PathReaderToken): the
+// CA answers only "who is this" (GET/DELETE PathSession) for them.
+const ScopeReadRecordings = "read-recordings"
 
 // CertRequest asks for a user certificate. PublicKey is in authorized_keys
 // format. Principals, when set, must be a subset of what policy grants; TTL,

@@ -153,6 +153,17 @@ func Code(t testing.TB, secret string, at time.Time) string {
 	return code
 }
 
+// ReaderToken exchanges a session token for a reader token (the only kind
+// the playback server accepts).
+func (c *CA) ReaderToken(t testing.TB, token string) string {
+	t.Helper()
+	resp, err := c.Client(t, token).ReaderToken(context.Background())
+	if err != nil {
+		t.Fatalf("catest: reader token: %v", err)
+	}
+	return resp.Token
+}
+
 // Login logs a user in over HTTPS and returns the session token.
 func (c *CA) Login(t testing.TB, user, password, otp string) string {
 	t.Helper()

@@ -201,6 +201,16 @@ func (c *Client) Session(ctx context.Context) (*api.SessionInfo, error) {
 	return &out, nil
 }
 
+// ReaderToken exchanges the session for a short-lived token that can only
+// read recordings (POST /v1/session/reader): what the playback server gets.
+func (c *Client) ReaderToken(ctx context.Context) (*api.LoginResponse, error) {
+	var out api.LoginResponse
+	if err := c.do(ctx, http.MethodPost, api.PathReaderToken, struct{}{}, &out, authBearer); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 // Logout revokes the session token.
 func (c *Client) Logout(ctx context.Context) error {
 	return c.do(ctx, http.MethodDelete, api.PathSession, nil, nil, authBearer)

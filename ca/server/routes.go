@@ -41,6 +41,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET "+api.PathSession, s.withSession(s.handleSession))
 	mux.HandleFunc("DELETE "+api.PathSession, s.withSession(s.handleLogout))
 	mux.HandleFunc("POST "+api.PathCert, s.withSession(s.handleCert))
+	mux.HandleFunc("POST "+api.PathReaderToken, s.withSession(s.handleReaderToken))
 	// host
 	mux.HandleFunc("POST "+api.PathHostRenew, s.withHost(s.handleRenew))
 	mux.HandleFunc("GET "+api.PathHostRevoked+"{tier}", s.withHost(s.handleRevoked))
@@ -89,6 +90,15 @@ func (s *Server) withSession(h sessionHandler) http.HandlerFunc {
 		if err != nil {
 			s.fail(w, r, err)
 			return
+		}
+		// Scoped tokens (reader tokens) may only ask who they are and end
+		// themselves: never mint certificates, decide requests or anything
+		// else a login session does.
+		if r.URL.Path != api.PathSession {
+			if err := s.a.CheckScope(r.Context(), sess, r.Method+" "+r.URL.Path, clientIP(r)); err != nil {
+				s.fail(w, r, err)
+				return
+			}
 		}
 		h(w, r, sess)
 	}
@@ -348,4 +358,13 @@ func clientIP(r *http.Request) string {
 		return r.RemoteAddr
 	}
 	return host
+}
+
+func (s *Server) handleReaderToken(w http.ResponseWriter, r *http.Request, sess *store.Session) {
+	resp, err := s.a.ReaderToken(r.Context(), sess, clientIP(r))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, resp)
 }

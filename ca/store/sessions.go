@@ -17,6 +17,12 @@ type Session struct {
 	ExpiresAt  time.Time `json:"expires_at"`
 	RevokedAt  time.Time `json:"revoked_at,omitzero"`
 	ClientAddr string    `json:"client_addr,omitzero"`
+	// Scope limits what the session may do; "" is a full login session. A
+	// scoped session (api.ScopeReadRecordings) only says who it is.
+	Scope string `json:"scope,omitzero"`
+	// Parent is the ID of the session a scoped session was made from: it
+	// ends with it.
+	Parent string `json:"parent,omitzero"`
 }
 
 // Active reports whether the session may be used at now: not revoked and

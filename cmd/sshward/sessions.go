@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/sshward/sshward/ca/api"
 	"github.com/sshward/sshward/ca/tlsca"
 	"github.com/sshward/sshward/cmd/internal/cli"
 	"github.com/sshward/sshward/recorder"
@@ -428,12 +429,21 @@ func (e *env) playback(ctx context.Context, override string) (*playbackClient, e
 	if !e.now().Before(s.ExpiresAt) {
 		return nil, errors.New("your sshward session expired: run sshward login")
 	}
+	c, _, err := h.client(s.Token)
+	if err != nil {
+		return nil, err
+	}
+	// The playback server gets a reader token, never the login session: a
+	// token that can only say who we are, not mint certificates.
+	rt, err := c.ReaderToken(ctx)
+	if err != nil {
+		if api.IsCode(err, api.CodeUnauthenticated) {
+			return nil, errors.New("your sshward session is missing, expired or revoked: run sshward login")
+		}
+		return nil, fmt.Errorf("cannot get a reader token from the CA: %w", err)
+	}
 	base := override
 	if base == "" {
-		c, _, err := h.client(s.Token)
-		if err != nil {
-			return nil, err
-		}
 		tr, err := c.Trust(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("cannot ask the CA where the playback server is (%v): pass --playback URL", err)
@@ -461,7 +471,7 @@ func (e *env) playback(ctx context.Context, override string) (*playbackClient, e
 		ResponseHeaderTimeout: apiTimeout,
 		ForceAttemptHTTP2:     true,
 	}
-	return &playbackClient{base: strings.TrimRight(base, "/"), token: s.Token, hc: &http.Client{Transport: tr}}, nil
+	return &playbackClient{base: strings.TrimRight(base, "/"), token: rt.Token, hc: &http.Client{Transport: tr}}, nil
 }
 
 func (p *playbackClient) do(ctx context.Context, path string, q url.Values, accept string) (*http.Response, error) {

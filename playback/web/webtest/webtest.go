@@ -53,8 +53,11 @@ type Stack struct {
 	URL    string
 	Server *playback.Server
 	Store  *store.Store
-	// AuditorToken and EngineerToken are CA session tokens.
+	// AuditorToken and EngineerToken are reader tokens (what the playback
+	// server accepts); auditorLogin and engineerLogin the login sessions
+	// they were made from (what `sshward login` keeps).
 	AuditorToken, EngineerToken string
+	auditorLogin, engineerLogin string
 
 	hostCert   *ssh.Certificate
 	hostSigner ssh.Signer
@@ -71,8 +74,9 @@ func New(t testing.TB) *Stack {
 	s := &Stack{CA: catest.New(t, catest.Options{}), clock: time.Date(2026, 11, 21, 9, 0, 0, 0, time.UTC)}
 	s.CA.AddUser(t, Auditor, Password, []string{"auditors"}, false)
 	s.CA.AddUser(t, Engineer, Password, []string{"engineers"}, false)
-	s.AuditorToken = s.CA.Login(t, Auditor, Password, "")
-	s.EngineerToken = s.CA.Login(t, Engineer, Password, "")
+	// Readers hand the playback server reader tokens, never login sessions.
+	s.auditorLogin, s.engineerLogin = s.CA.Login(t, Auditor, Password, ""), s.CA.Login(t, Engineer, Password, "")
+	s.AuditorToken, s.EngineerToken = s.CA.ReaderToken(t, s.auditorLogin), s.CA.ReaderToken(t, s.engineerLogin)
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -441,10 +445,10 @@ func (s *Stack) getJSON(path string, out any) error {
 // (Auditor or Engineer): config.json, root.pem and session.json.
 func (s *Stack) Home(t testing.TB, user string) string {
 	t.Helper()
-	tok := s.AuditorToken
+	tok := s.auditorLogin
 	groups := []string{"auditors"}
 	if user == Engineer {
-		tok, groups = s.EngineerToken, []string{"engineers"}
+		tok, groups = s.engineerLogin, []string{"engineers"}
 	}
 	dir := t.TempDir()
 	files := map[string]any{
