@@ -28,6 +28,10 @@ type AdminConfig struct {
 	Now    func() time.Time
 	Rand   io.Reader
 	Logger *slog.Logger
+	// Secrets encrypts TOTP secrets in the store. Nil (no CA passphrase
+	// given, e.g. an offline admin verb): new secrets are stored in clear
+	// and sealed by the next CA start that has the passphrase.
+	Secrets *SecretBox
 }
 
 // Admin runs the administrative verbs that need no signing key: users, join
@@ -84,6 +88,9 @@ type AddUserResult struct {
 	Groups     []string `json:"groups"`
 	TOTPSecret string   `json:"totp_secret,omitempty"`
 	TOTPURL    string   `json:"totp_url,omitempty"`
+	// TOTPStoredInClear: no CA passphrase was at hand, so the secret waits
+	// in clear until the CA next starts (which encrypts it).
+	TOTPStoredInClear bool `json:"totp_stored_in_clear,omitempty"`
 }
 
 // UserInfo is a user as listed (no secrets).
@@ -115,12 +122,22 @@ func (a *Admin) AddUser(ctx context.Context, req AddUserRequest) (*AddUserResult
 			return nil, fmt.Errorf("ca: add user %q: %w", req.Name, err)
 		}
 	}
+	stored := res.TOTPSecret
+	if stored != "" {
+		if a.cfg.Secrets != nil {
+			if stored, err = a.cfg.Secrets.Seal(stored, req.Name); err != nil {
+				return nil, err
+			}
+		} else {
+			res.TOTPStoredInClear = true
+		}
+	}
 	now := a.cfg.Now().UTC()
 	err = a.cfg.Store.Update(ctx, func(tx *store.Tx) error {
 		if _, err := tx.GetUser(req.Name); err == nil {
 			return ErrUserExists
 		}
-		u := &store.User{Name: req.Name, Groups: groups, PasswordHash: hash, TOTPSecret: res.TOTPSecret, CreatedAt: now, UpdatedAt: now}
+		u := &store.User{Name: req.Name, Groups: groups, PasswordHash: hash, TOTPSecret: stored, CreatedAt: now, UpdatedAt: now}
 		if err := tx.PutUser(u); err != nil {
 			return err
 		}

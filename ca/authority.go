@@ -45,6 +45,9 @@ type Config struct {
 	// TLSRoot, when set, lets the CA mint TLS certificates for playback
 	// servers that join (they then share the root clients already pin).
 	TLSRoot *tlsca.Root
+	// Secrets encrypts TOTP secrets at rest (NewSecretBox from the CA
+	// passphrase). With it, New seals any secret still stored in clear.
+	Secrets *SecretBox
 	// Lockout sets the failed-login backoff; zero value = identity defaults.
 	Lockout identity.Lockout
 	// Backdate is how far ValidAfter is set in the past for clock skew
@@ -97,7 +100,7 @@ func New(cfg Config) (*Authority, error) {
 	if cfg.Backdate == 0 {
 		cfg.Backdate = time.Minute
 	}
-	adm, err := NewAdmin(AdminConfig{Store: cfg.Store, Policy: cfg.Policy, Now: cfg.Now, Rand: cfg.Rand, Logger: cfg.Logger})
+	adm, err := NewAdmin(AdminConfig{Store: cfg.Store, Policy: cfg.Policy, Now: cfg.Now, Rand: cfg.Rand, Logger: cfg.Logger, Secrets: cfg.Secrets})
 	if err != nil {
 		return nil, err
 	}
@@ -106,6 +109,11 @@ func New(cfg Config) (*Authority, error) {
 		cfg.Lockout = identity.Lockout{Threshold: 5, Base: 30 * time.Second, Max: 15 * time.Minute}
 	}
 	a := &Authority{Admin: adm, cfg: cfg, throttle: newLoginThrottle(cfg.Lockout)}
+	if n, err := adm.sealPlaintextSecrets(context.Background()); err != nil {
+		return nil, err
+	} else if n > 0 {
+		cfg.Logger.Info("encrypted TOTP secrets stored in clear", "count", n)
+	}
 	err = cfg.Store.View(context.Background(), func(tx *store.Tx) error {
 		maxSerial, err := tx.MaxSerial()
 		a.lastSerial.Store(maxSerial)

@@ -92,8 +92,12 @@ func (a *Authority) login(ctx context.Context, req api.LoginRequest, clientAddr 
 			// Counting it would lock out every two-step login.
 			return nil, fail(ErrOTPRequired, false)
 		}
+		secret, err := a.cfg.Secrets.open(u.TOTPSecret, u.Name)
+		if err != nil {
+			return nil, fmt.Errorf("ca: login %q: %w", req.User, err)
+		}
 		var otpErr error
-		step, otpErr = identity.CheckTOTP(u.TOTPSecret, req.OTP, now, u.TOTPLastStep)
+		step, otpErr = identity.CheckTOTP(secret, req.OTP, now, u.TOTPLastStep)
 		switch {
 		case !pwOK:
 			return nil, fail(ErrBadCredentials, true)

@@ -35,6 +35,10 @@ type Options struct {
 	OIDCClient api.OIDCConfig
 	// ApprovalPolicy reviews access requests (nil: none).
 	ApprovalPolicy ca.ApprovalPolicy
+	// Passphrase, when set, encrypts TOTP secrets at rest (ca.SecretBox)
+	// as sshward-ca serve does; off by default, its key derivation costs
+	// time every test would pay.
+	Passphrase []byte
 }
 
 // CA is a running test CA.
@@ -75,7 +79,14 @@ func New(t testing.TB, o Options) *CA {
 		t.Fatalf("catest: root: %v", err)
 	}
 	// TLSRoot lets playback servers join this CA (POST /v1/playback/join).
-	c.Authority, err = ca.New(ca.Config{Store: c.Store, Policy: pol, UserCAs: c.UserCAs, HostCA: c.HostCA, TLSRoot: root, Now: o.Now, OIDC: o.OIDC, OIDCClient: o.OIDCClient, ApprovalPolicy: o.ApprovalPolicy})
+	var box *ca.SecretBox
+	if len(o.Passphrase) > 0 {
+		if box, err = ca.NewSecretBox(ctx, c.Store, o.Passphrase); err != nil {
+			cancel()
+			t.Fatalf("catest: secret box: %v", err)
+		}
+	}
+	c.Authority, err = ca.New(ca.Config{Store: c.Store, Policy: pol, UserCAs: c.UserCAs, HostCA: c.HostCA, TLSRoot: root, Now: o.Now, OIDC: o.OIDC, OIDCClient: o.OIDCClient, ApprovalPolicy: o.ApprovalPolicy, Secrets: box})
 	if err != nil {
 		cancel()
 		t.Fatalf("catest: %v", err)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/sshward/sshward/ca"
 	"github.com/sshward/sshward/ca/api"
+	"github.com/sshward/sshward/ca/keys"
 	"github.com/sshward/sshward/ca/server"
 	"github.com/sshward/sshward/ca/store"
 )
@@ -35,7 +36,7 @@ type admin interface {
 }
 
 // openAdmin prefers the running CA's socket and falls back to the store.
-func openAdmin(ctx context.Context, l layout) (admin, error) {
+func openAdmin(ctx context.Context, l layout, passphrase []byte) (admin, error) {
 	if err := l.check(); err != nil {
 		return nil, err
 	}
@@ -54,7 +55,20 @@ func openAdmin(ctx context.Context, l layout) (admin, error) {
 	if err != nil {
 		return nil, err
 	}
-	a, err := ca.NewAdmin(ca.AdminConfig{Store: db, Policy: pol})
+	var box *ca.SecretBox
+	if len(passphrase) > 0 {
+		// A wrong passphrase would seal secrets the CA cannot open: check it
+		// against the host CA key first.
+		if _, err := keys.Open(ctx, l.hostCAKey(), passphrase); err != nil {
+			db.Close()
+			return nil, errors.New("$SSHWARD_CA_PASSPHRASE does not open the CA keys: set the CA's passphrase (it encrypts TOTP secrets) or unset it")
+		}
+		if box, err = ca.NewSecretBox(ctx, db, passphrase); err != nil {
+			db.Close()
+			return nil, err
+		}
+	}
+	a, err := ca.NewAdmin(ca.AdminConfig{Store: db, Policy: pol, Secrets: box})
 	if err != nil {
 		db.Close()
 		return nil, err

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -91,6 +92,10 @@ func (e *env) cmdServe(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("open TLS root: %w", err)
 	}
+	// The TOTP secret box derives its key from the passphrase once the
+	// store is open; keep a copy until then and wipe both.
+	boxPass := bytes.Clone(pass)
+	defer clear(boxPass)
 	clear(pass)
 	names := append([]string{}, cfg.TLSNames...)
 	if host, _, err := net.SplitHostPort(cfg.Listen); err == nil && host != "" && host != "0.0.0.0" && host != "::" {
@@ -118,7 +123,13 @@ func (e *env) cmdServe(ctx context.Context, args []string) error {
 	}
 	defer plugs.close()
 
-	acfg := ca.Config{Store: db, Policy: pol, UserCAs: userCAs, HostCA: hostCA, TLSRoot: root, Logger: log, ApprovalPolicy: plugs.approval}
+	// TOTP secrets are encrypted at rest with a key derived from the passphrase.
+	box, err := ca.NewSecretBox(ctx, db, boxPass)
+	clear(boxPass)
+	if err != nil {
+		return fmt.Errorf("refusing to start: %w", err)
+	}
+	acfg := ca.Config{Store: db, Policy: pol, UserCAs: userCAs, HostCA: hostCA, TLSRoot: root, Logger: log, ApprovalPolicy: plugs.approval, Secrets: box}
 	if cfg.OIDC.Issuer != "" {
 		v, err := identity.NewOIDCVerifier(ctx, identity.OIDCConfig{
 			Issuer: cfg.OIDC.Issuer, ClientID: cfg.OIDC.ClientID, Scopes: cfg.OIDC.Scopes,

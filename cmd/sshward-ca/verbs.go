@@ -24,7 +24,14 @@ func (e *env) dirFlag(fs *flag.FlagSet) *string {
 }
 
 func (e *env) withAdmin(ctx context.Context, dir string, fn func(admin) error) error {
-	a, err := openAdmin(ctx, layout{dir})
+	// Offline, the passphrase (when $SSHWARD_CA_PASSPHRASE has it) lets
+	// users add encrypt a new TOTP secret at once; without it the secret
+	// waits in clear until the CA next starts.
+	var pass []byte
+	if p := e.getenv("SSHWARD_CA_PASSPHRASE"); p != "" {
+		pass = []byte(p)
+	}
+	a, err := openAdmin(ctx, layout{dir}, pass)
 	if err != nil {
 		return err
 	}
@@ -70,6 +77,9 @@ func (e *env) cmdUsers(ctx context.Context, args []string) error {
 			fmt.Fprintf(e.stdout, "added %s (groups: %s)\n", res.Name, strings.Join(res.Groups, ", "))
 			if res.TOTPSecret != "" {
 				fmt.Fprintf(e.stdout, "TOTP secret (add it to an authenticator app; shown once): %s\n  %s\n", res.TOTPSecret, res.TOTPURL)
+			}
+			if res.TOTPStoredInClear {
+				fmt.Fprintln(e.stderr, "note: without $SSHWARD_CA_PASSPHRASE the TOTP secret is stored unencrypted until sshward-ca serve next starts (it encrypts it then)")
 			}
 			return nil
 		})
