@@ -52,7 +52,11 @@ type SessionSummary struct {
 	Bytes      int64      `json:"bytes"`
 	Complete   bool       `json:"complete"`
 	Integrity  string     `json:"integrity"`
-	Hits       []HitRef   `json:"hits,omitempty"`
+	// UploadedBy is the host certificate name that uploaded the recording;
+	// Provenance each check of who, where and which tier (finished ones).
+	UploadedBy string            `json:"uploaded_by"`
+	Provenance []ProvenanceCheck `json:"provenance,omitempty"`
+	Hits       []HitRef          `json:"hits,omitempty"`
 }
 
 // HitRef is a search hit inside a session.
@@ -69,11 +73,7 @@ type SessionDetail struct {
 	HostCertKeyID string            `json:"host_cert_key_id"`
 	SignatureOK   bool              `json:"signature_ok"`
 	DigestOK      bool              `json:"digest_ok"`
-	// UploadedBy names the host certificate that uploaded the recording;
-	// Provenance lists each check of who, where and which tier.
-	UploadedBy string            `json:"uploaded_by"`
-	Provenance []ProvenanceCheck `json:"provenance,omitempty"`
-	Markers    []store.Marker    `json:"markers"`
+	Markers       []store.Marker    `json:"markers"`
 }
 
 func (s *Server) summary(ctx context.Context, r *store.Record) SessionSummary {
@@ -82,7 +82,7 @@ func (s *Server) summary(ctx context.Context, r *store.Record) SessionSummary {
 		ID: r.ID, User: m.Identity, Principal: m.Principal, Host: m.Host, Tier: m.Tier, Kind: m.Kind,
 		Command: m.Command, Start: r.Start, Live: !r.Finished, BreakGlass: store.IsBreakGlass(r),
 		RequestID: m.RequestID, Reason: m.Reason, Approvers: m.Approvers, Bytes: r.Stored,
-		Complete: r.Finished && m.Complete, Integrity: IntegrityPending,
+		Complete: r.Finished && m.Complete, Integrity: IntegrityPending, UploadedBy: r.Owner,
 	}
 	if sum.Host == "" {
 		sum.Host = r.Owner
@@ -92,7 +92,8 @@ func (s *Server) summary(ctx context.Context, r *store.Record) SessionSummary {
 			end := m.End
 			sum.End = &end
 		}
-		sum.Integrity = s.verify(ctx, r, false).integrity()
+		c := s.verify(ctx, r, false)
+		sum.Integrity, sum.Provenance = c.integrity(), c.provenance
 	}
 	return sum
 }
@@ -301,10 +302,10 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request, who *reader) 
 	if !ok {
 		return
 	}
-	d := SessionDetail{Metadata: rec.Meta, HostCertKeyID: rec.HostKeyID, UploadedBy: rec.Owner}
+	d := SessionDetail{Metadata: rec.Meta, HostCertKeyID: rec.HostKeyID}
 	if rec.Finished {
 		c := s.verify(r.Context(), rec, true)
-		d.SignatureOK, d.DigestOK, d.Provenance = c.sigOK, c.digOK, c.provenance
+		d.SignatureOK, d.DigestOK = c.sigOK, c.digOK
 	}
 	d.SessionSummary = s.summary(r.Context(), rec)
 	markers, err := s.st.Markers(r.Context(), rec.ID)

@@ -24,24 +24,35 @@ import (
 
 // sessionSummary is one entry of GET /api/sessions, and of sessions --json.
 type sessionSummary struct {
-	ID         string      `json:"id"`
-	User       string      `json:"user"`
-	Principal  string      `json:"principal,omitempty"`
-	Host       string      `json:"host"`
-	Tier       string      `json:"tier"`
-	Kind       string      `json:"kind,omitempty"`
-	Command    string      `json:"command,omitempty"`
-	Start      time.Time   `json:"start"`
-	End        time.Time   `json:"end,omitzero"`
-	Live       bool        `json:"live"`
-	BreakGlass bool        `json:"break_glass"`
-	RequestID  string      `json:"request_id,omitempty"`
-	Reason     string      `json:"reason,omitempty"`
-	Approvers  []string    `json:"approvers,omitempty"`
-	Bytes      int64       `json:"bytes"`
-	Complete   bool        `json:"complete"`
-	Integrity  string      `json:"integrity,omitempty"`
-	Hits       []searchHit `json:"hits,omitempty"`
+	ID         string    `json:"id"`
+	User       string    `json:"user"`
+	Principal  string    `json:"principal,omitempty"`
+	Host       string    `json:"host"`
+	Tier       string    `json:"tier"`
+	Kind       string    `json:"kind,omitempty"`
+	Command    string    `json:"command,omitempty"`
+	Start      time.Time `json:"start"`
+	End        time.Time `json:"end,omitzero"`
+	Live       bool      `json:"live"`
+	BreakGlass bool      `json:"break_glass"`
+	RequestID  string    `json:"request_id,omitempty"`
+	Reason     string    `json:"reason,omitempty"`
+	Approvers  []string  `json:"approvers,omitempty"`
+	Bytes      int64     `json:"bytes"`
+	Complete   bool      `json:"complete"`
+	Integrity  string    `json:"integrity,omitempty"`
+	// UploadedBy and Provenance: which host uploaded it and each check of
+	// who, where and which tier, as the playback server found them.
+	UploadedBy string            `json:"uploaded_by,omitempty"`
+	Provenance []provenanceCheck `json:"provenance,omitempty"`
+	Hits       []searchHit       `json:"hits,omitempty"`
+}
+
+// provenanceCheck is one provenance check (playback.ProvenanceCheck).
+type provenanceCheck struct {
+	Name   string `json:"name"`
+	Status string `json:"status"`
+	Detail string `json:"detail"`
 }
 
 // searchHit is where a --grep word occurs: seconds into the recording.

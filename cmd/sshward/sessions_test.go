@@ -146,6 +146,14 @@ func testTampered(t *testing.T, w *playbackWorld) {
 		if s.Integrity != want {
 			t.Errorf("sessions --json: %s integrity %q, want %q", s.ID, s.Integrity, want)
 		}
+		// The uploading host and each provenance check travel with it.
+		checks := map[string]string{}
+		for _, c := range s.Provenance {
+			checks[c.Name] = c.Status
+		}
+		if s.UploadedBy != "web1.prod" || checks["host"] != "ok" || checks["user_cert"] != "ok" {
+			t.Errorf("sessions --json: %s uploaded_by %q provenance %v", s.ID, s.UploadedBy, s.Provenance)
+		}
 	}
 	out, _, _ = sshward(t, w.auditor, "sessions")
 	if !regexp.MustCompile(`\bOK\n`).MatchString(out) || !regexp.MustCompile(`s-edit .* NO\n  ! FAILED integrity check`).MatchString(out) ||

@@ -64,7 +64,8 @@ func TestAuditorJourney(t *testing.T) {
 		b.waitVisible(t, "#meta dd")
 		meta := b.text(t, "#meta")
 		for _, want := range []string{"verified", "alice@local tier=break-glass", "18446744073709551557", "REQ-42",
-			"INC-4711 disk full", "bob, dave", "192.0.2.7:50022", "web1.prod", "host web1.prod", "status 0", "break-glass"} {
+			"INC-4711 disk full", "bob, dave", "192.0.2.7:50022", "web1.prod", "host web1.prod", "status 0", "break-glass",
+			"Uploaded by", "Provenance: user_cert", "signed by the break-glass user CA", "Provenance: host"} {
 			if !strings.Contains(meta, want) {
 				t.Errorf("metadata panel lacks %q:\n%s", want, meta)
 			}

@@ -475,6 +475,13 @@
     metaRow(dl, "Digest", d.digest_ok === undefined ? "" : d.digest_ok ? "sha256 matches" : "does not match");
     metaRow(dl, "Host signature", d.signature_ok === undefined ? "" : d.signature_ok ? "valid" : "invalid");
     metaRow(dl, "Signed by", d.host_cert_key_id);
+    metaRow(dl, "Uploaded by", d.uploaded_by);
+    // Each provenance check (host, tier, user certificate): a failed one is
+    // shown as failed, an unproven one as unproven, never as verified.
+    for (const c of d.provenance || []) {
+      const cls = c.status === "ok" ? "integrity-verified" : c.status === "failed" ? "integrity-failed" : "";
+      metaRow(dl, "Provenance: " + c.name, c.status + " — " + c.detail, cls);
+    }
     metaRow(dl, "User", d.user || m.identity);
     metaRow(dl, "Principal", d.principal || m.principal);
     metaRow(dl, "Host", d.host || m.host);
