@@ -226,6 +226,9 @@ func (s *Server) checkCert(c ssh.ConnMetadata, cert *ssh.Certificate) (g *grant,
 	if targets := s.hostNotListed(cert); targets != nil {
 		return nil, reasonHostNotListed, "hosts=" + strings.Join(targets, ",")
 	}
+	if r, d := s.checkRevocationFresh(cert); r != "" {
+		return nil, r, d
+	}
 	if _, ok := cert.Extensions[api.ExtSingleUse]; ok && s.single.seenBefore(cert.Serial) {
 		return nil, reasonSingleUse, ""
 	}
@@ -424,6 +427,8 @@ func (s *Server) refuse(ca *connAuth, c ssh.ConnMetadata, cert *ssh.Certificate,
 		banner = usedBanner
 	case reasonHostNotListed:
 		banner = s.hostBanner(cert)
+	case reasonRevocationStale:
+		banner = s.refusalBanner(reason)
 	}
 	return s.refuseWith(ca, c, cert, reason, detail, banner)
 }

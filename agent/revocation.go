@@ -15,24 +15,28 @@ import (
 	"github.com/sshward/sshward/ca/api"
 )
 
-// revocations is one revocation list as the agent enforces it. Immutable;
-// a poll swaps in a new one.
+// revocations is one revocation list as the agent enforces it. Immutable:
+// a poll, a stream event or a heartbeat swaps in a new one (maps are
+// shared between versions only while neither changes them).
 type revocations struct {
-	list      api.RevocationList
-	fetchedAt time.Time
-	serials   map[uint64]bool
-	keyIDs    map[string]bool
+	list api.RevocationList
+	// heardAt is when the CA last confirmed the list current: a fetch, a
+	// stream event or heartbeat. Its age is what revocation_max_stale
+	// bounds (revocationstale.go).
+	heardAt time.Time
+	serials map[uint64]bool
+	keyIDs  map[string]bool
 }
 
 // revocationFile is the on-disk cache (fileRevocations), kept so that a
 // restart while the CA is unreachable still enforces the last list.
 type revocationFile struct {
 	List      api.RevocationList `json:"list"`
-	FetchedAt time.Time          `json:"fetched_at"`
+	FetchedAt time.Time          `json:"fetched_at"` // heardAt
 }
 
-func newRevocations(l api.RevocationList, fetchedAt time.Time) *revocations {
-	r := &revocations{list: l, fetchedAt: fetchedAt,
+func newRevocations(l api.RevocationList, heardAt time.Time) *revocations {
+	r := &revocations{list: l, heardAt: heardAt,
 		serials: make(map[uint64]bool, len(l.Serials)), keyIDs: make(map[string]bool, len(l.KeyIDs))}
 	for _, s := range l.Serials {
 		r.serials[s] = true
@@ -46,6 +50,71 @@ func newRevocations(l api.RevocationList, fetchedAt time.Time) *revocations {
 // revoked reports whether cert is on the list, by serial or by key id.
 func (r *revocations) revoked(cert *ssh.Certificate) bool {
 	return r != nil && (r.serials[cert.Serial] || r.keyIDs[cert.KeyId])
+}
+
+// heard returns r confirmed current at t (and at log position seq, when
+// further).
+func (r *revocations) heard(t time.Time, seq uint64) *revocations {
+	next := *r
+	next.heardAt = t
+	next.list.Seq = max(next.list.Seq, seq)
+	return &next
+}
+
+// with returns r plus one revocation from the stream, and whether it was
+// new. Each new entry counts as one generation, as in the CA's store, so a
+// later poll of the same state carries the same generation.
+func (r *revocations) with(ev api.RevocationEvent, t time.Time) (*revocations, bool) {
+	if r == nil {
+		r = newRevocations(api.RevocationList{}, time.Time{})
+	}
+	if (ev.Serial != 0 && r.serials[ev.Serial]) || (ev.Serial == 0 && r.keyIDs[ev.KeyID]) {
+		return r.heard(t, ev.Seq), false
+	}
+	l := r.list
+	l.Serials = append([]uint64(nil), r.list.Serials...)
+	l.KeyIDs = append([]string(nil), r.list.KeyIDs...)
+	if ev.Serial != 0 {
+		l.Serials = append(l.Serials, ev.Serial)
+	} else {
+		l.KeyIDs = append(l.KeyIDs, ev.KeyID)
+	}
+	l.Generation++
+	l.Seq = max(l.Seq, ev.Seq)
+	return newRevocations(l, t), true
+}
+
+// merge returns the union of r and a whole list from the CA (a stream
+// snapshot), and whether anything was added. A union never un-revokes: a
+// CA restored from an older backup cannot lift what the host enforces.
+func (r *revocations) merge(snap api.RevocationList, t time.Time) (*revocations, bool) {
+	if r == nil {
+		return newRevocations(snap, t), len(snap.Serials)+len(snap.KeyIDs) > 0
+	}
+	l := r.list
+	l.Serials = append([]uint64(nil), r.list.Serials...)
+	l.KeyIDs = append([]string(nil), r.list.KeyIDs...)
+	added := false
+	for _, s := range snap.Serials {
+		if !r.serials[s] {
+			l.Serials, added = append(l.Serials, s), true
+		}
+	}
+	for _, k := range snap.KeyIDs {
+		if !r.keyIDs[k] {
+			l.KeyIDs, added = append(l.KeyIDs, k), true
+		}
+	}
+	l.Generation = max(l.Generation, snap.Generation)
+	l.Seq = snap.Seq // the CA's log position, even when behind ours
+	l.GeneratedAt = snap.GeneratedAt
+	if snap.MaxStale != nil {
+		l.MaxStale = snap.MaxStale
+	}
+	if snap.Tier != "" {
+		l.Tier = snap.Tier
+	}
+	return newRevocations(l, t), added
 }
 
 func loadRevocations(dataDir string) (*revocations, error) {
@@ -64,7 +133,7 @@ func loadRevocations(dataDir string) (*revocations, error) {
 }
 
 func (s *Server) saveRevocations(r *revocations) error {
-	data, err := json.Marshal(revocationFile{List: r.list, FetchedAt: r.fetchedAt})
+	data, err := json.Marshal(revocationFile{List: r.list, FetchedAt: r.heardAt})
 	if err != nil {
 		return err
 	}
@@ -87,6 +156,9 @@ func (s *Server) refreshRevocations(ctx context.Context) error {
 	if cur != nil && l.Generation < cur.list.Generation {
 		return fmt.Errorf("agent: fetch revocation list: generation %d is older than the cached %d", l.Generation, cur.list.Generation)
 	}
+	if cur != nil {
+		l.Seq = max(l.Seq, cur.list.Seq)
+	}
 	next := newRevocations(*l, s.cfg.Now().UTC())
 	s.revs.Store(next)
 	if err := s.saveRevocations(next); err != nil {
@@ -103,7 +175,8 @@ func (s *Server) refreshRevocations(ctx context.Context) error {
 }
 
 // pollRevocations refreshes the list every RevocationInterval. While the CA
-// is unreachable the last list stays in force. Owned by Serve.
+// is unreachable the last list stays in force. It is what the agent does
+// with a CA client that cannot stream (revocationLoop).
 func (s *Server) pollRevocations(ctx context.Context) {
 	t := time.NewTicker(s.cfg.RevocationInterval)
 	defer t.Stop()
@@ -132,6 +205,13 @@ func (s *Server) pollRevocations(ctx context.Context) {
 func (s *Server) revocationGeneration() uint64 {
 	if r := s.revs.Load(); r != nil {
 		return r.list.Generation
+	}
+	return 0
+}
+
+func (s *Server) revocationSeq() uint64 {
+	if r := s.revs.Load(); r != nil {
+		return r.list.Seq
 	}
 	return 0
 }

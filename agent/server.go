@@ -149,7 +149,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	bg, stopBg := context.WithCancel(context.WithoutCancel(ctx))
 	var bgWG sync.WaitGroup
 	bgWG.Go(func() { s.renewLoop(bg) })
-	bgWG.Go(func() { s.pollRevocations(bg) })
+	bgWG.Go(func() { s.revocationLoop(bg) })
 	if shipSpool != nil && s.cfg.Playback != nil {
 		bgWG.Go(func() { s.ship(bg, shipSpool) })
 	}

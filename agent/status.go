@@ -122,7 +122,7 @@ func ReadStatus(dataDir string, now time.Time) (*Status, error) {
 	}
 	if revs != nil {
 		st.Revocations = &RevocationStatus{Generation: revs.list.Generation, GeneratedAt: revs.list.GeneratedAt,
-			FetchedAt: revs.fetchedAt, Serials: len(revs.list.Serials), KeyIDs: len(revs.list.KeyIDs)}
+			FetchedAt: revs.heardAt, Serials: len(revs.list.Serials), KeyIDs: len(revs.list.KeyIDs)}
 	}
 	if err := readSpool(&st.Spool, now); err != nil {
 		return nil, err

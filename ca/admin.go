@@ -40,6 +40,7 @@ type AdminConfig struct {
 type Admin struct {
 	cfg      AdminConfig
 	sessions sessionCache
+	revs     revocationHub // wakes revocation watchers after each commit (revocations.go)
 }
 
 // NewAdmin returns an Admin.
@@ -100,6 +101,7 @@ type UserInfo struct {
 	TOTP        bool      `json:"totp"`
 	Failures    int       `json:"failures"`
 	LockedUntil time.Time `json:"locked_until,omitzero"`
+	DisabledAt  time.Time `json:"disabled_at,omitzero"`
 	CreatedAt   time.Time `json:"created_at"`
 }
 
@@ -159,7 +161,7 @@ func (a *Admin) ListUsers(ctx context.Context) ([]UserInfo, error) {
 	err := a.cfg.Store.View(ctx, func(tx *store.Tx) error {
 		us, err := tx.ListUsers()
 		for _, u := range us {
-			out = append(out, UserInfo{Name: u.Name, Groups: u.Groups, TOTP: u.TOTPSecret != "", Failures: u.Failures, LockedUntil: u.LockedUntil, CreatedAt: u.CreatedAt})
+			out = append(out, UserInfo{Name: u.Name, Groups: u.Groups, TOTP: u.TOTPSecret != "", Failures: u.Failures, LockedUntil: u.LockedUntil, DisabledAt: u.DisabledAt, CreatedAt: u.CreatedAt})
 		}
 		return err
 	})
@@ -169,28 +171,36 @@ func (a *Admin) ListUsers(ctx context.Context) ([]UserInfo, error) {
 	return out, nil
 }
 
-// RemoveUser deletes a user and revokes their CA sessions.
+// RemoveUser deletes a user and, in the same transaction, revokes every
+// unexpired certificate issued to them and every CA session they hold
+// (revokeUser): a removed user is out at once, not when the certificate
+// expires.
 func (a *Admin) RemoveUser(ctx context.Context, name, by string) error {
-	now := a.cfg.Now()
+	now := a.cfg.Now().UTC()
+	var res RevokeResult
 	err := a.cfg.Store.Update(ctx, func(tx *store.Tx) error {
+		res = RevokeResult{}
 		if _, err := tx.GetUser(name); err != nil {
 			return ErrUserNotFound
 		}
 		if err := tx.DeleteUser(name); err != nil {
 			return err
 		}
-		n, err := tx.RevokeUserSessions(name, now)
-		if err != nil {
-			return err
-		}
-		return a.appendAudit(tx, store.AuditEvent{Type: "user.remove", Actor: orAdmin(by), Subject: name, Outcome: "ok",
-			Details: map[string]string{"sessions_revoked": fmt.Sprint(n)}})
+		return a.revokeUser(tx, name, "", "user removed", orAdmin(by), now, &res, func(n int) store.AuditEvent {
+			return store.AuditEvent{Type: "user.remove", Actor: orAdmin(by), Subject: name, Outcome: "ok", Reason: "user removed",
+				Details: map[string]string{"sessions_revoked": fmt.Sprint(res.Sessions), "certs_revoked": fmt.Sprint(n)}}
+		})
 	})
 	a.sessions.dropUser(name)
 	if errors.Is(err, ErrUserNotFound) {
 		return refuse(api.CodeNotFound, http.StatusNotFound, err, "no user named %s", name)
 	}
-	return err
+	if err != nil {
+		return fmt.Errorf("ca: remove user %q: %w", name, err)
+	}
+	a.revs.publish()
+	a.cfg.Logger.Info("user removed", "user", name, "serials_revoked", res.Serials, "sessions_revoked", res.Sessions, "by", orAdmin(by))
+	return nil
 }
 
 // SetPassword replaces a user's password and clears a lockout.
@@ -349,6 +359,10 @@ func (a *Admin) Revoke(ctx context.Context, req RevokeRequest) (*RevokeResult, e
 			}
 			tiers := []string{}
 			for _, r := range recs {
+				if r.Kind == store.CertKindHost {
+					tiers = append(tiers, HostRevocationTier)
+					continue
+				}
 				tiers = append(tiers, r.Tier)
 			}
 			if req.Tier != "" {
@@ -361,18 +375,7 @@ func (a *Admin) Revoke(ctx context.Context, req RevokeRequest) (*RevokeResult, e
 				revs = append(revs, store.Revocation{Tier: t, KeyID: req.KeyID})
 			}
 		case req.User != "":
-			recs, err := tx.ListCerts(store.CertFilter{Identity: req.User, ValidAt: now})
-			if err != nil {
-				return err
-			}
-			for _, r := range recs {
-				if r.Kind == "user" && (req.Tier == "" || r.Tier == req.Tier) {
-					revs = append(revs, store.Revocation{Tier: r.Tier, Serial: r.Serial})
-				}
-			}
-			if res.Sessions, err = tx.RevokeUserSessions(req.User, now); err != nil {
-				return err
-			}
+			return a.revokeUser(tx, req.User, req.Tier, req.Reason, orAdmin(req.By), now, res, nil)
 		}
 		for _, r := range revs {
 			r.Reason, r.At, r.By = req.Reason, now, orAdmin(req.By)
@@ -393,10 +396,6 @@ func (a *Admin) Revoke(ctx context.Context, req RevokeRequest) (*RevokeResult, e
 				return err
 			}
 		}
-		if len(revs) == 0 && req.User != "" {
-			return a.appendAudit(tx, store.AuditEvent{Type: "revoke", Actor: orAdmin(req.By), Subject: req.User, Outcome: "ok", Reason: req.Reason,
-				Details: map[string]string{"sessions_revoked": fmt.Sprint(res.Sessions)}})
-		}
 		return nil
 	})
 	if req.User != "" {
@@ -408,6 +407,7 @@ func (a *Admin) Revoke(ctx context.Context, req RevokeRequest) (*RevokeResult, e
 	if err != nil {
 		return nil, fmt.Errorf("ca: revoke: %w", err)
 	}
+	a.revs.publish()
 	a.cfg.Logger.Info("revoked", "serials", res.Serials, "key_ids", res.KeyIDs, "tiers", res.Tiers, "by", orAdmin(req.By))
 	return res, nil
 }
@@ -415,19 +415,6 @@ func (a *Admin) Revoke(ctx context.Context, req RevokeRequest) (*RevokeResult, e
 // HostRevocationTier is the revocation bucket for host certificates; host
 // auth (renewal, uploads) refuses what is in it.
 const HostRevocationTier = "@hosts"
-
-// IsHostRevoked reports whether a host certificate serial was revoked.
-func (a *Admin) IsHostRevoked(ctx context.Context, serial uint64) bool {
-	revoked := false
-	_ = a.cfg.Store.View(ctx, func(tx *store.Tx) error {
-		set, err := tx.Revocations(HostRevocationTier)
-		if err == nil {
-			_, revoked = slices.BinarySearch(set.Serials, serial)
-		}
-		return err
-	})
-	return revoked
-}
 
 // Audit lists audit events.
 func (a *Admin) Audit(ctx context.Context, f store.AuditFilter) ([]store.AuditEvent, error) {

@@ -218,6 +218,12 @@ func (a *Authority) issueUserCert(ctx context.Context, sess *store.Session, req 
 		ev.Details = map[string]string{"principals": joinComma(grant.Principals), "valid_before": rec.ValidBefore.Format(time.RFC3339), "key": rec.PublicKeyFP}
 		evCopy := *ev
 		err = a.cfg.Store.Update(ctx, func(tx *store.Tx) error {
+			// The session (and its user) may have been revoked, removed or
+			// disabled since it was authenticated: a certificate recorded
+			// after that would escape the revocation (revocations.go).
+			if err := sessionStillLive(tx, sess.ID); err != nil {
+				return err
+			}
 			if err := tx.PutCert(rec); err != nil {
 				return err
 			}
@@ -231,6 +237,9 @@ func (a *Authority) issueUserCert(ctx context.Context, sess *store.Session, req 
 		})
 		if errors.Is(err, store.ErrDuplicateSerial) && attempt < 3 {
 			continue
+		}
+		if errors.Is(err, ErrSessionInvalid) {
+			return nil, refuse(api.CodeUnauthenticated, http.StatusUnauthorized, err, "your sshward session is missing, expired or revoked: run sshward login")
 		}
 		if err != nil {
 			return nil, fmt.Errorf("ca: record user cert %d: %w", serial, err)
@@ -290,6 +299,9 @@ func (a *Authority) auditRefusal(ctx context.Context, ev store.AuditEvent, cause
 func refusalText(err error) string {
 	var r *Refusal
 	if errors.As(err, &r) {
+		if r.Audit != "" {
+			return r.Audit
+		}
 		return r.Message
 	}
 	return err.Error()

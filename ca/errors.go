@@ -21,6 +21,7 @@ var (
 	ErrNotFound       = errors.New("ca: not found")
 	ErrTokenInvalid   = errors.New("ca: join token is unknown, used or expired")
 	ErrNoOIDC         = errors.New("ca: OIDC login is not configured")
+	ErrUserDisabled   = errors.New("ca: user is disabled")
 )
 
 // Refusal is a refusal to show to a user: a code, an HTTP status and one
@@ -30,6 +31,10 @@ type Refusal struct {
 	Status  int
 	Message string
 	Cause   error
+	// Audit, when set, is the reason the audit log records instead of
+	// Message: what the user must not learn (a disabled account answers
+	// like a wrong password) but the auditor must.
+	Audit string
 }
 
 func (r *Refusal) Error() string { return r.Message }

@@ -171,8 +171,10 @@ func (a *Authority) HostRevocations(ctx context.Context, tier string) (*api.Revo
 	if _, ok := a.cfg.Policy.Tier(tier); !ok {
 		return nil, refuse(api.CodeUnknownTier, http.StatusNotFound, nil, "unknown tier %q", tier)
 	}
-	out := &api.RevocationList{Tier: tier, GeneratedAt: a.cfg.Now().UTC(), Serials: []uint64{}, KeyIDs: []string{}}
+	out := &api.RevocationList{Tier: tier, GeneratedAt: a.cfg.Now().UTC(), Serials: []uint64{}, KeyIDs: []string{},
+		MaxStale: a.revocationMaxStale(a.cfg.Policy.HostTrust(tier))}
 	err := a.cfg.Store.View(ctx, func(tx *store.Tx) error {
+		out.Seq = tx.RevocationSeq()
 		for _, t := range a.cfg.Policy.HostTrust(tier) {
 			set, err := tx.Revocations(t)
 			if err != nil {

@@ -82,6 +82,11 @@ func (a *Authority) login(ctx context.Context, req api.LoginRequest, clientAddr 
 	if err != nil {
 		return nil, fmt.Errorf("ca: login %q: %w", req.User, err)
 	}
+	if !u.DisabledAt.IsZero() {
+		// Disabled answers like any other failure; the audit says why.
+		identity.DummyVerify(req.Password)
+		return nil, fail(ErrUserDisabled, true)
+	}
 	pwOK, err := identity.VerifyPassword(u.PasswordHash, req.Password)
 	pwOK = pwOK && err == nil
 	mfa := false
@@ -123,6 +128,9 @@ func (a *Authority) login(ctx context.Context, req api.LoginRequest, clientAddr 
 		if err != nil {
 			return err
 		}
+		if !cur.DisabledAt.IsZero() { // disabled while this login ran
+			return ErrUserDisabled
+		}
 		if mfa {
 			if step <= cur.TOTPLastStep { // a concurrent login used this code
 				return ErrBadOTP
@@ -140,6 +148,9 @@ func (a *Authority) login(ctx context.Context, req api.LoginRequest, clientAddr 
 	})
 	if errors.Is(err, ErrBadOTP) {
 		return nil, fail(ErrBadOTP, true)
+	}
+	if errors.Is(err, ErrUserDisabled) { // disabled meanwhile
+		return nil, fail(ErrUserDisabled, false)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("ca: record login of %q: %w", u.Name, err)

@@ -270,6 +270,15 @@ type RevocationList struct {
 	GeneratedAt time.Time `json:"generated_at"`
 	Serials     []uint64  `json:"serials"`
 	KeyIDs      []string  `json:"key_ids"`
+	// Seq is the CA's revocation log position the list includes: watch
+	// from it (PathHostRevocationsWatch). Absent from CAs before issue 8.
+	Seq uint64 `json:"seq,omitzero"`
+	// MaxStale says, per tier whose certificates the list covers, how old
+	// a host's copy may grow while the CA cannot be reached before the
+	// host refuses new sessions of that tier (the tier's
+	// revocation_max_stale); 0 means no bound. A tier missing here: the
+	// CA did not say, and the agent applies its default.
+	MaxStale map[string]Duration `json:"max_stale,omitempty"`
 }
 
 // Duration is a time.Duration that reads and writes JSON as a Go duration

@@ -130,6 +130,11 @@ func (t *Tier) check() *issue {
 	if is := checkSourceAddress(n, t.SourceAddress); is != nil {
 		return is
 	}
+	if t.RevocationMaxStale != 0 {
+		if is := checkDuration(n, "revocation_max_stale", t.RevocationMaxStale); is != nil {
+			return is
+		}
+	}
 	if t.OnRecordingFailure != RecordingFailOpen && t.OnRecordingFailure != RecordingFailClosed {
 		return fieldIssue(n, "on_recording_failure", "on_recording_failure %q must be open or closed", t.OnRecordingFailure)
 	}

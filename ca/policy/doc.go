@@ -48,6 +48,8 @@
 //	    force_command: ""     # OpenSSH force-command
 //	    on_recording_failure: closed  # open | closed (default closed)
 //	    end_session_on_expiry: false  # end sessions when the certificate expires or is revoked
+//	    revocation_max_stale: 5m      # hosts refuse new sessions of this tier when their revocation
+//	                                  # list is older than this (CA unreachable); off: no bound (default 5m)
 //
 // Lists refuse duplicates. YAML anchors, aliases and merge keys work;
 // explicit keys win over merged ones:

@@ -58,6 +58,11 @@ func (t *Tier) node() *yaml.Node {
 	put(n, "end_session_on_expiry", boolNode(t.EndSessionOnExpiry))
 	put(n, "request_ttl", durationNode(t.RequestTTL))
 	putList(n, "trusted_on", t.TrustedOn)
+	if t.RevocationMaxStale == 0 {
+		put(n, "revocation_max_stale", stringNode("off"))
+	} else {
+		put(n, "revocation_max_stale", durationNode(t.RevocationMaxStale))
+	}
 	return n
 }
 

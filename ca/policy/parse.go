@@ -22,7 +22,7 @@ var (
 	topKeys  = []string{"session_ttl", "host_cert_ttl", "tiers"}
 	tierKeys = []string{"hosts", "ttl", "max_ttl", "mfa", "approvals", "approvers", "record_input",
 		"single_use", "extensions", "principals", "source_address", "force_command",
-		"on_recording_failure", "end_session_on_expiry", "request_ttl", "trusted_on"}
+		"on_recording_failure", "end_session_on_expiry", "request_ttl", "trusted_on", "revocation_max_stale"}
 )
 
 // Parse reads a policy file (schema in the package documentation). It is
@@ -319,7 +319,7 @@ func (d *decoder) tiers(kv pair) ([]*Tier, error) {
 func (d *decoder) tier(tp pair) (*Tier, error) {
 	name := tp.key
 	d.lines[lineKey{name, "", -1}] = tp.keyNode.Line
-	t := &Tier{Name: name, OnRecordingFailure: RecordingFailClosed, RequestTTL: DefaultRequestTTL}
+	t := &Tier{Name: name, OnRecordingFailure: RecordingFailClosed, RequestTTL: DefaultRequestTTL, RevocationMaxStale: DefaultRevocationMaxStale}
 	v, err := d.node(tp.val)
 	if err != nil {
 		return nil, err
@@ -381,6 +381,8 @@ func (d *decoder) tier(tp pair) (*Tier, error) {
 			err = d.duration(name, kv, &t.RequestTTL)
 		case "trusted_on":
 			t.TrustedOn, err = d.strings(name, kv.key, kv)
+		case "revocation_max_stale":
+			err = d.durationOrOff(name, kv, &t.RevocationMaxStale)
 		}
 		if err != nil {
 			return nil, err
@@ -432,6 +434,20 @@ func (d *decoder) duration(tier string, kv pair, out *time.Duration) error {
 	}
 	*out = dur
 	return nil
+}
+
+// durationOrOff reads a duration, or "off" (also false or 0) for none.
+func (d *decoder) durationOrOff(tier string, kv pair, out *time.Duration) error {
+	v, err := d.scalar(tier, kv, `a duration such as 5m, or "off"`)
+	if err != nil {
+		return err
+	}
+	switch v.Value {
+	case "off", "false", "0":
+		*out = 0
+		return nil
+	}
+	return d.duration(tier, kv, out)
 }
 
 func (d *decoder) boolean(tier string, kv pair, out *bool) error {

@@ -52,6 +52,7 @@ func TestDefault(t *testing.T) {
 				OnRecordingFailure: "closed",
 				EndSessionOnExpiry: true,
 				RequestTTL:         30 * time.Minute,
+				RevocationMaxStale: 5 * time.Minute,
 			},
 			{
 				Name:               "break-glass",
@@ -69,6 +70,7 @@ func TestDefault(t *testing.T) {
 				EndSessionOnExpiry: true,
 				RequestTTL:         30 * time.Minute,
 				TrustedOn:          []string{"production"},
+				RevocationMaxStale: 5 * time.Minute,
 			},
 		},
 	}

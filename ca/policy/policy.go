@@ -20,6 +20,11 @@ const (
 	DefaultHostCertTTL = 24 * time.Hour
 	DefaultRequestTTL  = 30 * time.Minute
 
+	// DefaultRevocationMaxStale is a tier's revocation_max_stale when the
+	// policy does not set one: past it, a host that cannot refresh its
+	// revocation list refuses new sessions of the tier.
+	DefaultRevocationMaxStale = 5 * time.Minute
+
 	// MaxPolicyBytes bounds the policy file Parse accepts.
 	MaxPolicyBytes = 1 << 20
 
@@ -84,6 +89,11 @@ type Tier struct {
 	EndSessionOnExpiry bool                // end_session_on_expiry: cut sessions at cert expiry
 	RequestTTL         time.Duration       // request_ttl: how long a pending access request lives
 	TrustedOn          []string            // trusted_on: other tiers whose hosts also accept this tier's certificates
+	// RevocationMaxStale (revocation_max_stale) bounds how old a host's
+	// revocation list may grow, while the host cannot reach the CA, before
+	// it refuses new sessions of this tier. 0 ("off") means no bound.
+	// Default DefaultRevocationMaxStale.
+	RevocationMaxStale time.Duration
 }
 
 // Tier returns the tier called name.

@@ -25,6 +25,11 @@ type PasswordChange struct {
 	Password string `json:"password"`
 }
 
+// UserDisable is the body of POST /admin/users/{name}/disable.
+type UserDisable struct {
+	Reason string `json:"reason,omitempty"`
+}
+
 // VerifyResult answers GET /admin/audit/verify.
 type VerifyResult struct {
 	OK      bool   `json:"ok"`
@@ -52,6 +57,18 @@ func (s *Server) adminRoutes() http.Handler {
 	mux.HandleFunc("DELETE "+AdminUsers+"/{name}", func(w http.ResponseWriter, r *http.Request) {
 		err := s.a.RemoveUser(r.Context(), r.PathValue("name"), "admin-socket")
 		s.reply(w, r, map[string]string{"removed": r.PathValue("name")}, err)
+	})
+	mux.HandleFunc("POST "+AdminUsers+"/{name}/disable", func(w http.ResponseWriter, r *http.Request) {
+		var req UserDisable
+		if !s.decode(w, r, &req) {
+			return
+		}
+		res, err := s.a.DisableUser(r.Context(), r.PathValue("name"), req.Reason, "admin-socket")
+		s.reply(w, r, res, err)
+	})
+	mux.HandleFunc("POST "+AdminUsers+"/{name}/enable", func(w http.ResponseWriter, r *http.Request) {
+		err := s.a.EnableUser(r.Context(), r.PathValue("name"), "admin-socket")
+		s.reply(w, r, map[string]string{"enabled": r.PathValue("name")}, err)
 	})
 	mux.HandleFunc("PUT "+AdminUsers+"/{name}/password", func(w http.ResponseWriter, r *http.Request) {
 		var req PasswordChange

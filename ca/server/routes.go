@@ -47,6 +47,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET "+api.PathHostRevoked+"{tier}", s.withHost(s.handleRevoked))
 	s.requestRoutes(mux)
 	s.playbackRoutes(mux)
+	s.revocationRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &api.Error{Code: api.CodeNotFound, Status: http.StatusNotFound, Message: "no such API path: " + r.URL.Path})
 	})
@@ -116,7 +117,10 @@ func (s *Server) withHost(h hostHandler) http.HandlerFunc {
 		cert, err := s.hosts.Verify(r, body)
 		if err != nil {
 			s.log.Warn("host auth refused", "path", r.URL.Path, "client", clientIP(r), "reason", err.Error())
-			writeError(w, &api.Error{Code: api.CodeUnauthenticated, Status: http.StatusUnauthorized, Message: "host authentication failed: the host certificate is missing, expired, revoked or not from this CA"})
+			writeError(w, hostAuthFailed)
+			return
+		}
+		if s.refuseRevokedHost(w, r, cert) {
 			return
 		}
 		h(w, r, cert, body)

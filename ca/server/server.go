@@ -18,7 +18,6 @@ import (
 
 	"github.com/sshward/sshward/ca"
 	"github.com/sshward/sshward/ca/hostauth"
-	"golang.org/x/crypto/ssh"
 )
 
 // Config configures a Server.
@@ -34,6 +33,9 @@ type Config struct {
 	// ReadHeaderTimeout and IdleTimeout bound slow clients (defaults 10s, 120s).
 	ReadHeaderTimeout time.Duration
 	IdleTimeout       time.Duration
+	// RevocationHeartbeat is how often an idle revocation stream sends a
+	// heartbeat (default DefaultRevocationHeartbeat).
+	RevocationHeartbeat time.Duration
 }
 
 // Server is the CA's HTTP front.
@@ -44,6 +46,9 @@ type Server struct {
 	hosts  *hostauth.Verifier
 	public http.Handler
 	admin  http.Handler
+
+	heartbeat time.Duration // of revocation streams
+	watches   watchers      // open revocation streams per host
 }
 
 // New returns a Server.
@@ -63,15 +68,17 @@ func New(cfg Config) (*Server, error) {
 	if cfg.IdleTimeout == 0 {
 		cfg.IdleTimeout = 120 * time.Second
 	}
-	s := &Server{cfg: cfg, a: cfg.Authority, log: cfg.Logger}
+	if cfg.RevocationHeartbeat <= 0 {
+		cfg.RevocationHeartbeat = DefaultRevocationHeartbeat
+	}
+	s := &Server{cfg: cfg, a: cfg.Authority, log: cfg.Logger, heartbeat: cfg.RevocationHeartbeat}
 	nonces := &hostauth.NonceCache{Size: 100_000, Now: cfg.Now}
+	// Revoked host certificates are refused after verification, with an
+	// audit record (refuseRevokedHost), not inside the verifier.
 	s.hosts = &hostauth.Verifier{
 		HostCAs: s.a.HostCAKeys,
-		IsRevoked: func(c *ssh.Certificate) bool {
-			return s.a.IsHostRevoked(context.Background(), c.Serial)
-		},
-		Now:  cfg.Now,
-		Seen: nonces.Seen,
+		Now:     cfg.Now,
+		Seen:    nonces.Seen,
 	}
 	s.public = s.routes()
 	s.admin = s.adminRoutes()
@@ -89,7 +96,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if s.cfg.TLS == nil {
 		return errors.New("server: Config.TLS is required to serve")
 	}
-	return s.serve(ctx, tls.NewListener(ln, s.cfg.TLS), s.public)
+	// Playback servers authenticate the revocation stream with their TLS
+	// certificate from the CA's root; everyone else sends none.
+	tc := s.cfg.TLS.Clone()
+	if tc.ClientAuth == tls.NoClientCert {
+		tc.ClientAuth = tls.RequestClientCert
+	}
+	return s.serve(ctx, tls.NewListener(ln, tc), s.public)
 }
 
 // ServeAdmin serves the admin API on a unix socket listener until ctx ends.

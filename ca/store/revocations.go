@@ -30,6 +30,10 @@ type Revocation struct {
 	Reason string    `json:"reason,omitzero"`
 	At     time.Time `json:"at"` // set by AddRevocation when zero
 	By     string    `json:"by,omitzero"`
+	// Seq is the revocation's place in the store-wide revocation log (see
+	// RevocationsSince), set by AddRevocation; 0 for revocations recorded
+	// before the log existed.
+	Seq uint64 `json:"seq,omitzero"`
 }
 
 // RevocationSet is what a tier's KRL is built from.
@@ -75,6 +79,9 @@ func (tx *Tx) AddRevocation(r *Revocation) error {
 	}
 	if b.Get(key) != nil {
 		return nil
+	}
+	if err := tx.logRevocation(root, r); err != nil {
+		return fmt.Errorf("store: %s in tier %q: %w", op, r.Tier, err)
 	}
 	if err := putJSON(b, key, r); err != nil {
 		return fmt.Errorf("store: %s in tier %q: %w", op, r.Tier, err)

@@ -17,8 +17,11 @@ type User struct {
 	Failures     int       `json:"failures,omitzero"`       // consecutive failed logins
 	LastFailure  time.Time `json:"last_failure,omitzero"`
 	LockedUntil  time.Time `json:"locked_until,omitzero"`
-	CreatedAt    time.Time `json:"created_at,omitzero"` // set by PutUser when zero
-	UpdatedAt    time.Time `json:"updated_at,omitzero"` // set by every PutUser
+	// DisabledAt, when set, is when an administrator disabled the user:
+	// no login, no certificate (sshward-ca users disable; enable clears it).
+	DisabledAt time.Time `json:"disabled_at,omitzero"`
+	CreatedAt  time.Time `json:"created_at,omitzero"` // set by PutUser when zero
+	UpdatedAt  time.Time `json:"updated_at,omitzero"` // set by every PutUser
 }
 
 // PutUser creates or replaces the user u.Name. It sets u.UpdatedAt to now

@@ -26,6 +26,8 @@ type admin interface {
 	AddUser(ctx context.Context, req ca.AddUserRequest) (*ca.AddUserResult, error)
 	ListUsers(ctx context.Context) ([]ca.UserInfo, error)
 	RemoveUser(ctx context.Context, name string) error
+	DisableUser(ctx context.Context, name, reason string) (*ca.DisableResult, error)
+	EnableUser(ctx context.Context, name string) error
 	SetPassword(ctx context.Context, name, password string) error
 	NewJoinToken(ctx context.Context, req ca.JoinTokenRequest) (*ca.JoinTokenResult, error)
 	Revoke(ctx context.Context, req ca.RevokeRequest) (*ca.RevokeResult, error)
@@ -83,6 +85,12 @@ type localAdmin struct {
 
 func (l *localAdmin) RemoveUser(ctx context.Context, name string) error {
 	return l.Admin.RemoveUser(ctx, name, "admin-offline")
+}
+func (l *localAdmin) DisableUser(ctx context.Context, name, reason string) (*ca.DisableResult, error) {
+	return l.Admin.DisableUser(ctx, name, reason, "admin-offline")
+}
+func (l *localAdmin) EnableUser(ctx context.Context, name string) error {
+	return l.Admin.EnableUser(ctx, name, "admin-offline")
 }
 func (l *localAdmin) SetPassword(ctx context.Context, name, pw string) error {
 	return l.Admin.SetPassword(ctx, name, pw, "admin-offline")
@@ -152,6 +160,13 @@ func (s *socketAdmin) ListUsers(ctx context.Context) ([]ca.UserInfo, error) {
 }
 func (s *socketAdmin) RemoveUser(ctx context.Context, name string) error {
 	return s.call(ctx, http.MethodDelete, server.AdminUsers+"/"+url.PathEscape(name), nil, nil)
+}
+func (s *socketAdmin) DisableUser(ctx context.Context, name, reason string) (*ca.DisableResult, error) {
+	var out ca.DisableResult
+	return &out, s.call(ctx, http.MethodPost, server.AdminUsers+"/"+url.PathEscape(name)+"/disable", server.UserDisable{Reason: reason}, &out)
+}
+func (s *socketAdmin) EnableUser(ctx context.Context, name string) error {
+	return s.call(ctx, http.MethodPost, server.AdminUsers+"/"+url.PathEscape(name)+"/enable", struct{}{}, nil)
 }
 func (s *socketAdmin) SetPassword(ctx context.Context, name, pw string) error {
 	return s.call(ctx, http.MethodPut, server.AdminUsers+"/"+url.PathEscape(name)+"/password", server.PasswordChange{Password: pw}, nil)

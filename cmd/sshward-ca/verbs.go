@@ -41,7 +41,7 @@ func (e *env) withAdmin(ctx context.Context, dir string, fn func(admin) error) e
 
 func (e *env) cmdUsers(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		return fmtUsage("users needs a verb: add, list, remove or passwd")
+		return fmtUsage("users needs a verb: add, list, remove, disable, enable or passwd")
 	}
 	verb, args := args[0], args[1:]
 	fs := cli.NewFlagSet("sshward-ca users " + verb)
@@ -99,13 +99,17 @@ func (e *env) cmdUsers(ctx context.Context, args []string) error {
 				return cli.JSON(e.stdout, us)
 			}
 			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tGROUPS\tTOTP\tLOCKED UNTIL")
+			fmt.Fprintln(tw, "NAME\tGROUPS\tTOTP\tLOCKED UNTIL\tDISABLED")
 			for _, u := range us {
 				locked := "-"
 				if time.Now().Before(u.LockedUntil) {
 					locked = u.LockedUntil.Local().Format(time.Kitchen)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%v\t%s\n", u.Name, strings.Join(u.Groups, ","), u.TOTP, locked)
+				disabled := "-"
+				if !u.DisabledAt.IsZero() {
+					disabled = u.DisabledAt.Local().Format(time.RFC3339)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\n", u.Name, strings.Join(u.Groups, ","), u.TOTP, locked, disabled)
 			}
 			return tw.Flush()
 		})
@@ -121,7 +125,43 @@ func (e *env) cmdUsers(ctx context.Context, args []string) error {
 			if err := a.RemoveUser(ctx, pos[0]); err != nil {
 				return err
 			}
-			fmt.Fprintf(e.stdout, "removed %s and revoked their CA sessions\n", pos[0])
+			fmt.Fprintf(e.stdout, "removed %s; their unexpired certificates and CA sessions are revoked\n", pos[0])
+			return nil
+		})
+	case "disable":
+		reason := fs.String("reason", "", "why, for the audit log")
+		pos, err := cli.Parse(fs, args)
+		if err != nil {
+			return err
+		}
+		if len(pos) != 1 {
+			return fmtUsage("users disable needs exactly one NAME")
+		}
+		return e.withAdmin(ctx, *dir, func(a admin) error {
+			res, err := a.DisableUser(ctx, pos[0], *reason)
+			if err != nil {
+				return err
+			}
+			if *asJSON {
+				return cli.JSON(e.stdout, res)
+			}
+			fmt.Fprintf(e.stdout, "disabled %s: %d certificate(s) and %d CA session(s) revoked; sshward-ca users enable %s lets them log in again\n",
+				res.Name, len(res.Serials), res.Sessions, res.Name)
+			return nil
+		})
+	case "enable":
+		pos, err := cli.Parse(fs, args)
+		if err != nil {
+			return err
+		}
+		if len(pos) != 1 {
+			return fmtUsage("users enable needs exactly one NAME")
+		}
+		return e.withAdmin(ctx, *dir, func(a admin) error {
+			if err := a.EnableUser(ctx, pos[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "enabled %s: they can log in again (certificates revoked while disabled stay revoked)\n", pos[0])
 			return nil
 		})
 	case "passwd":
@@ -145,7 +185,7 @@ func (e *env) cmdUsers(ctx context.Context, args []string) error {
 			return nil
 		})
 	}
-	return fmtUsage("unknown users verb %q (add, list, remove, passwd)", verb)
+	return fmtUsage("unknown users verb %q (add, list, remove, disable, enable, passwd)", verb)
 }
 
 func (e *env) cmdTrust(_ context.Context, args []string) error {
