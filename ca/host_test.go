@@ -97,7 +97,7 @@ func TestHostJoinRenewAndRevocations(t *testing.T) {
 	if _, err := w.Authority.Revoke(ctx, ca.RevokeRequest{Serial: cert.Serial, Reason: "host stolen"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := anon.RenewHost(ctx, cert, signer, api.RenewRequest{}); !api.IsCode(err, api.CodeUnauthenticated) {
+	if _, err := anon.RenewHost(ctx, cert, signer, api.RenewRequest{}); !api.IsCode(err, api.CodeForbidden) {
 		t.Fatalf("renewal with a revoked host cert: %v", err)
 	}
 	// A user certificate is not a host identity.

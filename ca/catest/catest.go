@@ -39,6 +39,9 @@ type Options struct {
 	// as sshward-ca serve does; off by default, its key derivation costs
 	// time every test would pay.
 	Passphrase []byte
+	// RevocationHeartbeat is the revocation stream's heartbeat interval
+	// (0: the server's default).
+	RevocationHeartbeat time.Duration
 }
 
 // CA is a running test CA.
@@ -96,7 +99,7 @@ func New(t testing.TB, o Options) *CA {
 	if err != nil {
 		t.Fatalf("catest: tls: %v", err)
 	}
-	srv, err := server.New(server.Config{Authority: c.Authority, TLS: tc, Now: o.Now})
+	srv, err := server.New(server.Config{Authority: c.Authority, TLS: tc, Now: o.Now, RevocationHeartbeat: o.RevocationHeartbeat})
 	if err != nil {
 		t.Fatalf("catest: %v", err)
 	}
