@@ -82,10 +82,11 @@ func (w *world) playbackToken(t testing.TB) string {
 // server is an in-process playback server.
 type server struct {
 	*playback.Server
-	url   string
-	dir   string
-	store *store.Store
-	stop  func()
+	revoked *playback.RevokedHosts
+	url     string
+	dir     string
+	store   *store.Store
+	stop    func()
 }
 
 type serverOpts struct {
@@ -125,16 +126,21 @@ func (w *world) startServer(t testing.TB, o serverOpts) *server {
 	if err != nil {
 		t.Fatal(err)
 	}
+	revoked, err := playback.NewRevokedHosts(id.CAURL, id.RootPEM, id.Certificate, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv, err := playback.New(playback.Config{Store: st, CA: cac, HostCAs: id.HostCAs, SetHostCAs: id.SetHostCAs,
-		TLS: id.TLSConfig(), Now: o.now, Retention: o.retention})
+		TLS: id.TLSConfig(), Now: o.now, Retention: o.retention, RevokedHosts: revoked})
 	if err != nil {
 		t.Fatal(err)
 	}
 	sctx, cancel := context.WithCancel(ctx)
+	go revoked.Run(sctx)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(sctx, ln) }()
 	var once sync.Once
-	s := &server{Server: srv, url: url, dir: o.dir, store: st}
+	s := &server{Server: srv, url: url, dir: o.dir, store: st, revoked: revoked}
 	s.stop = func() {
 		once.Do(func() {
 			cancel()

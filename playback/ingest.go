@@ -47,6 +47,15 @@ func (s *Server) withHost(limit int64, h hostHandler) http.HandlerFunc {
 			writeError(w, http.StatusUnauthorized, api.CodeUnauthenticated, "host authentication failed: the host certificate is missing, expired or not from this CA")
 			return
 		}
+		// Only now, with the certificate verified, is it looked up (and
+		// named in the audit record).
+		if s.cfg.RevokedHosts != nil && s.cfg.RevokedHosts.Revoked(cert) {
+			s.audit(r, store.AuditEvent{Type: "host.refused", Actor: "host:" + owner(cert), Subject: r.URL.Path, Outcome: "refused",
+				Reason: fmt.Sprintf("host certificate revoked (serial %d)", cert.Serial)})
+			s.log.WarnContext(r.Context(), "playback: upload from a revoked host refused", "host", owner(cert), "serial", cert.Serial)
+			writeError(w, http.StatusForbidden, api.CodeForbidden, "this host's certificate was revoked: join the host again with a new token")
+			return
+		}
 		h(w, r, cert, body)
 	}
 }

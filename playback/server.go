@@ -42,6 +42,12 @@ type Config struct {
 	Retention Retention
 	// SweepInterval is how often expired recordings are deleted (default 1h).
 	SweepInterval time.Duration
+	// RevokedHosts, when set, lists revoked host certificates (NewRevokedHosts,
+	// which the caller runs): uploads from them are refused with 403 and
+	// audited.
+	RevokedHosts interface {
+		Revoked(cert *ssh.Certificate) bool
+	}
 	// TrustRefresh is how often the host CA keys are fetched (default 5m).
 	TrustRefresh time.Duration
 	// AuditorGroup is the group that may list and watch recordings

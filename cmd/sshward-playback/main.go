@@ -122,8 +122,14 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// Revoked host certificates arrive by push from the CA.
+	revoked, err := playback.NewRevokedHosts(id.CAURL, id.RootPEM, id.Certificate, log)
+	if err != nil {
+		return err
+	}
+	go revoked.Run(ctx)
 	srv, err := playback.New(playback.Config{
-		Store: st, CA: caClient, HostCAs: id.HostCAs, SetHostCAs: id.SetHostCAs, TLS: id.TLSConfig(),
+		Store: st, CA: caClient, HostCAs: id.HostCAs, SetHostCAs: id.SetHostCAs, TLS: id.TLSConfig(), RevokedHosts: revoked,
 		Retention: settings.Retention, SweepInterval: settings.SweepInterval, UI: ui, Logger: log,
 	})
 	if err != nil {
