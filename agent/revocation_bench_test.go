@@ -36,7 +36,9 @@ func BenchmarkRevocationPropagation(b *testing.B) {
 	for range b.N {
 		for i := range benchRevocations {
 			now := time.Now()
-			k := mint(b, dir, w.UserCAs[api.TierProduction], ssh.Certificate{Serial: uint64(7_000_000 + i), KeyId: "bench revocation",
+			// A fresh serial each time: the benchmark runs more than once
+			// against the same CA, and a revoked serial stays revoked.
+			k := mint(b, dir, w.UserCAs[api.TierProduction], ssh.Certificate{Serial: uint64(now.UnixNano()) + uint64(i), KeyId: "bench revocation",
 				ValidPrincipals: []string{login}, ValidAfter: uint64(now.Add(-time.Minute).Unix()),
 				ValidBefore: uint64(now.Add(10 * time.Minute).Unix()), Permissions: ssh.Permissions{Extensions: productionExt()}}, nil)
 			cl, err := realGoSSHDial(b, w, a, k, login)
