@@ -72,16 +72,9 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var patterns []recorder.RedactPattern
-	for _, r := range redact {
-		name, re, ok := strings.Cut(r, "=")
-		if !ok {
-			return cli.Usagef("--redact %q: want NAME=REGEXP, e.g. --redact 'vault-token=hvs\\.[A-Za-z0-9]{24,}'", r)
-		}
-		patterns = append(patterns, recorder.RedactPattern{Name: name, Regexp: re})
-	}
-	if _, err := recorder.NewRedaction(append(recorder.DefaultRedactPatterns(), patterns...), 0); err != nil {
-		return cli.Usagef("--redact: %v", err)
+	patterns, err := redactPatterns(redact)
+	if err != nil {
+		return err
 	}
 	switch {
 	case len(pos) > 0:
@@ -187,22 +180,9 @@ func runStatus(args []string, stdout io.Writer) error {
 	fs := cli.NewFlagSet(prog + " status --data DIR [--json]")
 	dataDir := fs.String("data", "", "data directory of the agent")
 	asJSON := fs.Bool("json", false, "print JSON")
-	var redact cli.StringList
-	fs.Var(&redact, "redact", "NAME=REGEXP: also redact matches of REGEXP (RE2, starting with literal text) from recordings, as [REDACTED:NAME] (repeatable; private keys, AWS, GitHub, Slack and bearer tokens always are)")
 	pos, err := cli.Parse(fs, args)
 	if err != nil {
 		return err
-	}
-	var patterns []recorder.RedactPattern
-	for _, r := range redact {
-		name, re, ok := strings.Cut(r, "=")
-		if !ok {
-			return cli.Usagef("--redact %q: want NAME=REGEXP, e.g. --redact 'vault-token=hvs\\.[A-Za-z0-9]{24,}'", r)
-		}
-		patterns = append(patterns, recorder.RedactPattern{Name: name, Regexp: re})
-	}
-	if _, err := recorder.NewRedaction(append(recorder.DefaultRedactPatterns(), patterns...), 0); err != nil {
-		return cli.Usagef("--redact: %v", err)
 	}
 	switch {
 	case len(pos) > 0:
@@ -218,4 +198,21 @@ func runStatus(args []string, stdout io.Writer) error {
 		return cli.JSON(stdout, st)
 	}
 	return st.WriteText(stdout)
+}
+
+// redactPatterns reads --redact NAME=REGEXP values and checks them with the
+// built-in patterns, so a bad one stops the agent at start.
+func redactPatterns(values []string) ([]recorder.RedactPattern, error) {
+	var patterns []recorder.RedactPattern
+	for _, r := range values {
+		name, re, ok := strings.Cut(r, "=")
+		if !ok {
+			return nil, cli.Usagef("--redact %q: want NAME=REGEXP, e.g. --redact 'vault-token=hvs\\.[A-Za-z0-9]{24,}'", r)
+		}
+		patterns = append(patterns, recorder.RedactPattern{Name: name, Regexp: re})
+	}
+	if _, err := recorder.NewRedaction(append(recorder.DefaultRedactPatterns(), patterns...), 0); err != nil {
+		return nil, cli.Usagef("--redact: %v", err)
+	}
+	return patterns, nil
 }
