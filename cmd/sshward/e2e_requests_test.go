@@ -111,20 +111,7 @@ func (c *accessCLI) serve(dir string) string {
 		cmd.Process.Signal(os.Interrupt)
 		cmd.Wait()
 	})
-	ready := make(chan string, 1)
-	go func() {
-		line, _ := bufio.NewReader(stdout).ReadString('\n')
-		ready <- line
-		io.Copy(io.Discard, stdout)
-	}()
-	select {
-	case line := <-ready:
-		if !strings.Contains(line, "serving https://") {
-			c.t.Fatalf("serve said %q; log: %s", line, logBuf.String())
-		}
-	case <-time.After(30 * time.Second):
-		c.t.Fatalf("serve did not start; log: %s", logBuf.String())
-	}
+	waitServing(c.t, stdout, &logBuf)
 	return "https://" + addr
 }
 
@@ -327,4 +314,24 @@ func keygenValidity(t *testing.T, out string) time.Duration {
 	}
 	t.Fatalf("ssh-keygen -L shows no validity:\n%s", out)
 	return 0
+}
+
+// waitServing waits for sshward-ca serve's first line on stdout ("…serving
+// https://…") and drains the rest; log is its stderr, shown on failure.
+func waitServing(t *testing.T, stdout io.Reader, log fmt.Stringer) {
+	t.Helper()
+	ready := make(chan string, 1)
+	go func() {
+		line, _ := bufio.NewReader(stdout).ReadString('\n')
+		ready <- line
+		io.Copy(io.Discard, stdout)
+	}()
+	select {
+	case line := <-ready:
+		if !strings.Contains(line, "serving https://") {
+			t.Fatalf("serve said %q; log: %s", line, log.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("serve did not start; log: %s", log.String())
+	}
 }

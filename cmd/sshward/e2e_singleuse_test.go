@@ -1,7 +1,6 @@
 package main_test
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -343,20 +342,7 @@ func (c *accessCLI) serveAt(dir, addr string) (stop func()) {
 		})
 	}
 	c.t.Cleanup(stop)
-	ready := make(chan string, 1)
-	go func() {
-		line, _ := bufio.NewReader(stdout).ReadString('\n')
-		ready <- line
-		io.Copy(io.Discard, stdout)
-	}()
-	select {
-	case line := <-ready:
-		if !strings.Contains(line, "serving https://") {
-			c.t.Fatalf("serve said %q; log: %s", line, logBuf.String())
-		}
-	case <-time.After(30 * time.Second):
-		c.t.Fatalf("serve did not start; log: %s", logBuf.String())
-	}
+	waitServing(c.t, stdout, &logBuf)
 	return stop
 }
 
