@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -111,8 +112,10 @@ func (r *RevokedHosts) follow(ctx context.Context) (healthy bool, err error) {
 		return false, fmt.Errorf("the CA answered %s", resp.Status)
 	}
 	// A stream silent for three heartbeats is dead: cancel it.
-	// Until the hello says otherwise: the CA's default heartbeat.
-	heartbeat := api.Duration(10 * time.Second)
+	// Until the hello says otherwise: the CA's default heartbeat. Read by
+	// the watchdog, set by apply: atomic.
+	var heartbeat atomic.Int64
+	heartbeat.Store(int64(10 * time.Second))
 	alive := make(chan struct{}, 1)
 	go func() {
 		for {
@@ -120,7 +123,7 @@ func (r *RevokedHosts) follow(ctx context.Context) (healthy bool, err error) {
 			case <-ctx.Done():
 				return
 			case <-alive:
-			case <-time.After(3 * time.Duration(heartbeat)):
+			case <-time.After(3 * time.Duration(heartbeat.Load())):
 				cancel()
 				return
 			}
@@ -146,13 +149,13 @@ func (r *RevokedHosts) follow(ctx context.Context) (healthy bool, err error) {
 	return healthy, fmt.Errorf("the CA closed the stream")
 }
 
-func (r *RevokedHosts) apply(ev api.RevocationEvent, heartbeat *api.Duration) {
+func (r *RevokedHosts) apply(ev api.RevocationEvent, heartbeat *atomic.Int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	switch ev.Type {
 	case api.EventHello:
 		if ev.Heartbeat > 0 {
-			*heartbeat = ev.Heartbeat
+			heartbeat.Store(int64(ev.Heartbeat))
 		}
 		if ev.Seq > 0 {
 			r.synced = true // resuming: what we hold is current up to Seq
