@@ -216,12 +216,14 @@ func TestPreauthTimeouts(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before := a.srv.PreauthStats()
+			// Timed from before the dial: the agent's deadline starts at its
+			// accept, which can come before Dial returns here.
+			st := time.Now()
 			conn, err := net.Dial("tcp", a.addr)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer conn.Close()
-			st := time.Now()
 			if tt.send != "" {
 				if _, err := io.WriteString(conn, tt.send); err != nil {
 					t.Fatal(err)
