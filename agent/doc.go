@@ -29,7 +29,10 @@
 // any user), a host certificate, a login name not among the principals, a
 // time outside the validity window (MaxClockSkew early, never late), unknown
 // critical options, a source-address mismatch, a revoked serial or key id,
-// and a spent single-use serial. It also refuses a certificate that claims
+// a host not among the certificate's target hosts (hosts@sshward), and a
+// spent single-use serial. A single-use certificate is claimed at the CA
+// before its session starts (requestused.go): one claim wins in the whole
+// fleet, and without the CA's answer it is refused (fail closed). It also refuses a certificate that claims
 // more time than its tier allows: never expiring, valid since 1970, or a
 // window longer than the tier's max_ttl plus MaxBackdate, where the CA sends
 // each trusted user-CA key's max_ttl with the host certificate and the agent
