@@ -2,8 +2,11 @@ package agent
 
 import (
 	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 )
@@ -67,4 +70,20 @@ func syncDir(dir string) error {
 		return fmt.Errorf("sync %s: %w", dir, err)
 	}
 	return nil
+}
+
+// readJSONFile decodes the cache file name in dataDir into v; a file that is
+// not there is (false, nil). what names the cache in errors.
+func readJSONFile(dataDir, name, what string, v any) (bool, error) {
+	data, err := os.ReadFile(filepath.Join(dataDir, name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("agent: read %s: %w", what, err)
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return false, fmt.Errorf("agent: decode %s %s: %w", what, name, err)
+	}
+	return true, nil
 }

@@ -2,10 +2,7 @@ package agent
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -87,18 +84,9 @@ func indexLimits(limits []api.UserCALimit, trusted map[string]bool) (map[string]
 
 // loadLimits reads the cached limits; none cached is no error.
 func loadLimits(dataDir string) ([]api.UserCALimit, error) {
-	data, err := os.ReadFile(filepath.Join(dataDir, fileUserCALimits))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("agent: read user CA limits: %w", err)
-	}
 	var f limitsFile
-	if err := json.Unmarshal(data, &f); err != nil {
-		return nil, fmt.Errorf("agent: decode %s: %w", fileUserCALimits, err)
-	}
-	return f.Limits, nil
+	_, err := readJSONFile(dataDir, fileUserCALimits, "user CA limits", &f)
+	return f.Limits, err
 }
 
 func saveLimits(cfg *Config, limits []api.UserCALimit) error {

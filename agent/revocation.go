@@ -3,10 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -118,16 +115,9 @@ func (r *revocations) merge(snap api.RevocationList, t time.Time) (*revocations,
 }
 
 func loadRevocations(dataDir string) (*revocations, error) {
-	data, err := os.ReadFile(filepath.Join(dataDir, fileRevocations))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("agent: read revocation cache: %w", err)
-	}
 	var f revocationFile
-	if err := json.Unmarshal(data, &f); err != nil {
-		return nil, fmt.Errorf("agent: decode revocation cache %s: %w", fileRevocations, err)
+	if found, err := readJSONFile(dataDir, fileRevocations, "revocation cache", &f); !found || err != nil {
+		return nil, err
 	}
 	return newRevocations(f.List, f.FetchedAt), nil
 }
