@@ -88,6 +88,7 @@ func (s *Spool) Create(ctx context.Context, m Metadata, h Header) (*Recording, e
 		return nil, ErrClosed
 	}
 	s.cfg.Logger.DebugContext(ctx, "recorder: recording started", "session_id", id, "tier", m.Tier)
+	s.signalChange()
 	return r, nil
 }
 
@@ -245,6 +246,7 @@ func (r *Recording) finish(end EndInfo, incomplete string) (*Metadata, error) {
 		s.mu.Lock()
 		delete(s.live, r.meta.SessionID)
 		s.mu.Unlock()
+		s.signalChange()
 	}()
 
 	werr := r.w.finish(endMarker(end))

@@ -115,7 +115,8 @@ type Shipper struct {
 
 	mu      sync.Mutex // guards the fields below
 	states  map[string]*shipState
-	running int // workers running
+	running int    // workers running
+	turns   uint64 // worker turns given so far
 
 	// Owned by Run's goroutine: what was last written to ShipStatusFile.
 	savedStatus []byte
@@ -133,7 +134,9 @@ type shipState struct {
 	attempts int   // consecutive failures
 	lastErr  string
 	nextTry  time.Time
-	working  bool // a worker owns it
+	working  bool   // a worker owns it
+	served   uint64 // the shipper's turn count when a worker last took it
+	caughtUp int64  // cast size when a turn found no whole line left to send
 }
 
 // NewShipper returns a Shipper; Run starts it.
@@ -187,26 +190,43 @@ func NewShipper(cfg ShipperConfig) (*Shipper, error) {
 
 // Run ships until ctx ends, then waits for its workers and returns nil.
 // Failures are retried, never returned: they show in Status.
+//
+// Scheduling: the spool is scanned every PollInterval and whenever a
+// recording starts or finishes (Spool.Changed). A worker takes one
+// recording for one turn, at most turnChunks chunks, and gives it back, so
+// no recording holds a worker while it is live: every live recording
+// streams however many there are, and a finished one is shipped within one
+// turn of its end whatever else is running. The recordings served longest
+// ago go first.
 func (s *Shipper) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	t := time.NewTicker(s.cfg.PollInterval)
 	defer t.Stop()
+	freed := make(chan struct{}, 1)
+	s.scan(ctx)
 	for {
-		s.scan(ctx, &wg)
+		s.dispatch(ctx, &wg, freed)
 		s.saveStatus(ctx)
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+			s.scan(ctx)
+		case <-s.cfg.Spool.Changed():
+			s.scan(ctx)
+		case <-freed:
 		}
 	}
 }
 
-// scan reconciles the states with the spool and starts workers for the
-// recordings that are due: live ones first (they are being watched), then
-// the oldest.
-func (s *Shipper) scan(ctx context.Context, wg *sync.WaitGroup) {
+// turnChunks bounds the chunks one worker sends for a recording before it
+// gives the worker back: a busy live session does not starve the others.
+const turnChunks = 4
+
+// scan reconciles the states with the spool: new recordings, sizes of the
+// cast files, finished flags, recordings gone.
+func (s *Shipper) scan(ctx context.Context) {
 	entries, err := s.cfg.Spool.List(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -214,11 +234,9 @@ func (s *Shipper) scan(ctx context.Context, wg *sync.WaitGroup) {
 		}
 		return
 	}
-	now := s.cfg.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	seen := make(map[string]bool, len(entries))
-	var due []*shipState
 	for _, e := range entries {
 		if e.Problem != "" {
 			continue // shown by the spool's own status; nothing to ship
@@ -229,13 +247,11 @@ func (s *Shipper) scan(ctx context.Context, wg *sync.WaitGroup) {
 			st = &shipState{id: e.SessionID}
 			s.states[e.SessionID] = st
 		}
-		st.start, st.live = e.Start, e.Live
+		st.start = e.Start
 		if !st.working {
+			st.live = e.Live
 			if fi, err := os.Stat(e.CastPath); err == nil {
 				st.fileSize = fi.Size()
-			}
-			if !now.Before(st.nextTry) {
-				due = append(due, st)
 			}
 		}
 	}
@@ -244,31 +260,69 @@ func (s *Shipper) scan(ctx context.Context, wg *sync.WaitGroup) {
 			delete(s.states, id)
 		}
 	}
+}
+
+// dueLocked says whether st has work: never asked, bytes not yet
+// acknowledged, or finished (its finish is due).
+func (st *shipState) dueLocked(now time.Time) bool {
+	if st.working || now.Before(st.nextTry) {
+		return false
+	}
+	return !st.started || !st.live || st.fileSize > max(st.offset, st.caughtUp)
+}
+
+// dispatch starts a worker turn for each due recording while workers are
+// free: the least recently served first, then finished ones, then the
+// oldest.
+func (s *Shipper) dispatch(ctx context.Context, wg *sync.WaitGroup, freed chan<- struct{}) {
+	if ctx.Err() != nil {
+		return
+	}
+	now := s.cfg.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.running >= s.cfg.Workers {
+		return
+	}
+	var due []*shipState
+	for _, st := range s.states {
+		if st.dueLocked(now) {
+			due = append(due, st)
+		}
+	}
 	slices.SortFunc(due, func(a, b *shipState) int {
+		if c := cmp.Compare(a.served, b.served); c != 0 {
+			return c
+		}
 		if a.live != b.live {
 			if a.live {
-				return -1
+				return 1
 			}
-			return 1
+			return -1
 		}
 		return cmp.Or(a.start.Compare(b.start), cmp.Compare(a.id, b.id))
 	})
 	for _, st := range due {
-		if s.running >= s.cfg.Workers || ctx.Err() != nil {
+		if s.running >= s.cfg.Workers {
 			break
 		}
-		st.working = true
+		s.turns++
+		st.working, st.served = true, s.turns
 		s.running++
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			s.work(ctx, st)
+			select {
+			case freed <- struct{}{}:
+			default:
+			}
 		}()
 	}
 }
 
-// work ships one recording until it is gone from the spool, a failure
-// schedules a retry, or ctx ends. A live recording's worker tails it.
+// work gives one recording one turn: it ships up to turnChunks chunks, or
+// to the end and finishes it, or schedules a retry after a failure.
 func (s *Shipper) work(ctx context.Context, st *shipState) {
 	defer func() {
 		s.mu.Lock()
@@ -276,25 +330,17 @@ func (s *Shipper) work(ctx context.Context, st *shipState) {
 		s.running--
 		s.mu.Unlock()
 	}()
-	for ctx.Err() == nil {
-		done, idle, err := s.step(ctx, st)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			s.failed(ctx, st, err)
+	_, err := s.step(ctx, st, turnChunks)
+	if err != nil {
+		if ctx.Err() != nil {
 			return
 		}
-		s.mu.Lock()
-		st.attempts, st.lastErr = 0, ""
-		s.mu.Unlock()
-		if done {
-			return
-		}
-		if idle && !sleep(ctx, s.cfg.PollInterval) {
-			return
-		}
+		s.failed(ctx, st, err)
+		return
 	}
+	s.mu.Lock()
+	st.attempts, st.lastErr = 0, ""
+	s.mu.Unlock()
 }
 
 func (s *Shipper) failed(ctx context.Context, st *shipState, err error) {
@@ -335,17 +381,6 @@ func (s *Shipper) randUint64() uint64 {
 	return binary.BigEndian.Uint64(b[:])
 }
 
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
-
 // errCorrupted: the server got a chunk that does not match its digest.
 var errCorrupted = errors.New("chunk corrupted in transit")
 
@@ -353,18 +388,17 @@ var errCorrupted = errors.New("chunk corrupted in transit")
 // server found it corrupted, before backing off.
 const maxCorruptResends = 3
 
-// step ships what is there to ship: start, chunks up to the last whole
-// line, and finish once the recording is finished and all of it is stored.
-// done means the recording left the spool; idle means a live recording is
-// shipped up to what has been written.
-func (s *Shipper) step(ctx context.Context, st *shipState) (done, idle bool, err error) {
+// step ships what is there to ship: start, up to maxChunks chunks up to
+// the last whole line, and finish once the recording is finished and all
+// of it is stored. done means the recording left the spool.
+func (s *Shipper) step(ctx context.Context, st *shipState, maxChunks int) (done bool, err error) {
 	castPath, metaPath := s.cfg.Spool.castPath(st.id), s.cfg.Spool.metaPath(st.id)
 	m, err := readMetadata(metaPath)
 	if errors.Is(err, fs.ErrNotExist) {
-		return true, false, nil // removed meanwhile
+		return true, nil // removed meanwhile
 	}
 	if err != nil {
-		return false, false, err
+		return false, err
 	}
 	s.mu.Lock()
 	started, offset := st.started, st.offset
@@ -373,7 +407,7 @@ func (s *Shipper) step(ctx context.Context, st *shipState) (done, idle bool, err
 	if !started {
 		var out IngestStored
 		if err := s.doJSON(ctx, http.MethodPost, IngestPath(st.id, IngestStart), m, &out); err != nil {
-			return false, false, err
+			return false, err
 		}
 		offset = out.Stored
 		s.setOffset(st, offset, true)
@@ -383,32 +417,34 @@ func (s *Shipper) step(ctx context.Context, st *shipState) (done, idle bool, err
 	f, err := os.Open(castPath)
 	if errors.Is(err, fs.ErrNotExist) {
 		if _, merr := os.Stat(metaPath); errors.Is(merr, fs.ErrNotExist) {
-			return true, false, nil
+			return true, nil
 		}
 	}
 	if err != nil {
-		return false, false, err
+		return false, err
 	}
 	defer f.Close()
-	corrupt := 0
-	for {
+	corrupt, sent := 0, 0
+	for sent < maxChunks {
 		fi, err := f.Stat()
 		if err != nil {
-			return false, false, err
+			return false, err
 		}
 		size := fi.Size()
 		s.mu.Lock()
 		st.fileSize = size
 		s.mu.Unlock()
 		if offset >= size {
+			s.setCaughtUp(st, size)
 			break
 		}
 		chunk, err := readChunk(f, offset, size, s.cfg.ChunkBytes)
 		if err != nil {
-			return false, false, err
+			return false, err
 		}
 		if len(chunk) == 0 {
-			break // a line is still being written
+			s.setCaughtUp(st, size) // a line is still being written
+			break
 		}
 		stored, err := s.sendChunk(ctx, st.id, offset, chunk)
 		switch {
@@ -418,39 +454,46 @@ func (s *Shipper) step(ctx context.Context, st *shipState) (done, idle bool, err
 			continue
 		case errors.Is(err, errUnknownSession):
 			s.setOffset(st, 0, false)
-			return false, false, err
+			return false, err
 		case err != nil:
-			return false, false, err
+			return false, err
 		}
 		corrupt = 0
+		sent++
 		offset = stored
 		s.setOffset(st, offset, true)
 		if ctx.Err() != nil {
-			return false, false, ctx.Err()
+			return false, ctx.Err()
 		}
 	}
 	if !m.Finished {
-		return false, true, nil
+		return false, nil
 	}
 	// Finished before the chunks were read, so the cast was whole then.
 	fi, err := f.Stat()
 	if err != nil {
-		return false, false, err
+		return false, err
 	}
 	if offset < fi.Size() {
-		return false, false, nil // more to send: next round
+		return false, nil // more to send: next round
 	}
 	if err := s.finish(ctx, st, m, castPath); err != nil {
-		return false, false, err
+		return false, err
 	}
 	if err := s.cfg.Spool.Remove(ctx, st.id); err != nil && !errors.Is(err, ErrNotFound) {
-		return false, false, fmt.Errorf("recorder: shipped %s but cannot remove it from the spool: %w", st.id, err)
+		return false, fmt.Errorf("recorder: shipped %s but cannot remove it from the spool: %w", st.id, err)
 	}
 	s.mu.Lock()
 	delete(s.states, st.id)
 	s.mu.Unlock()
 	s.cfg.Logger.InfoContext(ctx, "recorder: recording shipped", "session_id", st.id, "tier", m.Tier, "cast_bytes", fi.Size())
-	return true, false, nil
+	return true, nil
+}
+
+func (s *Shipper) setCaughtUp(st *shipState, size int64) {
+	s.mu.Lock()
+	st.caughtUp = size
+	s.mu.Unlock()
 }
 
 func (s *Shipper) setOffset(st *shipState, offset int64, started bool) {

@@ -106,6 +106,8 @@ type Spool struct {
 	stop        chan struct{} // closed by Close to end the flusher
 	flusherDone chan struct{} // closed by the flusher when it returns
 
+	changed chan struct{} // one pending signal: a recording started or finished
+
 	mu     sync.Mutex            // guards the fields below
 	live   map[string]*Recording // by session id; nil value = Create in progress
 	closed bool
@@ -142,6 +144,7 @@ func OpenSpool(ctx context.Context, cfg SpoolConfig) (*Spool, error) {
 		stop:        make(chan struct{}),
 		flusherDone: make(chan struct{}),
 		live:        make(map[string]*Recording),
+		changed:     make(chan struct{}, 1),
 	}
 	if err := s.repairAll(ctx); err != nil {
 		_ = lock.Close()
@@ -193,6 +196,18 @@ func (s *Spool) liveRecordings() []*Recording {
 		}
 	}
 	return rs
+}
+
+// Changed signals (one pending signal, never blocking the spool) that a
+// recording was created or finished, so that a shipper need not wait for
+// its next poll. It is meant for one reader.
+func (s *Spool) Changed() <-chan struct{} { return s.changed }
+
+func (s *Spool) signalChange() {
+	select {
+	case s.changed <- struct{}{}:
+	default:
+	}
 }
 
 // Dir returns the spool directory.
