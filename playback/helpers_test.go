@@ -301,6 +301,7 @@ type agentOpts struct {
 	chunkBytes int
 	client     *http.Client // replaces the shipper's transport
 	noShipper  bool
+	openFile   func(name string, flag int, perm os.FileMode) (recorder.File, error) // the spool's files (fault injection)
 }
 
 func (w *world) startAgent(t testing.TB, h *host, url string, o agentOpts) *agent {
@@ -310,7 +311,8 @@ func (w *world) startAgent(t testing.TB, h *host, url string, o agentOpts) *agen
 	}
 	clk := &clock{}
 	clk.set(time.Date(2026, 11, 21, 9, 0, 0, 0, time.UTC))
-	sp, err := recorder.OpenSpool(context.Background(), recorder.SpoolConfig{Dir: o.spoolDir, Now: clk.now, FlushInterval: 20 * time.Millisecond})
+	sp, err := recorder.OpenSpool(context.Background(), recorder.SpoolConfig{Dir: o.spoolDir, Now: clk.now, FlushInterval: 20 * time.Millisecond,
+		OpenFile: o.openFile})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,12 +5,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -20,6 +22,7 @@ import (
 	"github.com/sshward/sshward/ca/tlsca"
 	"github.com/sshward/sshward/playback"
 	"github.com/sshward/sshward/recorder"
+	"github.com/sshward/sshward/recorder/recordertest"
 )
 
 // writeOutput records n lines of output, advancing the clock between them.
@@ -365,5 +368,55 @@ func TestLiveFollow(t *testing.T) {
 	raw, _ := json.Marshal(audit)
 	if strings.Contains(string(raw), w.auditor) {
 		t.Fatal("the audit log holds a session token")
+	}
+}
+
+// TestSpoolFullRecordingShipsOnceThereIsRoom: the agent's disk fills in
+// the middle of a session (every write fails with ENOSPC, the metadata's
+// too, even past the reserve). The recording streams live up to the last
+// line written; it stays live while the disk is full; once there is room
+// again it finishes by itself, with the true reason in its metadata, ships
+// and is verified by the playback server. No restart of anything.
+func TestSpoolFullRecordingShipsOnceThereIsRoom(t *testing.T) {
+	w := newWorld(t)
+	srv := w.startServer(t, serverOpts{})
+	h := newHost(t, "web1.staging", w.ca.HostCA, ssh.HostCert)
+	var disk recordertest.DiskFull
+	a := w.startAgent(t, h, srv.url, agentOpts{openFile: disk.OpenFile})
+	rec := a.create(t, "s-full", "staging", false)
+	writeOutput(t, a, rec, 0, 50)
+	waitFor(t, "the live recording to stream", 10*time.Second, func() bool {
+		var d playback.SessionDetail
+		status, body := w.get(t, srv.url+"/api/sessions/s-full", w.auditor)
+		return status == http.StatusOK && json.Unmarshal(body, &d) == nil && d.Live && d.Bytes > 50*60
+	})
+	disk.SetFull(true)
+	if err := rec.Output([]byte("lost to the full disk\r\n")); err == nil {
+		err = rec.Flush()
+		if !errors.Is(err, syscall.ENOSPC) {
+			t.Fatalf("write on a full disk: %v", err)
+		}
+	}
+	status := 0
+	if _, err := rec.Close(context.Background(), recorder.EndInfo{ExitStatus: &status}); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("Close on a full disk: %v, want ENOSPC", err)
+	}
+	time.Sleep(200 * time.Millisecond) // shipper turns while the disk is full
+	if d := w.detail(t, srv.url, "s-full"); !d.Live {
+		t.Fatalf("listed finished while its metadata could not be written: %+v", d.SessionSummary)
+	}
+
+	disk.SetFull(false)
+	waitFor(t, "the recording to ship once the disk has room", 15*time.Second, func() bool {
+		return !w.detail(t, srv.url, "s-full").Live
+	})
+	d := w.detail(t, srv.url, "s-full")
+	if d.Complete || !strings.Contains(d.Metadata.Incomplete, "no space left on device") || d.Integrity != playback.IntegrityVerified {
+		t.Fatalf("shipped: complete=%v incomplete=%q integrity=%s, want incomplete for the full disk and verified",
+			d.Complete, d.Metadata.Incomplete, d.Integrity)
+	}
+	got := w.shipped(t, a, srv.url, "s-full")
+	if !strings.Contains(string(got), "output line 000049") || strings.Contains(string(got), "lost to the full disk") {
+		t.Errorf("shipped cast lacks its last written line or holds the unwritten one")
 	}
 }

@@ -284,7 +284,7 @@ func (r *Recording) finish(end EndInfo, incomplete string) (*Metadata, error) {
 	} else {
 		m.SHA256, m.CastBytes = r.sink.digest()
 	}
-	if err := s.writeMetadata(m); err != nil {
+	if err := s.writeFinal(context.Background(), m); err != nil {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {

@@ -69,7 +69,7 @@ func (s *Spool) repair(m *Metadata) error {
 	_, err := cutToLastNewline(castPath)
 	if errors.Is(err, fs.ErrNotExist) {
 		m.Incomplete += "; the cast file is missing"
-		return s.writeMetadata(*m)
+		return s.writeFinal(context.Background(), *m)
 	}
 	if err != nil {
 		return err
@@ -88,7 +88,7 @@ func (s *Spool) repair(m *Metadata) error {
 	if m.SHA256, m.CastBytes, err = Digest(castPath); err != nil {
 		return err
 	}
-	return s.writeMetadata(*m)
+	return s.writeFinal(context.Background(), *m)
 }
 
 // castCounts is what countCast found in a cast.

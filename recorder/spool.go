@@ -50,6 +50,10 @@ type SpoolConfig struct {
 	// OpenFile opens the files the spool writes (casts, metadata); default
 	// os.OpenFile. Tests inject failing files here.
 	OpenFile func(name string, flag int, perm os.FileMode) (File, error)
+	// ReserveBytes is the room the spool keeps on its disk for closing
+	// recordings when the disk fills (see reserveFile); default
+	// DefaultReserveBytes, negative for none.
+	ReserveBytes int64
 	// Redaction replaces secrets in output and input before they are
 	// written (see Redaction); nil means DefaultRedactPatterns. A
 	// Redaction without patterns turns redaction off.
@@ -80,6 +84,9 @@ func (c SpoolConfig) withDefaults() SpoolConfig {
 	if c.Rand == nil {
 		c.Rand = rand.Reader
 	}
+	if c.ReserveBytes == 0 {
+		c.ReserveBytes = DefaultReserveBytes
+	}
 	if c.Redaction == nil {
 		c.Redaction = MustDefaultRedaction()
 	}
@@ -108,9 +115,11 @@ type Spool struct {
 
 	changed chan struct{} // one pending signal: a recording started or finished
 
-	mu     sync.Mutex            // guards the fields below
-	live   map[string]*Recording // by session id; nil value = Create in progress
-	closed bool
+	mu       sync.Mutex            // guards the fields below
+	live     map[string]*Recording // by session id; nil value = Create in progress
+	pending  map[string]Metadata   // finished recordings whose metadata waits for room on the disk
+	reserved bool                  // the reserve file is allocated
+	closed   bool
 }
 
 // OpenSpool opens (creating if needed) the spool directory, takes its lock
@@ -145,11 +154,13 @@ func OpenSpool(ctx context.Context, cfg SpoolConfig) (*Spool, error) {
 		flusherDone: make(chan struct{}),
 		live:        make(map[string]*Recording),
 		changed:     make(chan struct{}, 1),
+		pending:     make(map[string]Metadata),
 	}
 	if err := s.repairAll(ctx); err != nil {
 		_ = lock.Close()
 		return nil, err
 	}
+	s.ensureReserve(ctx)
 	go s.flushLoop()
 	return s, nil
 }
@@ -181,6 +192,8 @@ func (s *Spool) flushLoop() {
 			for _, r := range s.liveRecordings() {
 				_ = r.Flush()
 			}
+			s.retryPending(context.Background())
+			s.ensureReserve(context.Background())
 		}
 	}
 }
@@ -330,6 +343,11 @@ func (s *Spool) Close() error {
 			errs = append(errs, err)
 		}
 		<-r.done
+	}
+	s.retryPending(context.Background())
+	if ids := s.Pending(); len(ids) > 0 {
+		errs = append(errs, fmt.Errorf("recorder: close spool: the metadata of %d finished recordings could not be written (disk full?): %s; the next start repairs them",
+			len(ids), strings.Join(ids, ", ")))
 	}
 	if err := s.lock.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("recorder: close spool: %w", err))

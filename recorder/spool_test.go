@@ -159,7 +159,7 @@ func TestCreateRefuses(t *testing.T) {
 	}
 	// Nothing was left behind by the refusals.
 	names, _ := filepath.Glob(filepath.Join(s.Dir(), "*"))
-	if len(names) != 5 { // .lock and two recordings
+	if len(names) != 6 { // .lock, .reserve and two recordings
 		t.Errorf("spool holds %q", names)
 	}
 	if _, err := s.Create(ctx, meta("ok.1_A-b", nil), testHeader); err != nil {
