@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -63,12 +61,33 @@ func (e *env) cmdCert(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	// reuse keeps a usable certificate (--ensure): the common case needs no
+	// lock, since the files it reads are only ever replaced whole.
+	reuse := func() (bool, error) {
+		cert, err := readCert(h.certPath(*tier))
+		if err != nil || !e.certUsable(cert, principals) || !h.certMatchesKey(*tier, cert) {
+			return false, nil
+		}
+		if *quiet {
+			return true, nil
+		}
+		return true, e.printCert(h, *tier, cert, *asJSON, true, false)
+	}
 	if *ensure {
-		if cert, err := readCert(h.certPath(*tier)); err == nil && e.certUsable(cert, principals) {
-			if !*quiet {
-				return e.printCert(h, *tier, cert, *asJSON, true, false)
-			}
-			return nil
+		if ok, err := reuse(); ok || err != nil {
+			return err
+		}
+	}
+	// One renewal at a time (renewal.go); whoever waited reuses what the
+	// holder wrote.
+	unlock, err := h.lockRenewal(ctx, e.stderr)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if *ensure {
+		if ok, err := reuse(); ok || err != nil {
+			return err
 		}
 	}
 	s, err := h.loadSession()
@@ -88,14 +107,11 @@ func (e *env) cmdCert(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return fmt.Errorf("generate key: %w", err)
-	}
-	sshPub, err := ssh.NewPublicKey(pub)
+	key, err := h.renewalKey(*tier, e.now())
 	if err != nil {
 		return err
 	}
+	sshPub := key.pub
 	if !*quiet && !*asJSON {
 		fmt.Fprintf(e.stderr, "sshward: fetching a %s certificate…\n", *tier)
 	}
@@ -139,20 +155,10 @@ func (e *env) cmdCert(ctx context.Context, args []string) error {
 		return errors.New("the CA sent a certificate for another key: refusing it")
 	}
 	old, _ := readCert(h.certPath(*tier))
-	block, err := ssh.MarshalPrivateKey(priv, "sshward "+*tier)
-	if err != nil {
+	if err := h.saveRenewal(*tier, key, []byte(resp.Certificate)); err != nil {
 		return err
 	}
-	if err := writeAtomic(h.keyPath(*tier), pem.EncodeToMemory(block), 0o600); err != nil {
-		return err
-	}
-	if err := writeAtomic(h.keyPath(*tier)+".pub", ssh.MarshalAuthorizedKey(sshPub), 0o600); err != nil {
-		return err
-	}
-	if err := writeAtomic(h.certPath(*tier), []byte(resp.Certificate), 0o600); err != nil {
-		return err
-	}
-	added := e.addToAgent(priv, cert, old, *tier)
+	added := e.addToAgent(key.priv, cert, old, *tier)
 	if *quiet {
 		return nil
 	}
@@ -190,9 +196,13 @@ func (e *env) addToAgent(priv ed25519.PrivateKey, cert, old *ssh.Certificate, ti
 	}
 	defer conn.Close()
 	ag := agent.NewClient(conn)
-	if old != nil {
-		_ = ag.Remove(old) // gone already if it expired
-	}
+	// The new certificate goes in before the old one goes out, so an ssh
+	// listing the agent's keys meanwhile always finds one.
+	defer func() {
+		if old != nil && old.Serial != cert.Serial {
+			_ = ag.Remove(old) // gone already if it expired
+		}
+	}()
 	left := time.Unix(int64(cert.ValidBefore), 0).Sub(e.now())
 	if left <= 0 {
 		return false

@@ -346,11 +346,18 @@ func (c *accessCLI) serveAt(dir, addr string) (stop func()) {
 	return stop
 }
 
-// startAgent runs sshward-agent for one host until the test ends.
+// startAgent runs sshward-agent for one production host until the test ends.
 func (c *accessCLI) startAgent(caURL, fingerprint, token, name, dataDir, addr string) {
 	c.t.Helper()
-	cmd := exec.Command(filepath.Join(c.bin, "sshward-agent"), "--ca", caURL, "--fingerprint", fingerprint, "--join-token", token,
-		"--tier", "production", "--data", dataDir, "--listen", addr, "--host-name", name)
+	c.startAgentTier("production", caURL, fingerprint, token, name, dataDir, addr)
+}
+
+// startAgentTier runs sshward-agent for one host of tier until the test
+// ends, with more flags if given.
+func (c *accessCLI) startAgentTier(tier, caURL, fingerprint, token, name, dataDir, addr string, more ...string) {
+	c.t.Helper()
+	cmd := exec.Command(filepath.Join(c.bin, "sshward-agent"), append([]string{"--ca", caURL, "--fingerprint", fingerprint, "--join-token", token,
+		"--tier", tier, "--data", dataDir, "--listen", addr, "--host-name", name}, more...)...)
 	var logBuf lockedBuffer
 	cmd.Stdout, cmd.Stderr = &logBuf, &logBuf
 	if err := cmd.Start(); err != nil {
