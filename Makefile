@@ -21,9 +21,12 @@ plugins:
 deps:
 	@bash .ci/deps
 
+# test also fails when an sshward process it started outlives it (.ci/leftovers).
 test: deps web
 	$(GO) vet $(PKGS)
-	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+	@mkdir -p $(BIN) && bash .ci/leftovers snapshot $(BIN)/.test-procs
+	@echo "$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)"; status=0; $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS) || status=$$?; \
+	  bash .ci/leftovers check $(BIN)/.test-procs || status=1; exit $$status
 
 # web: asciinema-player from npm (pinned by playback/web/package-lock.json),
 # copied where go:embed picks it up (playback/web/static/vendor, git-ignored).

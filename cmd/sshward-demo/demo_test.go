@@ -19,14 +19,7 @@ import (
 // login with password + TOTP, plain ssh to a staging and a production host
 // through the demo's ssh_config, and the recordings in the agents' spools.
 func TestDemoJourney(t *testing.T) {
-	if _, err := exec.LookPath("ssh"); err != nil {
-		t.Fatal("ssh not installed: apt-get install openssh-client (make test does this)")
-	}
-	bin := t.TempDir()
-	out, err := exec.Command("go", "build", "-o", bin+"/", "github.com/sshward/sshward/cmd/...").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := binaries(t)
 	dir := filepath.Join(t.TempDir(), "demo")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -232,7 +225,7 @@ func TestDemoJourney(t *testing.T) {
 	if _, err := exec.LookPath("asciinema"); err != nil {
 		t.Fatal("asciinema not installed: apt-get install asciinema (make test does this)")
 	}
-	out, err = exec.Command("script", "-qec", "asciinema cat "+cast, "/dev/null").CombinedOutput()
+	out, err := exec.Command("script", "-qec", "asciinema cat "+cast, "/dev/null").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "glass-42") {
 		t.Fatalf("asciinema cat of the exported break-glass session: %v\n%s", err, out)
 	}

@@ -29,7 +29,9 @@ import (
 )
 
 func main() {
-	ctx, stop := cli.SignalContext()
+	// SIGHUP too: when the terminal of `make demo` closes, the demo stops
+	// its servers like on Ctrl-C.
+	ctx, stop := cli.SignalContext(syscall.SIGHUP)
 	code := cli.Exit("sshward-demo", run(ctx, os.Args[1:]), os.Stderr)
 	stop()
 	os.Exit(code)
@@ -250,8 +252,10 @@ func (d *demo) start(ctx context.Context, log io.Writer, name string, args ...st
 	c := d.cmd(context.WithoutCancel(ctx), name, args...)
 	c.Stdout, c.Stderr = log, log
 	// The servers end with the demo even when it is killed (kill -9, a test's
-	// context): nothing is left holding the demo's ports and files.
-	c.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	// context): nothing is left holding the demo's ports and files. In
+	// their own process group, a terminal's ^C or hang-up reaches only the
+	// demo, which stops them in order (agents, then playback, then the CA).
+	c.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM, Setpgid: true}
 	if err := c.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}

@@ -35,13 +35,7 @@ import (
 // `sshward-playback purge` deletes the recording so that not even its
 // harmless text stays in any file, and audits the purge.
 func TestSecretsStayOutOfRecordings(t *testing.T) {
-	if _, err := exec.LookPath("ssh"); err != nil {
-		t.Fatal("ssh not installed: apt-get install openssh-client (make test does this)")
-	}
-	bin := t.TempDir()
-	if out, err := exec.Command("go", "build", "-o", bin+"/", "github.com/sshward/sshward/cmd/...").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := binaries(t)
 	dir := filepath.Join(t.TempDir(), "demo")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

@@ -113,9 +113,10 @@ func Logger(w io.Writer, format, level string) (*slog.Logger, error) {
 	return nil, Usagef("--log-format %q is not text or json", format)
 }
 
-// SignalContext is canceled on SIGINT or SIGTERM.
-func SignalContext() (context.Context, context.CancelFunc) {
-	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+// SignalContext is canceled on SIGINT or SIGTERM, and on the extra
+// signals given (the demo adds SIGHUP: its terminal closed).
+func SignalContext(extra ...os.Signal) (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), append([]os.Signal{os.Interrupt, syscall.SIGTERM}, extra...)...)
 }
 
 // ReadSecretLine reads one line (a password) from r, without the newline.
