@@ -219,7 +219,12 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request, who *reader)
 			hits[h.SessionID] = append(hits[h.SessionID], HitRef{Time: h.Time, Code: h.Code, Text: h.Text})
 		}
 	}
-	recs, err := s.st.List(r.Context(), f)
+	cur, err := parseListCursor(q.Get("cursor"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest, err.Error())
+		return
+	}
+	recs, next, err := s.listPage(r.Context(), f, cur) // listpage.go
 	if err != nil {
 		s.internal(w, r, err)
 		return
@@ -230,7 +235,21 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request, who *reader)
 		sum.Hits = hits[sum.ID]
 		out = append(out, sum)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"sessions": out})
+	res := map[string]any{"sessions": out}
+	if next != "" {
+		res["next_cursor"] = next
+	}
+	if truthy(q.Get("count")) {
+		total := len(out)
+		if next != "" || cur != nil {
+			if total, err = s.countMatches(r.Context(), f); err != nil {
+				s.internal(w, r, err)
+				return
+			}
+		}
+		res["total"] = total
+	}
+	writeJSON(w, http.StatusOK, res)
 }
 
 // listFilter reads the query of GET /api/sessions.

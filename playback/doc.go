@@ -35,7 +35,8 @@
 // Readers (group auditors):
 //
 //	POST /api/login, POST /api/logout
-//	GET  /api/sessions?user=&host=&tier=&since=&until=&break_glass=1&live=1&q=&limit=
+//	GET  /api/sessions?user=&host=&tier=&since=&until=&break_glass=1&live=1&q=&limit=&cursor=&count=1
+//	                                   {"sessions": [...], "next_cursor": "…" (more match), "total": N (count=1)}
 //	GET  /api/sessions/{id}            metadata, integrity re-checked, markers
 //	GET  /api/sessions/{id}/cast       asciicast v2; ?follow=1 follows a live session
 //	GET  /api/sessions/{id}/export     the same bytes as an attachment

@@ -26,8 +26,9 @@ usage:
   sshward requests [--all] [--json]   your requests and those you may approve
   sshward approve ID [--reason TEXT]  approve someone else's request
   sshward deny ID --reason TEXT       deny a request (or withdraw your own)
-  sshward sessions [--user U --host H --tier T --since D --grep TEXT --break-glass --live] [--json]
-                                      recorded sessions on the playback server (auditors)
+  sshward sessions [--user U --host H --tier T --since D --grep TEXT --break-glass --live] [--limit N | --all] [--json]
+                                      recorded sessions on the playback server (auditors), newest
+                                      first, 100 unless --limit or --all (stderr says when cut)
   sshward play ID [--speed N --idle-limit S]   replay a session in this terminal (q, space, ←/→)
   sshward export ID > session.cast    the asciicast v2 recording, for asciinema or any player
   sshward logout

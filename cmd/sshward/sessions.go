@@ -63,7 +63,7 @@ type searchHit struct {
 }
 
 func (e *env) cmdSessions(ctx context.Context, args []string) error {
-	fs := cli.NewFlagSet("sshward sessions [--user U --host H --tier T --since D --until D --grep TEXT --break-glass --live --limit N] [--json] [--playback URL]")
+	fs := cli.NewFlagSet("sshward sessions [--user U --host H --tier T --since D --until D --grep TEXT --break-glass --live] [--limit N | --all] [--json] [--playback URL]")
 	user := fs.String("user", "", "only sessions of this user")
 	host := fs.String("host", "", "only sessions on this host")
 	tier := fs.String("tier", "", "only sessions of this tier")
@@ -72,7 +72,8 @@ func (e *env) cmdSessions(ctx context.Context, args []string) error {
 	grep := fs.String("grep", "", "only sessions whose output or recorded input contains TEXT; shows where")
 	breakGlass := fs.Bool("break-glass", false, "only break-glass sessions")
 	live := fs.Bool("live", false, "only sessions still running")
-	limit := fs.Int("limit", 0, "at most N sessions (default: the server's)")
+	limit := fs.Int("limit", 0, "at most N sessions (default 100); says on stderr when more match")
+	all := fs.Bool("all", false, "every matching session (pages through the server's list)")
 	asJSON := fs.Bool("json", false, "print a JSON list of sessions (id, user, host, tier, start, end, live, break_glass, …)")
 	override := fs.String("playback", "", "playback server URL (default: the one the CA knows)")
 	pos, err := cli.Parse(fs, args)
@@ -106,31 +107,105 @@ func (e *env) cmdSessions(ctx context.Context, args []string) error {
 	if *limit < 0 {
 		return cli.Usagef("--limit must be positive")
 	}
-	if *limit > 0 {
-		q.Set("limit", strconv.Itoa(*limit))
+	if *all && *limit > 0 {
+		return cli.Usagef("--all and --limit N exclude each other: pick one")
 	}
 	pc, err := e.playback(ctx, *override)
 	if err != nil {
 		return err
 	}
-	var res struct {
-		Sessions []sessionSummary `json:"sessions"`
+	want := defaultListLimit
+	if *limit > 0 {
+		want = *limit
 	}
-	if err := pc.getJSON(ctx, "/api/sessions", q, &res); err != nil {
+	if *all {
+		want = 0
+	}
+	list, cut, err := pc.listSessions(ctx, q, want)
+	if err != nil {
 		return err
 	}
-	if res.Sessions == nil {
-		res.Sessions = []sessionSummary{}
+	// The cut goes to stderr so that --json stays the list DESIGN.md
+	// promises and a pipe gets only rows.
+	if cut != "" {
+		fmt.Fprintln(e.stderr, "sshward: "+cut)
 	}
 	if *asJSON {
-		return cli.JSON(e.stdout, res.Sessions)
+		return cli.JSON(e.stdout, list)
 	}
-	if len(res.Sessions) == 0 {
+	if len(list) == 0 {
 		fmt.Fprintln(e.stdout, "no sessions match")
 		return nil
 	}
-	e.sessionTable(res.Sessions)
+	e.sessionTable(list)
 	return nil
+}
+
+// defaultListLimit is how many sessions `sshward sessions` shows without
+// --limit or --all; pageLimit the most the server sends in one page.
+const (
+	defaultListLimit = 100
+	pageLimit        = 1000
+)
+
+// listSessions reads up to want sessions (0: all) a page at a time, and
+// says whether the list was cut: "" when it holds every match, else the
+// sentence for the reader.
+func (p *playbackClient) listSessions(ctx context.Context, q url.Values, want int) ([]sessionSummary, string, error) {
+	list := []sessionSummary{}
+	cursor := ""
+	total := -1
+	for {
+		pq := url.Values{}
+		for k, v := range q {
+			pq[k] = v
+		}
+		n := pageLimit
+		if want > 0 {
+			n = min(want-len(list), pageLimit)
+		}
+		pq.Set("limit", strconv.Itoa(n))
+		if cursor != "" {
+			pq.Set("cursor", cursor)
+		} else {
+			pq.Set("count", "1") // costs the server a pass only when the list is cut
+		}
+		var res struct {
+			Sessions   []sessionSummary `json:"sessions"`
+			NextCursor string           `json:"next_cursor"`
+			Total      *int             `json:"total"`
+		}
+		if err := p.getJSON(ctx, "/api/sessions", pq, &res); err != nil {
+			return nil, "", err
+		}
+		list = append(list, res.Sessions...)
+		if res.Total != nil {
+			total = *res.Total
+		}
+		if cursor == "" && res.Total == nil && res.NextCursor == "" && len(res.Sessions) == n {
+			// A server from before paging: it cannot say what it left out.
+			return list, fmt.Sprintf("showing the first %s sessions; more may match (this playback server cannot page: narrow the filters)", thousands(len(list))), nil
+		}
+		cursor = res.NextCursor
+		switch {
+		case cursor == "":
+			return list, "", nil
+		case want > 0 && len(list) >= want:
+			if total >= 0 {
+				return list, fmt.Sprintf("showing %s of %s sessions; use --all or --limit N for more", thousands(len(list)), thousands(total)), nil
+			}
+			return list, fmt.Sprintf("showing the first %s sessions; more match: use --all or --limit N", thousands(len(list))), nil
+		}
+	}
+}
+
+// thousands writes n with a comma every three digits (2,345).
+func thousands(n int) string {
+	s := strconv.Itoa(n)
+	for i := len(s) - 3; i > 0 && s[i-1] != '-'; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
 }
 
 func validSince(s string) bool {

@@ -295,6 +295,24 @@ func (s *Stack) Record(t testing.TB, sess Session) {
 	s.waitSession(t, sess.ID, 30*time.Second, func(d map[string]any) bool { return d["integrity"] == "verified" })
 }
 
+// RecordMany makes finished recordings one after the other without waiting
+// for each, then waits until the server holds them all verified. A session
+// starts at the spool clock when it is made and its Steps move the clock on,
+// so sessions made after ones without Steps share their start time.
+func (s *Stack) RecordMany(t testing.TB, sessions []Session) {
+	t.Helper()
+	status := 0
+	for _, sess := range sessions {
+		rec := s.create(t, sess)
+		if _, err := rec.Close(context.Background(), recorder.EndInfo{ExitStatus: &status}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, sess := range sessions {
+		s.waitSession(t, sess.ID, time.Minute, func(d map[string]any) bool { return d["integrity"] == "verified" })
+	}
+}
+
 // Ingest ships a cast made elsewhere (a generated 100 MB one, say) as a
 // finished recording and waits until the server holds it verified. It puts
 // the cast and its metadata into the spool the way a finished Recording
