@@ -28,6 +28,8 @@ const (
 
 	// HeaderIntegrity carries the integrity of a served cast.
 	HeaderIntegrity = "X-Sshward-Integrity"
+	// HeaderOffset is the byte offset a served cast starts at (?offset=).
+	HeaderOffset = "X-Sshward-Offset"
 	// CodeIntegrityFailed is the error code of an export refused because the
 	// recording fails its integrity check.
 	CodeIntegrityFailed = "integrity_failed"
@@ -400,6 +402,18 @@ func (s *Server) serveCast(w http.ResponseWriter, r *http.Request, who *reader, 
 		return
 	}
 	follow := !export && truthy(r.URL.Query().Get("follow"))
+	// offset=N resumes a follow that lost its connection: the bytes from N
+	// on, and HeaderOffset says the offset was honoured (older servers
+	// send from the start; the reader then skips what it has).
+	var from int64
+	if o := r.URL.Query().Get("offset"); o != "" && !export {
+		n, err := strconv.ParseInt(o, 10, 64)
+		if err != nil || n < 0 {
+			writeError(w, http.StatusBadRequest, api.CodeBadRequest, "offset must be a byte count (0 or more)")
+			return
+		}
+		from = n
+	}
 	integrity := IntegrityPending
 	if rec.Finished {
 		integrity = s.verify(r.Context(), rec, true).integrity()
@@ -432,25 +446,29 @@ func (s *Server) serveCast(w http.ResponseWriter, r *http.Request, who *reader, 
 	}
 	s.audit(r, store.AuditEvent{Type: typ, Actor: who.user, Subject: rec.ID, Details: map[string]string{
 		"user": rec.Meta.Identity, "tier": rec.Meta.Tier, "live": strconv.FormatBool(!cs.Finished), "follow": strconv.FormatBool(follow),
-		"integrity": integrity}})
+		"integrity": integrity, "offset": strconv.FormatInt(from, 10)}})
 	w.Header().Set("Content-Type", "application/x-asciicast")
 	w.Header().Set("Cache-Control", "no-store")
 	if export {
 		w.Header().Set("Content-Disposition", `attachment; filename="`+rec.ID+`.cast"`)
 	}
 	if cs.Finished {
+		from = min(from, cs.Size)
+	}
+	w.Header().Set(HeaderOffset, strconv.FormatInt(from, 10))
+	if cs.Finished {
 		fi, err := f.Stat()
 		if err != nil {
 			s.internal(w, r, err)
 			return
 		}
-		http.ServeContent(w, r, "", fi.ModTime(), io.NewSectionReader(f, 0, cs.Size))
+		http.ServeContent(w, r, "", fi.ModTime(), io.NewSectionReader(f, from, cs.Size-from))
 		return
 	}
 	w.Header().Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
-	var pos int64
+	pos := from
 	gen := cs.Generation
 	for {
 		if cs.Size > pos {

@@ -38,7 +38,8 @@
 //	GET  /api/sessions?user=&host=&tier=&since=&until=&break_glass=1&live=1&q=&limit=&cursor=&count=1
 //	                                   {"sessions": [...], "next_cursor": "…" (more match), "total": N (count=1)}
 //	GET  /api/sessions/{id}            metadata, integrity re-checked, markers
-//	GET  /api/sessions/{id}/cast       asciicast v2; ?follow=1 follows a live session
+//	GET  /api/sessions/{id}/cast       asciicast v2; ?follow=1 follows a live session; ?offset=N
+//	                                   resumes from byte N (X-Sshward-Offset: N says it did)
 //	GET  /api/sessions/{id}/export     the same bytes as an attachment
 //	GET  /api/search?q=&limit=         hits with session and time offset
 //	GET  /api/audit                    the server's audit log, with its chain verified

@@ -423,6 +423,20 @@ func (e *env) cmdPlay(ctx context.Context, args []string) error {
 		fmt.Fprintf(e.stderr, "sshward: WARNING: recording %s fails its integrity check; what follows may have been tampered with\n", id)
 	}
 	p := &termPlayer{out: e.stdout, now: e.now, speed: *speed, idle: *idle}
+	var cast io.Reader = body
+	if sum.Live {
+		// A lost connection is said and repaired, never taken for the end.
+		fb := &followBody{ctx: ctx, pc: pc, id: id, body: body, sleep: sleepCtx,
+			say: func(s string) {
+				if p.tty { // raw mode: a line of its own, carriage return included
+					fmt.Fprintf(e.stderr, "\r\nsshward: %s\r\n", s)
+					return
+				}
+				fmt.Fprintf(e.stderr, "sshward: %s\n", s)
+			}}
+		defer fb.Close()
+		cast = fb
+	}
 	if f, ok := e.stdout.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		p.tty = true
 		if in, ok := e.stdin.(*os.File); ok && term.IsTerminal(int(in.Fd())) {
@@ -434,7 +448,7 @@ func (e *env) cmdPlay(ctx context.Context, args []string) error {
 			p.keys = readKeys(in)
 		}
 	}
-	return p.play(ctx, body)
+	return p.play(ctx, cast)
 }
 
 func (e *env) cmdExport(ctx context.Context, args []string) error {
@@ -577,7 +591,7 @@ func (p *playbackClient) do(ctx context.Context, path string, q url.Values, acce
 	}
 	if resp.StatusCode/100 != 2 {
 		defer resp.Body.Close()
-		return nil, playbackError(resp)
+		return nil, &refusal{status: resp.StatusCode, err: playbackError(resp)}
 	}
 	return resp, nil
 }

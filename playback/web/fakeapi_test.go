@@ -48,8 +48,11 @@ func (f *fakeAPI) appendCast(id string, lines string, finish bool) {
 		if s.detail["id"] == id {
 			s.cast = append(s.cast, lines...)
 			if finish {
+				// As the playback server answers: finished, with every
+				// stored byte counted (a follower checks it has them all).
 				s.live = false
 				s.detail["live"] = false
+				s.detail["bytes"] = len(s.cast)
 			}
 		}
 	}

@@ -304,42 +304,87 @@
   // player gets the main thread for its first frame). Reading in pieces lets
   // the player start long before a large recording has arrived, and follows
   // a live session as it grows.
-  async function streamCast(url, onChunk, signal) {
+  //
+  // A live stream also ends when the connection is lost (the server
+  // restarted): with follow set, streamCast asks follow.ended(offset)
+  // whether the session is over and every byte arrived; if not, it calls
+  // follow.onLost(err), reconnects with ?offset= (the bytes it has; an older
+  // server that ignores it sends from the start, and the bytes it has are
+  // skipped), calls follow.onResumed() and reads on: no byte twice, none
+  // missing.
+  async function streamCast(url, onChunk, follow) {
+    const open = async (offset) => {
+      const u = offset > 0 ? `${url}${url.includes("?") ? "&" : "?"}offset=${offset}` : url;
+      const resp = await fetch(u, { credentials: "same-origin" });
+      if (!resp.ok) {
+        let msg = `the server answered ${resp.status}`;
+        try { msg = JSON.parse(await resp.text()).message || msg; } catch (_) { /* keep */ }
+        throw new APIError(resp.status, msg);
+      }
+      const honoured = resp.headers.get("X-Sshward-Offset") === String(offset);
+      return { reader: resp.body.getReader(), skip: offset > 0 && !honoured ? offset : 0 };
+    };
     performance.mark("sshward:cast-request");
-    const resp = await fetch(url, { credentials: "same-origin", signal });
+    let cur = await open(0);
     performance.mark("sshward:cast-response");
-    if (!resp.ok) {
-      let msg = `the server answered ${resp.status}`;
-      try { msg = JSON.parse(await resp.text()).message || msg; } catch (_) { /* keep */ }
-      throw new APIError(resp.status, msg);
-    }
-    const reader = resp.body.getReader();
     const dec = new TextDecoder();
     const parts = [];
     let tail = ""; // bytes after the last newline, not yet a whole line
     let lastTime = 0;
     let events = false;
     let bytes = 0;
+    let offset = 0; // bytes received: where a reconnect resumes
     for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      const s = tail + dec.decode(value, { stream: true });
-      const cut = s.lastIndexOf("\n");
-      if (cut < 0) {
-        tail = s;
-        continue;
+      let lost = null;
+      try {
+        for (;;) {
+          let { done, value } = await cur.reader.read();
+          if (done) break;
+          if (cur.skip > 0) {
+            const k = Math.min(cur.skip, value.length);
+            cur.skip -= k;
+            value = value.subarray(k);
+            if (value.length === 0) continue;
+          }
+          offset += value.length;
+          const s = tail + dec.decode(value, { stream: true });
+          const cut = s.lastIndexOf("\n");
+          if (cut < 0) {
+            tail = s;
+            continue;
+          }
+          const whole = s.slice(0, cut + 1);
+          tail = s.slice(cut + 1);
+          parts.push(whole);
+          bytes += whole.length;
+          // The header is the first line; the player needs an event too.
+          events = events || parts.length > 1 || whole.indexOf("\n") < whole.length - 1;
+          const prev = whole.lastIndexOf("\n", whole.length - 2);
+          const t = lineTime(whole.slice(prev + 1, whole.length - 1));
+          if (!isNaN(t)) lastTime = t;
+          const wait = onChunk({ parts, bytes, lastTime, events, done: false });
+          if (wait) await wait;
+        }
+      } catch (e) {
+        lost = e;
       }
-      const whole = s.slice(0, cut + 1);
-      tail = s.slice(cut + 1);
-      parts.push(whole);
-      bytes += whole.length;
-      // The header is the first line; the player needs an event too.
-      events = events || parts.length > 1 || whole.indexOf("\n") < whole.length - 1;
-      const prev = whole.lastIndexOf("\n", whole.length - 2);
-      const t = lineTime(whole.slice(prev + 1, whole.length - 1));
-      if (!isNaN(t)) lastTime = t;
-      const wait = onChunk({ parts, bytes, lastTime, events, done: false });
-      if (wait) await wait;
+      if (!follow) {
+        if (lost) throw lost;
+        break;
+      }
+      if (!lost && await follow.ended(offset)) break;
+      follow.onLost(lost);
+      for (let wait = 250; ; wait = Math.min(2 * wait, 5000)) {
+        await new Promise((r) => setTimeout(r, wait));
+        try {
+          cur = await open(offset);
+          break;
+        } catch (e) {
+          // A refusal ends the follow; a server still away is tried again.
+          if (e instanceof APIError && e.status < 500) throw e;
+        }
+      }
+      follow.onResumed();
     }
     tail += dec.decode();
     if (tail.trim() !== "") {
@@ -647,8 +692,26 @@
       }
       return null;
     };
+    // Following: a lost connection is said and repaired, never taken for
+    // the end of the session.
+    const followLive = live ? {
+      ended: async (have) => {
+        try {
+          const d2 = await api(`/api/sessions/${encodeURIComponent(id)}`);
+          return !d2.live && have >= (d2.bytes || 0);
+        } catch (_) {
+          return false; // the server cannot say: reconnecting finds out
+        }
+      },
+      onLost: () => {
+        status("Connection to the playback server lost — reconnecting…");
+      },
+      onResumed: () => {
+        status("Reconnected — following the live session…");
+      },
+    } : null;
     try {
-      await streamCast(castURL, onChunk);
+      await streamCast(castURL, onChunk, followLive);
       if (live) {
         // The stream ends when the session does: show the final metadata
         // (end, exit status, integrity).

@@ -63,8 +63,11 @@ type Stack struct {
 	hostSigner ssh.Signer
 	spool      *recorder.Spool
 
-	mu    sync.Mutex // guards clock
+	mu    sync.Mutex // guards clock, Server and stopServe
 	clock time.Time  // the spool's clock: event times are set by Session steps
+
+	newServer func() (*playback.Server, error)
+	stopServe func() error // stops the running server (nil: stopped)
 }
 
 // New starts a Stack and stops it when the test ends.
@@ -104,13 +107,11 @@ func New(t testing.TB) *Stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Server, err = playback.New(playback.Config{Store: s.Store, CA: cac, HostCAs: id.HostCAs, SetHostCAs: id.SetHostCAs,
-		TLS: id.TLSConfig(), UI: ui}); err != nil {
-		t.Fatal(err)
+	s.newServer = func() (*playback.Server, error) {
+		return playback.New(playback.Config{Store: s.Store, CA: cac, HostCAs: id.HostCAs, SetHostCAs: id.SetHostCAs,
+			TLS: id.TLSConfig(), UI: ui})
 	}
-	sctx, stop := context.WithCancel(ctx)
-	served := make(chan error, 1)
-	go func() { served <- s.Server.Serve(sctx, ln) }()
+	s.serve(t, ln)
 
 	s.newHost(t)
 	s.spool, err = recorder.OpenSpool(ctx, recorder.SpoolConfig{Dir: filepath.Join(t.TempDir(), "spool"), Now: s.now,
@@ -137,13 +138,66 @@ func New(t testing.TB) *Stack {
 		stopShip()
 		<-shipped
 		s.spool.Close()
-		stop()
-		if err := <-served; err != nil {
-			t.Errorf("webtest: serve: %v", err)
-		}
+		s.StopServer(t)
 		s.Store.Close()
 	})
 	return s
+}
+
+// serve starts a playback server (a new Server, as a restarted process
+// has) on ln.
+func (s *Stack) serve(t testing.TB, ln net.Listener) {
+	t.Helper()
+	srv, err := s.newServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx, ln) }()
+	s.mu.Lock()
+	s.Server = srv
+	s.stopServe = func() error {
+		stop()
+		return <-served
+	}
+	s.mu.Unlock()
+}
+
+// StopServer stops the playback server the way a restart does: its
+// listener closes and open streams (live follows) are cut after the
+// server's shutdown grace. The store stays open for StartServer.
+func (s *Stack) StopServer(t testing.TB) {
+	t.Helper()
+	s.mu.Lock()
+	stop := s.stopServe
+	s.stopServe = nil
+	s.mu.Unlock()
+	if stop == nil {
+		return
+	}
+	if err := stop(); err != nil {
+		t.Errorf("webtest: serve: %v", err)
+	}
+}
+
+// StartServer starts a new playback server on the stopped one's address.
+func (s *Stack) StartServer(t testing.TB) {
+	t.Helper()
+	addr := strings.TrimPrefix(s.URL, "https://")
+	var ln net.Listener
+	var err error
+	// The port was ours a moment ago; a dial in flight may hold it briefly.
+	for range 100 {
+		if ln, err = net.Listen("tcp", addr); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("webtest: listen again on %s: %v", addr, err)
+	}
+	s.serve(t, ln)
 }
 
 func (s *Stack) now() time.Time {
