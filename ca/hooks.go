@@ -1,36 +1,14 @@
 package ca
 
-import (
-	"context"
-	"time"
+import "github.com/sshward/sshward/plugins/contract"
+
+// The approval-policy contract (DESIGN.md "Access requests", "Plugins"):
+// a policy may deny a request or raise the approvals it needs; an error, a
+// timeout or a crash of the policy denies (fail closed). The types live in
+// plugins/contract, which links no CA code, so that plugins can implement
+// them; the plugin-backed implementation is in plugins/, wired by cmd.
+type (
+	ApprovalPolicy    = contract.ApprovalPolicy
+	AccessRequestInfo = contract.AccessRequestInfo
+	PolicyDecision    = contract.PolicyDecision
 )
-
-// ApprovalPolicy is consulted on access requests (DESIGN.md "Access
-// requests", "Plugins"): it may deny a request or raise the approvals it
-// needs. An error, a timeout or a crash of the policy denies (fail closed).
-// The plugin-backed implementation lives in plugins/ and is wired by cmd.
-type ApprovalPolicy interface {
-	Review(ctx context.Context, r AccessRequestInfo) (PolicyDecision, error)
-}
-
-// AccessRequestInfo is what an approval policy sees of a request.
-type AccessRequestInfo struct {
-	ID              string        `json:"id"`
-	Phase           string        `json:"phase"` // "create", "approve" or "issue"
-	Requester       string        `json:"requester"`
-	RequesterGroups []string      `json:"requester_groups"`
-	Tier            string        `json:"tier"`
-	Reason          string        `json:"reason"`
-	Principals      []string      `json:"principals,omitempty"`
-	TTL             time.Duration `json:"ttl"`
-	CreatedAt       time.Time     `json:"created_at"`
-	Approvers       []string      `json:"approvers,omitempty"` // approvals so far
-	Approver        string        `json:"approver,omitempty"`  // who is approving now (phase "approve")
-}
-
-// PolicyDecision is an approval policy's answer.
-type PolicyDecision struct {
-	Deny           bool   `json:"deny"`
-	Reason         string `json:"reason"`
-	ExtraApprovals int    `json:"extra_approvals"`
-}

@@ -4,23 +4,23 @@ import (
 	"context"
 	"strings"
 
-	"github.com/sshward/sshward/ca"
+	"github.com/sshward/sshward/plugins/contract"
 )
 
 // AllOf combines approval policies so that all must allow: the first error
 // or denial wins (in order; later members are not asked), ExtraApprovals
 // is the largest asked for (each member's demand is then met), and the
 // reasons of the members that allowed are joined with "; ".
-type AllOf []ca.ApprovalPolicy
+type AllOf []contract.ApprovalPolicy
 
-// Review implements ca.ApprovalPolicy.
-func (a AllOf) Review(ctx context.Context, r ca.AccessRequestInfo) (ca.PolicyDecision, error) {
-	var out ca.PolicyDecision
+// Review implements contract.ApprovalPolicy.
+func (a AllOf) Review(ctx context.Context, r contract.AccessRequestInfo) (contract.PolicyDecision, error) {
+	var out contract.PolicyDecision
 	var reasons []string
 	for _, p := range a {
 		d, err := p.Review(ctx, r)
 		if err != nil {
-			return ca.PolicyDecision{}, err
+			return contract.PolicyDecision{}, err
 		}
 		if d.Deny {
 			return d, nil

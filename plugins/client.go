@@ -17,12 +17,11 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/sshward/sshward/ca"
-	"github.com/sshward/sshward/ca/store"
+	"github.com/sshward/sshward/plugins/contract"
 )
 
 // Client is the host's handle on one plugin binary. It implements Notifier
-// (Kind notifier) and ca.ApprovalPolicy (Kind approval); the method of the
+// (Kind notifier) and contract.ApprovalPolicy (Kind approval); the method of the
 // other kind returns ErrWrongKind.
 //
 // The process is started by Load and restarted on the first call after it
@@ -94,7 +93,7 @@ func (c *Client) Name() string { return c.cfg.Name }
 func (c *Client) Kind() Kind { return c.cfg.Kind }
 
 // Notify delivers ev to a notifier plugin.
-func (c *Client) Notify(ctx context.Context, ev store.AuditEvent) error {
+func (c *Client) Notify(ctx context.Context, ev contract.AuditEvent) error {
 	if c.cfg.Kind != KindNotifier {
 		return &Error{Plugin: c.cfg.Name, Op: "notify", Err: ErrWrongKind}
 	}
@@ -103,18 +102,18 @@ func (c *Client) Notify(ctx context.Context, ev store.AuditEvent) error {
 
 // Review asks an approval plugin about r. Any error means the plugin did
 // not decide, and the caller must deny (fail closed).
-func (c *Client) Review(ctx context.Context, r ca.AccessRequestInfo) (ca.PolicyDecision, error) {
+func (c *Client) Review(ctx context.Context, r contract.AccessRequestInfo) (contract.PolicyDecision, error) {
 	if c.cfg.Kind != KindApproval {
-		return ca.PolicyDecision{}, &Error{Plugin: c.cfg.Name, Op: "review", Err: ErrWrongKind}
+		return contract.PolicyDecision{}, &Error{Plugin: c.cfg.Name, Op: "review", Err: ErrWrongKind}
 	}
-	var d ca.PolicyDecision
+	var d contract.PolicyDecision
 	err := c.call(ctx, "review", func(ctx context.Context, s stub) error {
 		var err error
 		d, err = s.review(ctx, r)
 		return err
 	})
 	if err != nil {
-		return ca.PolicyDecision{}, err
+		return contract.PolicyDecision{}, err
 	}
 	if d.Deny && d.Reason == "" {
 		d.Reason = "denied by approval plugin " + c.cfg.Name

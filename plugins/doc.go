@@ -2,10 +2,10 @@
 // starts with hashicorp/go-plugin and talks to over gRPC (DESIGN.md
 // "Plugins"). There are two contracts:
 //
-//   - Notifier: receives every audit event (store.AuditEvent), in order, at
+//   - Notifier: receives every audit event (contract.AuditEvent), in order, at
 //     least once. The CA side that feeds it from the audit log, keeping a
 //     cursor per notifier, is ca/notify.
-//   - Approval policy: ca.ApprovalPolicy, reviews access requests and may
+//   - Approval policy: contract.ApprovalPolicy, reviews access requests and may
 //     deny them or raise the approvals they need. Any error — a crash, a
 //     timeout, a missing binary — must deny (fail closed).
 //
@@ -41,6 +41,10 @@
 // hung process, which is killed and restarted. The caller's ctx
 // (deadline, cancellation) reaches the plugin's implementation through
 // gRPC.
+//
+// Plugins link no CA code: the contract's types are in plugins/contract
+// (standard library only), which the CA uses under its own names
+// (TestPluginsLinkNoCACode checks the binaries' dependencies).
 //
 // The wire format is described in wire.go: protobuf well-known types
 // carrying JSON, so no generated code is needed on either side.

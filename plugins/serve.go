@@ -8,8 +8,7 @@ import (
 
 	"github.com/hashicorp/go-plugin"
 
-	"github.com/sshward/sshward/ca"
-	"github.com/sshward/sshward/ca/store"
+	"github.com/sshward/sshward/plugins/contract"
 )
 
 // Notifier is the contract of a notifier plugin: it receives every audit
@@ -22,7 +21,7 @@ import (
 // same event later and never skips it. ctx carries the host's deadline and
 // cancellation across the process boundary.
 type Notifier interface {
-	Notify(ctx context.Context, ev store.AuditEvent) error
+	Notify(ctx context.Context, ev contract.AuditEvent) error
 }
 
 // ServeNotifier serves n as a notifier plugin over go-plugin's gRPC
@@ -38,10 +37,10 @@ func ServeNotifier(n Notifier) {
 }
 
 // ServeApprovalPolicy serves p as an approval-policy plugin (see
-// ca.ApprovalPolicy: it may deny a request or raise the approvals it
+// contract.ApprovalPolicy: it may deny a request or raise the approvals it
 // needs; the host bounds the answer, see DecodeDecision). Like
 // ServeNotifier it returns when the host stops the plugin.
-func ServeApprovalPolicy(p ca.ApprovalPolicy) {
+func ServeApprovalPolicy(p contract.ApprovalPolicy) {
 	serve(&server{kind: KindApproval, policy: p})
 }
 

@@ -14,8 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"github.com/sshward/sshward/ca"
-	"github.com/sshward/sshward/ca/store"
+	"github.com/sshward/sshward/plugins/contract"
 )
 
 // The wire protocol, written by hand because protoc is not part of the
@@ -24,8 +23,8 @@ import (
 // structured payloads travel as JSON inside a BytesValue:
 //
 //	sshward.plugins.v1.Plugin/Info            Empty      → StringValue (the Kind served)
-//	sshward.plugins.v1.Notifier/Notify        BytesValue(JSON store.AuditEvent)      → Empty
-//	sshward.plugins.v1.ApprovalPolicy/Review  BytesValue(JSON ca.AccessRequestInfo) → BytesValue(JSON ca.PolicyDecision)
+//	sshward.plugins.v1.Notifier/Notify        BytesValue(JSON contract.AuditEvent)      → Empty
+//	sshward.plugins.v1.ApprovalPolicy/Review  BytesValue(JSON contract.AccessRequestInfo) → BytesValue(JSON contract.PolicyDecision)
 //
 // JSON field names are those of the Go types' json tags. Receivers ignore
 // unknown fields, so either side may add fields without a new version; a
@@ -64,7 +63,7 @@ func handshake() plugin.HandshakeConfig {
 }
 
 // EncodeEvent is the Notify payload.
-func EncodeEvent(ev store.AuditEvent) ([]byte, error) {
+func EncodeEvent(ev contract.AuditEvent) ([]byte, error) {
 	b, err := json.Marshal(ev)
 	if err != nil {
 		return nil, fmt.Errorf("plugins: encode event %d: %w", ev.Seq, err)
@@ -74,19 +73,19 @@ func EncodeEvent(ev store.AuditEvent) ([]byte, error) {
 
 // DecodeEvent parses a Notify payload. An event always has a Seq and a
 // Type (the audit log assigns and requires them).
-func DecodeEvent(b []byte) (store.AuditEvent, error) {
-	var ev store.AuditEvent
+func DecodeEvent(b []byte) (contract.AuditEvent, error) {
+	var ev contract.AuditEvent
 	if err := json.Unmarshal(b, &ev); err != nil {
-		return store.AuditEvent{}, fmt.Errorf("plugins: decode event: %w", err)
+		return contract.AuditEvent{}, fmt.Errorf("plugins: decode event: %w", err)
 	}
 	if ev.Seq == 0 || ev.Type == "" {
-		return store.AuditEvent{}, errors.New("plugins: decode event: seq and type are required")
+		return contract.AuditEvent{}, errors.New("plugins: decode event: seq and type are required")
 	}
 	return ev, nil
 }
 
 // EncodeRequest is the Review payload.
-func EncodeRequest(r ca.AccessRequestInfo) ([]byte, error) {
+func EncodeRequest(r contract.AccessRequestInfo) ([]byte, error) {
 	b, err := json.Marshal(r)
 	if err != nil {
 		return nil, fmt.Errorf("plugins: encode request %s: %w", r.ID, err)
@@ -95,19 +94,19 @@ func EncodeRequest(r ca.AccessRequestInfo) ([]byte, error) {
 }
 
 // DecodeRequest parses a Review payload; a request always has an id.
-func DecodeRequest(b []byte) (ca.AccessRequestInfo, error) {
-	var r ca.AccessRequestInfo
+func DecodeRequest(b []byte) (contract.AccessRequestInfo, error) {
+	var r contract.AccessRequestInfo
 	if err := json.Unmarshal(b, &r); err != nil {
-		return ca.AccessRequestInfo{}, fmt.Errorf("plugins: decode request: %w", err)
+		return contract.AccessRequestInfo{}, fmt.Errorf("plugins: decode request: %w", err)
 	}
 	if r.ID == "" {
-		return ca.AccessRequestInfo{}, errors.New("plugins: decode request: id is required")
+		return contract.AccessRequestInfo{}, errors.New("plugins: decode request: id is required")
 	}
 	return r, nil
 }
 
 // EncodeDecision is the Review answer.
-func EncodeDecision(d ca.PolicyDecision) ([]byte, error) {
+func EncodeDecision(d contract.PolicyDecision) ([]byte, error) {
 	if err := checkDecision(d); err != nil {
 		return nil, err
 	}
@@ -121,18 +120,18 @@ func EncodeDecision(d ca.PolicyDecision) ([]byte, error) {
 // DecodeDecision parses and bounds a Review answer: ExtraApprovals within
 // [0, MaxExtraApprovals] (a plugin may raise the approvals a request needs,
 // never lower them), Reason valid UTF-8 of at most MaxReasonBytes.
-func DecodeDecision(b []byte) (ca.PolicyDecision, error) {
-	var d ca.PolicyDecision
+func DecodeDecision(b []byte) (contract.PolicyDecision, error) {
+	var d contract.PolicyDecision
 	if err := json.Unmarshal(b, &d); err != nil {
-		return ca.PolicyDecision{}, fmt.Errorf("plugins: decode decision: %w", err)
+		return contract.PolicyDecision{}, fmt.Errorf("plugins: decode decision: %w", err)
 	}
 	if err := checkDecision(d); err != nil {
-		return ca.PolicyDecision{}, err
+		return contract.PolicyDecision{}, err
 	}
 	return d, nil
 }
 
-func checkDecision(d ca.PolicyDecision) error {
+func checkDecision(d contract.PolicyDecision) error {
 	switch {
 	case d.ExtraApprovals < 0 || d.ExtraApprovals > MaxExtraApprovals:
 		return fmt.Errorf("plugins: decision: extra_approvals %d outside [0, %d]: %w", d.ExtraApprovals, MaxExtraApprovals, ErrProtocol)
@@ -208,7 +207,7 @@ func unary[In any, Out any](method string, h func(srv any, ctx context.Context, 
 type server struct {
 	kind     Kind
 	notifier Notifier
-	policy   ca.ApprovalPolicy
+	policy   contract.ApprovalPolicy
 }
 
 func (s *server) info() Kind { return s.kind }
@@ -271,7 +270,7 @@ func (s stub) info(ctx context.Context) (Kind, error) {
 	return Kind(out.GetValue()), nil
 }
 
-func (s stub) notify(ctx context.Context, ev store.AuditEvent) error {
+func (s stub) notify(ctx context.Context, ev contract.AuditEvent) error {
 	b, err := EncodeEvent(ev)
 	if err != nil {
 		return err
@@ -279,14 +278,14 @@ func (s stub) notify(ctx context.Context, ev store.AuditEvent) error {
 	return s.conn.Invoke(ctx, methodNotify, wrapperspb.Bytes(b), new(emptypb.Empty))
 }
 
-func (s stub) review(ctx context.Context, r ca.AccessRequestInfo) (ca.PolicyDecision, error) {
+func (s stub) review(ctx context.Context, r contract.AccessRequestInfo) (contract.PolicyDecision, error) {
 	b, err := EncodeRequest(r)
 	if err != nil {
-		return ca.PolicyDecision{}, err
+		return contract.PolicyDecision{}, err
 	}
 	out := new(wrapperspb.BytesValue)
 	if err := s.conn.Invoke(ctx, methodReview, wrapperspb.Bytes(b), out); err != nil {
-		return ca.PolicyDecision{}, err
+		return contract.PolicyDecision{}, err
 	}
 	return DecodeDecision(out.GetValue())
 }

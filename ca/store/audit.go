@@ -13,33 +13,20 @@ import (
 	"unicode/utf8"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/sshward/sshward/plugins/contract"
 )
 
 // Audit outcomes (AuditEvent.Outcome).
 const (
-	OutcomeOK      = "ok"
-	OutcomeRefused = "refused"
+	OutcomeOK      = contract.OutcomeOK
+	OutcomeRefused = contract.OutcomeRefused
 )
 
 // AuditEvent is one record of the append-only, hash-chained audit log.
-// Seq, PrevHash and Hash are set by AppendAudit.
-type AuditEvent struct {
-	Seq        uint64            `json:"seq"`
-	Time       time.Time         `json:"time"` // set by AppendAudit when zero
-	Type       string            `json:"type"` // e.g. "cert.issue", "login"; required
-	Actor      string            `json:"actor,omitzero"`
-	Subject    string            `json:"subject,omitzero"`
-	Tier       string            `json:"tier,omitzero"`
-	Serial     uint64            `json:"serial,omitzero"`
-	KeyID      string            `json:"key_id,omitzero"`
-	RequestID  string            `json:"request_id,omitzero"`
-	ClientAddr string            `json:"client_addr,omitzero"`
-	Outcome    string            `json:"outcome"` // OutcomeOK or OutcomeRefused; empty means OutcomeOK
-	Reason     string            `json:"reason,omitzero"`
-	Details    map[string]string `json:"details,omitempty"`
-	PrevHash   string            `json:"prev_hash"` // Hash of record Seq-1; "" for Seq 1
-	Hash       string            `json:"hash"`      // see AuditHash
-}
+// Seq, PrevHash and Hash are set by AppendAudit. It is the plugin
+// contract's type (notifiers receive it), which links no CA code.
+type AuditEvent = contract.AuditEvent
 
 // auditDomain starts every canonical encoding. A future encoding gets a new
 // tag; records keep verifying under the tag they were written with.

@@ -7,34 +7,34 @@ import (
 	"sync"
 	"time"
 
-	"github.com/sshward/sshward/ca"
+	"github.com/sshward/sshward/plugins/contract"
 )
 
 // Decide applies the rule in the package doc to r; at is the moment whose
 // on-call roster counts (the request's creation).
-func (s *Schedule) Decide(r ca.AccessRequestInfo, at time.Time) ca.PolicyDecision {
+func (s *Schedule) Decide(r contract.AccessRequestInfo, at time.Time) contract.PolicyDecision {
 	if !s.covers(r.Tier) {
-		return ca.PolicyDecision{}
+		return contract.PolicyDecision{}
 	}
 	if s.TicketPattern != nil && !s.TicketPattern.MatchString(r.Reason) {
-		return ca.PolicyDecision{Deny: true, Reason: fmt.Sprintf("the reason must reference a ticket matching %s", s.TicketPattern)}
+		return contract.PolicyDecision{Deny: true, Reason: fmt.Sprintf("the reason must reference a ticket matching %s", s.TicketPattern)}
 	}
 	for _, u := range s.OnCall(at) {
 		if u == r.Requester {
-			return ca.PolicyDecision{Reason: r.Requester + " is on call"}
+			return contract.PolicyDecision{Reason: r.Requester + " is on call"}
 		}
 	}
 	if s.ExtraApprovals == 0 {
-		return ca.PolicyDecision{Reason: r.Requester + " is not on call"}
+		return contract.PolicyDecision{Reason: r.Requester + " is not on call"}
 	}
-	return ca.PolicyDecision{
+	return contract.PolicyDecision{
 		ExtraApprovals: s.ExtraApprovals,
 		Reason: fmt.Sprintf("%s is not on call at %s: %d more approval(s) required",
 			r.Requester, at.UTC().Format(time.RFC3339), s.ExtraApprovals),
 	}
 }
 
-// Policy is the plugin's ca.ApprovalPolicy: a schedule file, re-read when
+// Policy is the plugin's contract.ApprovalPolicy: a schedule file, re-read when
 // it changes.
 type Policy struct {
 	path string
@@ -59,11 +59,11 @@ func NewPolicy(path string, now func() time.Time) (*Policy, error) {
 	return p, nil
 }
 
-// Review implements ca.ApprovalPolicy.
-func (p *Policy) Review(ctx context.Context, r ca.AccessRequestInfo) (ca.PolicyDecision, error) {
+// Review implements contract.ApprovalPolicy.
+func (p *Policy) Review(ctx context.Context, r contract.AccessRequestInfo) (contract.PolicyDecision, error) {
 	s, err := p.schedule()
 	if err != nil {
-		return ca.PolicyDecision{}, err
+		return contract.PolicyDecision{}, err
 	}
 	at := r.CreatedAt
 	if at.IsZero() {

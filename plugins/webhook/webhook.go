@@ -18,8 +18,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sshward/sshward/ca/store"
 	"github.com/sshward/sshward/plugins"
+	"github.com/sshward/sshward/plugins/contract"
 )
 
 // Request headers.
@@ -130,7 +130,7 @@ func New(cfg Config) (*Notifier, error) {
 
 // Notify posts ev, retrying as the package doc says. It returns nil once
 // the receiver answered 2xx.
-func (n *Notifier) Notify(ctx context.Context, ev store.AuditEvent) error {
+func (n *Notifier) Notify(ctx context.Context, ev contract.AuditEvent) error {
 	body, err := plugins.EncodeEvent(ev)
 	if err != nil {
 		return err
@@ -158,7 +158,7 @@ func (n *Notifier) Notify(ctx context.Context, ev store.AuditEvent) error {
 }
 
 // post makes one attempt; retry says whether another may succeed.
-func (n *Notifier) post(ctx context.Context, ev store.AuditEvent, body []byte) (retry bool, err error) {
+func (n *Notifier) post(ctx context.Context, ev contract.AuditEvent, body []byte) (retry bool, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, n.cfg.URL, bytes.NewReader(body))
 	if err != nil {
 		return false, errors.New("webhook: cannot build the request (check the URL)")
