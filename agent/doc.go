@@ -67,4 +67,27 @@
 // A session ends with a message when its certificate expires or is revoked,
 // where the tier ends sessions on expiry: the session's context is
 // cancelled with ErrCertExpired or ErrCertRevoked as its cause.
+//
+// # Exit statuses of sessions the agent ends
+//
+// A session the agent ends gets a message on its terminal (or stderr
+// without one) and then an exit-status (RFC 4254 section 6.10), never an
+// exit-signal: `ssh` exits with that status instead of 255, which it uses
+// for its own errors and lost connections. The statuses sit above every
+// 128+signal status a shell reports:
+//
+//	250 ExitCertExpired      certificate expired: `sshward cert`, reconnect
+//	251 ExitCertRevoked      certificate revoked
+//	252 ExitRecordingFailed  the tier fails closed and recording failed
+//	                         (also for a session refused at its start)
+//	253 ExitAgentStopped     the host agent stopped (SIGTERM/SIGINT) or
+//	                         restarts (SIGHUP): reconnect later
+//	  1 ExitRefused          the session could not be set up on this host
+//
+// A stop or restart cuts sessions that did not end by themselves: their
+// recordings are finished, digested and shipped like any other, but say
+// complete=false with the reason ("agent stopped", "agent restarted") in
+// their metadata (incomplete, end_reason). Cancel Serve's context with
+// ErrRestarting as its cause for a restart (sshward-agent does on SIGHUP,
+// then executes itself again).
 package agent

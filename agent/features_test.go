@@ -282,9 +282,10 @@ func TestSessionEndsOnExpiryAndRevocation(t *testing.T) {
 		name, want, reason string
 		ttl                time.Duration
 		revoke             bool
+		status             int
 	}{
-		{name: "expiry", ttl: 2 * time.Second, want: "your certificate expired", reason: "certificate expired"},
-		{name: "revocation", ttl: 20 * time.Minute, revoke: true, want: "your certificate was revoked", reason: "certificate revoked"},
+		{name: "expiry", ttl: 2 * time.Second, want: "your certificate expired", reason: "certificate expired", status: ExitCertExpired},
+		{name: "revocation", ttl: 20 * time.Minute, revoke: true, want: "your certificate was revoked", reason: "certificate revoked", status: ExitCertRevoked},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -308,6 +309,10 @@ func TestSessionEndsOnExpiryAndRevocation(t *testing.T) {
 			}
 			if !strings.Contains(errOut, tt.want) {
 				t.Errorf("stderr %q lacks %q", errOut, tt.want)
+			}
+			// Not ssh's 255 ("connection lost"): the status says why.
+			if got := exitCode(err); got != tt.status {
+				t.Errorf("ssh exit status %d, want %d (%s); stderr %q", got, tt.status, tt.reason, errOut)
 			}
 			if d := time.Since(start); d > 10*time.Second {
 				t.Errorf("took %v to end", d)
@@ -439,35 +444,69 @@ func TestBreakGlassOnProductionHost(t *testing.T) {
 }
 
 // TestShutdownEndsSessions: when Serve's context ends, running sessions
-// are told why, their recordings are finished, and Serve returns.
+// are told why and exit with ExitAgentStopped (ssh would say 255 for a
+// lost connection), their recordings are finished but marked cut short
+// with the reason, and Serve returns. A restart (ErrRestarting as the
+// cause, what SIGHUP does) says so to the user and in the recording.
 func TestShutdownEndsSessions(t *testing.T) {
-	ca := newFakeCA(t)
-	a, _ := fastAgent(t, ca, api.TierStaging)
-	c := newSSHClient(t, ca, a)
-	login := currentUser(t)
-	k := ca.issue(t, c.home, certSpec{keyID: "case shutdown", principals: []string{login}, extensions: stagingExt()})
-	lines, wait := c.stream(t, k, login, "echo started; sleep 30; echo not-ended")
-	if l := <-lines; l != "started" {
-		t.Fatalf("first line %q", l)
-	}
-	start := time.Now()
-	if err := a.stop(); !errors.Is(err, ErrServerClosed) {
-		t.Fatalf("Serve = %v", err)
-	}
-	for l := range lines {
-		if l == "not-ended" {
-			t.Error("session outlived the agent")
-		}
-	}
-	errOut, err := wait()
-	if err == nil || !strings.Contains(errOut, "shutting down") {
-		t.Errorf("ssh: %v %q", err, errOut)
-	}
-	if d := time.Since(start); d > 8*time.Second {
-		t.Errorf("shutdown took %v", d)
-	}
-	m := waitRecording(t, SpoolDir(a.dataDir), func(m recorder.Metadata) bool { return m.KeyID == "case shutdown" })
-	if m.EndReason != "agent shutting down" || !m.Complete {
-		t.Errorf("recording end %q complete %v", m.EndReason, m.Complete)
+	for _, tt := range []struct {
+		name, message, reason string
+		cause                 error
+		pty                   bool
+	}{
+		{name: "stop", cause: nil, message: "the host agent stopped", reason: "agent stopped"},
+		{name: "restart", cause: ErrRestarting, message: "the host agent is restarting", reason: "agent restarted"},
+		{name: "stop pty", cause: nil, message: "the host agent stopped", reason: "agent stopped", pty: true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ca := newFakeCA(t)
+			a, _ := fastAgent(t, ca, api.TierStaging)
+			c := newSSHClient(t, ca, a)
+			login := currentUser(t)
+			keyID := "case shutdown " + tt.name
+			k := ca.issue(t, c.home, certSpec{keyID: keyID, principals: []string{login}, extensions: stagingExt()})
+			var extra []string
+			if tt.pty {
+				extra = []string{"-tt"}
+			}
+			lines, wait := c.streamArgs(t, k, login, extra, "echo started; sleep 30; echo not-ended")
+			if l := strings.TrimSpace(<-lines); l != "started" {
+				t.Fatalf("first line %q", l)
+			}
+			start := time.Now()
+			if err := a.stopWith(tt.cause); !errors.Is(err, ErrServerClosed) {
+				t.Fatalf("Serve = %v", err)
+			}
+			var out strings.Builder
+			for l := range lines {
+				out.WriteString(l + "\n")
+			}
+			errOut, err := wait()
+			if strings.Contains(out.String(), "not-ended") {
+				t.Error("session outlived the agent")
+			}
+			// With a terminal the message is on it (stdout); without, on stderr.
+			shown := errOut
+			if tt.pty {
+				shown = out.String()
+			}
+			if !strings.Contains(shown, "sshward: session ended: "+tt.message) {
+				t.Errorf("ssh: %v, the user was not told: stdout %q stderr %q", err, out.String(), errOut)
+			}
+			if got := exitCode(err); got != ExitAgentStopped {
+				t.Errorf("ssh exit status %d, want %d; stderr %q", got, ExitAgentStopped, errOut)
+			}
+			if d := time.Since(start); d > 8*time.Second {
+				t.Errorf("shutdown took %v", d)
+			}
+			m := waitRecording(t, SpoolDir(a.dataDir), func(m recorder.Metadata) bool { return m.KeyID == keyID })
+			if m.EndReason != tt.reason || m.Complete || m.Incomplete != tt.reason {
+				t.Errorf("recording end %q complete %v incomplete %q, want cut short: %q", m.EndReason, m.Complete, m.Incomplete, tt.reason)
+			}
+			_, evs := readCast(t, castPath(SpoolDir(a.dataDir), m.SessionID))
+			if !strings.Contains(output(evs), "started") {
+				t.Errorf("the cut recording lost what was recorded: %q", output(evs))
+			}
+		})
 	}
 }

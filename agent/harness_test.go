@@ -369,6 +369,8 @@ type testAgent struct {
 	logs    *logBuffer
 	ca      *fakeCA
 	stop    func() error
+	// stopWith stops the agent with cause (ErrRestarting: a restart).
+	stopWith func(cause error) error
 }
 
 type agentOpts struct {
@@ -407,7 +409,8 @@ func startAgent(t testing.TB, ca *fakeCA, o agentOpts) *testAgent {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancelCause := context.WithCancelCause(context.Background())
+	cancel := func() { cancelCause(nil) }
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, ln) }()
 	// Serve establishes the identity before it accepts; wait for it so
@@ -425,9 +428,9 @@ func startAgent(t testing.TB, ca *fakeCA, o agentOpts) *testAgent {
 	var stopErr error
 	a := &testAgent{srv: srv, addr: ln.Addr().String(), dataDir: o.dataDir, logs: lb, ca: ca}
 	_, a.port, _ = net.SplitHostPort(a.addr)
-	a.stop = func() error {
+	a.stopWith = func(cause error) error {
 		once.Do(func() {
-			cancel()
+			cancelCause(cause)
 			select {
 			case stopErr = <-done:
 			case <-time.After(20 * time.Second):
@@ -436,6 +439,7 @@ func startAgent(t testing.TB, ca *fakeCA, o agentOpts) *testAgent {
 		})
 		return stopErr
 	}
+	a.stop = func() error { return a.stopWith(nil) }
 	t.Cleanup(func() {
 		if err := a.stop(); err != nil && !errors.Is(err, ErrServerClosed) {
 			t.Errorf("agent: %v", err)

@@ -92,6 +92,9 @@ func TestSpoolUnwritable(t *testing.T) {
 					if err == nil || strings.Contains(out, "ran") || !strings.Contains(errOut, "cannot record sessions") {
 						t.Fatalf("production ran a session it cannot record: %v %q %q", err, out, errOut)
 					}
+					if got := exitCode(err); got != ExitRecordingFailed {
+						t.Errorf("refused session: ssh exit status %d, want %d", got, ExitRecordingFailed)
+					}
 					a.logs.find(t, map[string]string{"msg": "audit", "action": AuditSessionRefused, "key_id": k.cert.KeyId})
 				} else if err != nil || out != "ran\n" {
 					t.Fatalf("staging refused a session: %v %q %q", err, out, errOut)
@@ -121,6 +124,9 @@ func TestSpoolUnwritable(t *testing.T) {
 					if err == nil || strings.Contains(all, "finished") || !strings.Contains(errOut, "cannot record sessions") {
 						t.Fatalf("production kept a session it cannot record: %v\nstdout %q\nstderr %q", err, all, errOut)
 					}
+					if got := exitCode(err); got != ExitRecordingFailed {
+						t.Errorf("ended session: ssh exit status %d, want %d; stderr %q", got, ExitRecordingFailed, errOut)
+					}
 				} else if err != nil || !strings.Contains(all, "finished") {
 					t.Fatalf("staging ended a session for its recording: %v %q %q", err, all, errOut)
 				}
@@ -138,8 +144,14 @@ func TestSpoolUnwritable(t *testing.T) {
 // stderr and error once it exits.
 func (c *sshClient) stream(t *testing.T, k *userKey, login, remote string) (<-chan string, func() (string, error)) {
 	t.Helper()
+	return c.streamArgs(t, k, login, nil, remote)
+}
+
+// streamArgs is stream with extra ssh options (e.g. -tt).
+func (c *sshClient) streamArgs(t *testing.T, k *userKey, login string, extra []string, remote string) (<-chan string, func() (string, error)) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	cmd := exec.CommandContext(ctx, "ssh", append(c.args(k, login), remote)...)
+	cmd := exec.CommandContext(ctx, "ssh", append(c.args(k, login, extra...), remote)...)
 	cmd.Env = c.env()
 	var errb strings.Builder
 	cmd.Stderr = &errb

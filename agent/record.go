@@ -127,13 +127,27 @@ func (r *sessionRecording) check() {
 	}
 }
 
+// incompleteCloser is a Recording that can be closed as cut short
+// (*recorder.Recording is one).
+type incompleteCloser interface {
+	CloseIncomplete(ctx context.Context, end recorder.EndInfo, reason string) (*recorder.Metadata, error)
+}
+
 // close finishes the recording; a failure to finish counts as a recording
-// failure for the alert, the session being over anyway.
-func (r *sessionRecording) close(ctx context.Context, end recorder.EndInfo) (*recorder.Metadata, error) {
+// failure for the alert, the session being over anyway. A non-empty cut
+// marks the recording incomplete with that reason (the agent stopped under
+// the session).
+func (r *sessionRecording) close(ctx context.Context, end recorder.EndInfo, cut string) (*recorder.Metadata, error) {
 	if r.rec == nil {
 		return nil, nil
 	}
-	m, err := r.rec.Close(ctx, end)
+	var m *recorder.Metadata
+	var err error
+	if ic, ok := r.rec.(incompleteCloser); ok && cut != "" {
+		m, err = ic.CloseIncomplete(ctx, end, cut)
+	} else {
+		m, err = r.rec.Close(ctx, end)
+	}
 	if err != nil {
 		r.fail(err)
 	}

@@ -87,8 +87,10 @@ func (s *Server) HostCertificate() *ssh.Certificate {
 
 // Serve establishes the host identity (joining the CA with the join token
 // on first start), loads the revocation cache, opens the spool and serves
-// SSH on ln until ctx ends. Then it ends every session with a message,
-// waits for them to finish their recordings, and returns ErrServerClosed.
+// SSH on ln until ctx ends. Then it ends every session with a message and
+// exit status ExitAgentStopped, waits for them to finish their recordings
+// (marked incomplete: "agent stopped", or "agent restarted" when ctx was
+// cancelled with ErrRestarting as its cause), and returns ErrServerClosed.
 // Serve closes ln. It may be called once.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if !s.serving.CompareAndSwap(false, true) {
@@ -169,7 +171,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	defer stopAccept()
 	err = s.acceptLoop(ctx, ln, &connWG)
 
-	s.endAll(ErrShuttingDown)
+	// Sessions are told whether the agent stops or restarts (Serve's
+	// context cancelled with ErrRestarting as its cause).
+	end := ErrShuttingDown
+	if errors.Is(context.Cause(ctx), ErrRestarting) {
+		end = ErrRestarting
+	}
+	s.endAll(end)
 	connWG.Wait()
 	if ctx.Err() != nil {
 		return ErrServerClosed

@@ -58,6 +58,9 @@ type session struct {
 	inRec   *inputRecorder // terminal input recorder, when input is recorded
 	cols    int
 	rows    int
+	// endedBy is the cause the agent ended the running session with (set
+	// by tellEnd); nil when it ended by itself or the client left.
+	endedBy error
 
 	finished chan struct{}  // closed when the started session has finished
 	pumps    sync.WaitGroup // output pumps; finish waits for them
@@ -240,7 +243,9 @@ func (s *session) plan(req *ssh.Request) (plan, error) {
 func (s *session) start(req *ssh.Request) {
 	g := s.c.g
 	if s.ctx.Err() != nil {
-		s.refuseStart(req, strings.TrimPrefix(endMessage(context.Cause(s.ctx)), "sshward: "))
+		cause := context.Cause(s.ctx)
+		status, _ := endStatus(cause)
+		s.refuseStart(req, strings.TrimPrefix(endMessage(cause), "sshward: "), status)
 		return
 	}
 	p, err := s.plan(req)
@@ -251,7 +256,7 @@ func (s *session) start(req *ssh.Request) {
 	}
 	rec, ok := s.openRecording(p)
 	if !ok {
-		s.refuseStart(req, "this host cannot record sessions right now, and its tier requires recording; try again later or ask an administrator.")
+		s.refuseStart(req, "this host cannot record sessions right now, and its tier requires recording; try again later or ask an administrator.", ExitRecordingFailed)
 		return
 	}
 	subsystem := p.kind == recorder.KindSubsystem
@@ -393,17 +398,18 @@ func (s *session) alertRecording(err error) {
 
 func (s *session) failStart(req *ssh.Request, rec *sessionRecording, err error) {
 	s.log.Error("agent: cannot set up the session", "err", err)
-	_, _ = rec.close(context.WithoutCancel(s.ctx), recorder.EndInfo{Reason: "session setup failed"})
-	s.refuseStart(req, "cannot start the session on this host.")
+	_, _ = rec.close(context.WithoutCancel(s.ctx), recorder.EndInfo{Reason: "session setup failed"}, "")
+	s.refuseStart(req, "cannot start the session on this host.", ExitRefused)
 }
 
 // refuseStart ends a session that will not run, telling the user why: the
 // request is accepted so that the client shows the message (OpenSSH drops
-// a refused channel's stderr), then exit status 1.
-func (s *session) refuseStart(req *ssh.Request, msg string) {
+// a refused channel's stderr), then the exit status (ExitRefused, or the
+// cause's: see endStatus).
+func (s *session) refuseStart(req *ssh.Request, msg string, status uint32) {
 	reply(req, true)
 	fmt.Fprintf(s.ch.Stderr(), "sshward: %s\r\n", msg)
-	_, _ = s.ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{1}))
+	_, _ = s.ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{status}))
 	_ = s.ch.CloseWrite()
 	_ = s.ch.Close()
 }
@@ -755,6 +761,9 @@ func (s *session) tellEnd(cause error, st *stdio, rec *sessionRecording) {
 		return
 	}
 	reason := endReason(cause)
+	s.mu.Lock()
+	s.endedBy = cause
+	s.mu.Unlock()
 	s.log.Warn("agent: ending session", "reason", reason)
 	rec.marker("session ended by the agent: " + reason)
 	msg := "\r\n" + endMessage(cause) + "\r\n"
@@ -766,7 +775,9 @@ func (s *session) tellEnd(cause error, st *stdio, rec *sessionRecording) {
 }
 
 // report closes the recording and tells the client how the session ended
-// (RFC 4254 section 6.10).
+// (RFC 4254 section 6.10). A session the agent ended reports the cause's
+// exit status (endStatus), not the signal that stopped its processes: ssh
+// would exit 255 on an exit-signal, and the user could not tell why.
 func (s *session) report(ex exitInfo, rec *sessionRecording) {
 	end := recorder.EndInfo{ExitStatus: ex.status, ExitSignal: ex.signal}
 	cause := context.Cause(s.ctx)
@@ -775,17 +786,25 @@ func (s *session) report(ex exitInfo, rec *sessionRecording) {
 	}
 	ctx := context.WithoutCancel(s.ctx)
 	s.mu.Lock()
-	ir := s.inRec
+	ir, endedBy := s.inRec, s.endedBy
 	s.mu.Unlock()
 	if ir != nil {
 		ir.flush() // hidden input typed last, without an Enter
 	}
-	meta, err := rec.close(ctx, end)
+	cut := ""
+	if endedBy != nil && endCut(endedBy) {
+		cut = endReason(endedBy)
+	}
+	meta, err := rec.close(ctx, end, cut)
 	if err != nil {
 		s.log.Error("agent: closing the recording failed", "err", err)
 	}
 	detail := "exit"
+	agentStatus, byAgent := endStatus(endedBy)
 	switch {
+	case endedBy != nil && byAgent:
+		detail = fmt.Sprintf("ended by the agent (%s), exit status %d", endReason(endedBy), agentStatus)
+		_, _ = s.ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{agentStatus}))
 	case ex.status != nil:
 		detail = "exit status " + strconv.Itoa(*ex.status)
 		_, _ = s.ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{uint32(*ex.status)}))

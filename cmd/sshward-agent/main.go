@@ -32,9 +32,12 @@ const prog = "sshward-agent"
 const caRootFile = "ca_root.pem"
 
 func main() {
-	ctx, stop := cli.SignalContext()
+	ctx, stop := signalContext()
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
+	if err == nil && errors.Is(context.Cause(ctx), agent.ErrRestarting) && (len(os.Args) < 2 || os.Args[1] != "status") {
+		err = restart(os.Stderr)
+	}
 	os.Exit(cli.Exit(prog, err, os.Stderr))
 }
 
