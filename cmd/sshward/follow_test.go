@@ -3,6 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -89,5 +92,34 @@ func TestPlayFollowsAcrossRestart(t *testing.T) {
 	back := strings.Index(stderr, "sshward: reconnected, resuming at byte")
 	if lost < 0 || back < lost || !strings.Contains(stderr[lost:], "reconnecting…") {
 		t.Errorf("stderr = %q, want the lost connection, then the reconnection", stderr)
+	}
+
+	// ?offset= on the finished recording: the bytes from there, said in
+	// X-Sshward-Offset; past the end, nothing; not a byte count, refused.
+	get := func(q string) (int, string, string) {
+		req, err := http.NewRequest(http.MethodGet, st.URL+"/api/sessions/s-follow/cast?"+q, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+st.AuditorToken)
+		resp, err := st.HTTPClient().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header.Get("X-Sshward-Offset"), string(b)
+	}
+	_, _, whole := get("")
+	if code, off, b := get("offset=10"); code != http.StatusOK || off != "10" || b != whole[10:] {
+		t.Errorf("offset=10: %d, header %q, %d bytes; want 200, 10 and the last %d bytes", code, off, len(b), len(whole)-10)
+	}
+	if code, off, b := get("offset=99999999"); code != http.StatusOK || off != strconv.Itoa(len(whole)) || b != "" {
+		t.Errorf("offset past the end: %d, header %q, %q; want 200, %d, nothing", code, off, b, len(whole))
+	}
+	for _, bad := range []string{"offset=-1", "offset=ten"} {
+		if code, _, _ := get(bad); code != http.StatusBadRequest {
+			t.Errorf("%s: %d, want 400", bad, code)
+		}
 	}
 }

@@ -222,23 +222,66 @@
     return p;
   }
 
+  // The list shows a page of sessions (the server's 100, newest first)
+  // and says when more match: "Showing 100 of 2,345 sessions" with a button
+  // that appends the next page (the server's next_cursor).
+  let listPage = null; // {p, q, next, shown, total} of the list shown
+
   async function loadList() {
     const p = filterQuery();
     const q = p.get("q") || "";
     status("Loading sessions…");
     let res;
     try {
-      res = await api(`/api/sessions?${p}`);
+      const pc = new URLSearchParams(p);
+      pc.set("count", "1");
+      res = await api(`/api/sessions?${pc}`);
     } catch (e) {
       if (!handleAuth(e, ["sessions"], loadList)) status(`Could not load sessions: ${e.message}`);
       return;
     }
     status("");
     show("sessions", true);
-    const rows = $("rows");
-    rows.replaceChildren();
+    $("rows").replaceChildren();
     const list = res.sessions || [];
     show("empty", list.length === 0);
+    appendRows(list, q);
+    listPage = { p, q, next: res.next_cursor || "", shown: list.length, total: res.total, pages: 1 };
+    renderMore();
+  }
+
+  function renderMore() {
+    const lp = listPage;
+    show("more", !!(lp && lp.next));
+    if (!lp || !lp.next) return;
+    const total = Number.isFinite(lp.total) ? ` of ${lp.total.toLocaleString("en-US")}` : "";
+    $("more-text").textContent = `Showing ${lp.shown.toLocaleString("en-US")}${total} sessions.`;
+  }
+
+  async function loadMore() {
+    const lp = listPage;
+    if (!lp || !lp.next) return;
+    $("more-button").disabled = true;
+    try {
+      const pc = new URLSearchParams(lp.p);
+      pc.set("cursor", lp.next);
+      const res = await api(`/api/sessions?${pc}`);
+      if (listPage !== lp) return; // the filters changed meanwhile
+      const list = res.sessions || [];
+      appendRows(list, lp.q);
+      lp.shown += list.length;
+      lp.pages++;
+      lp.next = res.next_cursor || "";
+      renderMore();
+    } catch (e) {
+      if (!handleAuth(e, ["sessions"], loadList)) status(`Could not load more sessions: ${e.message}`);
+    } finally {
+      $("more-button").disabled = false;
+    }
+  }
+
+  function appendRows(list, q) {
+    const rows = $("rows");
     for (const s of list) {
       const link = el("a", { href: sessionHref(s.id, null, q), text: fmtTime(s.start) || s.id });
       const tier = el("td", { text: s.tier || "" });
@@ -271,6 +314,7 @@
 
   function initIndex() {
     filtersFromURL();
+    $("more-button").addEventListener("click", loadMore);
     $("filters").addEventListener("submit", (ev) => {
       ev.preventDefault();
       const qs = filterQuery().toString();
@@ -280,6 +324,8 @@
     loadList();
     // Live sessions change while one looks: refresh a list that shows any.
     setInterval(() => {
+      // (Not once the reader has asked for more pages: they would go.)
+      if (listPage && listPage.pages > 1) return;
       if (!$("sessions").hidden && document.querySelector(".badge.live")) loadList();
     }, 10000);
   }
