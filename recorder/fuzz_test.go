@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/sshward/sshward/recorder"
 	"github.com/sshward/sshward/recorder/recordertest"
@@ -87,6 +88,43 @@ func FuzzWriterRoundTrip(f *testing.F) {
 		got, want := recordertest.Data(evs, recorder.CodeOutput), strings.ToValidUTF8(string(data), "\uFFFD")
 		if got != want {
 			t.Fatalf("got %q, want %q", got, want)
+		}
+	})
+}
+
+// FuzzOutputCRLF: for any valid UTF-8 output, split anywhere into reads,
+// the cast of a session without a terminal has a CR before every LF and
+// ExactOutput gives back exactly the bytes sent.
+func FuzzOutputCRLF(f *testing.F) {
+	f.Add([]byte("a\nb\r\nc\n\n"), uint8(3))
+	f.Add([]byte("\r\n\r\r\n"), uint8(1))
+	f.Add([]byte("ünï\ncode\n"), uint8(2))
+	f.Fuzz(func(t *testing.T, data []byte, split uint8) {
+		if !utf8.Valid(data) {
+			return
+		}
+		var buf bytes.Buffer
+		w, err := recorder.NewWriter(&buf, recorder.Header{Width: 80, Height: 24}, time.Unix(0, 0), func() time.Time { return time.Unix(1, 0) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.SetOutputCRLF(true)
+		step := int(split)%7 + 1
+		for i := 0; i < len(data); i += step {
+			if err := w.Output(data[i:min(len(data), i+step)]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		_, evs := recordertest.MustParseCast(t, buf.Bytes())
+		got := recordertest.Data(evs, recorder.CodeOutput)
+		if n, crlf := strings.Count(got, "\n"), strings.Count(got, "\r\n"); n != crlf {
+			t.Fatalf("%d LF, %d of them after a CR: %q", n, crlf, got)
+		}
+		if exact := recorder.ExactOutput(recorder.Metadata{OutputNewlines: recorder.NewlinesCRLF}, []byte(got)); !bytes.Equal(exact, data) {
+			t.Fatalf("ExactOutput = %q, want %q", exact, data)
 		}
 	})
 }

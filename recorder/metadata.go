@@ -1,6 +1,7 @@
 package recorder
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -41,6 +42,12 @@ type Metadata struct {
 	Kind        string `json:"kind"`              // KindShell, KindExec or KindSubsystem
 	Command     string `json:"command,omitempty"` // exec command or subsystem name
 	RecordInput bool   `json:"record_input"`      // the tier records input; Recording.Input is a no-op otherwise
+	// OutputNewlines is how line feeds in the output appear in the cast:
+	// "" as sent (a terminal session: the terminal already sent CR LF), or
+	// NewlinesCRLF (a session without a terminal: every LF is recorded as
+	// CR LF, as a terminal with onlcr shows it, so players draw lines, not
+	// a staircase). ExactOutput undoes it.
+	OutputNewlines string `json:"output_newlines,omitempty"`
 
 	Start      time.Time `json:"start"` // zero means the spool's Now at Create
 	End        time.Time `json:"end,omitzero"`
@@ -75,7 +82,25 @@ func (m Metadata) Check() error {
 	default:
 		return fmt.Errorf("recorder: metadata: kind %q is not shell, exec or subsystem", m.Kind)
 	}
+	if m.OutputNewlines != "" && m.OutputNewlines != NewlinesCRLF {
+		return fmt.Errorf("recorder: metadata: output_newlines %q is not %q or empty", m.OutputNewlines, NewlinesCRLF)
+	}
 	return nil
+}
+
+// NewlinesCRLF is Metadata.OutputNewlines of a session without a terminal.
+const NewlinesCRLF = "crlf"
+
+// ExactOutput returns the output bytes a session sent, from the output
+// data of its cast (the concatenated "o" events): for a recording with
+// OutputNewlines NewlinesCRLF it removes the CR the recorder put before
+// each LF, which is exact since every LF got one. Bytes that were not
+// valid UTF-8 were recorded as U+FFFD and stay so.
+func ExactOutput(m Metadata, castOutput []byte) []byte {
+	if m.OutputNewlines != NewlinesCRLF {
+		return castOutput
+	}
+	return bytes.ReplaceAll(castOutput, []byte("\r\n"), []byte("\n"))
 }
 
 // maxSessionID bounds a session id, far below file name limits.

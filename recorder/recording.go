@@ -131,6 +131,7 @@ func (s *Spool) startCast(m Metadata, h Header, castPath string) (*Recording, er
 	w, err := NewWriter(sink, h, m.Start, s.cfg.Now)
 	if err == nil {
 		w.SetRedaction(s.cfg.Redaction)
+		w.SetOutputCRLF(m.OutputNewlines == NewlinesCRLF)
 		err = w.Marker(startMarker(m))
 	}
 	if err == nil {

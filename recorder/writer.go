@@ -1,9 +1,11 @@
 package recorder
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -44,6 +46,9 @@ type Writer struct {
 
 	// Redaction state of output and input; nil: no redaction.
 	redOut, redIn *redactor
+
+	crlf    bool   // output LF is recorded as CR LF (SetOutputCRLF)
+	crlfBuf []byte // output with CRs added, reused
 }
 
 // carry is the UTF-8 state of one stream (output or input).
@@ -93,6 +98,17 @@ func (w *Writer) SetRedaction(rd *Redaction) {
 	if rd != nil && len(rd.pats) > 0 {
 		w.redOut, w.redIn = newRedactor(rd), newRedactor(rd)
 	}
+}
+
+// SetOutputCRLF makes the Writer record every LF of the output as CR LF,
+// as a terminal with onlcr shows output (Metadata.OutputNewlines
+// NewlinesCRLF): for sessions without a terminal, whose output carries
+// bare LFs that players would draw as a staircase. Call it before the
+// first event.
+func (w *Writer) SetOutputCRLF(on bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.crlf = on
 }
 
 // Output records p as terminal output ("o").
@@ -257,6 +273,9 @@ func (w *Writer) streamLocked(code string, c *carry, p []byte, final bool) error
 	if err := w.usableLocked(); err != nil {
 		return err
 	}
+	if w.crlf && code == CodeOutput {
+		p = w.addCRs(p)
+	}
 	s := p
 	if c.n > 0 {
 		w.joined = append(append(w.joined[:0], c.b[:c.n]...), p...)
@@ -289,6 +308,31 @@ func (w *Writer) streamLocked(code string, c *carry, p []byte, final bool) error
 		w.joined = nil
 	}
 	return nil
+}
+
+// addCRs returns p with a CR before every LF, in a buffer of w's (p itself
+// when it has no LF).
+func (w *Writer) addCRs(p []byte) []byte {
+	n := bytes.Count(p, []byte{'\n'})
+	if n == 0 {
+		return p
+	}
+	b := slices.Grow(w.crlfBuf[:0], len(p)+n)
+	for {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			break
+		}
+		b = append(append(b, p[:i]...), '\r', '\n')
+		p = p[i+1:]
+	}
+	b = append(b, p...)
+	if cap(b) <= 2*maxEventData {
+		w.crlfBuf = b
+	} else {
+		w.crlfBuf = nil
+	}
+	return b
 }
 
 // writeAll writes p in one Write call; a short write without an error is

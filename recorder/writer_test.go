@@ -495,3 +495,45 @@ func TestWriterTimesNeverDecrease(t *testing.T) {
 		}
 	}
 }
+
+// TestOutputCRLF: output of a session without a terminal is recorded with
+// a CR before every LF (as a terminal with onlcr shows it), so that
+// players draw lines instead of a staircase; ExactOutput gives back the
+// bytes sent, also when they held CR LF already or a LF split from its
+// line by the read, and the rest of the cast is untouched.
+func TestOutputCRLF(t *testing.T) {
+	var buf bytes.Buffer
+	w, err := recorder.NewWriter(&buf, recorder.Header{Width: 80, Height: 24}, time.Unix(0, 0), func() time.Time { return time.Unix(1, 0) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.SetOutputCRLF(true)
+	sent := []string{"line 1\nline 2\n", "already crlf\r\n", "no newline", "\n", "\n\nünïcode ✓\n"}
+	for _, p := range sent {
+		if err := w.Output([]byte(p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Input([]byte("typed\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, evs := recordertest.MustParseCast(t, buf.Bytes())
+	got := recordertest.Data(evs, recorder.CodeOutput)
+	want := "line 1\r\nline 2\r\nalready crlf\r\r\nno newline\r\n\r\n\r\nünïcode ✓\r\n"
+	if got != want {
+		t.Errorf("cast output %q, want %q", got, want)
+	}
+	if in := recordertest.Data(evs, recorder.CodeInput); in != "typed\n" {
+		t.Errorf("input %q: only output is translated", in)
+	}
+	m := recorder.Metadata{OutputNewlines: recorder.NewlinesCRLF}
+	if exact := string(recorder.ExactOutput(m, []byte(got))); exact != strings.Join(sent, "") {
+		t.Errorf("ExactOutput = %q, want %q", exact, strings.Join(sent, ""))
+	}
+	if exact := string(recorder.ExactOutput(recorder.Metadata{}, []byte(got))); exact != got {
+		t.Errorf("ExactOutput of a terminal session changed its output")
+	}
+}
