@@ -40,8 +40,13 @@ func TestExecVerifiedByCertAuthority(t *testing.T) {
 		t.Errorf("metadata complete=%v exit=%v, want complete with status 3", m.Complete, m.ExitStatus)
 	}
 	_, evs := readCast(t, castPath(SpoolDir(a.dataDir), m.SessionID))
-	if got := output(evs); !strings.Contains(got, "hi\n") || !strings.Contains(got, "err\n") {
-		t.Errorf("recorded output %q lacks stdout or stderr", got)
+	// No terminal: the cast shows LF as CR LF (no staircase in players);
+	// the metadata says so, and ExactOutput gives back what was sent.
+	if got := output(evs); !strings.Contains(got, "hi\r\n") || !strings.Contains(got, "err\r\n") || m.OutputNewlines != recorder.NewlinesCRLF {
+		t.Errorf("recorded output %q (newlines %q) lacks stdout or stderr as a terminal shows them", got, m.OutputNewlines)
+	}
+	if got := string(recorder.ExactOutput(m, []byte(output(evs)))); !strings.Contains(got, "hi\n") || strings.Contains(got, "\r") {
+		t.Errorf("exact output %q", got)
 	}
 	if evs[0].Code != recorder.CodeMarker || !strings.Contains(evs[0].Data, "session start") ||
 		!strings.Contains(evs[0].Data, "alice@local") {

@@ -374,7 +374,7 @@ func TestClosedTierShowsOnlyRecordedOutput(t *testing.T) {
 		t.Fatalf("casts: %v", casts)
 	}
 	_, evs := readCast(t, casts[0])
-	recorded := strings.Split(output(evs), "\n")
+	recorded := strings.Split(string(recorder.ExactOutput(recorder.Metadata{OutputNewlines: recorder.NewlinesCRLF}, []byte(output(evs)))), "\n") // no terminal: undo the recorded CR LF
 	for i, l := range received {
 		if i >= len(recorded) || recorded[i] != l {
 			t.Fatalf("line %d the user received (%q) is not in the recording (which has %d lines)", i+1, l, len(recorded)-1)
@@ -468,7 +468,7 @@ func TestClosedTierKill9ShowsOnlyRecordedOutput(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, evs := readCast(t, whole)
-	recorded := strings.Split(output(evs), "\n")
+	recorded := strings.Split(string(recorder.ExactOutput(recorder.Metadata{OutputNewlines: recorder.NewlinesCRLF}, []byte(output(evs)))), "\n") // no terminal: undo the recorded CR LF
 	for i, l := range received {
 		if i >= len(recorded)-1 || recorded[i] != l {
 			t.Fatalf("line %d the user received (%q) is not in the recording the killed agent left (%d lines)", i+1, l, len(recorded)-1)

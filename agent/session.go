@@ -363,6 +363,11 @@ func (s *session) openRecording(p plan) (*sessionRecording, bool) {
 		RecordInput: g.settings.RecordInput && p.kind != recorder.KindSubsystem,
 		Start:       s.c.srv.cfg.Now(),
 	}
+	if s.pty == nil {
+		// No terminal turns LF into CR LF for the client: the recording
+		// does, so that players draw lines, not a staircase.
+		meta.OutputNewlines = recorder.NewlinesCRLF
+	}
 	hdr := recorder.Header{Version: recorder.Version, Width: cols, Height: rows,
 		Timestamp: meta.Start.Unix(), Env: map[string]string{"TERM": term, "SHELL": g.user.Shell}, Title: title}
 	rec, err := s.c.srv.spool.Create(s.ctx, meta, hdr)

@@ -186,3 +186,40 @@ func (tm *tmux) waitGone() {
 	}
 	tm.t.Fatal("the ssh session in tmux did not end")
 }
+
+// TestExecReplaysWithoutStaircase: `ssh host cmd` has no terminal, so its
+// output carries bare LFs; a player of the cast used to draw each line
+// where the previous one ended (a staircase). Replayed by asciinema's own
+// CLI in a real terminal (tmux), every line of the recording starts at
+// column 0, as the user saw it.
+func TestExecReplaysWithoutStaircase(t *testing.T) {
+	for _, tool := range []string{"tmux", "asciinema"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s not found: install %s (make test does this)", tool, tool)
+		}
+	}
+	ca := newFakeCA(t)
+	a := startAgent(t, ca, agentOpts{})
+	login := currentUser(t)
+	k := ca.issue(t, "", certSpec{keyID: "case staircase", principals: []string{login}, extensions: stagingExt()})
+	out, _, err := goSSHRun(t, ca, a, k, login, `printf 'first line\nsecond line\nthird line\n'`)
+	if err != nil || out != "first line\nsecond line\nthird line\n" {
+		t.Fatalf("exec: %v %q", err, out)
+	}
+	m := waitRecording(t, SpoolDir(a.dataDir), func(m recorder.Metadata) bool { return m.KeyID == "case staircase" && m.Finished })
+	cast := castPath(SpoolDir(a.dataDir), m.SessionID)
+
+	tm := newTmux(t)
+	tm.run("new-session", "-d", "-s", "s", "-x", "80", "-y", "10", "asciinema cat "+shellQuote(cast)+"; sleep 60")
+	tm.waitPane("third line")
+	pane := tm.run("capture-pane", "-p", "-t", "s")
+	var lines []string
+	for _, l := range strings.Split(pane, "\n") {
+		if l = strings.TrimRight(l, " "); l != "" {
+			lines = append(lines, l)
+		}
+	}
+	if strings.Join(lines, "|") != "first line|second line|third line" {
+		t.Errorf("the replay draws\n%s\nwant each line at column 0", pane)
+	}
+}
