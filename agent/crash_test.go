@@ -204,7 +204,7 @@ func TestKill9RepairsRecording(t *testing.T) {
 	if len(after) == 0 || after[len(after)-1] != '\n' {
 		t.Error("repaired cast does not end with a whole line")
 	}
-	_, evs := readCast(t, castFile) // every line parses
+	_, evs := readCast(t, castFile)                                  // every line parses
 	if out := output(evs); !strings.Contains(out, "line 50 ✓\r\n") { // no terminal: LF recorded as CR LF
 		t.Errorf("repaired cast lost its output: %q…", out[:min(len(out), 200)])
 	}
