@@ -30,8 +30,12 @@ const parallelSSH = 32
 //   - about to expire: the certificate has under a minute left, so every
 //     --ensure wants to renew at once while the others' ssh are reading the
 //     key files;
+//   - the same with ssh-agent: each renewal also swaps the certificate in
+//     the agent while the other ssh list its keys, and leaves one there;
 //   - first use: there is no key or certificate at all, so a fresh key is
 //     made while 31 other ssh wait for it.
+//
+// A row with a valid certificate is the baseline (no issuance at all).
 //
 // Every ssh must be admitted, and the CA's audit log must hold exactly one
 // issued certificate per row.
@@ -111,7 +115,7 @@ func TestParallelSSHRenewal(t *testing.T) {
 	}
 	keyPath := filepath.Join(home, "keys", "staging")
 
-	runAll := func(t *testing.T, wantIssued int) {
+	runAll := func(t *testing.T, wantIssued int, env ...string) {
 		t.Helper()
 		before := issued()
 		type result struct {
@@ -127,7 +131,7 @@ func TestParallelSSHRenewal(t *testing.T) {
 				defer cancel()
 				cmd := exec.CommandContext(ctx, "ssh", "-F", sshConfig, "-o", "BatchMode=yes", "-o", "ConnectTimeout=30",
 					"web1.staging", fmt.Sprintf("echo admitted-%d", i))
-				cmd.Env = append(os.Environ(), "HOME="+work, "SSH_AUTH_SOCK=")
+				cmd.Env = append(append(os.Environ(), "HOME="+work, "SSH_AUTH_SOCK="), env...)
 				var o, e bytes.Buffer
 				cmd.Stdout, cmd.Stderr = &o, &e
 				err := cmd.Run()
@@ -190,6 +194,42 @@ func TestParallelSSHRenewal(t *testing.T) {
 
 	// The baseline: the same 32 ssh with a certificate that stays valid.
 	t.Run("valid", func(t *testing.T) { runAll(t, 0) })
+
+	// With ssh-agent: every renewal also loads the new certificate into the
+	// agent and drops the old one while other ssh list the agent's keys.
+	t.Run("about to expire, with ssh-agent", func(t *testing.T) {
+		sock := filepath.Join(work, "agent.sock")
+		ag := exec.Command("ssh-agent", "-D", "-a", sock)
+		if err := ag.Start(); err != nil {
+			t.Fatalf("ssh-agent: %v", err)
+		}
+		t.Cleanup(func() {
+			ag.Process.Kill()
+			ag.Wait()
+		})
+		waitFor(t, "ssh-agent listens", 10*time.Second, func() bool {
+			_, err := os.Stat(sock)
+			return err == nil
+		})
+		var first struct {
+			Serial uint64 `json:"serial"`
+			Agent  bool   `json:"agent"`
+		}
+		// c.run clears SSH_AUTH_SOCK: this one runs with the agent.
+		cmd := exec.Command(filepath.Join(c.bin, "sshward"), "cert", "--tier", "staging", "--ttl", "1m", "--json")
+		cmd.Env = append(os.Environ(), "SSHWARD_HOME="+home, "SSH_AUTH_SOCK="+sock)
+		out, err := cmd.Output()
+		if err != nil || json.Unmarshal(out, &first) != nil || !first.Agent {
+			t.Fatalf("cert into ssh-agent: %v %s", err, out)
+		}
+		runAll(t, 1, "SSH_AUTH_SOCK="+sock)
+		list := exec.Command("ssh-add", "-l")
+		list.Env = append(os.Environ(), "SSH_AUTH_SOCK="+sock)
+		keys, _ := list.Output()
+		if n := strings.Count(string(keys), "sshward staging"); n != 1 || strings.Contains(string(keys), fmt.Sprint(first.Serial)) {
+			t.Errorf("ssh-agent holds %d sshward staging certificates (want the renewed one only):\n%s", n, keys)
+		}
+	})
 
 	t.Run("first use", func(t *testing.T) {
 		for _, p := range []string{keyPath, keyPath + ".pub", keyPath + "-cert.pub"} {
