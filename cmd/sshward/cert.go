@@ -107,7 +107,7 @@ func (e *env) cmdCert(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	key, err := h.renewalKey(*tier, e.now())
+	key, err := h.renewalKey(*tier, e.now(), krlRevokes(ctx, c, *tier))
 	if err != nil {
 		return err
 	}

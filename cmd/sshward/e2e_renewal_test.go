@@ -32,6 +32,8 @@ const parallelSSH = 32
 //     key files;
 //   - the same with ssh-agent: each renewal also swaps the certificate in
 //     the agent while the other ssh list its keys, and leaves one there;
+//   - about to expire and revoked: renewal makes a fresh key (the old one
+//     may be stolen) while the others wait;
 //   - first use: there is no key or certificate at all, so a fresh key is
 //     made while 31 other ssh wait for it.
 //
@@ -228,6 +230,23 @@ func TestParallelSSHRenewal(t *testing.T) {
 		keys, _ := list.Output()
 		if n := strings.Count(string(keys), "sshward staging"); n != 1 || strings.Contains(string(keys), fmt.Sprint(first.Serial)) {
 			t.Errorf("ssh-agent holds %d sshward staging certificates (want the renewed one only):\n%s", n, keys)
+		}
+	})
+
+	// A revoked certificate may mean a stolen key: renewal must not certify
+	// that key again. Revoked, it admits nobody, so a fresh key is safe.
+	t.Run("about to expire and revoked", func(t *testing.T) {
+		var cur struct {
+			Serial uint64 `json:"serial"`
+		}
+		if err := json.Unmarshal([]byte(c.ok(home, "", "sshward", "cert", "--tier", "staging", "--ttl", "1m", "--json")), &cur); err != nil {
+			t.Fatal(err)
+		}
+		key := readKey()
+		c.ok("", "", "sshward-ca", "revoke", "--dir", caDir, "--serial", fmt.Sprint(cur.Serial))
+		runAll(t, 1)
+		if bytes.Equal(readKey(), key) {
+			t.Error("renewal certified the key of a revoked certificate again")
 		}
 	})
 

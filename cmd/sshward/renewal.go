@@ -16,6 +16,8 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/sys/unix"
+
+	"github.com/sshward/sshward/ca/krl"
 )
 
 // Renewal under parallel ssh (issue 9, "Parallel ssh never breaks renewal").
@@ -37,10 +39,11 @@ import (
 //     renewal certifies the key already on disk and replaces only the
 //     certificate, in one rename: whichever certificate a reader sees
 //     certifies the key it will sign with. A fresh key is made only when
-//     no certificate for the current key is still valid (first use, after
-//     expiry, or a damaged key), when no ssh can be using the old one; it is
-//     written key, .pub, certificate in that order, so a reader that sees
-//     the new certificate sees the new key too.
+//     no certificate for the current key can still admit anyone (first
+//     use, after expiry, a damaged key, or a certificate the tier's KRL
+//     revokes, since a revocation may mean the key was stolen), when no ssh
+//     can be using the old one; it is written key, .pub, certificate in that
+//     order, so a reader that sees the new certificate sees the new key too.
 
 // renewLockWait bounds how long a renewal waits for another one (which may
 // be asking for a password on another terminal).
@@ -155,12 +158,15 @@ func (h home) certMatchesKey(tier string, cert *ssh.Certificate) bool {
 }
 
 // renewalKey picks the key to certify: the one on disk while a certificate
-// for it is still valid at now (ssh processes may be about to sign with
-// it), a fresh one otherwise. Call it under the renewal lock.
-func (h home) renewalKey(tier string, now time.Time) (keyPair, error) {
+// for it is still valid at now and not revoked (ssh processes may be about
+// to sign with it), a fresh one otherwise. revoked reports whether the
+// tier's KRL lists a certificate (true also when the list cannot be read:
+// a stolen key is worse than one failed ssh). Call it under the renewal
+// lock.
+func (h home) renewalKey(tier string, now time.Time, revoked func(*ssh.Certificate) bool) (keyPair, error) {
 	if priv, pub, err := h.loadKey(tier); err == nil {
 		if cur, err := readCert(h.certPath(tier)); err == nil && bytesEqual(cur.Key.Marshal(), pub.Marshal()) &&
-			cur.ValidBefore != ssh.CertTimeInfinity && now.Before(time.Unix(int64(cur.ValidBefore), 0)) {
+			cur.ValidBefore != ssh.CertTimeInfinity && now.Before(time.Unix(int64(cur.ValidBefore), 0)) && !revoked(cur) {
 			return keyPair{priv: priv, pub: pub}, nil
 		}
 	}
@@ -191,4 +197,21 @@ func (h home) saveRenewal(tier string, k keyPair, certLine []byte) error {
 		}
 	}
 	return writeAtomic(h.certPath(tier), certLine, 0o600)
+}
+
+// krlRevokes returns a check of certificates against the tier's KRL as the
+// CA serves it now.
+func krlRevokes(ctx context.Context, c interface {
+	KRL(context.Context, string) ([]byte, error)
+}, tier string) func(*ssh.Certificate) bool {
+	return func(cert *ssh.Certificate) bool {
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		b, err := c.KRL(ctx, tier)
+		if err != nil {
+			return true
+		}
+		list, err := krl.Parse(b)
+		return err != nil || list.IsRevoked(cert)
+	}
 }
