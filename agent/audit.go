@@ -15,7 +15,10 @@ const (
 	AuditSessionEnd       = "session.end"
 	AuditSessionRefused   = "session.refused" // e.g. recording unavailable on a closed tier
 	AuditRecordingFailed  = "recording.failed"
-	AuditForward          = "forward.open"
+	// AuditSessionUnrecorded: an open tier's session goes on unrecorded
+	// (also reported to the CA and the playback server).
+	AuditSessionUnrecorded = "session.unrecorded"
+	AuditForward           = "forward.open"
 )
 
 // AuditEvent is one security-relevant event on this host.
@@ -47,7 +50,7 @@ type logAuditor struct{ l *slog.Logger }
 func (a logAuditor) Audit(ctx context.Context, ev AuditEvent) {
 	level := slog.LevelInfo
 	switch ev.Action {
-	case AuditAdmissionRefused, AuditRequestRefused, AuditSessionRefused, AuditRecordingFailed:
+	case AuditAdmissionRefused, AuditRequestRefused, AuditSessionRefused, AuditRecordingFailed, AuditSessionUnrecorded:
 		level = slog.LevelWarn
 	}
 	attrs := []slog.Attr{

@@ -197,6 +197,11 @@ type Config struct {
 	// and MaxStartups is zero, it becomes a hard cap: MaxStartups
 	// N:100:N. Connections past it are now dropped, not queued.
 	MaxHandshakes int
+	// UnrecordedRetry is how often reports of unrecorded sessions (an open
+	// tier's session that went on without recording) are sent again to the
+	// CA and the playback server until they answered; default
+	// DefaultUnrecordedRetry.
+	UnrecordedRetry time.Duration
 	// Ciphers are the SSH ciphers offered (x/crypto/ssh names); default
 	// DefaultCiphers().
 	Ciphers []string
@@ -298,6 +303,9 @@ func (c Config) withDefaults() Config {
 		if c.MaxHandshakes > 0 {
 			c.MaxStartups = StartupLimits{Begin: c.MaxHandshakes, Rate: 100, Full: c.MaxHandshakes}
 		}
+	}
+	if c.UnrecordedRetry <= 0 {
+		c.UnrecordedRetry = DefaultUnrecordedRetry
 	}
 	if len(c.Ciphers) == 0 {
 		c.Ciphers = DefaultCiphers()

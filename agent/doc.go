@@ -62,7 +62,14 @@
 // terminals and of commands (stdout and stderr), input when the tier says
 // so, each window-change, and markers for start, end and SFTP operations.
 // When recording fails the tier decides (FailClosed: refuse and end
-// sessions with a message; FailOpen: go on and log an alert).
+// sessions with a message; FailOpen: go on and raise an alert). An open
+// tier's unrecorded session reaches someone (unrecorded.go): the user reads
+// "sshward: this session is NOT being recorded: <reason>" on stderr, a
+// report (ca/api.UnrecordedSession) is queued durably in DataDir/unrecorded
+// and delivered, with the host certificate, to the CA's audit log and the
+// playback server's (type session.unrecorded), retried every
+// Config.UnrecordedRetry across restarts until each answered, and
+// `sshward-agent status` counts and lists them.
 //
 // A session ends with a message when its certificate expires or is revoked,
 // where the tier ends sessions on expiry: the session's context is

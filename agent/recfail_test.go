@@ -98,6 +98,8 @@ func TestSpoolUnwritable(t *testing.T) {
 					a.logs.find(t, map[string]string{"msg": "audit", "action": AuditSessionRefused, "key_id": k.cert.KeyId})
 				} else if err != nil || out != "ran\n" {
 					t.Fatalf("staging refused a session: %v %q %q", err, out, errOut)
+				} else if !strings.Contains(errOut, "sshward: this session is NOT being recorded: the recording disk of this host is full") {
+					t.Errorf("staging ran an unrecorded session without telling: stderr %q", errOut)
 				}
 				want := map[string]string{"key_id": k.cert.KeyId}
 				for k, v := range alert {

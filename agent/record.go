@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 
 	"github.com/sshward/sshward/recorder"
 )
@@ -48,9 +49,12 @@ func (r recorderSpool) Create(ctx context.Context, m recorder.Metadata, h record
 // could not be recorded is withheld from the user and onFail ends the
 // session; with FailOpen the session goes on unrecorded after one alert.
 type sessionRecording struct {
-	rec    Recording // nil: the session runs unrecorded (FailOpen after a failure)
-	mode   FailureMode
-	onFail func(err error) // called once, on the first failure
+	rec  Recording // nil: the session runs unrecorded (FailOpen after a failure)
+	mode FailureMode
+	// onFail is called once, on the first failure; closing says it
+	// happened while the recording was being finished.
+	onFail  func(err error, closing bool)
+	closing atomic.Bool // set by close
 
 	mu     sync.Mutex // guards failed
 	failed bool
@@ -94,7 +98,7 @@ func (r *sessionRecording) fail(err error) {
 	r.failed = true
 	r.mu.Unlock()
 	if first && r.onFail != nil {
-		r.onFail(err)
+		r.onFail(err, r.closing.Load())
 	}
 }
 
@@ -141,6 +145,7 @@ func (r *sessionRecording) close(ctx context.Context, end recorder.EndInfo, cut 
 	if r.rec == nil {
 		return nil, nil
 	}
+	r.closing.Store(true)
 	var m *recorder.Metadata
 	var err error
 	if ic, ok := r.rec.(incompleteCloser); ok && cut != "" {

@@ -549,7 +549,7 @@ func TestInputRecorder(t *testing.T) {
 	t.Run("closed tier, marker fails", func(t *testing.T) {
 		log := &eventLog{}
 		failed := 0
-		ir := &inputRecorder{rec: &sessionRecording{rec: log, mode: FailClosed, onFail: func(error) { failed++ }},
+		ir := &inputRecorder{rec: &sessionRecording{rec: log, mode: FailClosed, onFail: func(error, bool) { failed++ }},
 			hidden: func() bool { return true }}
 		log.fail = errors.New("disk full")
 		if ir.record([]byte("secret\r")) || failed != 1 {

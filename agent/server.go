@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"sync"
@@ -29,10 +30,16 @@ type Server struct {
 	revs   atomic.Pointer[revocations]  // nil until a list is cached or fetched
 	single *singleUse                   // set by Serve before accepting
 	spool  Spool                        // set by Serve before accepting
+	unrec  *unrecordedOutbox            // reports of unrecorded sessions; set by Serve before accepting
 	redact *recorder.Redaction          // secrets kept out of recordings, audit and logs; set by New
 
-	preauth *preauth      // unauthenticated connections (preauth.go); set by New
-	ready   chan struct{} // closed by Serve once it accepts connections
+	preauth *preauth // unauthenticated connections (preauth.go); set by New
+
+	playback         atomic.Pointer[string] // the playback server's URL once known (unrecordedplayback.go)
+	playbackHTTPOnce sync.Once              // builds the two fields below
+	playbackHTTP     *http.Client
+	playbackHTTPErr  error
+	ready            chan struct{} // closed by Serve once it accepts connections
 
 	mu      sync.Mutex // guards the fields below
 	conns   map[*serverConn]struct{}
@@ -148,8 +155,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		shipSpool = sp
 	}
 
+	s.unrec, err = openUnrecorded(s.cfg.DataDir, s.cfg.Rand, s.log)
+	if err != nil {
+		return err
+	}
+
 	bg, stopBg := context.WithCancel(context.WithoutCancel(ctx))
 	var bgWG sync.WaitGroup
+	bgWG.Go(func() { s.deliverUnrecorded(bg) })
 	bgWG.Go(func() { s.renewLoop(bg) })
 	bgWG.Go(func() { s.revocationLoop(bg) })
 	if shipSpool != nil && s.cfg.Playback != nil {

@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/sshward/sshward/ca/api"
 	"github.com/sshward/sshward/recorder"
 )
 
@@ -61,6 +62,11 @@ type session struct {
 	// endedBy is the cause the agent ended the running session with (set
 	// by tellEnd); nil when it ended by itself or the client left.
 	endedBy error
+	// shown is what the session runs, as recorded (set by openRecording).
+	shown string
+	// unrecorded is the reason the session starts unrecorded, shown to the
+	// user once it started (set by openRecording on an open tier).
+	unrecorded string
 
 	finished chan struct{}  // closed when the started session has finished
 	pumps    sync.WaitGroup // output pumps; finish waits for them
@@ -309,6 +315,7 @@ func (s *session) start(req *ssh.Request) {
 	s.proc = proc
 	s.mu.Unlock()
 	reply(req, true)
+	s.showUnrecorded()
 	s.auditStart(p)
 
 	in := st.stdin
@@ -340,9 +347,10 @@ func (s *session) start(req *ssh.Request) {
 func (s *session) openRecording(p plan) (*sessionRecording, bool) {
 	g := s.c.g
 	sr := &sessionRecording{mode: g.settings.OnRecordingFailure}
-	sr.onFail = func(err error) { s.recordingFailed(err) }
+	sr.onFail = s.recordingFailed
 	s.mu.Lock()
 	cols, rows := s.cols, s.rows
+	s.shown = p.shown
 	s.mu.Unlock()
 	if cols == 0 {
 		cols, rows = defaultCols, defaultRows
@@ -380,15 +388,42 @@ func (s *session) openRecording(p plan) (*sessionRecording, bool) {
 		s.c.srv.audit(s.ctx, s.auditEvent(AuditSessionRefused, "recording unavailable", p.shown))
 		return nil, false
 	}
+	reason := s.reportUnrecorded(api.UnrecordedAtStart, err, p.shown)
+	s.mu.Lock()
+	s.unrecorded = reason
+	s.mu.Unlock()
 	return sr, true
 }
 
-// recordingFailed handles a failure during the session.
-func (s *session) recordingFailed(err error) {
+// showUnrecorded tells the user, once the session started, that it runs
+// unrecorded (openRecording found the spool failing on an open tier).
+func (s *session) showUnrecorded() {
+	s.mu.Lock()
+	reason := s.unrecorded
+	s.mu.Unlock()
+	if reason != "" {
+		_, _ = io.WriteString(s.ch.Stderr(), unrecordedBanner(reason))
+	}
+}
+
+// recordingFailed handles a failure during the session (or while its
+// recording is finished: closing): a closed tier ends the session, an open
+// one reports it and tells the user it goes on unrecorded.
+func (s *session) recordingFailed(err error, closing bool) {
 	s.alertRecording(err)
 	if s.c.g.settings.OnRecordingFailure == FailClosed {
 		s.cancel(ErrRecordingFailed)
+		return
 	}
+	s.mu.Lock()
+	shown := s.shown
+	s.mu.Unlock()
+	if closing {
+		s.reportUnrecorded(api.UnrecordedAtEnd, err, shown)
+		return
+	}
+	reason := s.reportUnrecorded(api.UnrecordedDuring, err, shown)
+	_, _ = io.WriteString(s.ch.Stderr(), "\r\n"+unrecordedBanner(reason))
 }
 
 func (s *session) alertRecording(err error) {

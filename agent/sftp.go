@@ -51,6 +51,7 @@ func (s *session) serveSFTP(req *ssh.Request, p plan, rec *sessionRecording) {
 	s.started, s.rec = true, rec
 	s.mu.Unlock()
 	reply(req, true)
+	s.showUnrecorded()
 	s.auditStart(p)
 	go func() {
 		defer close(s.finished)

@@ -24,16 +24,12 @@ const playbackRetry = 30 * time.Second
 // URL it first waits for the CA to know one; recordings stay in the spool
 // meanwhile (sshward-agent status shows them).
 func (s *Server) ship(ctx context.Context, sp *recorder.Spool) {
-	url := s.cfg.Playback.URL
-	for url == "" {
-		if f, ok := s.cfg.CA.(playbackFinder); ok {
-			tctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-			tr, err := f.Trust(tctx)
-			cancel()
-			if err == nil && tr.Playback != "" {
-				url = tr.Playback
-				break
-			}
+	var url string
+	for {
+		u, err := s.playbackURL(ctx)
+		if err == nil && u != "" {
+			url = u
+			break
 		}
 		select {
 		case <-ctx.Done():

@@ -32,6 +32,10 @@ type Status struct {
 	// Uploads is the shipper's queue: what the playback server has not
 	// acknowledged yet, how old, and the last error.
 	Uploads *recorder.ShipReport `json:"uploads"`
+	// Unrecorded counts the sessions of an open tier that went on
+	// unrecorded, and where their reports to the CA and the playback
+	// server are (unrecorded.go).
+	Unrecorded *UnrecordedStatus `json:"unrecorded"`
 }
 
 // HostCertStatus describes the host certificate.
@@ -130,6 +134,9 @@ func ReadStatus(dataDir string, now time.Time) (*Status, error) {
 	if st.Uploads, err = recorder.ReadShipStatus(st.Spool.Dir); err != nil {
 		return nil, fmt.Errorf("agent: status: %w", err)
 	}
+	if st.Unrecorded, err = readUnrecordedStatus(dataDir); err != nil {
+		return nil, fmt.Errorf("agent: status: %w", err)
+	}
 	return st, nil
 }
 
@@ -208,8 +215,26 @@ func (st *Status) WriteText(w io.Writer) error {
 	} else {
 		fmt.Fprintf(tw, "uploads:\tno playback server yet: recordings stay in the spool\n")
 	}
+	if u := st.Unrecorded; u != nil && u.Count > 0 {
+		fmt.Fprintf(tw, "UNRECORDED SESSIONS:\t%d (open tier: went on without recording); reports not yet delivered: %d to the CA, %d to playback\n",
+			u.Count, u.PendingCA, u.PendingPlayback)
+	} else {
+		fmt.Fprintf(tw, "unrecorded sessions:\tnone\n")
+	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	if u := st.Unrecorded; u != nil && len(u.Last) > 0 {
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintf(tw, "\nUNRECORDED SESSION\tAT\tUSER\tPRINCIPAL\tTIER\tPHASE\tREASON\tCA\tPLAYBACK\n")
+		for _, r := range u.Last {
+			e := r.Event
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.SessionID, e.At.UTC().Format(time.RFC3339), e.Identity,
+				e.Principal, e.Tier, e.Phase, e.Reason, truncate(r.CA.describe(), 50), truncate(r.Playback.describe(), 50))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
 	}
 	if u := st.Uploads; u != nil && len(u.Recordings) > 0 {
 		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)

@@ -222,6 +222,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("POST "+recorder.IngestPathPrefix+"{id}/"+recorder.IngestStart, s.withHost(recorder.MaxIngestJSONBytes, s.handleStart))
 	mux.HandleFunc("PUT "+recorder.IngestPathPrefix+"{id}/"+recorder.IngestChunk, s.withHost(recorder.MaxChunkBytes, s.handleChunk))
 	mux.HandleFunc("POST "+recorder.IngestPathPrefix+"{id}/"+recorder.IngestFinish, s.withHost(recorder.MaxIngestJSONBytes, s.handleFinish))
+	s.unrecordedRoutes(mux)
 	// Unknown paths under the API prefixes authenticate first, so that they
 	// answer 401 like the known ones. Patterns carry a method so that they
 	// do not conflict with the UI's "GET /".

@@ -48,6 +48,7 @@ func (s *Server) routes() http.Handler {
 	s.requestRoutes(mux)
 	s.playbackRoutes(mux)
 	s.revocationRoutes(mux)
+	s.unrecordedRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &api.Error{Code: api.CodeNotFound, Status: http.StatusNotFound, Message: "no such API path: " + r.URL.Path})
 	})
