@@ -5,13 +5,18 @@ STATICCHECK_VERSION := v0.8.2
 TEST_TIMEOUT ?= 12m
 PKGS      := ./...
 
-.PHONY: all build test test-short test-future demo bench lint deps clean fuzz web plugins
+.PHONY: all build package test test-short test-future demo bench lint deps clean fuzz web plugins
 
 all: build
 
 build: web plugins
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/ ./cmd/...
+
+# package: .deb packages (sshward, sshward-ca, sshward-playback, sshward-agent) with
+# hardened systemd units, into bin/packages/ (.ci/package; nfpm as a pinned tool).
+package: build
+	@bash .ci/package/build
 
 # plugins: the plugin binaries that ship; pin each by sha256sum in config.yaml.
 plugins:
