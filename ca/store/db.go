@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"sync"
@@ -276,4 +277,19 @@ func (db *DB) Snapshot(ctx context.Context, path string) error {
 		}
 		return nil
 	})
+}
+
+// WriteSnapshot writes a consistent copy of the whole store file to w
+// without stopping writers (one read transaction), for online backups, and
+// returns the bytes written.
+func (db *DB) WriteSnapshot(ctx context.Context, w io.Writer) (int64, error) {
+	var n int64
+	err := db.View(ctx, func(tx *Tx) error {
+		var err error
+		if n, err = tx.btx.WriteTo(w); err != nil {
+			return fmt.Errorf("store: snapshot: %w", err)
+		}
+		return nil
+	})
+	return n, err
 }

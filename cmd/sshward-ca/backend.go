@@ -34,6 +34,8 @@ type admin interface {
 	Audit(ctx context.Context, f store.AuditFilter) ([]store.AuditEvent, error)
 	VerifyAudit(ctx context.Context) server.VerifyResult
 	Sessions(ctx context.Context) ([]store.Session, error)
+	// Backup writes a consistent snapshot of the store (backup.go).
+	Backup(ctx context.Context, actor string, w io.Writer) (int64, error)
 	Close() error
 }
 
@@ -197,4 +199,32 @@ func (s *socketAdmin) VerifyAudit(ctx context.Context) server.VerifyResult {
 func (s *socketAdmin) Sessions(ctx context.Context) ([]store.Session, error) {
 	var out []store.Session
 	return out, s.call(ctx, http.MethodGet, server.AdminSessions, nil, &out)
+}
+
+// Backup streams the running CA's store snapshot. No overall timeout (a
+// large store takes its time); ctx ends it.
+func (s *socketAdmin) Backup(ctx context.Context, _ string, w io.Writer) (int64, error) {
+	hc := &http.Client{Transport: s.hc.Transport}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://sshward-ca"+server.AdminBackup, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("admin socket: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		e := &api.Error{Status: resp.StatusCode}
+		if json.Unmarshal(data, e) != nil || e.Message == "" {
+			e.Message = "the CA answered " + resp.Status
+		}
+		return 0, e
+	}
+	n, err := io.Copy(w, resp.Body)
+	if err != nil {
+		return n, fmt.Errorf("admin socket: backup cut after %d bytes: %w", n, err)
+	}
+	return n, nil
 }

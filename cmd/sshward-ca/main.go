@@ -25,6 +25,8 @@ usage:
   sshward-ca revoke --dir DIR --serial N | --key-id ID | --user NAME [--tier T] [--reason TEXT]
   sshward-ca audit list|verify --dir DIR [--json]
   sshward-ca sessions --dir DIR [--json]
+  sshward-ca backup --dir DIR --to FILE [--json]     consistent snapshot while serving, encrypted (age) to the passphrase
+  sshward-ca restore --from FILE --dir NEWDIR [--json]
 
 The CA passphrase comes from $SSHWARD_CA_PASSPHRASE or --passphrase-file FILE.
 Every verb takes --help. Exit status: 0 ok, 1 refused or failed, 2 usage.
@@ -63,6 +65,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return env.cmdAudit(ctx, args[1:])
 	case "sessions":
 		return env.cmdSessions(ctx, args[1:])
+	case "backup":
+		return env.cmdBackup(ctx, args[1:])
+	case "restore":
+		return env.cmdRestore(ctx, args[1:])
 	}
 	return cli.Usagef("unknown verb %q", args[0])
 }

@@ -1,0 +1,337 @@
+package main
+
+import (
+	"archive/tar"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"filippo.io/age"
+
+	"github.com/sshward/sshward/ca/keys"
+	"github.com/sshward/sshward/ca/store"
+	"github.com/sshward/sshward/cmd/internal/cli"
+)
+
+// A backup is one file: a tar of the CA directory, with a consistent
+// snapshot of the store in place of ca.db, encrypted with age to the CA
+// passphrase (an scrypt recipient: `age -d` opens it too, with the same
+// passphrase). The keys inside are encrypted with that passphrase anyway;
+// the store (users, password hashes, certificates, audit log) is not,
+// hence the outer encryption. The CA can keep serving meanwhile.
+
+// backupSkip names what a backup leaves out of DIR: the live store (its
+// snapshot goes in instead), the admin socket, locks and temporary files.
+func backupSkip(rel string, d fs.DirEntry) bool {
+	base := path.Base(rel)
+	switch {
+	case rel == "ca.db", rel == "admin.sock":
+		return true
+	case strings.HasSuffix(base, ".lock"), strings.Contains(base, ".tmp"):
+		return true
+	}
+	return d.Type()&(fs.ModeSocket|fs.ModeNamedPipe|fs.ModeDevice|fs.ModeSymlink) != 0
+}
+
+type backupResult struct {
+	File    string `json:"file"`
+	Files   int    `json:"files"`
+	Bytes   int64  `json:"bytes"` // of the encrypted file
+	Records int    `json:"audit_records"`
+	Head    string `json:"audit_head"`
+}
+
+func (e *env) cmdBackup(ctx context.Context, args []string) error {
+	fs := cli.NewFlagSet("sshward-ca backup --dir DIR --to FILE")
+	dir := e.dirFlag(fs)
+	to := fs.String("to", "", "backup file to write (0600; refused if it exists)")
+	passFile := fs.String("passphrase-file", "", "file holding the CA passphrase (else $SSHWARD_CA_PASSPHRASE); the backup is encrypted with it")
+	asJSON := fs.Bool("json", false, "print the result as JSON")
+	if _, err := cli.Parse(fs, args); err != nil {
+		return err
+	}
+	if *dir == "" || *to == "" {
+		return fmtUsage("backup needs --dir DIR and --to FILE")
+	}
+	l := layout{*dir}
+	if err := l.check(); err != nil {
+		return err
+	}
+	pass, err := e.passphrase(*passFile)
+	if err != nil {
+		return err
+	}
+	// Only the CA's own passphrase: the backup must open with what opens
+	// its keys, and nobody should have to remember a second one.
+	if _, err := keys.Open(ctx, l.hostCAKey(), pass); err != nil {
+		return errors.New("the passphrase does not open the CA keys in " + *dir + ": give the CA's passphrase")
+	}
+	if _, err := os.Lstat(*to); err == nil {
+		return fmt.Errorf("%s exists: pick a new file (a backup never overwrites)", *to)
+	}
+	rcp, err := age.NewScryptRecipient(string(pass))
+	if err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
+
+	tmp := *to + ".tmp-" + randHex()
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
+	defer os.Remove(tmp) // after the rename, a no-op
+	res := backupResult{File: *to}
+	err = e.writeBackup(ctx, l, f, rcp, &res)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, *to)
+	}
+	if err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
+	if fi, err := os.Stat(*to); err == nil {
+		res.Bytes = fi.Size()
+	}
+	if *asJSON {
+		return cli.JSON(e.stdout, res)
+	}
+	fmt.Fprintf(e.stdout, "backup written: %s (%d files, %.1f MiB, encrypted to the CA passphrase); audit chain: %d records, head %s\n",
+		res.File, res.Files, float64(res.Bytes)/(1<<20), res.Records, shortHash(res.Head))
+	return nil
+}
+
+func (e *env) writeBackup(ctx context.Context, l layout, w io.Writer, rcp age.Recipient, res *backupResult) error {
+	enc, err := age.Encrypt(w, rcp)
+	if err != nil {
+		return err
+	}
+	tw := tar.NewWriter(enc)
+	now := time.Now().UTC()
+
+	// The store first, through the running CA when there is one.
+	snap, err := os.CreateTemp("", "sshward-ca-snapshot-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(snap.Name())
+	defer snap.Close()
+	if err := e.withAdmin(ctx, l.dir, func(a admin) error {
+		_, err := a.Backup(ctx, "operator", snap)
+		return err
+	}); err != nil {
+		return err
+	}
+	// Check the snapshot before it goes in: a whole bbolt file whose
+	// audit chain verifies.
+	rep, err := store.VerifyFile(ctx, snap.Name())
+	if err != nil {
+		return fmt.Errorf("the store snapshot does not verify: %w", err)
+	}
+	res.Records, res.Head = rep.Records, rep.Head
+	if err := addFile(tw, "ca.db", snap, 0o600, now); err != nil {
+		return err
+	}
+	res.Files++
+
+	err = filepath.WalkDir(l.dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(l.dir, p)
+		if err != nil || rel == "." {
+			return err
+		}
+		rel = filepath.ToSlash(rel)
+		if backupSkip(rel, d) {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			return tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: rel + "/", Mode: int64(info.Mode().Perm()), ModTime: info.ModTime()})
+		}
+		if !info.Mode().IsRegular() {
+			return nil
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		res.Files++
+		return addFile(tw, rel, f, info.Mode().Perm(), info.ModTime())
+	})
+	if err != nil {
+		return err
+	}
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	return enc.Close()
+}
+
+// addFile writes f (from its start) into tw as name.
+func addFile(tw *tar.Writer, name string, f *os.File, mode fs.FileMode, mtime time.Time) error {
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Size: fi.Size(), Mode: int64(mode), ModTime: mtime}); err != nil {
+		return err
+	}
+	n, err := io.Copy(tw, f)
+	if err == nil && n != fi.Size() {
+		err = fmt.Errorf("%s changed size while it was read", name)
+	}
+	return err
+}
+
+type restoreResult struct {
+	Dir     string `json:"dir"`
+	Files   int    `json:"files"`
+	Records int    `json:"audit_records"`
+	Head    string `json:"audit_head"`
+}
+
+func (e *env) cmdRestore(ctx context.Context, args []string) error {
+	fs := cli.NewFlagSet("sshward-ca restore --from FILE --dir DIR")
+	dir := fs.String("dir", "", "directory to restore into (new or empty; created 0700)")
+	from := fs.String("from", "", "backup file written by sshward-ca backup")
+	passFile := fs.String("passphrase-file", "", "file holding the CA passphrase (else $SSHWARD_CA_PASSPHRASE)")
+	asJSON := fs.Bool("json", false, "print the result as JSON")
+	if _, err := cli.Parse(fs, args); err != nil {
+		return err
+	}
+	if *dir == "" || *from == "" {
+		return fmtUsage("restore needs --from FILE and --dir DIR")
+	}
+	if des, err := os.ReadDir(*dir); err == nil && len(des) > 0 {
+		return fmt.Errorf("%s is not empty: restore into a new or empty directory", *dir)
+	}
+	pass, err := e.passphrase(*passFile)
+	if err != nil {
+		return err
+	}
+	id, err := age.NewScryptIdentity(string(pass))
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	in, err := os.Open(*from)
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	defer in.Close()
+	dec, err := age.Decrypt(in, id)
+	if err != nil {
+		return fmt.Errorf("%s does not open with this passphrase, or is not an sshward-ca backup: %v", *from, err)
+	}
+	// Into a fresh directory beside the target, renamed at the end: a
+	// restore that fails half-way leaves nothing that looks like a CA.
+	if err := os.MkdirAll(filepath.Dir(filepath.Clean(*dir)), 0o755); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	work, err := os.MkdirTemp(filepath.Dir(filepath.Clean(*dir)), ".sshward-ca-restore-")
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	defer os.RemoveAll(work)
+	res := restoreResult{Dir: *dir}
+	if res.Files, err = untar(dec, work); err != nil {
+		return fmt.Errorf("restore from %s: %w (nothing was restored)", *from, err)
+	}
+	l := layout{work}
+	if err := l.check(); err != nil {
+		return fmt.Errorf("restore from %s: the backup does not hold a CA: %w", *from, err)
+	}
+	rep, err := store.VerifyFile(ctx, l.db())
+	if err != nil {
+		return fmt.Errorf("restore from %s: the store in the backup does not verify: %w (nothing was restored)", *from, err)
+	}
+	res.Records, res.Head = rep.Records, rep.Head
+	if _, err := keys.Open(ctx, l.hostCAKey(), pass); err != nil {
+		return fmt.Errorf("restore from %s: the passphrase does not open the restored CA keys: %w", *from, err)
+	}
+	os.Remove(*dir) // empty or missing: checked above
+	if err := os.Rename(work, *dir); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	if *asJSON {
+		return cli.JSON(e.stdout, res)
+	}
+	fmt.Fprintf(e.stdout, "restored %d files into %s; audit chain intact: %d records, head %s\n", res.Files, res.Dir, res.Records, shortHash(res.Head))
+	return nil
+}
+
+// untar extracts r into dir: regular files and directories only, names
+// that stay inside dir, modes without group or other bits.
+func untar(r io.Reader, dir string) (int, error) {
+	tr := tar.NewReader(r)
+	n := 0
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+		name := path.Clean(h.Name)
+		if name == "." || path.IsAbs(name) || name == ".." || strings.HasPrefix(name, "../") {
+			return n, fmt.Errorf("entry %q leaves the directory", h.Name)
+		}
+		dst := filepath.Join(dir, filepath.FromSlash(name))
+		mode := fs.FileMode(h.Mode).Perm() &^ 0o077
+		switch h.Typeflag {
+		case tar.TypeDir:
+			if err := os.MkdirAll(dst, mode|0o700); err != nil {
+				return n, err
+			}
+		case tar.TypeReg:
+			if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+				return n, err
+			}
+			f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode|0o600)
+			if err != nil {
+				return n, err
+			}
+			_, err = io.Copy(f, tr)
+			if err == nil {
+				err = f.Sync()
+			}
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return n, err
+			}
+			n++
+		default:
+			return n, fmt.Errorf("entry %q is neither a file nor a directory", h.Name)
+		}
+	}
+}
+
+func randHex() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
