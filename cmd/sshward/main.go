@@ -32,6 +32,8 @@ usage:
   sshward play ID [--speed N --idle-limit S]   replay a session in this terminal (q, space, ←/→)
   sshward export ID > session.cast    the asciicast v2 recording, for asciinema or any player
   sshward logout
+  sshward completion bash|zsh         shell completion: source <(sshward completion bash)
+  sshward man                         this manual as a man page: sshward man | man -l -
 
 State lives in $SSHWARD_HOME (default ~/.sshward). Every verb takes --help.
 Exit status: 0 ok, 1 refused or failed, 2 usage.
@@ -100,6 +102,10 @@ func run(ctx context.Context, args []string, e *env) error {
 		return e.cmdPlay(ctx, args[1:])
 	case "export":
 		return e.cmdExport(ctx, args[1:])
+	case "completion":
+		return e.cmdCompletion(ctx, args[1:])
+	case "man":
+		return e.cmdMan(ctx, args[1:])
 	}
 	return cli.Usagef("unknown verb %q", args[0])
 }

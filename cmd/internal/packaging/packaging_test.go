@@ -62,7 +62,10 @@ func TestDebPackages(t *testing.T) {
 	hardening := []string{"NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "CapabilityBoundingSet=", "StateDirectory=",
 		"UMask=0077", "Restart=on-failure"}
 	pkgs := map[string]want{
-		"sshward": {files: map[string]string{"./usr/bin/sshward": "-rwxr-xr-x root/root"}},
+		"sshward": {files: map[string]string{"./usr/bin/sshward": "-rwxr-xr-x root/root",
+			"./usr/share/bash-completion/completions/sshward": "-rw-r--r-- root/root",
+			"./usr/share/zsh/vendor-completions/_sshward":     "-rw-r--r-- root/root",
+			"./usr/share/man/man1/sshward.1.gz":               "-rw-r--r-- root/root"}},
 		"sshward-ca": {
 			files: map[string]string{"./usr/bin/sshward-ca": "-rwxr-xr-x root/root", "./lib/systemd/system/sshward-ca.service": "-rw-r--r-- root/root",
 				"./etc/default/sshward-ca": "-rw-r--r-- root/root", "./usr/lib/sshward/sshward-plugin-webhook": "-rwxr-xr-x root/root",
