@@ -348,7 +348,9 @@ func TestDistributedFlood(t *testing.T) {
 				t.Logf("without penalties: %d of 5 logins succeeded; attacker dials %d; %+v", wins, at.dials.Load(), a.srv.PreauthStats())
 				return
 			}
-			for deadline := time.Now().Add(10 * time.Second); a.srv.PreauthStats().Penalized < len(sources); {
+			// Every flooding source blocked: its penalty past the 15 s grace
+			// (a source with one timeout is penalized but still admitted).
+			for deadline := time.Now().Add(20 * time.Second); a.srv.PreauthStats().Blocked < len(sources); {
 				if time.Now().After(deadline) {
 					t.Fatalf("flooding sources not penalized: %+v", a.srv.PreauthStats())
 				}

@@ -115,8 +115,11 @@ type PreauthStats struct {
 	DroppedStartups uint64 `json:"dropped_startups"`
 	// DroppedPenalty were closed at accept: their source is penalized.
 	DroppedPenalty uint64 `json:"dropped_penalty"`
-	// Penalized is the number of sources under a penalty now.
+	// Penalized is the number of sources under a penalty now; Blocked
+	// those whose penalty exceeds the 15 s grace, whose connections are
+	// closed at accept.
 	Penalized int `json:"penalized"`
+	Blocked   int `json:"blocked"`
 	// BannerTimeouts sent no SSH version line within BannerTimeout.
 	BannerTimeouts uint64 `json:"banner_timeouts"`
 	// HandshakeTimeouts did not authenticate within HandshakeTimeout.
@@ -256,12 +259,17 @@ func (p *preauth) timedOut(src netip.Prefix, banner bool, now time.Time) {
 	p.until[src] = until
 }
 
-func (p *preauth) snapshot() PreauthStats {
+func (p *preauth) snapshot(now time.Time) PreauthStats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	st := p.stats
 	st.Unauthenticated = p.total
 	st.Penalized = len(p.until)
+	for _, until := range p.until {
+		if until.Sub(now) > penaltyMin {
+			st.Blocked++
+		}
+	}
 	return st
 }
 

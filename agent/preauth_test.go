@@ -78,7 +78,7 @@ func TestPreauthAdmit(t *testing.T) {
 	if why := p.admit(a, now); why != "" {
 		t.Fatalf("after a release, a is still capped: %s", why)
 	}
-	if st := p.snapshot(); st.Unauthenticated != 4 || st.DroppedPerSource != 1 {
+	if st := p.snapshot(now); st.Unauthenticated != 4 || st.DroppedPerSource != 1 {
 		t.Errorf("stats %+v", st)
 	}
 
@@ -137,14 +137,21 @@ func TestPreauthPenalties(t *testing.T) {
 	if why := p.admit(a, now.Add(10*time.Second+penaltyMax-penaltyMin+time.Second)); why != "" {
 		t.Fatalf("the penalty is not capped at %s: %s", penaltyMax, why)
 	}
-	if st := p.snapshot(); st.DroppedPenalty != 2 || st.Penalized != 1 || st.BannerTimeouts != 201 || st.HandshakeTimeouts != 1 {
+	if st := p.snapshot(now); st.DroppedPenalty != 2 || st.Penalized != 1 || st.BannerTimeouts != 201 || st.HandshakeTimeouts != 1 {
 		t.Errorf("stats %+v", st)
+	}
+	// Blocked: penalized past the grace, so its connections are closed at accept.
+	if st := p.snapshot(now); st.Blocked != 1 {
+		t.Errorf("while its penalty exceeds the grace: blocked %d, want 1", st.Blocked)
+	}
+	if st := p.snapshot(now.Add(10*time.Second + penaltyMax - penaltyMin + time.Second)); st.Penalized != 1 || st.Blocked != 0 {
+		t.Errorf("within the grace: penalized %d blocked %d, want 1 and 0", st.Penalized, st.Blocked)
 	}
 	off := newPreauth(10, DefaultMaxStartups(), -1, [32]byte{4})
 	for range 10 {
 		off.timedOut(a, true, now)
 	}
-	if why := off.admit(a, now); why != "" || off.snapshot().Penalized != 0 {
+	if why := off.admit(a, now); why != "" || off.snapshot(now).Penalized != 0 {
 		t.Errorf("penalties off, yet %q", why)
 	}
 }

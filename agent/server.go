@@ -74,7 +74,7 @@ func New(cfg Config) (*Server, error) {
 }
 
 // PreauthStats reports the pre-authentication limits' counters.
-func (s *Server) PreauthStats() PreauthStats { return s.preauth.snapshot() }
+func (s *Server) PreauthStats() PreauthStats { return s.preauth.snapshot(s.cfg.Now()) }
 
 func (s *Server) identity() *hostIdentity     { return s.id.Load() }
 func (s *Server) setIdentity(h *hostIdentity) { s.id.Store(h) }
