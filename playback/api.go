@@ -251,7 +251,7 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request, who *reader)
 		}
 		res["total"] = total
 	}
-	writeJSON(w, http.StatusOK, res)
+	writeJSON(w, http.StatusOK, s.withIndexStatus(q.Get("q") != "", res))
 }
 
 // listFilter reads the query of GET /api/sessions.
@@ -355,7 +355,7 @@ func (s *Server) handleSearch(w http.ResponseWriter, r *http.Request, who *reade
 		return
 	}
 	s.audit(r, store.AuditEvent{Type: "search", Actor: who.user, Details: map[string]string{"q": q.Get("q"), "hits": strconv.Itoa(len(hits))}})
-	writeJSON(w, http.StatusOK, map[string]any{"hits": hits})
+	writeJSON(w, http.StatusOK, s.withIndexStatus(true, map[string]any{"hits": hits}))
 }
 
 func (s *Server) handleAudit(w http.ResponseWriter, r *http.Request, who *reader) {

@@ -94,6 +94,7 @@ type serverOpts struct {
 	addr      string // listen address; "" picks a port
 	now       func() time.Time
 	retention playback.Retention
+	indexGate <-chan struct{} // store.Config.IndexingGate
 }
 
 func (w *world) startServer(t testing.TB, o serverOpts) *server {
@@ -118,7 +119,7 @@ func (w *world) startServer(t testing.TB, o serverOpts) *server {
 	if err != nil {
 		t.Fatalf("identity: %v", err)
 	}
-	st, err := store.Open(ctx, store.Config{Dir: o.dir})
+	st, err := store.Open(ctx, store.Config{Dir: o.dir, IndexingGate: o.indexGate})
 	if err != nil {
 		t.Fatal(err)
 	}

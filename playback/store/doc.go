@@ -1,14 +1,24 @@
 // Package store keeps the playback server's recordings: each cast as a file
 // under DIR/blobs (appended chunk by chunk, fsynced before a chunk is
-// acknowledged) with its metadata JSON beside it, and a bbolt index
-// (DIR/index.db) of sessions, their text for search, and the server's own
-// hash-chained audit log.
+// acknowledged) with its metadata JSON beside it, a bbolt index
+// (DIR/index.db) of sessions and the server's own hash-chained audit log,
+// and a bbolt search index (DIR/search.db) of their text.
 //
 // Layout of DIR:
 //
 //	blobs/<session_id>.cast   the asciicast v2 as shipped, 0600, appended by chunks
 //	blobs/<session_id>.json   the host's final metadata (recorder.Metadata), written at finish
-//	index.db                  bbolt: sessions, text index, markers, audit log
+//	index.db                  bbolt: sessions, audit log
+//	search.db                 bbolt: text index (segments, segment.go), markers
+//
+// The search index is smaller than the casts it indexes (about half on
+// realistic shell sessions, TestIndexSmallerThanCasts) and is not read at
+// start: Open reads the meta and freelist pages of both files only, and the
+// indexer catches up in the background with whatever a crash, a full disk
+// or an index of an older format (text.db, removed) left behind; Search
+// answers meanwhile for what is indexed, and IndexStatus says how much is
+// not. A failed index write (a full disk) is retried by itself, with
+// backoff, until it succeeds.
 //
 // Durability: Append writes a chunk and fsyncs the cast before it returns,
 // so an acknowledged byte survives a crash. A crash in the middle of a

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -195,13 +196,12 @@ type Marker struct {
 // Markers returns the recording's markers, as indexed so far.
 func (s *Store) Markers(ctx context.Context, id string) ([]Marker, error) {
 	out := []Marker{}
-	err := s.tdb.View(func(tx *bolt.Tx) error {
+	err := s.sdb.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketMarkers).Cursor()
 		prefix := append([]byte(id), 0)
-		for k, v := c.Seek(prefix); k != nil && hasPrefix(k, prefix); k, v = c.Next() {
-			t, _, text, ok := decodeLineValue(v)
-			if ok {
-				out = append(out, Marker{Time: t, Label: text})
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			if t, label, ok := decodeMarkerValue(v); ok {
+				out = append(out, Marker{Time: t, Label: label})
 			}
 		}
 		return nil

@@ -27,15 +27,24 @@ var (
 	indexBuckets   = [][]byte{bucketSessions, bucketByStart, bucketAudit, bucketMeta}
 )
 
-// Buckets of text.db, the search index. It is a file of its own so that
-// indexing, whose transactions are large, never holds up ingest's small
-// ones (bbolt has one writer per file).
+// Buckets of search.db, the search index (see indexer.go). It is a file of
+// its own so that indexing, whose transactions are large, never holds up
+// ingest's small ones (bbolt has one writer per file).
 var (
-	bucketLines    = []byte("lines")      // id ‖ 0 ‖ seq → time ‖ code ‖ text
-	bucketPostings = []byte("postings")   // word ‖ 0 ‖ invTime(start) ‖ id ‖ 0 ‖ batch → uvarint seq deltas
+	bucketSegments = []byte("segments")   // docKey(start, id) ‖ seg → segment head (segment.go)
+	bucketBlocks   = []byte("blocks")     // docKey(start, id) ‖ seg ‖ block → compressed lines
 	bucketMarkers  = []byte("markers")    // id ‖ 0 ‖ seq → time ‖ 'm' ‖ label
 	bucketIndexing = []byte("indexstate") // id → indexState JSON
-	textBuckets    = [][]byte{bucketLines, bucketPostings, bucketMarkers, bucketIndexing}
+	searchBuckets  = [][]byte{bucketSegments, bucketBlocks, bucketMarkers, bucketIndexing}
+)
+
+// File names in Config.Dir. legacyTextDB is the search index of earlier
+// versions (a line per key, a key per word, recording and batch: larger than
+// the casts); it is removed at start and its recordings indexed again.
+const (
+	indexDB      = "index.db"
+	searchDB     = "search.db"
+	legacyTextDB = "text.db"
 )
 
 // Config configures Open.
@@ -53,6 +62,11 @@ type Config struct {
 	// MaxLinesPerSession bounds the text indexed per recording (default
 	// 1,000,000 lines), so that one enormous output cannot swamp the index.
 	MaxLinesPerSession int
+	// IndexingGate, when set, holds background indexing (catch-up and new
+	// bytes alike; the start-up scan that counts what is behind still runs)
+	// until it is closed: tests use it to watch a store whose search index is
+	// behind. Nil: indexing starts at once.
+	IndexingGate <-chan struct{}
 }
 
 // Check names the first bad field.
@@ -70,7 +84,7 @@ func (c *Config) Check() error {
 type Store struct {
 	cfg     Config
 	db      *bolt.DB // index.db: sessions, audit
-	tdb     *bolt.DB // text.db: the search index
+	sdb     *bolt.DB // search.db: the search index
 	blobDir string
 	writers atomic.Int32 // write transactions in flight on db, see update
 	idx     *indexer
@@ -86,8 +100,12 @@ type Store struct {
 	closed bool
 }
 
-// Open opens (creating) the store and starts its indexer, which catches up
-// with any recording a crash left unindexed.
+// Open opens (creating) the store and starts its indexer. It reads no more
+// of the index files than bbolt's meta and freelist pages, whatever their
+// size, so that a server is ready within moments of its start: the search
+// for recordings left unindexed (by a crash, a full disk, or an index of an
+// older format, which is removed and rebuilt from the casts) runs in the
+// background (IndexStatus).
 func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err := cfg.Check(); err != nil {
 		return nil, err
@@ -105,22 +123,17 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err := os.MkdirAll(blobDir, 0o700); err != nil {
 		return nil, fmt.Errorf("store: open: %w", err)
 	}
-	db, err := openBolt(filepath.Join(cfg.Dir, "index.db"), cfg, indexBuckets)
+	db, err := openBolt(filepath.Join(cfg.Dir, indexDB), cfg, indexBuckets)
 	if err != nil {
 		return nil, err
 	}
-	tdb, err := openBolt(filepath.Join(cfg.Dir, "text.db"), cfg, textBuckets)
+	sdb, err := openBolt(filepath.Join(cfg.Dir, searchDB), cfg, searchBuckets)
 	if err != nil {
 		db.Close()
 		return nil, err
 	}
-	s := &Store{cfg: cfg, db: db, tdb: tdb, blobDir: blobDir, blobs: map[string]*blob{}}
+	s := &Store{cfg: cfg, db: db, sdb: sdb, blobDir: blobDir, blobs: map[string]*blob{}}
 	s.idx = newIndexer(s)
-	if err := s.idx.resume(ctx); err != nil {
-		db.Close()
-		tdb.Close()
-		return nil, err
-	}
 	go s.idx.run()
 	return s, nil
 }
@@ -136,11 +149,24 @@ func (s *Store) Close() error {
 	s.blobs = map[string]*blob{}
 	s.mu.Unlock()
 	s.idx.stop()
-	return errors.Join(s.db.Close(), s.tdb.Close())
+	return errors.Join(s.db.Close(), s.sdb.Close())
+}
+
+// boltOptions are those of every index file. The freelist is written with
+// every commit (NoFreelistSync false) so that opening a file reads its
+// freelist page instead of every page of the file (bbolt rebuilds a freelist
+// it did not write by walking the whole file: minutes for gigabytes), and so
+// that a commit that fails (a full disk) reloads it from that page instead
+// of walking the file again, holding the writer lock. The map freelist
+// keeps allocation fast in a file with many free pages.
+func boltOptions(cfg Config) *bolt.Options {
+	return &bolt.Options{Timeout: time.Second, NoSync: cfg.InsecureSkipSync, FreelistType: bolt.FreelistMapType}
 }
 
 func openBolt(path string, cfg Config, buckets [][]byte) (*bolt.DB, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, NoSync: cfg.InsecureSkipSync, NoFreelistSync: true})
+	// A file an earlier version wrote without its freelist is walked once
+	// here, and its freelist written: later starts read only that.
+	db, err := bolt.Open(path, 0o600, boltOptions(cfg))
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("store: open %s: %w", path, ErrLocked)
 	}
