@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -331,12 +332,23 @@ func (s *session) unrecordedEvent(phase string, err error, command string) (api.
 	if idErr != nil {
 		return api.UnrecordedSession{}, idErr
 	}
+	// Every field fits api.UnrecordedSession.Check: a report the CA
+	// refused as malformed would be an alert lost.
 	return api.UnrecordedSession{
-		EventID: id, SessionID: s.id, Identity: g.identity, Principal: g.login, Host: s.c.srv.cfg.HostName,
-		Tier: g.tier, Serial: g.cert.Serial, KeyID: g.cert.KeyId, ClientAddr: g.clientAddr, Command: command,
-		Phase: phase, Reason: unrecordedReason(err), Error: truncate(oneLine(s.c.srv.redact.String(err.Error())), 2000),
+		EventID: id, SessionID: s.id, Identity: fit(g.identity, 512), Principal: fit(g.login, 256), Host: fit(s.c.srv.cfg.HostName, 256),
+		Tier: g.tier, Serial: g.cert.Serial, KeyID: fit(g.cert.KeyId, 1024), ClientAddr: fit(g.clientAddr, 256), Command: fit(command, 4096),
+		Phase: phase, Reason: unrecordedReason(err), Error: fit(oneLine(s.c.srv.redact.String(err.Error())), 2048),
 		At: s.c.srv.cfg.Now().UTC(),
 	}, nil
+}
+
+// fit makes s valid UTF-8 of at most n bytes, marking a cut with "…".
+func fit(s string, n int) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n-len("…")], "") + "…"
 }
 
 // reportUnrecorded queues the report of this session going on unrecorded

@@ -311,16 +311,35 @@ func TestUnrecordedSessionReachesSomeone(t *testing.T) {
 		checkReport(t, caUnrecorded(t, w, id, 1)[0], playbackUnrecorded(t, stack, id, 1)[0], login, api.UnrecordedDuring)
 	})
 
+	// A command line longer than a report may carry, and not UTF-8: the
+	// report is cut to fit rather than refused as malformed (an alert lost).
+	t.Run("long command", func(t *testing.T) {
+		keyID := "alice@local tier=staging case unrecorded long"
+		k := stagingKey(t, w, c.home, login, keyID)
+		disk.on.Store(true)
+		defer disk.on.Store(false)
+		remote := "echo " + strings.Repeat("x", 6000) + " \xff\xfe end"
+		out, errOut, err := c.run(k, login, nil, remote)
+		if err != nil || !strings.HasSuffix(out, " end\n") || !strings.Contains(errOut, bannerPrefix) {
+			t.Fatalf("long command: %v %q", err, errOut)
+		}
+		caEv := caUnrecorded(t, w, sessionOf(keyID), 1)[0]
+		if cmd := caEv.Details["command"]; len(cmd) > 4096 || !strings.HasPrefix(cmd, "echo xxx") || !strings.HasSuffix(cmd, "…") {
+			t.Errorf("CA record of a long command: %d bytes, %q…", len(cmd), cmd[:min(len(cmd), 40)])
+		}
+		playbackUnrecorded(t, stack, sessionOf(keyID), 1)
+	})
+
 	t.Run("status", func(t *testing.T) {
 		st, err := ReadStatus(dataDir, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}
 		u := st.Unrecorded
-		if u == nil || u.Count != 2 || u.PendingCA != 0 || u.PendingPlayback != 0 || len(u.Last) != 2 {
+		if u == nil || u.Count != 3 || u.PendingCA != 0 || u.PendingPlayback != 0 || len(u.Last) != 3 {
 			t.Fatalf("status unrecorded = %+v", u)
 		}
-		newest := u.Last[0]
+		newest := u.Last[1] // before the long command's
 		if newest.Event.KeyID != "alice@local tier=staging case unrecorded running" || newest.CA.DeliveredAt.IsZero() ||
 			newest.Playback.DeliveredAt.IsZero() || newest.Event.Phase != api.UnrecordedDuring {
 			t.Errorf("newest report %+v", newest)
@@ -329,7 +348,7 @@ func TestUnrecordedSessionReachesSomeone(t *testing.T) {
 		if err := st.WriteText(&text); err != nil {
 			t.Fatal(err)
 		}
-		for _, want := range []string{"UNRECORDED SESSIONS:  2", "reports not yet delivered: 0 to the CA, 0 to playback",
+		for _, want := range []string{"UNRECORDED SESSIONS:  3", "reports not yet delivered: 0 to the CA, 0 to playback",
 			newest.Event.SessionID, "the recording disk of this host is full", "delivered"} {
 			if !strings.Contains(text.String(), want) {
 				t.Errorf("status text lacks %q:\n%s", want, text.String())
@@ -350,8 +369,8 @@ func TestUnrecordedSessionReachesSomeone(t *testing.T) {
 				} `json:"last"`
 			} `json:"unrecorded"`
 		}
-		if err := json.Unmarshal(raw, &back); err != nil || back.Unrecorded.Count != 2 ||
-			back.Unrecorded.Last[0].Event.SessionID != newest.Event.SessionID || back.Unrecorded.Last[0].Event.Reason == "" {
+		if err := json.Unmarshal(raw, &back); err != nil || back.Unrecorded.Count != 3 ||
+			back.Unrecorded.Last[1].Event.SessionID != newest.Event.SessionID || back.Unrecorded.Last[1].Event.Reason == "" {
 			t.Errorf("status --json unrecorded = %+v (%v)", back.Unrecorded, err)
 		}
 	})
