@@ -432,8 +432,10 @@ func TestUnrecordedReportWaitsForCAAndPlayback(t *testing.T) {
 	_ = a2
 	caProxy.setDown(false)
 	pbProxy.setDown(false)
+	back := time.Now()
 	caEv := caUnrecorded(t, w, id, 1)[0]
 	pbEv := playbackUnrecorded(t, stack, id, 1)[0]
+	t.Logf("report in both audit logs %v after the CA and playback came back (retry every 100ms)", time.Since(back).Round(time.Millisecond))
 	checkReport(t, caEv, pbEv, login, api.UnrecordedAtStart)
 
 	deadline = time.Now().Add(10 * time.Second)
