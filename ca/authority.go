@@ -205,7 +205,8 @@ func (a *Authority) issueUserCert(ctx context.Context, sess *store.Session, req 
 			ValidBefore:     uint64(now.Add(grant.TTL).Unix()),
 			Permissions:     ssh.Permissions{CriticalOptions: grant.CriticalOptions, Extensions: grant.Extensions},
 		}
-		if err := cert.SignCert(a.cfg.Rand, signer); err != nil {
+		line, err := signCertLine(a.cfg.Rand, signer, cert)
+		if err != nil {
 			return nil, fmt.Errorf("ca: sign user cert for %q: %w", sess.User, err)
 		}
 		rec := &store.CertRecord{
@@ -248,7 +249,7 @@ func (a *Authority) issueUserCert(ctx context.Context, sess *store.Session, req 
 			slog.String("user", sess.User), slog.String("tier", grant.Tier), slog.Uint64("serial", serial),
 			slog.String("key_id", cert.KeyId), slog.String("client", clientAddr))
 		return &api.CertResponse{
-			Certificate: string(ssh.MarshalAuthorizedKey(cert)),
+			Certificate: string(line),
 			Serial:      serial, KeyID: cert.KeyId, Tier: grant.Tier, Principals: grant.Principals,
 			ValidAfter: rec.ValidAfter, ValidBefore: rec.ValidBefore,
 		}, nil

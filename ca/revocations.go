@@ -313,14 +313,11 @@ func (a *Authority) VerifyPlaybackClient(chain []*x509.Certificate) (string, err
 // sessionStillLive refuses, inside the issuance transaction, a session
 // revoked since it was authenticated (user removed or disabled meanwhile).
 func sessionStillLive(tx *store.Tx, id string) error {
-	s, err := tx.GetSession(id)
-	if errors.Is(err, store.ErrNotFound) {
-		return ErrSessionInvalid
-	}
+	live, err := tx.SessionNotRevoked(id)
 	if err != nil {
 		return err
 	}
-	if !s.RevokedAt.IsZero() {
+	if !live {
 		return ErrSessionInvalid
 	}
 	return nil

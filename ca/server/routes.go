@@ -208,7 +208,7 @@ func (s *Server) handleCert(w http.ResponseWriter, r *http.Request, sess *store.
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, resp)
+	writeCertResponse(w, resp)
 }
 
 func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
@@ -261,7 +261,9 @@ func (s *Server) handleRevoked(w http.ResponseWriter, r *http.Request, cert *ssh
 
 // decode reads a bounded, strict JSON body: one object, no unknown fields.
 func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) bool {
-	if ct := r.Header.Get("Content-Type"); ct != "" {
+	if ct := r.Header.Get("Content-Type"); ct == "application/json" {
+		// the common case, without parsing
+	} else if ct != "" {
 		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
 			writeError(w, &api.Error{Code: api.CodeBadRequest, Status: http.StatusUnsupportedMediaType, Message: "send the request body as application/json"})
 			return false

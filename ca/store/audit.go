@@ -180,7 +180,7 @@ func (tx *Tx) AppendAudit(ev *AuditEvent) error {
 	ev.Seq = head.seq + 1
 	ev.PrevHash = head.hash
 	ev.Hash = AuditHash(ev)
-	raw, err := json.Marshal(ev)
+	raw, err := marshalRecord(ev)
 	if err != nil {
 		return fmt.Errorf("store: %s %s: %w", op, ev.Type, err)
 	}

@@ -149,6 +149,7 @@ func (db *DB) commitLoop() {
 		last = len(batch)
 		db.runBatch(batch)
 		clear(batch) // drop references to finished calls
+		db.kickTrim()
 	}
 }
 
@@ -185,7 +186,7 @@ func (db *DB) runBatch(batch []*call) {
 		failed := -1
 		var failErr error
 		err := db.bolt.Update(func(btx *bolt.Tx) error {
-			tx := &Tx{btx: btx, now: db.now}
+			tx := &Tx{btx: btx, now: db.now, live: &db.live}
 			for i, c := range live {
 				if err := safelyCall(c.fn, tx); err != nil {
 					failed, failErr = i, err

@@ -96,9 +96,17 @@ type DB struct {
 	maxBatch int
 
 	commits, updates, failures atomic.Uint64 // see CommitStats
+	live                       liveMemo      // see SessionNotRevoked
 
 	calls  chan *call    // Update → committer; closed by Close
 	exited chan struct{} // closed when the committer has returned
+
+	// The trimmer (trim.go); nil channels in a read-only DB.
+	trimKick   chan struct{}
+	trimStop   chan struct{}
+	trimExited chan struct{}
+	lastTrim   time.Time     // committer-owned
+	trims      atomic.Uint64 // times the mapped pages were dropped
 
 	mu     sync.RWMutex // guards closed; Update holds it for reading while it enqueues
 	closed bool
@@ -179,6 +187,9 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 	// The buffer lets callers queue a full batch while the previous one
 	// commits.
 	db.calls = make(chan *call, o.MaxBatch)
+	db.trimKick, db.trimStop, db.trimExited = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
+	db.lastTrim = time.Now()
+	go db.trimLoop()
 	go db.commitLoop()
 	return db, nil
 }
@@ -245,6 +256,10 @@ func (db *DB) Close() error {
 	}
 	db.mu.Unlock()
 	<-db.exited
+	if db.trimStop != nil {
+		close(db.trimStop)
+		<-db.trimExited
+	}
 	if err := db.bolt.Close(); err != nil {
 		return fmt.Errorf("store: close: %w", err)
 	}
@@ -260,7 +275,7 @@ func (db *DB) View(ctx context.Context, fn func(*Tx) error) error {
 		return fmt.Errorf("store: view: %w", err)
 	}
 	err := db.bolt.View(func(btx *bolt.Tx) error {
-		return fn(&Tx{btx: btx, now: db.now})
+		return fn(&Tx{btx: btx, now: db.now, live: &db.live})
 	})
 	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
 		return fmt.Errorf("store: view: %w", ErrClosed)

@@ -14,8 +14,9 @@ import (
 // is valid only inside the closure it was passed to. Records it returns are
 // decoded copies that the caller owns.
 type Tx struct {
-	btx *bolt.Tx
-	now func() time.Time
+	btx  *bolt.Tx
+	now  func() time.Time
+	live *liveMemo // the DB's; see SessionNotRevoked
 }
 
 // maxNameLen bounds user names, key ids, tiers and meta keys, far below
@@ -88,7 +89,7 @@ func getJSON(b *bolt.Bucket, key []byte, v any) (found bool, err error) {
 }
 
 func putJSON(b *bolt.Bucket, key []byte, v any) error {
-	raw, err := json.Marshal(v)
+	raw, err := marshalRecord(v)
 	if err != nil {
 		return err
 	}

@@ -38,12 +38,7 @@ func (e *env) cmdServe(ctx context.Context, args []string) error {
 	if err := l.check(); err != nil {
 		return err
 	}
-	if os.Getenv("GOGC") == "" {
-		// Issuance allocates small short-lived objects at a high rate; a
-		// larger heap target trades a little memory for less GC work.
-		debug.SetGCPercent(800)
-		debug.SetMemoryLimit(1 << 30)
-	}
+	setMemoryBudget()
 	log, err := cli.Logger(e.stderr, *logFormat, *logLevel)
 	if err != nil {
 		return err
@@ -51,6 +46,11 @@ func (e *env) cmdServe(ctx context.Context, args []string) error {
 	cfg, err := loadConfig(l.config())
 	if err != nil {
 		return err
+	}
+	if addr := os.Getenv(pprofEnv); addr != "" {
+		if err := startPprof(ctx, addr, log); err != nil {
+			return err
+		}
 	}
 	if *listen != "" {
 		cfg.Listen = *listen
@@ -145,6 +145,9 @@ func (e *env) cmdServe(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	// Opening the keys and the secret box (argon2id, 64 MiB) grew the heap;
+	// hand it back before serving so the budget starts from the live set.
+	debug.FreeOSMemory()
 	srv, err := server.New(server.Config{Authority: a, TLS: tlsCfg, Logger: log})
 	if err != nil {
 		return err
