@@ -49,7 +49,8 @@ func TestDemoJourney(t *testing.T) {
 		}
 	}()
 	text := printed.String()
-	for _, want := range []string{"sshward demo is running", "login --ca https://127.0.0.1:", "--fingerprint", "ssh -F " + dir + "/ssh_config web1.staging", "audrey"} {
+	for _, want := range []string{"sshward demo is running", "login --ca https://127.0.0.1:", "--fingerprint", "ssh -F " + dir + "/ssh_config web1.staging", "audrey",
+		"Journey 2, break-glass", "request --tier break-glass", "--user ivan", "--user irene", "approve REQ-", "ssh_config root@db1.prod"} {
 		if !strings.Contains(text, want) {
 			t.Fatalf("demo output lacks %q:\n%s", want, text)
 		}

@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -212,6 +213,17 @@ func (d *demo) printNext(st state) {
 	fmt.Fprintf(w, "  ssh -F %s/ssh_config web1.staging       # fetches a staging certificate on the fly\n", st.Dir)
 	fmt.Fprintf(w, "  ssh -F %s/ssh_config db1.prod           # production: MFA session, 15 min, input recorded\n", st.Dir)
 	fmt.Fprintf(w, "  %s status\n  ssh-keygen -L -f $SSHWARD_HOME/keys/production-cert.pub\n", sw)
+	fmt.Fprintf(w, "\nJourney 2, break-glass with dual control (%s asks, two incident commanders approve):\n", eng)
+	fmt.Fprintf(w, "  %s request --tier break-glass --reason \"INC-4711 db1 disk full\"     # as %s: prints REQ-…\n", sw, eng)
+	for _, u := range st.Users {
+		if !slices.Contains(u.Groups, "incident-commanders") {
+			continue
+		}
+		fmt.Fprintf(w, "  # as %s, in a terminal of their own (password %s, TOTP from `%s code %s`):\n", u.Name, u.Password, filepath.Join(d.bin, "sshward-demo"), u.Name)
+		fmt.Fprintf(w, "  export SSHWARD_HOME=%s; %s login --ca %s --fingerprint %s --user %s\n", homeOf(st, u.Name), sw, st.CA, st.Fingerprint, u.Name)
+		fmt.Fprintf(w, "  %s requests; %s approve REQ-…\n", sw, sw)
+	}
+	fmt.Fprintf(w, "  ssh -F %s/ssh_config root@db1.prod      # as %s again: single use, ≤10 min, input recorded\n", st.Dir, eng)
 	fmt.Fprintf(w, "\nRecordings land in each agent's spool:\n")
 	for _, h := range st.Hosts {
 		fmt.Fprintf(w, "  %s status --data %s      # %s (%s) on %s\n", filepath.Join(d.bin, "sshward-agent"), h.Data, h.Name, h.Tier, h.Addr)
