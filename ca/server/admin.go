@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/sshward/sshward/ca"
 	"github.com/sshward/sshward/ca/api"
@@ -19,7 +20,14 @@ const (
 	AdminAuditVerify = "/admin/audit/verify"
 	AdminSessions    = "/admin/sessions"
 	AdminBackup      = "/admin/backup" // GET: the store snapshot, application/octet-stream
+	AdminReview      = "/admin/review" // GET ?since=RFC3339: the access review; POST …/signoff
 )
+
+// ReviewSignOffRequest is the body of POST /admin/review/signoff.
+type ReviewSignOffRequest struct {
+	SignOff ca.ReviewSignOff `json:"signoff"`
+	Since   time.Time        `json:"since"`
+}
 
 // PasswordChange is the body of PUT /admin/users/{name}/password.
 type PasswordChange struct {
@@ -111,6 +119,23 @@ func (s *Server) adminRoutes() http.Handler {
 	})
 	mux.HandleFunc("GET "+AdminSessions, func(w http.ResponseWriter, r *http.Request) {
 		res, err := s.a.Sessions(r.Context())
+		s.reply(w, r, res, err)
+	})
+	mux.HandleFunc("GET "+AdminReview, func(w http.ResponseWriter, r *http.Request) {
+		since, err := time.Parse(time.RFC3339, r.URL.Query().Get("since"))
+		if err != nil {
+			writeError(w, &api.Error{Code: api.CodeBadRequest, Status: http.StatusBadRequest, Message: "since must be an RFC 3339 time"})
+			return
+		}
+		res, err := s.a.Review(r.Context(), since)
+		s.reply(w, r, res, err)
+	})
+	mux.HandleFunc("POST "+AdminReview+"/signoff", func(w http.ResponseWriter, r *http.Request) {
+		var req ReviewSignOffRequest
+		if !s.decode(w, r, &req) {
+			return
+		}
+		res, err := s.a.SignOff(r.Context(), req.SignOff, req.Since)
 		s.reply(w, r, res, err)
 	})
 	mux.HandleFunc("GET "+AdminBackup, func(w http.ResponseWriter, r *http.Request) {

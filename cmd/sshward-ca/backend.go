@@ -36,6 +36,9 @@ type admin interface {
 	Sessions(ctx context.Context) ([]store.Session, error)
 	// Backup writes a consistent snapshot of the store (backup.go).
 	Backup(ctx context.Context, actor string, w io.Writer) (int64, error)
+	// Review and SignOff are the access review (review.go).
+	Review(ctx context.Context, since time.Time) ([]ca.ReviewLine, error)
+	SignOff(ctx context.Context, s ca.ReviewSignOff, since time.Time) (*ca.ReviewSignOff, error)
 	Close() error
 }
 

@@ -27,6 +27,8 @@ usage:
   sshward-ca sessions --dir DIR [--json]
   sshward-ca backup --dir DIR --to FILE [--json]     consistent snapshot while serving, encrypted (age) to the passphrase
   sshward-ca restore --from FILE --dir NEWDIR [--json]
+  sshward-ca review --dir DIR [--since 90d] [--unused] [--json|--csv]   access review: who could, who did, unused rights
+  sshward-ca review signoff --dir DIR --user U --tier T --decision keep|remove --reviewer NAME [--reason TEXT]
 
 The CA passphrase comes from $SSHWARD_CA_PASSPHRASE or --passphrase-file FILE.
 Every verb takes --help. Exit status: 0 ok, 1 refused or failed, 2 usage.
@@ -69,6 +71,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return env.cmdBackup(ctx, args[1:])
 	case "restore":
 		return env.cmdRestore(ctx, args[1:])
+	case "review":
+		return env.cmdReview(ctx, args[1:])
 	}
 	return cli.Usagef("unknown verb %q", args[0])
 }

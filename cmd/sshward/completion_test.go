@@ -105,4 +105,3 @@ func TestCompletionAndManFromHelp(t *testing.T) {
 		t.Log("zsh not installed: the zsh script's syntax is not checked")
 	}
 }
-
