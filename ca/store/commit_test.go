@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -34,6 +35,7 @@ func openTemp(t *testing.T, o Options) *DB {
 // called, so that the test can queue a batch behind it.
 func holdCommitter(t *testing.T, db *DB) (release func()) {
 	t.Helper()
+	db.noInline.Store(true) // the closures below must queue for the committer
 	started, gate := make(chan struct{}), make(chan struct{})
 	var once sync.Once
 	go func() {
@@ -367,4 +369,76 @@ func TestSchemaTooNew(t *testing.T) {
 			t.Errorf("Open(ReadOnly=%v) = %v, want ErrSchema", ro, err)
 		}
 	}
+}
+
+// TestLoneWriterInline: a writer with no company commits on its own
+// goroutine (commitInline) with every rule of Update intact: one commit per
+// call, the closure's error unchanged and nothing it wrote kept, its panic
+// re-raised to the caller, a cancelled context refused, and the committer
+// still serving batches afterwards.
+func TestLoneWriterInline(t *testing.T) {
+	db := openTemp(t, Options{})
+	ctx := context.Background()
+	callerG := func() string { b := make([]byte, 64); return string(b[:runtimeStack(b)]) }
+	me := callerG()
+	var ranOn string
+	if err := db.Update(ctx, func(tx *Tx) error { ranOn = callerG(); return tx.PutMeta("a", []byte("1")) }); err != nil {
+		t.Fatal(err)
+	}
+	if ranOn != me {
+		t.Errorf("lone writer's closure ran on %q, not on the caller %q", ranOn, me)
+	}
+	errBoom := errors.New("boom")
+	if err := db.Update(ctx, func(tx *Tx) error { _ = tx.PutMeta("b", []byte("1")); return errBoom }); err != errBoom {
+		t.Errorf("closure error: %v, want errBoom unchanged", err)
+	}
+	func() {
+		defer func() {
+			if p := recover(); p != "inline bug" {
+				t.Errorf("recovered %v, want the closure's panic", p)
+			}
+		}()
+		_ = db.Update(ctx, func(tx *Tx) error { _ = tx.PutMeta("c", []byte("1")); panic("inline bug") })
+		t.Error("panic not re-raised")
+	}()
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := db.Update(cctx, func(tx *Tx) error { return tx.PutMeta("d", []byte("1")) }); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled context: %v", err)
+	}
+	if got := metaKeys(t, db, "a", "b", "c", "d"); fmt.Sprint(got) != "[a]" {
+		t.Errorf("committed %v, want [a]", got)
+	}
+	if st := db.CommitStats(); st.Commits != st.Updates {
+		t.Errorf("sequential writers shared commits: %+v", st)
+	}
+	// Concurrent writers after inline ones: all land (the committer and
+	// inline commits never overlap; -race checks).
+	var wg sync.WaitGroup
+	for i := range 64 {
+		wg.Go(func() {
+			if err := db.Update(ctx, func(tx *Tx) error { return tx.PutMeta(fmt.Sprintf("k%d", i), []byte("v")) }); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	var keys []string
+	for i := range 64 {
+		keys = append(keys, fmt.Sprintf("k%d", i))
+	}
+	if got := metaKeys(t, db, keys...); len(got) != 64 {
+		t.Errorf("%d of 64 concurrent writes landed", len(got))
+	}
+}
+
+// runtimeStack writes the first line of this goroutine's stack ("goroutine N [running]:").
+func runtimeStack(b []byte) int {
+	n := runtime.Stack(b, false)
+	for i := range n {
+		if b[i] == '[' {
+			return i
+		}
+	}
+	return n
 }

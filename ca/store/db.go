@@ -105,8 +105,14 @@ type DB struct {
 	trimKick   chan struct{}
 	trimStop   chan struct{}
 	trimExited chan struct{}
-	lastTrim   time.Time     // committer-owned
+	lastTrim   atomic.Int64  // UnixNano of the last kick
 	trims      atomic.Uint64 // times the mapped pages were dropped
+
+	// commitTok is held by whoever runs a write transaction: the committer
+	// for a batch, or a lone writer committing inline (commitInline).
+	commitTok sync.Mutex
+	lastBatch atomic.Int64 // size of the last committed batch
+	noInline  atomic.Bool  // tests that park the committer turn commitInline off
 
 	mu     sync.RWMutex // guards closed; Update holds it for reading while it enqueues
 	closed bool
@@ -188,7 +194,7 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 	// commits.
 	db.calls = make(chan *call, o.MaxBatch)
 	db.trimKick, db.trimStop, db.trimExited = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
-	db.lastTrim = time.Now()
+	db.lastTrim.Store(time.Now().UnixNano())
 	go db.trimLoop()
 	go db.commitLoop()
 	return db, nil

@@ -30,16 +30,16 @@ func (db *DB) trimLoop() {
 }
 
 // kickTrim asks the trimmer to run if trimEvery passed since it last was
-// asked; called by the committer after each commit.
+// asked; called after each commit, under the commit token.
 func (db *DB) kickTrim() {
 	if db.trimKick == nil {
 		return
 	}
-	now := time.Now()
-	if now.Sub(db.lastTrim) < trimEvery {
+	now := time.Now().UnixNano()
+	if now-db.lastTrim.Load() < int64(trimEvery) {
 		return
 	}
-	db.lastTrim = now
+	db.lastTrim.Store(now)
 	select {
 	case db.trimKick <- struct{}{}:
 	default:

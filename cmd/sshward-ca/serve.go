@@ -39,7 +39,9 @@ func (e *env) cmdServe(ctx context.Context, args []string) error {
 		return err
 	}
 	setMemoryBudget()
-	log, err := cli.Logger(e.stderr, *logFormat, *logLevel)
+	logw := newLogBuffer(e.stderr)
+	defer logw.Close()
+	log, err := cli.Logger(logw, *logFormat, *logLevel)
 	if err != nil {
 		return err
 	}
