@@ -31,6 +31,19 @@ retention:
 default: 0
 # sweep_interval: how often expired recordings are deleted.
 sweep_interval: 1h
+# recordings: where finished recordings are archived besides this disk. With
+# s3, every finished recording is uploaded to an S3-compatible bucket (the
+# source of truth replicas share; sshward-playback reindex rebuilds from it).
+# The secret key comes from secret_key_file (0600) or $SSHWARD_S3_SECRET_KEY.
+# recordings:
+#   s3:
+#     endpoint: https://s3.example.com:9000
+#     bucket: recordings
+#     prefix: sshward/
+#     region: us-east-1
+#     access_key: sshward-playback
+#     secret_key_file: /etc/sshward/s3-secret-key
+#     ca_file: /etc/sshward/s3-ca.pem     # when the server's certificate is not publicly trusted
 `
 
 // Settings are the contents of DIR/config.yaml.
@@ -38,6 +51,21 @@ type Settings struct {
 	Retention Retention
 	// SweepInterval is how often the retention sweeper runs.
 	SweepInterval time.Duration
+	// S3, when set, is the bucket finished recordings are archived to.
+	S3 *S3Settings
+}
+
+// S3Settings are recordings.s3 of config.yaml. The secret key is never in
+// the file: SecretKeyFile names the file that holds it.
+type S3Settings struct {
+	Endpoint      string `yaml:"endpoint"`
+	Bucket        string `yaml:"bucket"`
+	Prefix        string `yaml:"prefix"`
+	Region        string `yaml:"region"`
+	AccessKey     string `yaml:"access_key"`
+	SecretKeyFile string `yaml:"secret_key_file"`
+	CAFile        string `yaml:"ca_file"`
+	VirtualHosted bool   `yaml:"virtual_hosted"`
 }
 
 // Retention is how long finished recordings of each tier are kept; 0 keeps
@@ -82,6 +110,9 @@ func ParseSettings(data []byte) (*Settings, error) {
 		Retention     map[string]string `yaml:"retention"`
 		Default       string            `yaml:"default"`
 		SweepInterval string            `yaml:"sweep_interval"`
+		Recordings    struct {
+			S3 *S3Settings `yaml:"s3"`
+		} `yaml:"recordings"`
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
@@ -109,6 +140,15 @@ func ParseSettings(data []byte) (*Settings, error) {
 			return nil, fmt.Errorf("sweep_interval %q must be a duration of at least 1s", raw.SweepInterval)
 		}
 		st.SweepInterval = d
+	}
+	if s3 := raw.Recordings.S3; s3 != nil {
+		switch {
+		case s3.Endpoint == "" || s3.Bucket == "" || s3.AccessKey == "":
+			return nil, errors.New("recordings.s3 needs endpoint, bucket and access_key")
+		case !strings.HasPrefix(s3.Endpoint, "https://") && !strings.HasPrefix(s3.Endpoint, "http://"):
+			return nil, fmt.Errorf("recordings.s3.endpoint %q must be an http(s) URL", s3.Endpoint)
+		}
+		st.S3 = s3
 	}
 	return st, nil
 }

@@ -94,7 +94,9 @@ type serverOpts struct {
 	addr      string // listen address; "" picks a port
 	now       func() time.Time
 	retention playback.Retention
-	indexGate <-chan struct{} // store.Config.IndexingGate
+	indexGate <-chan struct{}  // store.Config.IndexingGate
+	objects   playback.Objects // the S3 bucket recordings are archived to
+	sweep     time.Duration    // retention sweep interval (default the server's)
 }
 
 func (w *world) startServer(t testing.TB, o serverOpts) *server {
@@ -132,7 +134,8 @@ func (w *world) startServer(t testing.TB, o serverOpts) *server {
 		t.Fatal(err)
 	}
 	srv, err := playback.New(playback.Config{Store: st, CA: cac, HostCAs: id.HostCAs, SetHostCAs: id.SetHostCAs,
-		TLS: id.TLSConfig(), Now: o.now, Retention: o.retention, RevokedHosts: revoked})
+		TLS: id.TLSConfig(), Now: o.now, Retention: o.retention, RevokedHosts: revoked,
+		Objects: o.objects, ArchiveRetry: 100 * time.Millisecond, SweepInterval: o.sweep})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -97,6 +97,10 @@ func TestSettings(t *testing.T) {
 		{"negative", "retention: {staging: -1d}\n", nil, 0, "retention of staging"},
 		{"unknown key", "retension: {staging: 1d}\n", nil, 0, "retension"},
 		{"tiny sweep", "sweep_interval: 1ms\n", nil, 0, "sweep_interval"},
+		{"s3", "recordings: {s3: {endpoint: https://s3.example:9000, bucket: rec, access_key: ak, secret_key_file: /etc/k}}\n", map[string]time.Duration{}, time.Hour, ""},
+		{"s3 without bucket", "recordings: {s3: {endpoint: https://s3.example:9000, access_key: ak}}\n", nil, 0, "needs endpoint, bucket and access_key"},
+		{"s3 secret in the file", "recordings: {s3: {endpoint: https://s3.example:9000, bucket: b, access_key: ak, secret_key: hunter2}}\n", nil, 0, "secret_key"},
+		{"s3 not a URL", "recordings: {s3: {endpoint: s3.example:9000, bucket: b, access_key: ak}}\n", nil, 0, "http(s) URL"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

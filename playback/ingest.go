@@ -193,6 +193,9 @@ func (s *Server) handleFinish(w http.ResponseWriter, r *http.Request, cert *ssh.
 	case err != nil:
 		s.internal(w, r, err)
 	default:
+		if s.archive != nil {
+			s.archive.enqueue(id)
+		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "stored"})
 	}
 }

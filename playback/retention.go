@@ -2,6 +2,7 @@ package playback
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/sshward/sshward/playback/store"
@@ -35,6 +36,14 @@ func (s *Server) Sweep(ctx context.Context) (int, error) {
 	for _, id := range ids {
 		if ctx.Err() != nil {
 			return n, ctx.Err()
+		}
+		// The bucket's copy first: a recording deleted here but not there
+		// would come back with the next reindex. A failure is retried by
+		// the next sweep.
+		if s.archive != nil {
+			if err := s.archive.remove(ctx, id); err != nil {
+				return n, fmt.Errorf("delete %s from object storage: %w", id, err)
+			}
 		}
 		rec, err := s.st.Delete(ctx, id)
 		if err != nil {

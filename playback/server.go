@@ -64,6 +64,12 @@ type Config struct {
 	// Now and Rand are injectable (defaults time.Now, crypto/rand).
 	Now  func() time.Time
 	Rand io.Reader
+	// Objects, when set, is the S3-compatible bucket every finished
+	// recording is archived to (archive.go): retried until it is there,
+	// deleted from it by retention, and what Reindex rebuilds from.
+	Objects Objects
+	// ArchiveRetry is the delay between failed archive uploads (default 10s).
+	ArchiveRetry time.Duration
 }
 
 // Check names the first bad field.
@@ -90,6 +96,7 @@ type Server struct {
 	hosts    *hostauth.Verifier
 	sessions *sessionCache
 	handler  http.Handler
+	archive  *archiver // nil without Config.Objects
 
 	mu        sync.Mutex // guards integrity
 	integrity map[string]integrityCheck
@@ -126,6 +133,9 @@ func New(cfg Config) (*Server, error) {
 		cfg.SessionCacheTTL = 30 * time.Second
 	}
 	s := &Server{cfg: cfg, st: cfg.Store, log: cfg.Logger, integrity: map[string]integrityCheck{}}
+	if cfg.Objects != nil {
+		s.archive = newArchiver(cfg.Store, cfg.Objects, cfg.Logger, cfg.ArchiveRetry)
+	}
 	nonces := &hostauth.NonceCache{Size: 1 << 18, Now: cfg.Now}
 	s.hosts = &hostauth.Verifier{HostCAs: cfg.HostCAs, Now: cfg.Now, Seen: nonces.Seen}
 	s.sessions = &sessionCache{ca: cfg.CA, ttl: cfg.SessionCacheTTL, now: cfg.Now, entries: map[[32]byte]sessionEntry{}}
@@ -156,6 +166,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { s.sweepLoop(bg) })
 	wg.Go(func() { s.trustLoop(bg) })
+	if s.archive != nil {
+		wg.Go(func() { s.archive.run(bg, s.finishedIDs) })
+	}
 	defer func() {
 		stopBg()
 		wg.Wait()
@@ -217,6 +230,15 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		io.WriteString(w, "ok\n")
+		if s.archive != nil {
+			st := s.archive.status()
+			fmt.Fprintf(w, "archive: %d pending, %d archived", st.Pending, st.Archived)
+			if st.LastError != "" {
+				// The error itself (which may name the bucket) is in the log.
+				fmt.Fprintf(w, "; failing since %s", st.LastErrAt.UTC().Format(time.RFC3339))
+			}
+			io.WriteString(w, "\n")
+		}
 	})
 	// ingest (agents, host certificate)
 	mux.HandleFunc("POST "+recorder.IngestPathPrefix+"{id}/"+recorder.IngestStart, s.withHost(recorder.MaxIngestJSONBytes, s.handleStart))

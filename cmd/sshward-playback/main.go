@@ -28,6 +28,9 @@ usage:
       The first start joins the CA with a one-time token (sshward-ca join-token --playback NAME);
       DIR then keeps the TLS key and certificate, and later starts need only --dir.
       Retention per tier is set in DIR/config.yaml (written at the first start).
+  sshward-playback reindex --dir DIR [--json]
+      Rebuilds DIR from the bucket of recordings.s3 (config.yaml): every archived recording missing here
+      is imported, its digest and signature checked again. Stop the server first.
   sshward-playback purge --dir DIR --reason TEXT ID...
       Deletes recordings for good (cast, metadata, search index; the index files are compacted so
       no free page keeps their text) and audits each purge. Stop the server first.
@@ -55,6 +58,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return serve(ctx, args[1:], stdout, stderr)
 	case "purge":
 		return purge(ctx, args[1:], stdout, stderr)
+	case "reindex":
+		return reindex(ctx, args[1:], stdout, stderr)
 	}
 	return cli.Usagef("unknown verb %q", args[0])
 }
@@ -128,10 +133,19 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	go revoked.Run(ctx)
-	srv, err := playback.New(playback.Config{
+	bucket, err := openObjects(ctx, settings.S3, log)
+	if err != nil {
+		return fmt.Errorf("refusing to start: %w", err)
+	}
+	cfg := playback.Config{
 		Store: st, CA: caClient, HostCAs: id.HostCAs, SetHostCAs: id.SetHostCAs, TLS: id.TLSConfig(), RevokedHosts: revoked,
 		Retention: settings.Retention, SweepInterval: settings.SweepInterval, UI: ui, Logger: log,
-	})
+	}
+	if bucket != nil {
+		cfg.Objects = bucket
+		log.Info("archiving finished recordings to object storage", "endpoint", settings.S3.Endpoint, "bucket", settings.S3.Bucket, "prefix", settings.S3.Prefix)
+	}
+	srv, err := playback.New(cfg)
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"os/user"
 
 	"github.com/sshward/sshward/cmd/internal/cli"
+	"github.com/sshward/sshward/playback"
 	"github.com/sshward/sshward/playback/store"
 )
 
@@ -35,6 +36,15 @@ func purge(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case len(ids) == 0:
 		return cli.Usagef("name at least one session id")
 	}
+	// The bucket's copies go too (first), or a reindex would bring them back.
+	settings, err := playback.LoadSettings(*dir)
+	if err != nil {
+		return err
+	}
+	bucket, err := openObjects(ctx, settings.S3, nil)
+	if err != nil {
+		return fmt.Errorf("purge: %w (the bucket's copies must go too)", err)
+	}
 	st, err := store.Open(ctx, store.Config{Dir: *dir})
 	if errors.Is(err, store.ErrLocked) {
 		return fmt.Errorf("the index in %s is in use: stop sshward-playback, purge, then start it again", *dir)
@@ -48,6 +58,12 @@ func purge(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	notFound := 0
 	for _, id := range ids {
+		if bucket != nil {
+			if err := playback.DeleteArchived(ctx, bucket, id); err != nil {
+				st.Close()
+				return fmt.Errorf("purge %s from object storage: %w (nothing was deleted here; run purge again)", id, err)
+			}
+		}
 		rec, err := st.Delete(ctx, id)
 		if errors.Is(err, store.ErrNotFound) {
 			fmt.Fprintf(stderr, "sshward-playback: no recording %s in %s\n", id, *dir)
