@@ -326,7 +326,9 @@ func (c Config) withDefaults() Config {
 // PlaybackConfig says where recordings go.
 type PlaybackConfig struct {
 	// URL is the playback server; "" asks the CA (GET /v1/trust "playback")
-	// at start and keeps asking until one is registered.
+	// at start and keeps asking until one is registered. Several,
+	// comma-separated, are replicas: the next is used when one cannot be
+	// reached (recorder.ShipperConfig.Fallbacks).
 	URL string
 	// RootPEM is the CA's X.509 root: the playback server's TLS certificate
 	// chains to it.

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -37,8 +38,14 @@ func (s *Server) ship(ctx context.Context, sp *recorder.Spool) {
 		case <-time.After(playbackRetry):
 		}
 	}
+	// Several servers (replicas on one object store), comma-separated:
+	// the first, then the others when it cannot be reached.
+	urls := strings.Split(url, ",")
+	for i := range urls {
+		urls[i] = strings.TrimSpace(urls[i])
+	}
 	sh, err := recorder.NewShipper(recorder.ShipperConfig{
-		Spool: sp, URL: url, RootPEM: s.cfg.Playback.RootPEM, Logger: s.log, Now: s.cfg.Now, Rand: s.cfg.Rand,
+		Spool: sp, URL: urls[0], Fallbacks: urls[1:], RootPEM: s.cfg.Playback.RootPEM, Logger: s.log, Now: s.cfg.Now, Rand: s.cfg.Rand,
 		Cert: func() (*ssh.Certificate, ssh.Signer) {
 			id := s.identity()
 			return id.cert, id.key

@@ -306,6 +306,7 @@ type agentOpts struct {
 	client     *http.Client // replaces the shipper's transport
 	noShipper  bool
 	openFile   func(name string, flag int, perm os.FileMode) (recorder.File, error) // the spool's files (fault injection)
+	fallbacks  []string                                                             // more playback servers (ShipperConfig.Fallbacks)
 }
 
 func (w *world) startAgent(t testing.TB, h *host, url string, o agentOpts) *agent {
@@ -324,7 +325,7 @@ func (w *world) startAgent(t testing.TB, h *host, url string, o agentOpts) *agen
 	sh, err := recorder.NewShipper(recorder.ShipperConfig{
 		Spool: sp, URL: url, RootPEM: w.ca.RootPEM, Cert: h.identity, HTTPClient: o.client,
 		PollInterval: 20 * time.Millisecond, MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
-		ChunkBytes: o.chunkBytes, RequestTimeout: 5 * time.Second,
+		ChunkBytes: o.chunkBytes, RequestTimeout: 5 * time.Second, Fallbacks: o.fallbacks, FailoverAfter: 2,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -420,3 +420,37 @@ func TestSpoolFullRecordingShipsOnceThereIsRoom(t *testing.T) {
 		t.Errorf("shipped cast lacks its last written line or holds the unwritten one")
 	}
 }
+
+// TestShipperFailsOverToAnotherServer: the playback server receiving a
+// live recording goes away in the middle of it; the agent moves to the
+// next server it knows (ShipperConfig.Fallbacks), ships the recording
+// there from the start, and the auditor finds it whole and verified on
+// that server: no gap, no duplicate.
+func TestShipperFailsOverToAnotherServer(t *testing.T) {
+	w := newWorld(t)
+	first, second := w.startServer(t, serverOpts{}), w.startServer(t, serverOpts{})
+	h := newHost(t, "web1.staging", w.ca.HostCA, ssh.HostCert)
+	a := w.startAgent(t, h, first.url, agentOpts{fallbacks: []string{second.url}})
+	rec := a.create(t, "s-failover", "staging", false)
+	writeOutput(t, a, rec, 0, 100)
+	waitFor(t, "the live recording to stream to the first server", 10*time.Second, func() bool {
+		var d playback.SessionDetail
+		status, body := w.get(t, first.url+"/api/sessions/s-failover", w.auditor)
+		return status == http.StatusOK && json.Unmarshal(body, &d) == nil && d.Live && d.Bytes > 100*60
+	})
+	first.stop()
+	writeOutput(t, a, rec, 100, 100)
+	closeRec(t, rec)
+	spoolCopy := readFile(t, filepath.Join(a.spool.Dir(), "s-failover.cast"))
+	got := w.shipped(t, a, second.url, "s-failover")
+	if !bytes.Equal(got, spoolCopy) {
+		t.Fatalf("the second server holds %d bytes, the spool %d: not the same recording", len(got), len(spoolCopy))
+	}
+	d := w.detail(t, second.url, "s-failover")
+	if d.Integrity != playback.IntegrityVerified || !d.Complete || d.Live {
+		t.Fatalf("on the second server: %+v", d.SessionSummary)
+	}
+	if n := strings.Count(string(got), "output line 000150"); n != 1 {
+		t.Errorf("line 150 appears %d times", n)
+	}
+}

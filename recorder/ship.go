@@ -50,6 +50,14 @@ type ShipperConfig struct {
 	Spool *Spool
 	// URL is the playback server's base URL (https://host:port).
 	URL string
+	// Fallbacks are more playback servers (replicas sharing an object
+	// store): after FailoverAfter consecutive failures to reach the current
+	// one, the shipper moves to the next, where every recording resumes at
+	// the offset that server holds (from 0 on one that never saw it).
+	Fallbacks []string
+	// FailoverAfter is how many consecutive unreachable answers make the
+	// shipper move on (default 3).
+	FailoverAfter int
 	// RootPEM is the CA's X.509 root, which the playback server's TLS
 	// certificate chains to.
 	RootPEM []byte
@@ -88,6 +96,8 @@ func (c *ShipperConfig) Check() error {
 		return errors.New("recorder: shipper config: URL (the playback server) is required")
 	case !strings.HasPrefix(c.URL, "https://") && c.HTTPClient == nil:
 		return fmt.Errorf("recorder: shipper config: URL %q must use https", c.URL)
+	case slices.ContainsFunc(c.Fallbacks, func(u string) bool { return !strings.HasPrefix(u, "https://") && c.HTTPClient == nil }):
+		return errors.New("recorder: shipper config: every fallback URL must use https")
 	case c.Cert == nil:
 		return errors.New("recorder: shipper config: Cert is required")
 	case len(c.RootPEM) == 0 && c.HTTPClient == nil:
@@ -107,9 +117,13 @@ func (c *ShipperConfig) Check() error {
 // holds, so a restart of either side, a network cut or a dropped chunk costs
 // a retry, never a byte. Safe for concurrent use.
 type Shipper struct {
-	cfg  ShipperConfig
-	hc   *http.Client
-	base string
+	cfg ShipperConfig
+	hc  *http.Client
+
+	urlMu    sync.Mutex // guards the fields below
+	urls     []string   // URL, then Fallbacks
+	cur      int        // index of the server in use
+	failures int        // consecutive unreachable answers from it
 
 	randMu sync.Mutex // guards cfg.Rand, which need not be safe for concurrent use
 
@@ -172,7 +186,13 @@ func NewShipper(cfg ShipperConfig) (*Shipper, error) {
 	if cfg.RequestTimeout == 0 {
 		cfg.RequestTimeout = DefaultShipTimeout
 	}
-	s := &Shipper{cfg: cfg, hc: cfg.HTTPClient, base: strings.TrimRight(cfg.URL, "/"), states: map[string]*shipState{}}
+	if cfg.FailoverAfter <= 0 {
+		cfg.FailoverAfter = 3
+	}
+	s := &Shipper{cfg: cfg, hc: cfg.HTTPClient, states: map[string]*shipState{}}
+	for _, u := range append([]string{cfg.URL}, cfg.Fallbacks...) {
+		s.urls = append(s.urls, strings.TrimRight(u, "/"))
+	}
 	if s.hc == nil {
 		tc, err := tlsca.ClientConfigFromPEM(cfg.RootPEM)
 		if err != nil {
@@ -626,7 +646,8 @@ func (s *Shipper) do(ctx context.Context, method, path string, body []byte, head
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, s.base+path, bytes.NewReader(body))
+	base := s.base()
+	req, err := http.NewRequestWithContext(ctx, method, base+path, bytes.NewReader(body))
 	if err != nil {
 		return 0, nil, fmt.Errorf("recorder: ship: %w", err)
 	}
@@ -639,7 +660,13 @@ func (s *Shipper) do(ctx context.Context, method, path string, body []byte, head
 	}
 	resp, err := s.hc.Do(req)
 	if err != nil {
+		s.unreachable(ctx, base)
 		return 0, nil, fmt.Errorf("recorder: ship: %s %s: %w", method, req.URL.Path, err)
+	}
+	if resp.StatusCode == http.StatusBadGateway || resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusGatewayTimeout {
+		s.unreachable(ctx, base)
+	} else {
+		s.reachable(base)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
@@ -647,6 +674,48 @@ func (s *Shipper) do(ctx context.Context, method, path string, body []byte, head
 		return 0, nil, fmt.Errorf("recorder: ship: read answer to %s: %w", req.URL.Path, err)
 	}
 	return resp.StatusCode, data, nil
+}
+
+// base is the playback server in use.
+func (s *Shipper) base() string {
+	s.urlMu.Lock()
+	defer s.urlMu.Unlock()
+	return s.urls[s.cur]
+}
+
+func (s *Shipper) reachable(base string) {
+	s.urlMu.Lock()
+	if s.urls[s.cur] == base {
+		s.failures = 0
+	}
+	s.urlMu.Unlock()
+}
+
+// unreachable counts a failure to reach base; after FailoverAfter in a row
+// the shipper moves to the next server, and every recording starts again
+// there (at the offset that server holds).
+func (s *Shipper) unreachable(ctx context.Context, base string) {
+	s.urlMu.Lock()
+	if len(s.urls) < 2 || s.urls[s.cur] != base {
+		s.urlMu.Unlock()
+		return
+	}
+	s.failures++
+	if s.failures < s.cfg.FailoverAfter {
+		s.urlMu.Unlock()
+		return
+	}
+	s.failures = 0
+	s.cur = (s.cur + 1) % len(s.urls)
+	next := s.urls[s.cur]
+	s.urlMu.Unlock()
+	s.mu.Lock()
+	for _, st := range s.states {
+		st.started, st.offset, st.caughtUp = false, 0, 0
+		st.attempts, st.nextTry = 0, time.Time{}
+	}
+	s.mu.Unlock()
+	s.cfg.Logger.WarnContext(ctx, "recorder: playback server unreachable; shipping to the next one", "from", base, "to", next)
 }
 
 // statusError turns an unexpected answer into an error that shows the
@@ -740,7 +809,7 @@ func (s *Shipper) saveStatus(ctx context.Context) {
 	if bytes.Equal(key, s.savedStatus) && now.Sub(s.savedAt) < statusRefresh {
 		return
 	}
-	data, err := json.MarshalIndent(ShipReport{UpdatedAt: now.UTC(), URL: s.base, Recordings: list}, "", "  ")
+	data, err := json.MarshalIndent(ShipReport{UpdatedAt: now.UTC(), URL: s.base(), Recordings: list}, "", "  ")
 	if err == nil {
 		err = writeFileAtomic(s.cfg.Spool.Dir(), ShipStatusFile, append(data, '\n'))
 	}

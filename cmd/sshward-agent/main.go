@@ -58,7 +58,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	tier := fs.String("tier", "", "tier this host belongs to (staging, production, break-glass)")
 	dataDir := fs.String("data", "", "data directory: host key and certificate, caches, spool")
 	listen := fs.String("listen", ":2222", "SSH listen address")
-	playback := fs.String("playback", "", "playback server URL for shipping recordings")
+	playback := fs.String("playback", "", "playback server URL for shipping recordings; several, comma-separated, are tried in turn (replicas on one object store)")
 	hostName := fs.String("host-name", "", "host name recorded with sessions (default: the system's)")
 	sftpServer := fs.String("sftp-server", agent.DefaultSFTPServerPath, "sftp-server run as the user for SFTP")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
