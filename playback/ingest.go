@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"golang.org/x/crypto/ssh"
 
@@ -206,5 +207,11 @@ func (s *Server) internal(w http.ResponseWriter, r *http.Request, err error) {
 		return
 	}
 	s.log.ErrorContext(r.Context(), "playback: request failed", "path", r.URL.Path, "err", err)
+	if errors.Is(err, syscall.ENOSPC) {
+		// Nothing is lost: hosts keep recordings until they are stored,
+		// and the index catches up by itself once there is room.
+		writeError(w, http.StatusInsufficientStorage, api.CodeInternal, "the playback server's disk is full: free space on it; hosts send their recordings again by themselves")
+		return
+	}
 	writeError(w, http.StatusInternalServerError, api.CodeInternal, "internal error: see the playback server's log")
 }

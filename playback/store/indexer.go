@@ -85,6 +85,7 @@ type indexer struct {
 	failed   map[string]retryState
 	scanned  bool            // the start-up scan is done
 	inflight map[string]bool // being indexed → taken from the backlog
+	catching time.Time       // when the start-up catch-up began (zero: none under way)
 	lastPick bool            // the last pick came from dirty: take the backlog next
 
 	wake chan struct{} // capacity 1
@@ -213,6 +214,17 @@ func (x *indexer) next() (string, bool) {
 	return id, true
 }
 
+// backlogInFlightLocked reports whether a worker indexes a recording of the
+// backlog.
+func (x *indexer) backlogInFlightLocked() bool {
+	for _, fromBacklog := range x.inflight {
+		if fromBacklog {
+			return true
+		}
+	}
+	return false
+}
+
 // nextRetry is when the earliest failed recording is due (zero: none).
 func (x *indexer) nextRetry() time.Time {
 	x.mu.Lock()
@@ -240,8 +252,15 @@ func (x *indexer) result(id string, err error) {
 		}
 		x.failed[id] = retryState{at: time.Now().Add(d), delay: d}
 	}
+	var caughtUp time.Duration
+	if !x.catching.IsZero() && len(x.backlog) == 0 && !x.backlogInFlightLocked() {
+		caughtUp, x.catching = time.Since(x.catching), time.Time{}
+	}
 	x.mu.Unlock()
 	log := x.s.cfg.Logger
+	if caughtUp > 0 {
+		log.Info("store: search index caught up", "took", caughtUp.Round(time.Millisecond))
+	}
 	switch {
 	case err != nil && !failedBefore:
 		log.Error("store: indexing failed; retrying by itself", "session_id", id, "err", err)
@@ -358,6 +377,10 @@ func (x *indexer) scan() {
 		}
 		if after == nil {
 			x.scanned = true
+			if n := len(x.backlog); n > 0 {
+				x.catching = time.Now()
+				s.cfg.Logger.Info("store: search index catching up in the background; searches skip these recordings until then", "recordings", n)
+			}
 		}
 		x.mu.Unlock()
 		x.signal()

@@ -31,8 +31,10 @@ type Query struct {
 	Limit, PerSession int
 	// Filter, when set, keeps only the recordings it accepts.
 	Filter func(*Record) bool
-	// MaxScan bounds the postings walked (default 1,000,000), which bounds
-	// the time of a query for a very common word.
+	// MaxScan bounds the blocks of lines (linesPerBlock each) a query
+	// decompresses and checks (default 10,000: about as many lines as the
+	// million postings earlier versions walked), which bounds the time of
+	// a query for a very common word.
 	MaxScan int
 }
 
@@ -54,7 +56,7 @@ func (s *Store) Search(ctx context.Context, q Query) ([]Hit, error) {
 		q.PerSession = 20
 	}
 	if q.MaxScan <= 0 {
-		q.MaxScan = 1_000_000
+		q.MaxScan = 10_000
 	}
 	driver := words[0]
 	for _, w := range words[1:] {
