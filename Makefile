@@ -30,7 +30,8 @@ deps:
 test: deps web
 	$(GO) vet $(PKGS)
 	@mkdir -p $(BIN) && bash .ci/leftovers snapshot $(BIN)/.test-procs
-	@echo "$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)"; status=0; $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS) || status=$$?; \
+	@export SSHWARD_TEST_RUN=$$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n'); \
+	  echo "$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)"; status=0; $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS) || status=$$?; \
 	  bash .ci/leftovers check $(BIN)/.test-procs || status=1; exit $$status
 
 # web: asciinema-player from npm (pinned by playback/web/package-lock.json),
