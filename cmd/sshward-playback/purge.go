@@ -15,7 +15,7 @@ import (
 const purgeUsage = "sshward-playback purge --dir DIR --reason TEXT ID..."
 
 // purge deletes recordings for good, with the server stopped: the cast and
-// metadata files, the search index postings, then a compaction of the
+// metadata files, the search index entries, then a compaction of the
 // index files so that no free page keeps their text; each deletion is a
 // "recording.purge" event in the playback audit log. Recordings are never
 // rewritten: a recording that holds a secret (typed before the agent left
