@@ -65,7 +65,11 @@ func (t tp) sleep(ctx context.Context, id string) error {
 	if d, ok := ctx.Deadline(); ok {
 		report += " deadline=" + d.UTC().Format(time.RFC3339Nano)
 	}
-	_ = os.WriteFile(filepath.Join(t.dir, "cancelled-"+id), []byte(report), 0o600)
+	// Whole or not at all: the test reads it as soon as it exists.
+	tmp := filepath.Join(t.dir, ".cancelled-"+id+".tmp")
+	if os.WriteFile(tmp, []byte(report), 0o600) == nil {
+		_ = os.Rename(tmp, filepath.Join(t.dir, "cancelled-"+id))
+	}
 	return ctx.Err()
 }
 
