@@ -121,14 +121,15 @@ func (e *env) cmdSessions(ctx context.Context, args []string) error {
 	if *all {
 		want = 0
 	}
-	list, cut, err := pc.listSessions(ctx, q, want)
+	list, notes, err := pc.listSessions(ctx, q, want)
 	if err != nil {
 		return err
 	}
-	// The cut goes to stderr so that --json stays the list DESIGN.md
-	// promises and a pipe gets only rows.
-	if cut != "" {
-		fmt.Fprintln(e.stderr, "sshward: "+cut)
+	// Notes (the list was cut, the search index is still catching up) go
+	// to stderr so that --json stays the list DESIGN.md promises and a
+	// pipe gets only rows.
+	for _, n := range notes {
+		fmt.Fprintln(e.stderr, "sshward: "+n)
 	}
 	if *asJSON {
 		return cli.JSON(e.stdout, list)
@@ -149,10 +150,21 @@ const (
 )
 
 // listSessions reads up to want sessions (0: all) a page at a time, and
-// says whether the list was cut: "" when it holds every match, else the
-// sentence for the reader.
-func (p *playbackClient) listSessions(ctx context.Context, q url.Values, want int) ([]sessionSummary, string, error) {
-	list := []sessionSummary{}
+// returns the sentences the reader must see with them: the list was cut,
+// or a search did not cover recordings the server has not indexed yet.
+func (p *playbackClient) listSessions(ctx context.Context, q url.Values, want int) ([]sessionSummary, []string, error) {
+	list, cut, note, err := p.listPages(ctx, q, want)
+	var notes []string
+	for _, n := range []string{cut, note} {
+		if n != "" {
+			notes = append(notes, n)
+		}
+	}
+	return list, notes, err
+}
+
+func (p *playbackClient) listPages(ctx context.Context, q url.Values, want int) (list []sessionSummary, cut, indexNote string, err error) {
+	list = []sessionSummary{}
 	cursor := ""
 	total := -1
 	for {
@@ -174,9 +186,13 @@ func (p *playbackClient) listSessions(ctx context.Context, q url.Values, want in
 			Sessions   []sessionSummary `json:"sessions"`
 			NextCursor string           `json:"next_cursor"`
 			Total      *int             `json:"total"`
+			IndexNote  string           `json:"index_note"`
 		}
 		if err := p.getJSON(ctx, "/api/sessions", pq, &res); err != nil {
-			return nil, "", err
+			return nil, "", "", err
+		}
+		if indexNote == "" && res.IndexNote != "" {
+			indexNote = "search incomplete: " + res.IndexNote
 		}
 		list = append(list, res.Sessions...)
 		if res.Total != nil {
@@ -184,17 +200,17 @@ func (p *playbackClient) listSessions(ctx context.Context, q url.Values, want in
 		}
 		if cursor == "" && res.Total == nil && res.NextCursor == "" && len(res.Sessions) == n {
 			// A server from before paging: it cannot say what it left out.
-			return list, fmt.Sprintf("showing the first %s sessions; more may match (this playback server cannot page: narrow the filters)", thousands(len(list))), nil
+			return list, fmt.Sprintf("showing the first %s sessions; more may match (this playback server cannot page: narrow the filters)", thousands(len(list))), indexNote, nil
 		}
 		cursor = res.NextCursor
 		switch {
 		case cursor == "":
-			return list, "", nil
+			return list, "", indexNote, nil
 		case want > 0 && len(list) >= want:
 			if total >= 0 {
-				return list, fmt.Sprintf("showing %s of %s sessions; use --all or --limit N for more", thousands(len(list)), thousands(total)), nil
+				return list, fmt.Sprintf("showing %s of %s sessions; use --all or --limit N for more", thousands(len(list)), thousands(total)), indexNote, nil
 			}
-			return list, fmt.Sprintf("showing the first %s sessions; more match: use --all or --limit N", thousands(len(list))), nil
+			return list, fmt.Sprintf("showing the first %s sessions; more match: use --all or --limit N", thousands(len(list))), indexNote, nil
 		}
 	}
 }
