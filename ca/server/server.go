@@ -36,6 +36,8 @@ type Config struct {
 	// RevocationHeartbeat is how often an idle revocation stream sends a
 	// heartbeat (default DefaultRevocationHeartbeat).
 	RevocationHeartbeat time.Duration
+	// Middleware, when set, wraps the public API handler (metrics).
+	Middleware func(http.Handler) http.Handler
 }
 
 // Server is the CA's HTTP front.
@@ -81,6 +83,9 @@ func New(cfg Config) (*Server, error) {
 		Seen:    nonces.Seen,
 	}
 	s.public = s.routes()
+	if cfg.Middleware != nil {
+		s.public = cfg.Middleware(s.public)
+	}
 	s.admin = s.adminRoutes()
 	return s, nil
 }

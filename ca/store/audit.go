@@ -327,3 +327,15 @@ func verifyChain(ctx context.Context, btx *bolt.Tx) (AuditReport, error) {
 	}
 	return AuditReport{Records: int(last), Head: prev}, nil
 }
+
+// AuditHeadSeq returns the sequence number of the last audit record (0 for
+// an empty log) without reading the log.
+func (db *DB) AuditHeadSeq(ctx context.Context) (uint64, error) {
+	var seq uint64
+	err := db.View(ctx, func(tx *Tx) error {
+		h, _, err := readHead(tx.btx)
+		seq = h.seq
+		return err
+	})
+	return seq, err
+}

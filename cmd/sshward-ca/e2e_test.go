@@ -101,9 +101,9 @@ func freeAddr(t *testing.T) string {
 }
 
 // startCA runs sshward-ca serve and waits for its ready line.
-func startCA(t *testing.T, r *runner, dir, addr string) *exec.Cmd {
+func startCA(t *testing.T, r *runner, dir, addr string, extra ...string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(bins(t), "sshward-ca"), "serve", "--dir", dir, "--listen", addr)
+	cmd := exec.Command(filepath.Join(bins(t), "sshward-ca"), append([]string{"serve", "--dir", dir, "--listen", addr}, extra...)...)
 	cmd.Env = append(os.Environ(), r.env...)
 	var logBuf syncBuf
 	stdout, _ := cmd.StdoutPipe()

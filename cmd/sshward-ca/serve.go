@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"net"
 	"os"
 	"runtime/debug"
@@ -22,6 +23,7 @@ import (
 	"github.com/sshward/sshward/ca/store"
 	"github.com/sshward/sshward/ca/tlsca"
 	"github.com/sshward/sshward/cmd/internal/cli"
+	"github.com/sshward/sshward/cmd/internal/metricsrv"
 )
 
 func (e *env) cmdServe(ctx context.Context, args []string) error {
@@ -31,6 +33,7 @@ func (e *env) cmdServe(ctx context.Context, args []string) error {
 	passFile := fs.String("passphrase-file", "", "file holding the CA passphrase (else $SSHWARD_CA_PASSPHRASE)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	metricsListen := fs.String("metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics (unauthenticated: keep it on loopback or a management network)")
 	if _, err := cli.Parse(fs, args); err != nil {
 		return err
 	}
@@ -150,7 +153,18 @@ func (e *env) cmdServe(ctx context.Context, args []string) error {
 	// Opening the keys and the secret box (argon2id, 64 MiB) grew the heap;
 	// hand it back before serving so the budget starts from the live set.
 	debug.FreeOSMemory()
-	srv, err := server.New(server.Config{Authority: a, TLS: tlsCfg, Logger: log})
+	scfg := server.Config{Authority: a, TLS: tlsCfg, Logger: log}
+	var reg *prometheus.Registry
+	var mln net.Listener
+	if *metricsListen != "" {
+		if mln, err = metricsrv.Listen(*metricsListen); err != nil {
+			return err
+		}
+		defer mln.Close()
+		reg = caMetrics(db)
+		scfg.Middleware = metricsrv.HTTP(reg, "sshward_ca")
+	}
+	srv, err := server.New(scfg)
 	if err != nil {
 		return err
 	}
@@ -171,6 +185,9 @@ func (e *env) cmdServe(ctx context.Context, args []string) error {
 	g.Go(func() error { return srv.Serve(gctx, ln) })
 	g.Go(func() error { return srv.ServeAdmin(gctx, aln) })
 	g.Go(func() error { return plugs.run(gctx) })
+	if mln != nil {
+		g.Go(func() error { return metricsrv.Serve(gctx, mln, reg, log) })
+	}
 	err = g.Wait()
 	log.Info("sshward-ca stopped")
 	return err
