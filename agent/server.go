@@ -495,3 +495,14 @@ func (s *Server) newID() (string, error) {
 	}
 	return hex.EncodeToString(b[:]), nil
 }
+
+// Sessions returns the connections and session channels open now.
+func (s *Server) Sessions() (conns, sessions int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		conns++
+		sessions += int(c.sessions.Load())
+	}
+	return conns, sessions
+}

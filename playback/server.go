@@ -70,6 +70,8 @@ type Config struct {
 	Objects Objects
 	// ArchiveRetry is the delay between failed archive uploads (default 10s).
 	ArchiveRetry time.Duration
+	// Middleware, when set, wraps every handler (metrics).
+	Middleware func(http.Handler) http.Handler
 }
 
 // Check names the first bad field.
@@ -140,6 +142,9 @@ func New(cfg Config) (*Server, error) {
 	s.hosts = &hostauth.Verifier{HostCAs: cfg.HostCAs, Now: cfg.Now, Seen: nonces.Seen}
 	s.sessions = &sessionCache{ca: cfg.CA, ttl: cfg.SessionCacheTTL, now: cfg.Now, entries: map[[32]byte]sessionEntry{}}
 	s.handler = s.routes()
+	if cfg.Middleware != nil {
+		s.handler = cfg.Middleware(s.handler)
+	}
 	return s, nil
 }
 

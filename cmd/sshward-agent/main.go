@@ -22,6 +22,7 @@ import (
 	"github.com/sshward/sshward/agent"
 	"github.com/sshward/sshward/ca/client"
 	"github.com/sshward/sshward/cmd/internal/cli"
+	"github.com/sshward/sshward/cmd/internal/metricsrv"
 	"github.com/sshward/sshward/recorder"
 )
 
@@ -63,6 +64,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	sftpServer := fs.String("sftp-server", agent.DefaultSFTPServerPath, "sftp-server run as the user for SFTP")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	metricsListen := fs.String("metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics (unauthenticated: keep it on loopback or a management network)")
 	// Pre-authentication limits (sshd's MaxStartups, PerSourceMaxStartups, LoginGraceTime).
 	maxStartups := fs.String("max-startups", agent.DefaultMaxStartups().String(), "random early drop of unauthenticated connections, begin:rate:full (sshd's MaxStartups)")
 	perSource := fs.Int("max-startups-per-source", agent.DefaultMaxStartupsPerSource, "most unauthenticated connections from one IPv4 address or IPv6 /64; more are closed at once")
@@ -129,6 +131,19 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	})
 	if err != nil {
 		return err
+	}
+	if *metricsListen != "" {
+		mln, err := metricsrv.Listen(*metricsListen)
+		if err != nil {
+			return err
+		}
+		defer mln.Close()
+		reg := agentMetrics(srv, *dataDir, time.Now)
+		go func() {
+			if err := metricsrv.Serve(ctx, mln, reg, log); err != nil && ctx.Err() == nil {
+				log.Error("agent: metrics listener stopped", "err", err)
+			}
+		}()
 	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {

@@ -8,7 +8,9 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/user"
@@ -66,8 +68,14 @@ func TestSignalsEndSessionsWithStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer logFile.Close()
+	mln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	maddr := mln.Addr().String()
+	mln.Close()
 	cmd := exec.Command(bin, "--ca", w.URL, "--fingerprint", w.Fingerprint, "--join-token-file", tokFile,
-		"--tier", api.TierStaging, "--data", dataDir, "--listen", addr, "--host-name", "127.0.0.1")
+		"--tier", api.TierStaging, "--data", dataDir, "--listen", addr, "--host-name", "127.0.0.1", "--metrics-listen", maddr)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -181,6 +189,20 @@ func TestSignalsEndSessionsWithStatus(t *testing.T) {
 		{syscall.SIGTERM, "sshward: session ended: the host agent stopped", "agent stopped", false},
 	} {
 		wait := session()
+		// Metrics (--metrics-listen), the first time round: one session
+		// open, its recording in the spool, a valid host certificate.
+		if step.sig == syscall.SIGHUP {
+			text := scrapeMetrics(t, maddr)
+			for _, want := range []string{"sshward_agent_sessions 1\n", "sshward_agent_connections 1\n", "sshward_agent_spool_recordings 1\n",
+				"sshward_agent_preauth_unauthenticated 0\n", "go_goroutines "} {
+				if !strings.Contains(text, want) {
+					t.Errorf("agent /metrics lacks %q:\n%s", want, text)
+				}
+			}
+			if !strings.Contains(text, "sshward_agent_host_certificate_expiry_seconds ") || strings.Contains(text, "sshward_agent_host_certificate_expiry_seconds 0\n") {
+				t.Errorf("agent /metrics: no host certificate expiry")
+			}
+		}
 		if err := cmd.Process.Signal(step.sig); err != nil {
 			t.Fatal(err)
 		}
@@ -247,4 +269,25 @@ func mintStaging(t *testing.T, w *catest.CA, dir, login string) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// scrapeMetrics GETs http://addr/metrics, retrying while the listener
+// comes up.
+func scrapeMetrics(t *testing.T, addr string) string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return string(b)
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no metrics on %s: %v", addr, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

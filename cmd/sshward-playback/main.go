@@ -13,9 +13,11 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/sshward/sshward/cmd/internal/cli"
+	"github.com/sshward/sshward/cmd/internal/metricsrv"
 	"github.com/sshward/sshward/playback"
 	"github.com/sshward/sshward/playback/store"
 	"github.com/sshward/sshward/playback/web"
@@ -77,6 +79,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.Var(&names, "name", "extra certificate name (repeatable; each must be allowed by the join token)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	metricsListen := fs.String("metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics (unauthenticated: keep it on loopback or a management network)")
 	if _, err := cli.Parse(fs, args); err != nil {
 		return err
 	}
@@ -145,10 +148,26 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		cfg.Objects = bucket
 		log.Info("archiving finished recordings to object storage", "endpoint", settings.S3.Endpoint, "bucket", settings.S3.Bucket, "prefix", settings.S3.Prefix)
 	}
+	var srvp atomic.Pointer[playback.Server] // read by scrapes, set once below
+	if *metricsListen != "" {
+		mln, err := metricsrv.Listen(*metricsListen)
+		if err != nil {
+			return err
+		}
+		defer mln.Close()
+		reg := playbackMetrics(st, srvp.Load)
+		cfg.Middleware = metricsrv.HTTP(reg, "sshward_playback")
+		go func() {
+			if err := metricsrv.Serve(ctx, mln, reg, log); err != nil && ctx.Err() == nil {
+				log.Error("playback: metrics listener stopped", "err", err)
+			}
+		}()
+	}
 	srv, err := playback.New(cfg)
 	if err != nil {
 		return err
 	}
+	srvp.Store(srv)
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", *listen, err)

@@ -62,15 +62,18 @@ func Serve(ctx context.Context, ln net.Listener, reg *prometheus.Registry, log *
 
 // HTTP returns a middleware that counts requests and times them by the
 // route pattern they matched (never the raw path: ids would explode the
-// label) and status code, as NAMESPACE_http_requests_total and
-// NAMESPACE_http_request_duration_seconds.
+// label) and status code, as NAMESPACE_http_requests_total,
+// NAMESPACE_http_request_duration_seconds and
+// NAMESPACE_http_request_body_bytes_total.
 func HTTP(reg prometheus.Registerer, namespace string) func(http.Handler) http.Handler {
 	reqs := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "http_requests_total",
 		Help: "HTTP requests by route pattern and status code."}, []string{"route", "code"})
 	dur := prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "http_request_duration_seconds",
 		Help:    "Time to answer an HTTP request (until the handler returned), by route pattern.",
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10}}, []string{"route"})
-	reg.MustRegister(reqs, dur)
+	body := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "http_request_body_bytes_total",
+		Help: "Request body bytes received, by route pattern (the ingest rate of chunk uploads)."}, []string{"route"})
+	reg.MustRegister(reqs, dur, body)
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			start := time.Now()
@@ -81,6 +84,9 @@ func HTTP(reg prometheus.Registerer, namespace string) func(http.Handler) http.H
 				route = "unmatched"
 			}
 			reqs.WithLabelValues(route, strconv.Itoa(sw.code)).Inc()
+			if r.ContentLength > 0 {
+				body.WithLabelValues(route).Add(float64(r.ContentLength))
+			}
 			dur.WithLabelValues(route).Observe(time.Since(start).Seconds())
 		})
 	}
