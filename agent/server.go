@@ -506,3 +506,28 @@ func (s *Server) Sessions() (conns, sessions int) {
 	}
 	return conns, sessions
 }
+
+// Readiness reports whether the agent admits sessions now: it has joined
+// and listens, and its host certificate is valid (for the metrics
+// listener's GET /readyz).
+func (s *Server) Readiness(context.Context) error {
+	select {
+	case <-s.ready:
+	default:
+		return errors.New("not serving yet (joining the CA or opening the spool)")
+	}
+	c := s.HostCertificate()
+	if c == nil {
+		return errors.New("no host certificate")
+	}
+	if now := s.cfg.Now(); now.After(time.Unix(int64(c.ValidBefore), 0)) {
+		return errors.New("the host certificate expired: the agent cannot renew it (is the CA reachable?)")
+	}
+	s.mu.Lock()
+	closing := s.closing
+	s.mu.Unlock()
+	if closing != nil {
+		return fmt.Errorf("stopping: %v", closing)
+	}
+	return nil
+}

@@ -157,3 +157,17 @@ func TestArchiveToObjectStorage(t *testing.T) {
 		t.Error("the expired recording is still in the local store")
 	}
 }
+
+// TestPlaybackReadyz: /readyz of a real playback server says ready while
+// its store answers and 503 naming the store once it does not.
+func TestPlaybackReadyz(t *testing.T) {
+	w := newWorld(t)
+	srv := w.startServer(t, serverOpts{})
+	if code, body := w.get(t, srv.url+"/readyz", ""); code != http.StatusOK || string(body) != "ready\n" {
+		t.Fatalf("/readyz: %d %q", code, body)
+	}
+	srv.store.Close()
+	if code, body := w.get(t, srv.url+"/readyz", ""); code != http.StatusServiceUnavailable || !strings.Contains(string(body), "store not answering") {
+		t.Errorf("/readyz with the store closed: %d %q", code, body)
+	}
+}

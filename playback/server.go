@@ -245,6 +245,15 @@ func (s *Server) routes() http.Handler {
 			io.WriteString(w, "\n")
 		}
 	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		if err := s.Ready(r.Context()); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, "not ready: "+err.Error()+"\n")
+			return
+		}
+		io.WriteString(w, "ready\n")
+	})
 	// ingest (agents, host certificate)
 	mux.HandleFunc("POST "+recorder.IngestPathPrefix+"{id}/"+recorder.IngestStart, s.withHost(recorder.MaxIngestJSONBytes, s.handleStart))
 	mux.HandleFunc("PUT "+recorder.IngestPathPrefix+"{id}/"+recorder.IngestChunk, s.withHost(recorder.MaxChunkBytes, s.handleChunk))
@@ -330,4 +339,15 @@ func clientIP(r *http.Request) string {
 		return r.RemoteAddr
 	}
 	return host
+}
+
+// Ready reports whether the server can take uploads and serve recordings
+// now: its store answers. GET /readyz answers 503 with the reason
+// otherwise. The search index catching up does not make it unready
+// (searches say what they did not cover).
+func (s *Server) Ready(ctx context.Context) error {
+	if _, err := s.st.Get(ctx, "readyz-probe"); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("store not answering: %w", err)
+	}
+	return nil
 }

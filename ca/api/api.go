@@ -10,6 +10,7 @@ import (
 // Paths of the CA's HTTPS API.
 const (
 	PathHealth    = "/healthz"
+	PathReady     = "/readyz" // 200 when the CA can issue, 503 with the reason otherwise
 	PathTrust     = "/v1/trust"
 	PathKRL       = "/v1/krl/" // + tier
 	PathLogin     = "/v1/login"

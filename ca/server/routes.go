@@ -31,6 +31,15 @@ func (s *Server) routes() http.Handler {
 		w.Header().Set("Content-Type", "text/plain")
 		io.WriteString(w, "ok\n")
 	})
+	mux.HandleFunc("GET "+api.PathReady, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		if err := s.a.Ready(r.Context()); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, "not ready: "+err.Error()+"\n")
+			return
+		}
+		io.WriteString(w, "ready\n")
+	})
 	mux.HandleFunc("GET "+api.PathTrust, s.handleTrust)
 	mux.HandleFunc("GET "+api.PathKRL+"{tier}", s.handleKRL)
 	mux.HandleFunc("GET "+api.PathLoginOIDC, s.handleOIDCConfig)

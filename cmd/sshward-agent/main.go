@@ -140,7 +140,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 		defer mln.Close()
 		reg := agentMetrics(srv, *dataDir, time.Now)
 		go func() {
-			if err := metricsrv.Serve(ctx, mln, reg, log); err != nil && ctx.Err() == nil {
+			if err := metricsrv.Serve(ctx, mln, reg, log, srv.Readiness); err != nil && ctx.Err() == nil {
 				log.Error("agent: metrics listener stopped", "err", err)
 			}
 		}()

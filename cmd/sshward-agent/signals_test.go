@@ -202,6 +202,11 @@ func TestSignalsEndSessionsWithStatus(t *testing.T) {
 			if !strings.Contains(text, "sshward_agent_host_certificate_expiry_seconds ") || strings.Contains(text, "sshward_agent_host_certificate_expiry_seconds 0\n") {
 				t.Errorf("agent /metrics: no host certificate expiry")
 			}
+			if resp, err := http.Get("http://" + maddr + "/readyz"); err != nil || resp.StatusCode != http.StatusOK {
+				t.Errorf("agent /readyz: %v %v, want 200", resp, err)
+			} else {
+				resp.Body.Close()
+			}
 		}
 		if err := cmd.Process.Signal(step.sig); err != nil {
 			t.Fatal(err)

@@ -186,7 +186,7 @@ func (e *env) cmdServe(ctx context.Context, args []string) error {
 	g.Go(func() error { return srv.ServeAdmin(gctx, aln) })
 	g.Go(func() error { return plugs.run(gctx) })
 	if mln != nil {
-		g.Go(func() error { return metricsrv.Serve(gctx, mln, reg, log) })
+		g.Go(func() error { return metricsrv.Serve(gctx, mln, reg, log, a.Ready) })
 	}
 	err = g.Wait()
 	log.Info("sshward-ca stopped")

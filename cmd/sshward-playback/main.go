@@ -158,7 +158,12 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		reg := playbackMetrics(st, srvp.Load)
 		cfg.Middleware = metricsrv.HTTP(reg, "sshward_playback")
 		go func() {
-			if err := metricsrv.Serve(ctx, mln, reg, log); err != nil && ctx.Err() == nil {
+			if err := metricsrv.Serve(ctx, mln, reg, log, func(ctx context.Context) error {
+				if s := srvp.Load(); s != nil {
+					return s.Ready(ctx)
+				}
+				return errors.New("starting")
+			}); err != nil && ctx.Err() == nil {
 				log.Error("playback: metrics listener stopped", "err", err)
 			}
 		}()
