@@ -1,6 +1,7 @@
 package main
 
 import (
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,12 +26,22 @@ func agentMetrics(srv *agent.Server, dataDir string, now func() time.Time) *prom
 	}
 	gauge("sessions", "Session channels open now.", func() float64 { _, n := srv.Sessions(); return float64(n) })
 	gauge("connections", "Authenticated SSH connections open now.", func() float64 { n, _ := srv.Sessions(); return float64(n) })
+	// One read of the data directory serves every gauge of a scrape (the
+	// registry calls them one after another): reread after a second.
+	var mu sync.Mutex
+	var cached *agent.Status
+	var readAt time.Time
 	status := func() *agent.Status {
-		st, err := agent.ReadStatus(dataDir, now())
-		if err != nil {
-			return &agent.Status{}
+		mu.Lock()
+		defer mu.Unlock()
+		if cached == nil || now().Sub(readAt) > time.Second || now().Before(readAt) {
+			st, err := agent.ReadStatus(dataDir, now())
+			if err != nil {
+				st = &agent.Status{}
+			}
+			cached, readAt = st, now()
 		}
-		return st
+		return cached
 	}
 	gauge("spool_bytes", "Bytes of recordings in the spool (live and waiting to ship).", func() float64 { return float64(status().Spool.Bytes) })
 	gauge("spool_recordings", "Recordings in the spool, live or waiting to ship.", func() float64 {
