@@ -3,53 +3,24 @@ package agent
 import (
 	"bufio"
 	"context"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/sshward/sshward/ca/api"
 	"github.com/sshward/sshward/recorder"
+	"github.com/sshward/sshward/recorder/recordertest"
 )
 
-// fullDisk makes the spool's files fail like a full disk while on is set:
-// opening and writing return ENOSPC.
-type fullDisk struct{ on atomic.Bool }
-
-type diskFile struct {
-	*os.File
-	d *fullDisk
-}
-
-func (f diskFile) Write(p []byte) (int, error) {
-	if f.d.on.Load() {
-		return 0, &os.PathError{Op: "write", Path: f.Name(), Err: syscall.ENOSPC}
-	}
-	return f.File.Write(p)
-}
-
-func (d *fullDisk) open(name string, flag int, perm os.FileMode) (recorder.File, error) {
-	if d.on.Load() {
-		return nil, &os.PathError{Op: "open", Path: name, Err: syscall.ENOSPC}
-	}
-	f, err := os.OpenFile(name, flag, perm)
-	if err != nil {
-		return nil, err
-	}
-	return diskFile{File: f, d: d}, nil
-}
-
 // spoolAgent starts an agent of tier whose spool writes through disk.
-func spoolAgent(t *testing.T, ca *fakeCA, tier string, disk *fullDisk) *testAgent {
+func spoolAgent(t *testing.T, ca *fakeCA, tier string, disk *recordertest.DiskFull) *testAgent {
 	t.Helper()
 	dataDir := filepath.Join(t.TempDir(), "data")
 	sp, err := recorder.OpenSpool(context.Background(), recorder.SpoolConfig{
-		Dir: SpoolDir(dataDir), OpenFile: disk.open, FlushInterval: 100 * time.Millisecond,
+		Dir: SpoolDir(dataDir), OpenFile: disk.OpenFile, FlushInterval: 100 * time.Millisecond,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -78,15 +49,15 @@ func TestSpoolUnwritable(t *testing.T) {
 	for _, tt := range tiers {
 		t.Run(tt.tier, func(t *testing.T) {
 			ca := newFakeCA(t)
-			disk := &fullDisk{}
+			disk := &recordertest.DiskFull{}
 			a := spoolAgent(t, ca, tt.tier, disk)
 			c := newSSHClient(t, ca, a)
 			alert := map[string]string{"level": "ERROR", "alert": "true", "on_recording_failure": map[bool]string{true: "closed", false: "open"}[tt.closed]}
 
 			t.Run("new session", func(t *testing.T) {
 				k := ca.issue(t, c.home, certSpec{tier: tt.tier, keyID: "case spool new " + tt.tier, principals: []string{login}, extensions: tt.ext})
-				disk.on.Store(true)
-				defer disk.on.Store(false)
+				disk.SetFull(true)
+				defer disk.SetFull(false)
 				out, errOut, err := c.run(k, login, nil, "echo ran")
 				if tt.closed {
 					if err == nil || strings.Contains(out, "ran") || !strings.Contains(errOut, "cannot record sessions") {
@@ -110,12 +81,12 @@ func TestSpoolUnwritable(t *testing.T) {
 
 			t.Run("running session", func(t *testing.T) {
 				k := ca.issue(t, c.home, certSpec{tier: tt.tier, keyID: "case spool running " + tt.tier, principals: []string{login}, extensions: tt.ext})
-				defer disk.on.Store(false)
+				defer disk.SetFull(false)
 				lines, wait := c.stream(t, k, login, "echo started; for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do echo tick $i; sleep 0.1; done; echo finished")
 				if l := <-lines; l != "started" {
 					t.Fatalf("first line %q", l)
 				}
-				disk.on.Store(true)
+				disk.SetFull(true)
 				var got []string
 				for l := range lines {
 					got = append(got, l)

@@ -25,6 +25,7 @@ import (
 	"github.com/sshward/sshward/playback/store"
 	"github.com/sshward/sshward/playback/web/webtest"
 	"github.com/sshward/sshward/recorder"
+	"github.com/sshward/sshward/recorder/recordertest"
 )
 
 // The tests of "an open tier's unrecorded session reaches someone": a
@@ -119,10 +120,10 @@ func hostPort(t *testing.T, url string) string {
 // itself or a proxy), whose spool writes through disk and which reports to
 // the playback server at playbackURL. The spool is closed by the returned
 // func, after the agent stopped.
-func unrecordedAgent(t *testing.T, w *catest.CA, caURL, playbackURL, dataDir string, disk *fullDisk, join bool, al *auditLog) (*testAgent, func()) {
+func unrecordedAgent(t *testing.T, w *catest.CA, caURL, playbackURL, dataDir string, disk *recordertest.DiskFull, join bool, al *auditLog) (*testAgent, func()) {
 	t.Helper()
 	sp, err := recorder.OpenSpool(context.Background(), recorder.SpoolConfig{
-		Dir: SpoolDir(dataDir), OpenFile: disk.open, FlushInterval: 100 * time.Millisecond,
+		Dir: SpoolDir(dataDir), OpenFile: disk.OpenFile, FlushInterval: 100 * time.Millisecond,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -255,7 +256,7 @@ func checkReport(t *testing.T, caEv castore.AuditEvent, pbEv store.AuditEvent, l
 func TestUnrecordedSessionReachesSomeone(t *testing.T) {
 	stack := webtest.New(t)
 	w := stack.CA
-	disk := &fullDisk{}
+	disk := &recordertest.DiskFull{}
 	al := &auditLog{}
 	dataDir := filepath.Join(t.TempDir(), "data")
 	a, _ := unrecordedAgent(t, w, w.URL, stack.URL, dataDir, disk, true, al)
@@ -269,8 +270,8 @@ func TestUnrecordedSessionReachesSomeone(t *testing.T) {
 	t.Run("from the start", func(t *testing.T) {
 		keyID := "alice@local tier=staging case unrecorded start"
 		k := stagingKey(t, w, c.home, login, keyID)
-		disk.on.Store(true)
-		defer disk.on.Store(false)
+		disk.SetFull(true)
+		defer disk.SetFull(false)
 		out, errOut, err := c.run(k, login, nil, "echo ran-unrecorded")
 		if err != nil || out != "ran-unrecorded\n" {
 			t.Fatalf("the open tier did not run the session: %v %q %q", err, out, errOut)
@@ -290,12 +291,12 @@ func TestUnrecordedSessionReachesSomeone(t *testing.T) {
 	t.Run("while running", func(t *testing.T) {
 		keyID := "alice@local tier=staging case unrecorded running"
 		k := stagingKey(t, w, c.home, login, keyID)
-		defer disk.on.Store(false)
+		defer disk.SetFull(false)
 		lines, wait := c.stream(t, k, login, "echo started; for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15; do echo tick $i; sleep 0.1; done; echo finished")
 		if l := <-lines; l != "started" {
 			t.Fatalf("first line %q", l)
 		}
-		disk.on.Store(true)
+		disk.SetFull(true)
 		var got []string
 		for l := range lines {
 			got = append(got, l)
@@ -316,8 +317,8 @@ func TestUnrecordedSessionReachesSomeone(t *testing.T) {
 	t.Run("long command", func(t *testing.T) {
 		keyID := "alice@local tier=staging case unrecorded long"
 		k := stagingKey(t, w, c.home, login, keyID)
-		disk.on.Store(true)
-		defer disk.on.Store(false)
+		disk.SetFull(true)
+		defer disk.SetFull(false)
 		remote := "echo " + strings.Repeat("x", 6000) + " \xff\xfe end"
 		out, errOut, err := c.run(k, login, nil, remote)
 		if err != nil || !strings.HasSuffix(out, " end\n") || !strings.Contains(errOut, bannerPrefix) {
@@ -386,7 +387,7 @@ func TestUnrecordedReportWaitsForCAAndPlayback(t *testing.T) {
 	w := stack.CA
 	caProxy := newFlakyProxy(t, hostPort(t, w.URL))
 	pbProxy := newFlakyProxy(t, hostPort(t, stack.URL))
-	disk := &fullDisk{}
+	disk := &recordertest.DiskFull{}
 	al := &auditLog{}
 	dataDir := filepath.Join(t.TempDir(), "data")
 	a, stop := unrecordedAgent(t, w, caProxy.url(), pbProxy.url(), dataDir, disk, true, al)
@@ -397,9 +398,9 @@ func TestUnrecordedReportWaitsForCAAndPlayback(t *testing.T) {
 	pbProxy.setDown(true)
 	keyID := "alice@local tier=staging case unrecorded ca down"
 	k := stagingKey(t, w, c.home, login, keyID)
-	disk.on.Store(true)
+	disk.SetFull(true)
 	out, errOut, err := c.run(k, login, nil, "echo ran-while-ca-down")
-	disk.on.Store(false)
+	disk.SetFull(false)
 	if err != nil || out != "ran-while-ca-down\n" || !strings.Contains(errOut, bannerPrefix) {
 		t.Fatalf("session with the CA down: %v %q %q", err, out, errOut)
 	}
@@ -465,7 +466,7 @@ func TestUnrecordedReportWaitsForCAAndPlayback(t *testing.T) {
 func TestUnrecordedReportRefusals(t *testing.T) {
 	stack := webtest.New(t)
 	w := stack.CA
-	a, _ := unrecordedAgent(t, w, w.URL, stack.URL, filepath.Join(t.TempDir(), "data"), &fullDisk{}, true, nil)
+	a, _ := unrecordedAgent(t, w, w.URL, stack.URL, filepath.Join(t.TempDir(), "data"), &recordertest.DiskFull{}, true, nil)
 	ev := api.UnrecordedSession{EventID: "forged-1", SessionID: "forged-session-1", Identity: "mallory@local",
 		Principal: "root", Host: "localhost", Tier: api.TierProduction, Phase: api.UnrecordedAtStart,
 		Reason: "made up", At: time.Now()}
