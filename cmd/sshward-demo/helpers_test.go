@@ -67,15 +67,21 @@ func children(t *testing.T, pid int) []int {
 	return out
 }
 
-// ppid reads the parent of pid from /proc/PID/stat (0 if it is gone).
-func ppid(pid int) int {
+// statFields returns the fields of /proc/PID/stat after the command name
+// (state, ppid, …; comm may hold spaces and parentheses), or nil when pid
+// is gone.
+func statFields(pid int) []string {
 	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
 	if err != nil {
-		return 0
+		return nil
 	}
-	// "pid (comm) state ppid ...": comm may hold spaces and parentheses.
 	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	return strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+}
+
+// ppid reads the parent of pid (0 if it is gone).
+func ppid(pid int) int {
+	f := statFields(pid)
 	if len(f) < 2 {
 		return 0
 	}
@@ -85,11 +91,6 @@ func ppid(pid int) int {
 
 // alive reports whether pid still runs (a zombie counts as gone).
 func alive(pid int) bool {
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	f := statFields(pid)
 	return len(f) > 0 && f[0] != "Z" && f[0] != "X"
 }
