@@ -5,7 +5,7 @@ STATICCHECK_VERSION := v0.8.2
 TEST_TIMEOUT ?= 12m
 PKGS      := ./...
 
-.PHONY: all build package test test-short test-future demo bench lint deps clean fuzz web plugins
+.PHONY: all build package test test-short test-future demo demo-ha bench lint deps clean fuzz web plugins
 
 all: build
 
@@ -55,6 +55,10 @@ test-short:
 
 demo: build
 	@$(BIN)/sshward-demo $(DEMO_ARGS)
+
+# demo-ha: 3 etcd members + 2 sshward-ca replicas on loopback sharing them (.ci/demo-ha/run).
+demo-ha: build
+	@BIN=$(BIN) bash .ci/demo-ha/run
 
 bench: deps build
 	@bash .ci/bench

@@ -48,7 +48,7 @@ const (
 // anyone can write anything there. Only fingerprints are recorded.
 func unverified(reason string) bool {
 	switch reason {
-	case reasonNotCertificate, reasonUntrustedCA, reasonBadSignature:
+	case reasonNotCertificate, reasonUntrustedCA, reasonBadSignature, reasonRetiredCA:
 		return true
 	}
 	return false
@@ -78,7 +78,7 @@ const (
 	extPermitUserRC   = "permit-user-rc"
 )
 
-var supportedCriticalOptions = []string{optForceCommand, optSourceAddress}
+var supportedCriticalOptions = []string{optForceCommand, optSourceAddress, api.CritScope}
 
 // grant is what an admitted certificate allows on one connection. Built by
 // the admission callback, read-only afterwards.
@@ -193,7 +193,15 @@ func (s *Server) checkCert(c ssh.ConnMetadata, cert *ssh.Certificate) (g *grant,
 	fp := "key=" + ssh.FingerprintSHA256(cert.Key) + " ca=" + ssh.FingerprintSHA256(cert.SignatureKey)
 	switch {
 	case !id.trusts(cert.SignatureKey):
+		if at, ok := s.retiredAt(id, cert.SignatureKey, now); ok {
+			return nil, reasonRetiredCA, fp + " retired_at=" + at.UTC().Format(time.RFC3339)
+		}
 		return nil, reasonUntrustedCA, fp
+	}
+	if at, ok := s.retiredAt(id, cert.SignatureKey, now); ok {
+		return nil, reasonRetiredCA, fp + " retired_at=" + at.UTC().Format(time.RFC3339)
+	}
+	switch {
 	case verifySignature(cert) != nil:
 		return nil, reasonBadSignature, fp
 	case cert.CertType != ssh.UserCert:
@@ -225,6 +233,9 @@ func (s *Server) checkCert(c ssh.ConnMetadata, cert *ssh.Certificate) (g *grant,
 	}
 	if targets := s.hostNotListed(cert); targets != nil {
 		return nil, reasonHostNotListed, "hosts=" + strings.Join(targets, ",")
+	}
+	if r, d := s.checkScope(cert); r != "" {
+		return nil, r, d
 	}
 	if r, d := s.checkRevocationFresh(cert); r != "" {
 		return nil, r, d
@@ -371,6 +382,10 @@ func (s *Server) newGrant(c ssh.ConnMetadata, cert *ssh.Certificate, u *User) *g
 	if _, ok := ext[api.ExtEndOnExpiry]; ok {
 		g.settings.EndOnExpiry = true
 	}
+	if v, ok := ext[api.ExtBulkOutput]; ok {
+		// Anything unreadable keeps all binary output: the safe reading.
+		g.settings.BulkKeepBytes, _ = api.ParseBulkOutput(v)
+	}
 	_, g.singleUse = ext[api.ExtSingleUse]
 	g.forceCommand, g.hasForce = cert.CriticalOptions[optForceCommand]
 	_, g.permitPTY = ext[extPermitPTY]
@@ -427,6 +442,8 @@ func (s *Server) refuse(ca *connAuth, c ssh.ConnMetadata, cert *ssh.Certificate,
 		banner = usedBanner
 	case reasonHostNotListed:
 		banner = s.hostBanner(cert)
+	case reasonOutOfScope, reasonBadScope:
+		banner = s.scopeBanner(cert)
 	case reasonRevocationStale:
 		banner = s.refusalBanner(reason)
 	}

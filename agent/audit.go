@@ -15,6 +15,9 @@ const (
 	AuditSessionEnd       = "session.end"
 	AuditSessionRefused   = "session.refused" // e.g. recording unavailable on a closed tier
 	AuditRecordingFailed  = "recording.failed"
+	// AuditRecordingDropped: an open tier's recorder fell behind and
+	// output was sent but not recorded (recqueue.go).
+	AuditRecordingDropped = "recording.dropped"
 	// AuditSessionUnrecorded: an open tier's session goes on unrecorded
 	// (also reported to the CA and the playback server).
 	AuditSessionUnrecorded = "session.unrecorded"
@@ -50,7 +53,7 @@ type logAuditor struct{ l *slog.Logger }
 func (a logAuditor) Audit(ctx context.Context, ev AuditEvent) {
 	level := slog.LevelInfo
 	switch ev.Action {
-	case AuditAdmissionRefused, AuditRequestRefused, AuditSessionRefused, AuditRecordingFailed, AuditSessionUnrecorded:
+	case AuditAdmissionRefused, AuditRequestRefused, AuditSessionRefused, AuditRecordingFailed, AuditRecordingDropped, AuditSessionUnrecorded:
 		level = slog.LevelWarn
 	}
 	attrs := []slog.Attr{

@@ -53,6 +53,9 @@ type TierSettings struct {
 	OnRecordingFailure FailureMode
 	// EndOnExpiry ends sessions when their certificate expires or is revoked.
 	EndOnExpiry bool
+	// BulkKeepBytes caps the binary output a recording keeps in its side
+	// blob (the tier's bulk_output, api.ExtBulkOutput); 0 keeps all.
+	BulkKeepBytes int64
 }
 
 // DefaultTierSettings returns the settings of DESIGN.md's default policy
@@ -162,6 +165,10 @@ type Config struct {
 	Redact []recorder.RedactPattern
 	// HostName names this host in recordings; default os.Hostname.
 	HostName string
+	// Labels are this host's labels (e.g. app: billing); a certificate
+	// scoped to labels is admitted only when the host has every one of them
+	// (scope.go). Keys and values as api.CheckLabels.
+	Labels map[string]string
 	// Auditor receives refusals and session events; default LogAuditor(Logger).
 	Auditor Auditor
 	// LookupUser maps a principal to a local account; default LookupUser.
@@ -215,6 +222,9 @@ type Config struct {
 
 // Check names the first missing or invalid field.
 func (c *Config) Check() error {
+	if err := api.CheckLabels(c.Labels); err != nil {
+		return fmt.Errorf("agent: config: Labels: %w", err)
+	}
 	switch {
 	case c.Tier == "":
 		return errors.New("agent: config: Tier is required")

@@ -31,6 +31,9 @@ var (
 	ErrCertExpired     = errors.New("agent: certificate expired")
 	ErrCertRevoked     = errors.New("agent: certificate revoked")
 	ErrRecordingFailed = errors.New("agent: session recording failed")
+	// ErrTerminated ends a session an auditor terminated (terminate.go);
+	// the cause carries who and why as its notice.
+	ErrTerminated = errors.New("agent: session terminated by an auditor")
 	// ErrShuttingDown ends the sessions of an agent that stops (SIGTERM,
 	// SIGINT, or Serve's context ending without ErrRestarting as cause).
 	ErrShuttingDown = errors.New("agent: host agent stopped")
@@ -52,6 +55,7 @@ const (
 	ExitCertRevoked     = 251 // certificate revoked
 	ExitRecordingFailed = 252 // the tier requires recording and it failed
 	ExitAgentStopped    = 253 // the host agent stopped or restarts: reconnect later
+	ExitTerminated      = 249 // an auditor ended the session
 	// ExitRefused is the status of a session refused at its start for
 	// another reason (it cannot be set up on this host).
 	ExitRefused = 1
@@ -69,6 +73,7 @@ var endCauses = []struct {
 }{
 	{ErrCertExpired, "certificate expired", "your certificate expired. Get a new one with `sshward cert` and reconnect.", ExitCertExpired, false},
 	{ErrCertRevoked, "certificate revoked", "your certificate was revoked.", ExitCertRevoked, false},
+	{ErrTerminated, "terminated by an auditor", "an auditor ended it.", ExitTerminated, false},
 	{ErrRecordingFailed, "recording failed", "this host cannot record sessions right now, and its tier requires recording.", ExitRecordingFailed, false},
 	{ErrRestarting, "agent restarted", "the host agent is restarting. Reconnect in a moment.", ExitAgentStopped, true},
 	{ErrShuttingDown, "agent stopped", "the host agent stopped. Reconnect once it is back, or ask an administrator.", ExitAgentStopped, true},
@@ -77,6 +82,9 @@ var endCauses = []struct {
 
 // endMessage is what the user reads when the agent ends a session.
 func endMessage(cause error) string {
+	if n := noticeOf(cause); n != "" {
+		return "sshward: session ended: " + n
+	}
 	for _, c := range endCauses {
 		if errors.Is(cause, c.err) && c.message != "" {
 			return "sshward: session ended: " + c.message
@@ -89,6 +97,9 @@ func endMessage(cause error) string {
 func endReason(cause error) string {
 	if cause == nil {
 		return ""
+	}
+	if n := noticeOf(cause); n != "" && errors.Is(cause, ErrTerminated) {
+		return n // who ended it and why, for the recording and the audit
 	}
 	for _, c := range endCauses {
 		if errors.Is(cause, c.err) {

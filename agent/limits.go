@@ -44,6 +44,8 @@ type caLimit struct {
 	tier    string
 	maxTTL  time.Duration
 	learned bool // from the CA (now or cached); false: DefaultMaxTTL
+	// notAfter, when set, is when the key retires (trustrotate.go).
+	notAfter time.Time
 }
 
 // limitsFile is the JSON of fileUserCALimits.
@@ -77,7 +79,7 @@ func indexLimits(limits []api.UserCALimit, trusted map[string]bool) (map[string]
 		if !trusted[k] {
 			continue
 		}
-		out[k] = caLimit{tier: l.Tier, maxTTL: time.Duration(l.MaxTTL), learned: true}
+		out[k] = caLimit{tier: l.Tier, maxTTL: time.Duration(l.MaxTTL), learned: true, notAfter: l.NotAfter}
 	}
 	return out, nil
 }

@@ -55,6 +55,10 @@ type sessionRecording struct {
 	// happened while the recording was being finished.
 	onFail  func(err error, closing bool)
 	closing atomic.Bool // set by close
+	// onDrop is called once, on the first output dropped because the
+	// recorder fell behind (open tier, recqueue.go), with its size.
+	onDrop      func(n int64)
+	dropAlerted atomic.Bool
 
 	mu     sync.Mutex // guards failed
 	failed bool
@@ -116,6 +120,35 @@ func (r *sessionRecording) resize(cols, rows int) {
 
 func (r *sessionRecording) marker(label string) {
 	r.write(func(rec Recording) error { return rec.Marker(label) })
+}
+
+// unrecorded reports whether nothing more is recorded: the recording failed
+// (open tier) or never started.
+func (r *sessionRecording) unrecorded() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.failed || r.rec == nil
+}
+
+// droppedRecording is a Recording that can mark output it was not given
+// (*recorder.Recording is one).
+type droppedRecording interface {
+	Dropped(n int64) error
+}
+
+// dropped records that n bytes of output were sent but not recorded (the
+// open tier's recorder fell behind, recqueue.go); the first time, onDrop
+// raises the alert.
+func (r *sessionRecording) dropped(n int64) {
+	r.write(func(rec Recording) error {
+		if d, ok := rec.(droppedRecording); ok {
+			return d.Dropped(n)
+		}
+		return rec.Marker(recorder.DroppedLabel(n))
+	})
+	if r.dropAlerted.CompareAndSwap(false, true) && r.onDrop != nil {
+		r.onDrop(n)
+	}
 }
 
 // check reports a background write failure as a recording failure.

@@ -78,6 +78,7 @@ func (r *revocations) with(ev api.RevocationEvent, t time.Time) (*revocations, b
 	}
 	l.Generation++
 	l.Seq = max(l.Seq, ev.Seq)
+	l.Notices = withNotice(r.list.Notices, ev) // oncall.go
 	return newRevocations(l, t), true
 }
 
@@ -111,6 +112,7 @@ func (r *revocations) merge(snap api.RevocationList, t time.Time) (*revocations,
 	if snap.Tier != "" {
 		l.Tier = snap.Tier
 	}
+	l.Notices = mergeNotices(r.list.Notices, snap.Notices) // oncall.go
 	return newRevocations(l, t), added
 }
 

@@ -93,7 +93,19 @@ func (s *Server) applyRevocationEvent(ctx context.Context, ev api.RevocationEven
 		next    *revocations
 		changed bool
 	)
+	if ev.Type == api.EventHello && ev.Flags != nil {
+		s.setFlagRules(ev.Flags.Rules) // flags.go
+	}
+	if ev.Type == api.EventHello || ev.Type == api.EventTrust {
+		s.applyTrust(ctx, ev.Trust) // trustrotate.go
+		if ev.Type == api.EventTrust {
+			return
+		}
+	}
 	switch ev.Type {
+	case api.EventTerminate:
+		s.applyTerminate(ctx, ev.Terminate) // terminate.go
+		return
 	case api.EventSnapshot:
 		next, changed = cur.merge(*ev.List, now)
 	case api.EventRevoke:

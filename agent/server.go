@@ -33,7 +33,10 @@ type Server struct {
 	unrec  *unrecordedOutbox            // reports of unrecorded sessions; set by Serve before accepting
 	redact *recorder.Redaction          // secrets kept out of recordings, audit and logs; set by New
 
-	preauth *preauth // unauthenticated connections (preauth.go); set by New
+	recQueues recQueueSet // the output pumps' recorder queues (recqueue.go)
+
+	preauth *preauth  // unauthenticated connections (preauth.go); set by New
+	over    oversight // terminate orders and flag rules (terminate.go, flags.go)
 
 	playback         atomic.Pointer[string] // the playback server's URL once known (unrecordedplayback.go)
 	playbackHTTPOnce sync.Once              // builds the two fields below
@@ -46,6 +49,8 @@ type Server struct {
 	closing error // set by endAll: the cause for connections admitted after
 
 	serving atomic.Bool
+
+	retired retiredKeys // user-CA keys retired by a rotation (trustrotate.go)
 }
 
 // New checks cfg and returns a Server. It does no I/O: Serve joins the CA,
@@ -76,8 +81,7 @@ func New(cfg Config) (*Server, error) {
 // PreauthStats reports the pre-authentication limits' counters.
 func (s *Server) PreauthStats() PreauthStats { return s.preauth.snapshot(s.cfg.Now()) }
 
-func (s *Server) identity() *hostIdentity     { return s.id.Load() }
-func (s *Server) setIdentity(h *hostIdentity) { s.id.Store(h) }
+func (s *Server) identity() *hostIdentity { return s.id.Load() }
 
 // Ready is closed once Serve has established the host identity, opened
 // the spool and accepts connections.
@@ -146,6 +150,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if s.spool == nil {
 		sp, err := recorder.OpenSpool(ctx, recorder.SpoolConfig{
 			Dir: SpoolDir(s.cfg.DataDir), Now: s.cfg.Now, Logger: s.log, Rand: s.cfg.Rand, Redaction: s.redact,
+			FlushInterval: liveFlushInterval, // live.go
 		})
 		if err != nil {
 			return fmt.Errorf("agent: open spool: %w", err)
@@ -165,6 +170,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	bgWG.Go(func() { s.deliverUnrecorded(bg) })
 	bgWG.Go(func() { s.renewLoop(bg) })
 	bgWG.Go(func() { s.revocationLoop(bg) })
+	bgWG.Go(func() { s.flagReportLoop(bg) }) // flagreport.go
 	if shipSpool != nil && s.cfg.Playback != nil {
 		bgWG.Go(func() { s.ship(bg, shipSpool) })
 	}
@@ -319,11 +325,11 @@ func (s *Server) handleConn(ctx context.Context, nc net.Conn, src netip.Prefix) 
 
 	if g.settings.EndOnExpiry && g.cert.ValidBefore != ssh.CertTimeInfinity {
 		left := time.Unix(int64(g.cert.ValidBefore), 0).Sub(s.cfg.Now())
-		t := time.AfterFunc(left, func() { cancel(ErrCertExpired) })
+		t := time.AfterFunc(left, func() { cancel(expiredCause(g.cert)) })
 		defer t.Stop()
 	}
 	if g.settings.EndOnExpiry && s.revs.Load().revoked(g.cert) {
-		cancel(ErrCertRevoked) // revoked between admission and now
+		cancel(revokedCause(s.revs.Load(), g.cert)) // revoked between admission and now
 	}
 	c.log.Info("agent: connection admitted", "client", g.clientAddr, "identity", g.identity)
 
@@ -480,7 +486,7 @@ func (s *Server) endRevokedSessions(ctx context.Context) {
 		}
 		if c.g.settings.EndOnExpiry {
 			c.log.WarnContext(ctx, "agent: ending the sessions of a revoked certificate")
-			c.cancel(ErrCertRevoked)
+			c.cancel(revokedCause(revs, c.g.cert))
 		} else {
 			c.log.WarnContext(ctx, "agent: a revoked certificate has a live connection; its tier lets it run")
 		}

@@ -57,6 +57,7 @@ type session struct {
 	proc    *process
 	rec     *sessionRecording
 	inRec   *inputRecorder // terminal input recorder, when input is recorded
+	flags   *sessionFlags  // suspicious-activity rules (flags.go)
 	cols    int
 	rows    int
 	// endedBy is the cause the agent ended the running session with (set
@@ -260,10 +261,23 @@ func (s *session) start(req *ssh.Request) {
 		reply(req, false)
 		return
 	}
+	denied, hits := s.checkExec(p) // flags.go
+	if denied != "" {
+		for _, h := range hits {
+			s.raiseFlag(api.FlagOnExec, h, nil)
+		}
+		s.c.srv.audit(s.ctx, s.auditEvent(AuditSessionRefused, denied, p.shown))
+		s.refuseStart(req, denied, ExitRefused)
+		return
+	}
 	rec, ok := s.openRecording(p)
 	if !ok {
 		s.refuseStart(req, "this host cannot record sessions right now, and its tier requires recording; try again later or ask an administrator.", ExitRecordingFailed)
 		return
+	}
+	fl := &sessionFlags{s: s, rules: s.c.srv.flagRulesNow(), rec: rec}
+	for _, h := range hits {
+		fl.raise(api.FlagOnExec, h)
 	}
 	subsystem := p.kind == recorder.KindSubsystem
 	if subsystem && s.sftpInProcess() {
@@ -287,16 +301,16 @@ func (s *session) start(req *ssh.Request) {
 		return
 	}
 	s.mu.Lock()
-	s.started, s.st, s.rec = true, st, rec
+	s.started, s.st, s.rec, s.flags = true, st, rec, fl
 	s.mu.Unlock()
 
 	// Output pumps first: ~/.ssh/rc writes to the session too. SFTP is
 	// binary: recorded as markers of its requests, not as output.
 	if st.master != nil {
-		s.pumps.Go(func() { s.pumpOutput(st.master, s.ch, rec, true) })
+		s.pumps.Go(func() { s.pumpOutput(io.TeeReader(st.master, flagWriter{fl}), s.ch, rec, true) })
 	} else {
-		s.pumps.Go(func() { s.pumpOutput(st.stdout, s.ch, rec, !subsystem) })
-		s.pumps.Go(func() { s.pumpOutput(st.stderr, s.ch.Stderr(), rec, !subsystem) })
+		s.pumps.Go(func() { s.pumpOutput(io.TeeReader(st.stdout, flagWriter{fl}), s.ch, rec, !subsystem) })
+		s.pumps.Go(func() { s.pumpOutput(io.TeeReader(st.stderr, flagWriter{fl}), s.ch.Stderr(), rec, !subsystem) })
 	}
 	if g.permitUserRC && !subsystem {
 		s.runUserRC(cmd, st)
@@ -337,6 +351,17 @@ func (s *session) start(req *ssh.Request) {
 	case g.settings.RecordInput:
 		tap = rec.input
 	}
+	if g.settings.RecordInput && st.master != nil {
+		// Typed commands are flagged where input is recorded (flags.go).
+		recordInput := tap
+		tap = func(b []byte) bool {
+			ok := recordInput(b)
+			if !st.echoOff() {
+				fl.input(b)
+			}
+			return ok
+		}
+	}
 	s.input.Go(func() { s.pumpInput(in, st.master == nil, tap) })
 	go s.finish(proc, rec, cleanup)
 }
@@ -348,6 +373,7 @@ func (s *session) openRecording(p plan) (*sessionRecording, bool) {
 	g := s.c.g
 	sr := &sessionRecording{mode: g.settings.OnRecordingFailure}
 	sr.onFail = s.recordingFailed
+	sr.onDrop = s.recordingDropped
 	s.mu.Lock()
 	cols, rows := s.cols, s.rows
 	s.shown = p.shown
@@ -370,6 +396,8 @@ func (s *session) openRecording(p plan) (*sessionRecording, bool) {
 		UserCert:    strings.TrimSpace(string(ssh.MarshalAuthorizedKey(g.cert))),
 		RecordInput: g.settings.RecordInput && p.kind != recorder.KindSubsystem,
 		Start:       s.c.srv.cfg.Now(),
+		// The tier's bulk_output cap on the side blob (recorder blob.go).
+		BulkKeepBytes: g.settings.BulkKeepBytes,
 	}
 	if s.pty == nil {
 		// No terminal turns LF into CR LF for the client: the recording
@@ -569,56 +597,35 @@ func (s *session) runUserRC(c command, st *stdio) {
 const pumpChunk = 32 << 10
 
 // pumpOutput copies the process's output to the client, recording it
-// first: with a closed tier, output that could not be recorded is not
-// shown. EIO from a terminal means its last holder closed it.
+// when record is set: then the recorder runs beside the pump and the
+// sender, and the tier decides what a recorder that cannot keep up does to
+// the session (recqueue.go). EIO from a terminal means its last holder
+// closed it.
 //
 // Sending runs in a goroutine of its own (the channel encrypts there), so
-// that a busy session records one chunk while the one before is sent,
-// using two cores instead of doing both in turn. What is recorded while a
-// send is under way goes out in one write: a terminal gives a few KiB per
-// read, and a packet per read costs more than the rest of the session.
-//
-// On a closed tier the sender first commits the recording (one write to
-// the spool file for everything recorded so far, see
-// recorder.Recording.Commit): the user sees only output the recorder has
-// accepted. If the commit fails, the chunk is not sent and the session
-// ends with the recording-failure message.
+// that reading and sending overlap. What is read while a send is under
+// way goes out in one write: a terminal gives a few KiB per read, and a
+// packet per read costs more than the rest of the session.
 func (s *session) pumpOutput(r io.Reader, w io.Writer, rec *sessionRecording, record bool) {
-	q := newOutputQueue()
+	if record && !rec.unrecorded() {
+		s.pumpRecorded(r, w, rec)
+		return
+	}
+	out := newOutputQueue()
 	sent := make(chan struct{})
-	ack := record && rec.acks()
 	go func() {
 		defer close(sent)
-		var buf []byte
-		for {
-			out, ok := q.take(buf)
-			if !ok {
-				return
-			}
-			if ack && !rec.commit() {
-				// Not accepted: withheld, and the session is ending.
-				w = io.Discard
-			}
-			if _, err := w.Write(out); err != nil {
-				// The client is gone; keep draining so the process is not
-				// blocked on a full pipe before it is killed.
-				w = io.Discard
-			}
-			buf = out
-		}
+		s.sendOutput(out, w)
 	}()
 	defer func() {
-		q.close()
+		out.close()
 		<-sent
 	}()
 	buf := make([]byte, pumpChunk)
 	for {
 		n, err := r.Read(buf)
 		if n > 0 {
-			if record && !rec.output(buf[:n]) {
-				return
-			}
-			q.put(buf[:n])
+			out.put(buf[:n])
 		}
 		if err != nil {
 			return
@@ -819,7 +826,10 @@ func (s *session) tellEnd(cause error, st *stdio, rec *sessionRecording) {
 // exit status (endStatus), not the signal that stopped its processes: ssh
 // would exit 255 on an exit-signal, and the user could not tell why.
 func (s *session) report(ex exitInfo, rec *sessionRecording) {
-	end := recorder.EndInfo{ExitStatus: ex.status, ExitSignal: ex.signal}
+	s.mu.Lock()
+	fl := s.flags
+	s.mu.Unlock()
+	end := recorder.EndInfo{ExitStatus: ex.status, ExitSignal: ex.signal, Flags: fl.names()}
 	cause := context.Cause(s.ctx)
 	if s.ctx.Err() != nil {
 		end.Reason = endReason(cause)

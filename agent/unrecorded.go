@@ -62,6 +62,8 @@ func unrecordedBanner(reason string) string {
 // never a path or an internal message.
 func unrecordedReason(err error) string {
 	switch {
+	case errors.Is(err, errRecorderBehind):
+		return "the recorder of this host could not keep up, and part of the output is missing from the recording"
 	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
 		return "the recording disk of this host is full"
 	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM), errors.Is(err, syscall.EROFS):

@@ -332,9 +332,21 @@ func TestUnrecordedSessionReachesSomeone(t *testing.T) {
 	})
 
 	t.Run("status", func(t *testing.T) {
-		st, err := ReadStatus(dataDir, time.Now())
-		if err != nil {
-			t.Fatal(err)
+		// The CA and playback have every report (above); the agent marks
+		// one delivered once their answer is back: wait for that (bounded).
+		// Under load (make test runs packages side by side) an answer can
+		// take seconds; the bound only stops a hung test.
+		var st *Status
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			var err error
+			if st, err = ReadStatus(dataDir, time.Now()); err != nil {
+				t.Fatal(err)
+			}
+			if u := st.Unrecorded; u == nil || (u.PendingCA == 0 && u.PendingPlayback == 0) || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
 		u := st.Unrecorded
 		if u == nil || u.Count != 3 || u.PendingCA != 0 || u.PendingPlayback != 0 || len(u.Last) != 3 {

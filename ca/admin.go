@@ -63,7 +63,12 @@ func NewAdmin(cfg AdminConfig) (*Admin, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Admin{cfg: cfg}, nil
+	a := &Admin{cfg: cfg}
+	// Replicas: a revocation committed through another CA wakes this
+	// one's watchers too (a no-op on a bbolt file, whose only writer is
+	// this process).
+	cfg.Store.OnRevocationsChanged(a.revs.publish)
+	return a, nil
 }
 
 // appendAudit stamps and appends an audit event inside tx.

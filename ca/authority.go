@@ -34,6 +34,10 @@ type Config struct {
 	Policy *policy.Policy
 	// UserCAs maps each tier to its user-CA signer. Every policy tier needs one.
 	UserCAs map[string]ssh.Signer
+	// PreviousUserCAs are replaced user-CA keys still trusted (rotate.go).
+	PreviousUserCAs map[string]PreviousKey
+	// Keys, when set, rotates and retires user-CA keys (rotate.go).
+	Keys KeyRotator
 	// HostCA signs host certificates.
 	HostCA ssh.Signer
 	// OIDC verifies ID tokens; nil disables OIDC login.
@@ -42,6 +46,8 @@ type Config struct {
 	OIDCClient api.OIDCConfig
 	// ApprovalPolicy, when set, reviews access requests (fail closed).
 	ApprovalPolicy ApprovalPolicy
+	// OnCall says who is on call; required when a tier uses it (oncall.go).
+	OnCall OnCallSchedule
 	// TLSRoot, when set, lets the CA mint TLS certificates for playback
 	// servers that join (they then share the root clients already pin).
 	TLSRoot *tlsca.Root
@@ -77,7 +83,7 @@ func (c *Config) Check() error {
 			return fmt.Errorf("ca: Config.UserCAs has no signer for tier %q", t.Name)
 		}
 	}
-	return nil
+	return c.checkOnCallConfig()
 }
 
 // Authority issues certificates. It is safe for concurrent use.
@@ -90,6 +96,10 @@ type Authority struct {
 	// lastSerial is the highest serial handed out (atomic; seeded from the
 	// store at New so a restart with a clock set back never repeats one).
 	lastSerial atomic.Uint64
+
+	oncall onCallState  // wakes RunOnCall (oncall.go)
+	terms  terminateHub // recent signed terminate orders (terminate.go)
+	keys   keyState     // user-CA keys, swapped by rotation (rotate.go)
 }
 
 // New returns an Authority.
@@ -109,6 +119,7 @@ func New(cfg Config) (*Authority, error) {
 		cfg.Lockout = identity.Lockout{Threshold: 5, Base: 30 * time.Second, Max: 15 * time.Minute}
 	}
 	a := &Authority{Admin: adm, cfg: cfg, throttle: newLoginThrottle(cfg.Lockout)}
+	a.keys.init(cfg.UserCAs, cfg.PreviousUserCAs)
 	if n, err := adm.sealPlaintextSecrets(context.Background()); err != nil {
 		return nil, err
 	} else if n > 0 {
@@ -129,10 +140,18 @@ func New(cfg Config) (*Authority, error) {
 func (a *Authority) Trust(playback string) *api.TrustResponse {
 	out := &api.TrustResponse{UserCA: map[string]string{}, HostCA: authorizedKey(a.cfg.HostCA.PublicKey()), Playback: playback}
 	for _, t := range a.cfg.Policy.Tiers {
-		out.UserCA[t.Name] = authorizedKey(a.cfg.UserCAs[t.Name].PublicKey())
+		out.UserCA[t.Name] = authorizedKey(a.userCA(t.Name).PublicKey())
+		if out.UserCAKeys == nil {
+			out.UserCAKeys = map[string][]string{}
+		}
+		for _, k := range a.TrustedUserCAs(t.Name) {
+			out.UserCAKeys[t.Name] = append(out.UserCAKeys[t.Name], authorizedKey(k))
+		}
 		out.Tiers = append(out.Tiers, api.TierInfo{
 			Name: t.Name, Hosts: t.Hosts, MFA: t.MFA, Approvals: t.Approvals,
 			TTL: api.Duration(t.TTL), MaxTTL: api.Duration(t.MaxTTL), TrustedOn: t.TrustedOn,
+			ApprovalsWaivable: t.ApprovalsWaivable(),
+			RequiresOnCall:    t.RequiresOnCall, OnCallApprovals: t.OnCallApprovals,
 		})
 	}
 	return out
@@ -169,14 +188,26 @@ func (a *Authority) issueUserCert(ctx context.Context, sess *store.Session, req 
 		}
 		ev.RequestID = ar.ID
 	}
+	scope, err := certScope(&req, ar)
+	if err != nil {
+		return nil, err
+	}
+	now := a.cfg.Now()
+	onCall, err := a.onCallNow(ctx, sess.User, req.Tier, now)
+	if err != nil {
+		return nil, err
+	}
 	grant, err := a.cfg.Policy.Grant(policy.Request{
+		Scope:      scope,
+		Now:        now,
 		Identity:   policy.Identity{User: sess.User, Groups: sess.Groups, MFA: sess.MFA},
 		Tier:       req.Tier,
 		Principals: req.Principals,
 		TTL:        time.Duration(req.TTL),
 		ClientAddr: clientAddr,
 		RequestID:  req.RequestID,
-		Approved:   ar != nil,
+		Approved:   a.requestApproved(ar),
+		OnCall:     onCall,
 	})
 	if err != nil {
 		return nil, policyRefusal(err)
@@ -184,8 +215,7 @@ func (a *Authority) issueUserCert(ctx context.Context, sess *store.Session, req 
 	if ar != nil {
 		maps.Copy(grant.Extensions, requestExtensions(ar))
 	}
-	signer := a.cfg.UserCAs[grant.Tier]
-	now := a.cfg.Now()
+	signer := a.userCA(grant.Tier)
 	reqID := grant.RequestID
 	if reqID == "" {
 		reqID = "-"
@@ -217,6 +247,10 @@ func (a *Authority) issueUserCert(ctx context.Context, sess *store.Session, req 
 		}
 		ev.Serial, ev.KeyID, ev.Tier, ev.Outcome = serial, cert.KeyId, grant.Tier, "ok"
 		ev.Details = map[string]string{"principals": joinComma(grant.Principals), "valid_before": rec.ValidBefore.Format(time.RFC3339), "key": rec.PublicKeyFP}
+		onCallDetails(ev, grant)
+		if !grant.Scope.IsZero() {
+			ev.Details["scope"] = grant.Scope.String()
+		}
 		evCopy := *ev
 		err = a.cfg.Store.Update(ctx, func(tx *store.Tx) error {
 			// The session (and its user) may have been revoked, removed or
@@ -226,6 +260,9 @@ func (a *Authority) issueUserCert(ctx context.Context, sess *store.Session, req 
 				return err
 			}
 			if err := tx.PutCert(rec); err != nil {
+				return err
+			}
+			if err := putOnCallGrant(tx, grant, rec); err != nil {
 				return err
 			}
 			if err := a.appendAudit(tx, evCopy); err != nil {
@@ -248,6 +285,9 @@ func (a *Authority) issueUserCert(ctx context.Context, sess *store.Session, req 
 		a.cfg.Logger.LogAttrs(ctx, slog.LevelInfo, "issued user certificate",
 			slog.String("user", sess.User), slog.String("tier", grant.Tier), slog.Uint64("serial", serial),
 			slog.String("key_id", cert.KeyId), slog.String("client", clientAddr))
+		if grant.OnCall != nil {
+			a.KickOnCall() // RunOnCall learns this shift's end
+		}
 		return &api.CertResponse{
 			Certificate: string(line),
 			Serial:      serial, KeyID: cert.KeyId, Tier: grant.Tier, Principals: grant.Principals,

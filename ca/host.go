@@ -159,8 +159,8 @@ func (a *Authority) signHost(ctx context.Context, pub ssh.PublicKey, names []str
 func (a *Authority) hostUserCAs(tier string) []string {
 	var out []string
 	for _, t := range a.cfg.Policy.HostTrust(tier) {
-		if s := a.cfg.UserCAs[t]; s != nil {
-			out = append(out, authorizedKey(s.PublicKey()))
+		for _, k := range a.TrustedUserCAs(t) {
+			out = append(out, authorizedKey(k))
 		}
 	}
 	return out
@@ -184,7 +184,7 @@ func (a *Authority) HostRevocations(ctx context.Context, tier string) (*api.Revo
 			out.Serials = append(out.Serials, set.Serials...)
 			out.KeyIDs = append(out.KeyIDs, set.KeyIDs...)
 		}
-		return nil
+		return a.addOnCallNotices(tx, out)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ca: revocations for %s: %w", tier, err)
@@ -210,7 +210,9 @@ func (a *Authority) KRL(ctx context.Context, tier string) ([]byte, error) {
 				return err
 			}
 			k.Version += set.Generation
-			k.CAs = append(k.CAs, krl.CertSection{CA: a.cfg.UserCAs[t].PublicKey(), Serials: set.Serials, KeyIDs: set.KeyIDs})
+			for _, ca := range a.TrustedUserCAs(t) {
+				k.CAs = append(k.CAs, krl.CertSection{CA: ca, Serials: set.Serials, KeyIDs: set.KeyIDs})
+			}
 		}
 		return nil
 	})

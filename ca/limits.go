@@ -9,12 +9,15 @@ import "github.com/sshward/sshward/ca/api"
 func (a *Authority) hostUserCALimits(tier string) []api.UserCALimit {
 	var out []api.UserCALimit
 	for _, t := range a.cfg.Policy.HostTrust(tier) {
-		s := a.cfg.UserCAs[t]
+		s := a.userCA(t)
 		pt, ok := a.cfg.Policy.Tier(t)
 		if s == nil || !ok {
 			continue
 		}
 		out = append(out, api.UserCALimit{Tier: t, UserCA: authorizedKey(s.PublicKey()), MaxTTL: api.Duration(pt.MaxTTL)})
+		if p, ok := a.previousUserCA(t, a.cfg.Now()); ok {
+			out = append(out, api.UserCALimit{Tier: t, UserCA: authorizedKey(p.Key), MaxTTL: api.Duration(pt.MaxTTL), NotAfter: p.RetireAt.UTC()})
+		}
 	}
 	return out
 }

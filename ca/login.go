@@ -58,14 +58,14 @@ func (a *Authority) login(ctx context.Context, req api.LoginRequest, clientAddr 
 	now := a.cfg.Now()
 	fail := func(cause error, count bool) error {
 		if count {
-			a.throttle.fail(req.User, clientAddr, now)
+			a.throttleFail(ctx, req.User, clientAddr, now)
 		}
 		if req.OTP == "" {
 			return refuse(api.CodeOTPRequired, http.StatusUnauthorized, cause, msgCodeRequired)
 		}
 		return refuse(api.CodeUnauthenticated, http.StatusUnauthorized, cause, msgLoginFailed)
 	}
-	if a.throttle.locked(req.User, clientAddr, now) {
+	if a.throttleLocked(ctx, req.User, clientAddr, now) {
 		identity.DummyVerify(req.Password) // the same cost as a real check
 		return nil, fail(errThrottled, false)
 	}
@@ -155,7 +155,7 @@ func (a *Authority) login(ctx context.Context, req api.LoginRequest, clientAddr 
 	if err != nil {
 		return nil, fmt.Errorf("ca: record login of %q: %w", u.Name, err)
 	}
-	a.throttle.succeed(u.Name, clientAddr)
+	a.throttleSucceed(ctx, u.Name, clientAddr)
 	a.cfg.Logger.LogAttrs(ctx, slog.LevelInfo, "login", slog.String("user", u.Name), slog.Bool("mfa", mfa), slog.String("client", clientAddr))
 	return &api.LoginResponse{Token: token, User: u.Name, Groups: u.Groups, MFA: mfa, ExpiresAt: sess.ExpiresAt}, nil
 }
@@ -273,7 +273,9 @@ func (a *Authority) Authenticate(ctx context.Context, token string) (*store.Sess
 	if parent != nil && !parent.Active(now) {
 		return nil, unauth
 	}
-	a.sessions.put(*s, gen)
+	if !a.cfg.Store.Shared() { // replicas: a revocation elsewhere would not reach this cache
+		a.sessions.put(*s, gen)
+	}
 	return s, nil
 }
 

@@ -20,7 +20,7 @@ func (a *Authority) Ready(ctx context.Context) error {
 		return fmt.Errorf("no host CA key")
 	}
 	for _, tier := range a.cfg.Policy.TierNames() {
-		if a.cfg.UserCAs[tier] == nil {
+		if a.userCA(tier) == nil {
 			return fmt.Errorf("no user CA key for tier %s", tier)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -89,26 +90,30 @@ func (a *Authority) createRequest(ctx context.Context, sess *store.Session, req 
 	// Grant as if approved: the request is refused now, not after two
 	// people were paged, when the certificate it asks for could never be
 	// issued (unknown tier, not entitled, no MFA, principals, TTL).
-	grant, err := a.cfg.Policy.Grant(policy.Request{
-		Identity: identityOf(sess), Tier: req.Tier, Principals: req.Principals, TTL: time.Duration(req.TTL),
-		ClientAddr: clientAddr, RequestID: id, Approved: true,
-	})
-	if err != nil {
-		return nil, policyRefusal(err)
-	}
-	t, _ := a.cfg.Policy.Tier(grant.Tier)
-	if t.Approvals == 0 {
-		return nil, refuse(api.CodeBadRequest, http.StatusBadRequest, nil, "tier %s needs no approval: run sshward cert --tier %s", t.Name, t.Name)
-	}
-	hosts, err := api.CheckHostnames(req.Hosts)
+	scope, err := api.Scope{Hosts: req.Hosts, Labels: req.Labels}.Normalize()
 	if err != nil {
 		return nil, badRequest(err, "access request: %v", err)
 	}
 	now := a.cfg.Now().UTC()
+	pr := policy.Request{
+		Identity: identityOf(sess), Tier: req.Tier, Principals: req.Principals, TTL: time.Duration(req.TTL),
+		ClientAddr: clientAddr, RequestID: id, Approved: true, Scope: scope, Now: now,
+	}
+	grant, err := a.cfg.Policy.Grant(pr)
+	if err != nil {
+		return nil, policyRefusal(err)
+	}
+	t, _ := a.cfg.Policy.Tier(grant.Tier)
+	pr.Principals = grant.Principals
+	rule := t.RuleFor(pr)
+	if rule.Approvals == 0 {
+		return nil, noApprovalNeeded(t, rule, scope)
+	}
+	hosts := scope.Hosts
 	rec := store.AccessRequest{
 		ID: id, State: api.StatePending, Requester: sess.User, RequesterGroups: sess.Groups, Tier: t.Name,
-		Reason: strings.TrimSpace(req.Reason), Principals: grant.Principals, Hosts: hosts, TTL: grant.TTL,
-		CreatedAt: now, ExpiresAt: now.Add(t.RequestTTL), ApprovalsNeeded: t.Approvals, ClientAddr: clientAddr,
+		Reason: strings.TrimSpace(req.Reason), Principals: grant.Principals, Hosts: hosts, Labels: scope.Labels, TTL: grant.TTL,
+		CreatedAt: now, ExpiresAt: now.Add(t.RequestTTL), ApprovalsNeeded: rule.Approvals, ClientAddr: clientAddr,
 	}
 	ev.RequestID = id
 	dec, err := a.review(ctx, rec, "create", "")
@@ -121,12 +126,13 @@ func (a *Authority) createRequest(ctx context.Context, sess *store.Session, req 
 		"state": rec.State, "principals": joinComma(rec.Principals), "ttl": policy.FormatDuration(rec.TTL),
 		"approvals_needed": strconv.Itoa(rec.ApprovalsNeeded), "expires_at": rec.ExpiresAt.Format(time.RFC3339),
 	}
-	if len(hosts) > 0 {
-		ev.Details["hosts"] = joinComma(hosts)
-	}
+	scopeDetails(ev.Details, scope, rule)
 	if dec.ExtraApprovals > 0 {
 		ev.Details["policy_extra_approvals"] = strconv.Itoa(dec.ExtraApprovals)
 		ev.Details["policy_reason"] = dec.Reason
+	}
+	if err := a.onCallRequest(ctx, &rec, t, dec.ExtraApprovals, now, ev); err != nil {
+		return nil, err
 	}
 	for attempt := 0; ; attempt++ {
 		evCopy := *ev
@@ -189,7 +195,7 @@ func (a *Authority) ListRequests(ctx context.Context, sess *store.Session, scope
 		r := &recs[i]
 		if scope == api.ScopeApprovable {
 			t, ok := a.cfg.Policy.Tier(r.Tier)
-			if !ok || r.Requester == sess.User || !isApprover(sess, t) {
+			if !ok || r.Requester == sess.User || !isRequestApprover(sess, r, t) {
 				continue
 			}
 		}
@@ -266,7 +272,7 @@ func (a *Authority) approve(ctx context.Context, sess *store.Session, id string,
 			return err
 		}
 		r.Approvals = append(r.Approvals, vote)
-		r.ApprovalsNeeded = max(r.ApprovalsNeeded, t.Approvals+dec.ExtraApprovals)
+		r.ApprovalsNeeded = max(r.ApprovalsNeeded, requestRule(r, t).Approvals+dec.ExtraApprovals)
 		if len(r.Approvals) >= r.ApprovalsNeeded {
 			r.State = api.StateApproved
 			r.ExpiresAt = now.Add(t.RequestTTL)
@@ -282,9 +288,7 @@ func (a *Authority) approve(ctx context.Context, sess *store.Session, id string,
 			"approvals": fmt.Sprintf("%d/%d", len(r.Approvals), r.ApprovalsNeeded),
 			"approvers": joinComma(approverNames(r)),
 		}
-		if len(r.Hosts) > 0 {
-			e.Details["hosts"] = joinComma(r.Hosts)
-		}
+		scopeDetails(e.Details, requestScope(r), requestRule(r, t))
 		return a.appendAudit(tx, e)
 	})
 	if err != nil {
@@ -317,8 +321,8 @@ func (a *Authority) deny(ctx context.Context, sess *store.Session, id string, d 
 	if err != nil {
 		return nil, err
 	}
-	if r.Requester != sess.User && !isApprover(sess, t) {
-		return nil, refuse(api.CodeForbidden, http.StatusForbidden, nil, "denying tier %s requests needs membership in %s (or being the requester)", t.Name, strings.Join(t.Approvers, ", "))
+	if r.Requester != sess.User && !isRequestApprover(sess, r, t) {
+		return nil, refuse(api.CodeForbidden, http.StatusForbidden, nil, "denying tier %s requests needs membership in %s (or being the requester)", t.Name, strings.Join(requestRule(r, t).Approvers, ", "))
 	}
 	if r.Requester != sess.User && t.MFA && !sess.MFA {
 		return nil, refuse(api.CodeMFARequired, http.StatusForbidden, nil, "deciding on tier %s requests needs a multi-factor login: log in again with your TOTP code", t.Name)
@@ -683,16 +687,16 @@ func checkVote(sess *store.Session, r *store.AccessRequest, t *policy.Tier) erro
 	case r.State != api.StatePending:
 		return closedRefusal(r, "approve")
 	case r.Requester == sess.User:
-		return refuse(api.CodeForbidden, http.StatusForbidden, nil, "you cannot approve your own request %s: ask someone in %s", r.ID, strings.Join(t.Approvers, ", "))
-	case !isApprover(sess, t):
-		return refuse(api.CodeForbidden, http.StatusForbidden, nil, "approving tier %s requests needs membership in %s", t.Name, strings.Join(t.Approvers, ", "))
+		return refuse(api.CodeForbidden, http.StatusForbidden, nil, "you cannot approve your own request %s: ask someone in %s", r.ID, strings.Join(requestRule(r, t).Approvers, ", "))
+	case !isRequestApprover(sess, r, t):
+		return refuse(api.CodeForbidden, http.StatusForbidden, nil, "approving tier %s requests needs membership in %s", t.Name, strings.Join(requestRule(r, t).Approvers, ", "))
 	case t.MFA && !sess.MFA:
 		return refuse(api.CodeMFARequired, http.StatusForbidden, nil, "approving tier %s requests needs a multi-factor login: log in again with your TOTP code", t.Name)
 	case slices.ContainsFunc(r.Approvals, func(v store.RequestVote) bool { return v.By == sess.User }):
 		return refuse(api.CodeRequestClosed, http.StatusConflict, nil, "you already approved %s; each person counts once: it needs %d more from someone else",
 			r.ID, r.ApprovalsNeeded-len(r.Approvals))
 	}
-	return nil
+	return checkSeparation(sess, r, t)
 }
 
 // closedRefusal explains why request r no longer allows action.
@@ -750,16 +754,7 @@ func (a *Authority) mayView(sess *store.Session, r *store.AccessRequest) bool {
 		return true
 	}
 	t, ok := a.cfg.Policy.Tier(r.Tier)
-	return ok && isApprover(sess, t)
-}
-
-func isApprover(sess *store.Session, t *policy.Tier) bool {
-	for _, g := range sess.Groups {
-		if slices.Contains(t.Approvers, g) {
-			return true
-		}
-	}
-	return false
+	return ok && isRequestApprover(sess, r, t)
 }
 
 // requestView is r as the API shows it to viewer (nil: a host).
@@ -768,7 +763,7 @@ func (a *Authority) requestView(r *store.AccessRequest, viewer *store.Session, n
 		ID: r.ID, State: r.State, Requester: r.Requester, Tier: r.Tier, Reason: r.Reason,
 		Principals: slices.Clone(r.Principals), Hosts: slices.Clone(r.Hosts), TTL: api.Duration(r.TTL), CreatedAt: r.CreatedAt, ExpiresAt: r.ExpiresAt,
 		ApprovalsNeeded: r.ApprovalsNeeded, Approvals: []api.Vote{}, IssuedSerial: r.IssuedSerial, IssuedAt: r.IssuedAt, UsedAt: r.UsedAt,
-		UsedOn: r.UsedOn,
+		UsedOn: r.UsedOn, Labels: maps.Clone(r.Labels), Scope: requestScope(r).String(),
 	}
 	for _, v := range r.Approvals {
 		out.Approvals = append(out.Approvals, api.Vote{By: v.By, At: v.At, Reason: v.Reason})
@@ -777,7 +772,9 @@ func (a *Authority) requestView(r *store.AccessRequest, viewer *store.Session, n
 		out.Denial = &api.Vote{By: r.Denial.By, At: r.Denial.At, Reason: r.Denial.Reason}
 	}
 	if t, ok := a.cfg.Policy.Tier(r.Tier); ok {
-		out.Approvers = slices.Clone(t.Approvers)
+		rule := requestRule(r, t)
+		out.Approvers = slices.Clone(rule.Approvers)
+		out.ApprovalRule, out.SeparateTeams = rule.Name, slices.Clone(rule.SeparateTeams)
 		out.CanApprove = viewer != nil && !isDue(r, now) && checkVote(viewer, r, t) == nil
 	}
 	return out

@@ -250,7 +250,7 @@ func (a *Authority) RevocationsSince(ctx context.Context, tiers []string, since 
 	}
 	out := make([]api.RevocationEvent, 0, len(revs))
 	for _, r := range revs {
-		ev := api.RevocationEvent{Type: api.EventRevoke, Seq: r.Seq, Tier: r.Tier, Serial: r.Serial, At: r.At}
+		ev := api.RevocationEvent{Type: api.EventRevoke, Seq: r.Seq, Tier: r.Tier, Serial: r.Serial, At: r.At, Notice: r.Notice}
 		if r.Serial == 0 {
 			ev.KeyID = r.KeyID
 		}

@@ -59,6 +59,8 @@ type SessionSummary struct {
 	UploadedBy string            `json:"uploaded_by"`
 	Provenance []ProvenanceCheck `json:"provenance,omitempty"`
 	Hits       []HitRef          `json:"hits,omitempty"`
+	// Flags are the suspicious-activity rules the session raised (issue 13).
+	Flags []string `json:"flags,omitempty"`
 }
 
 // HitRef is a search hit inside a session.
@@ -84,7 +86,7 @@ func (s *Server) summary(ctx context.Context, r *store.Record) SessionSummary {
 		ID: r.ID, User: m.Identity, Principal: m.Principal, Host: m.Host, Tier: m.Tier, Kind: m.Kind,
 		Command: m.Command, Start: r.Start, Live: !r.Finished, BreakGlass: store.IsBreakGlass(r),
 		RequestID: m.RequestID, Reason: m.Reason, Approvers: m.Approvers, Bytes: r.Stored,
-		Complete: r.Finished && m.Complete, Integrity: IntegrityPending, UploadedBy: r.Owner,
+		Complete: r.Finished && m.Complete, Integrity: IntegrityPending, UploadedBy: r.Owner, Flags: m.Flags,
 	}
 	if sum.Host == "" {
 		sum.Host = r.Owner
@@ -122,6 +124,8 @@ func stampOf(fi os.FileInfo) fileStamp {
 // signature over its metadata.
 type integrityCheck struct {
 	stamp      fileStamp
+	bstamp     fileStamp // of the side blob (blob_integrity.go)
+	blobOK     bool      // the side blob matches Metadata.Blob (or there is none)
 	sigOK      bool
 	digOK      bool
 	provenance []ProvenanceCheck
@@ -154,17 +158,19 @@ func (s *Server) verify(ctx context.Context, rec *store.Record, full bool) integ
 		}
 		f.Close()
 	}
+	bstamp := s.blobStamp(rec.ID)
 	s.mu.Lock()
 	c, cached := s.integrity[rec.ID]
 	s.mu.Unlock()
-	if cached && !full && c.stamp == stamp && stamp != (fileStamp{}) {
+	if cached && !full && c.stamp == stamp && c.bstamp == bstamp && stamp != (fileStamp{}) {
 		return c
 	}
 	prev, hadPrev := c, cached
-	c = integrityCheck{stamp: stamp}
+	c = integrityCheck{stamp: stamp, bstamp: bstamp}
 	sum, size, err := s.st.Digest(rec.ID)
+	c.blobOK = s.blobMatches(rec)
 	c.digOK = err == nil && subtle.ConstantTimeCompare([]byte(sum), []byte(rec.Meta.SHA256)) == 1 &&
-		size == rec.Meta.CastBytes && size == rec.Stored
+		size == rec.Meta.CastBytes && size == rec.Stored && c.blobOK
 	if pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(rec.HostCert)); err == nil {
 		if cert, ok := pub.(*ssh.Certificate); ok {
 			c.sigOK = recorder.VerifyRecording(cert.Key, rec.Meta, rec.Signature) == nil
@@ -178,8 +184,11 @@ func (s *Server) verify(ctx context.Context, rec *store.Record, full bool) integ
 	s.mu.Lock()
 	s.integrity[rec.ID] = c
 	s.mu.Unlock()
-	if !c.ok() && (!hadPrev || prev.ok() || prev.stamp != c.stamp) {
+	if !c.ok() && (!hadPrev || prev.ok() || prev.stamp != c.stamp || prev.bstamp != c.bstamp) {
 		reason := "stored bytes do not match the signed digest"
+		if !c.blobOK {
+			reason = "stored side blob does not match the signed digest (tampered or truncated)"
+		}
 		if p, failed := failedProvenance(c.provenance); failed {
 			reason = "provenance " + p.Name + ": " + p.Detail
 		}
@@ -221,6 +230,17 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request, who *reader)
 			hits[h.SessionID] = append(hits[h.SessionID], HitRef{Time: h.Time, Code: h.Code, Text: h.Text})
 		}
 	}
+	var liveFlags map[string][]string
+	if f.Flagged {
+		if liveFlags, err = s.flaggedLive(r.Context()); err != nil { // live_flags.go
+			s.internal(w, r, err)
+			return
+		}
+		f.FlaggedLive = map[string]bool{}
+		for id := range liveFlags {
+			f.FlaggedLive[id] = true
+		}
+	}
 	cur, err := parseListCursor(q.Get("cursor"))
 	if err != nil {
 		writeError(w, http.StatusBadRequest, api.CodeBadRequest, err.Error())
@@ -235,6 +255,9 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request, who *reader)
 	for i := range recs {
 		sum := s.summary(r.Context(), &recs[i])
 		sum.Hits = hits[sum.ID]
+		if sum.Live && len(sum.Flags) == 0 {
+			sum.Flags = liveFlags[sum.ID]
+		}
 		out = append(out, sum)
 	}
 	res := map[string]any{"sessions": out}
@@ -257,7 +280,7 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request, who *reader)
 // listFilter reads the query of GET /api/sessions.
 func listFilter(q url.Values, now time.Time) (store.ListFilter, error) {
 	f := store.ListFilter{User: q.Get("user"), Host: q.Get("host"), Tier: q.Get("tier"),
-		BreakGlass: truthy(q.Get("break_glass")), Live: truthy(q.Get("live"))}
+		BreakGlass: truthy(q.Get("break_glass")), Live: truthy(q.Get("live")), Flagged: truthy(q.Get("flagged"))}
 	var err error
 	if f.Since, err = parseWhen(q.Get("since"), now); err != nil {
 		return f, fmt.Errorf("since: %w", err)

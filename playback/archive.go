@@ -195,11 +195,23 @@ func (a *archiver) upload(ctx context.Context, id string) error {
 	if err := a.obj.Put(ctx, castKey(id), io.LimitReader(f, rec.Stored), rec.Stored); err != nil {
 		return err
 	}
+	if err := a.uploadBlob(ctx, rec); err != nil { // blob_archive.go
+		return err
+	}
 	data, err := json.Marshal(rec)
 	if err != nil {
 		return err
 	}
-	return a.obj.Put(ctx, recordKey(id), bytes.NewReader(data), int64(len(data)))
+	if err := a.obj.Put(ctx, recordKey(id), bytes.NewReader(data), int64(len(data))); err != nil {
+		return err
+	}
+	// replica.go: the upload's parts are not needed any more. Best effort:
+	// the recording is archived whatever happens to them, and a leftover
+	// part is never read again once the record exists.
+	if err := dropUpload(ctx, a.obj, id); err != nil {
+		a.log.WarnContext(ctx, "playback: cannot delete an archived upload's parts from the bucket", "session_id", id, "err", err)
+	}
+	return nil
 }
 
 // remove deletes a recording's objects (retention).
@@ -212,6 +224,9 @@ func (a *archiver) remove(ctx context.Context, id string) error {
 // whole one. Missing objects are no error.
 func DeleteArchived(ctx context.Context, obj Objects, id string) error {
 	if err := obj.Delete(ctx, recordKey(id)); err != nil {
+		return err
+	}
+	if err := obj.Delete(ctx, sideBlobKey(id)); err != nil {
 		return err
 	}
 	return obj.Delete(ctx, castKey(id))
@@ -322,6 +337,14 @@ func importRecording(ctx context.Context, st *store.Store, obj Objects, id strin
 		return fmt.Errorf("%w: the cast object of %s does not match its signed digest", store.ErrDigest, id)
 	}
 
+	blobTmp, err := fetchBlob(ctx, obj, &rec) // blob_archive.go
+	if err != nil {
+		return err
+	}
+	if blobTmp != nil {
+		defer os.Remove(blobTmp.Name())
+		defer blobTmp.Close()
+	}
 	start := rec.Meta
 	start.Finished = false
 	if _, err := st.Start(ctx, store.StartRequest{ID: id, Owner: rec.Owner, HostNames: rec.HostNames, HostKeyID: rec.HostKeyID, Meta: start}); err != nil {
@@ -343,6 +366,9 @@ func importRecording(ctx context.Context, st *store.Store, obj Objects, id strin
 		if rerr != nil {
 			break
 		}
+	}
+	if err := importBlob(ctx, st, &rec, blobTmp); err != nil {
+		return err
 	}
 	_, err = st.Finish(ctx, store.FinishRequest{ID: id, Owner: rec.Owner, HostKeyID: rec.HostKeyID, HostCert: rec.HostCert,
 		Meta: rec.Meta, Signature: rec.Signature, Verify: func(m recorder.Metadata) error {

@@ -3,6 +3,7 @@ package playback
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"time"
 
@@ -23,25 +24,32 @@ type CA interface {
 
 // CAClient is the CA over HTTPS, trusting the root saved at join.
 type CAClient struct {
-	url string
-	hc  *http.Client
+	base *client.Client // shares the transport and the replica state
 }
 
-// NewCAClient returns a client of the CA at caURL that verifies it with
+// NewCAClient returns a client of the CA at caURL (or its replicas,
+// comma-separated: it fails over between them) that verifies it with
 // rootPEM.
 func NewCAClient(caURL string, rootPEM []byte) (*CAClient, error) {
 	tc, err := tlsca.ClientConfigFromPEM(rootPEM)
 	if err != nil {
 		return nil, fmt.Errorf("playback: CA client: %w", err)
 	}
-	return &CAClient{url: caURL, hc: &http.Client{Transport: &http.Transport{
-		TLSClientConfig: tc, MaxIdleConnsPerHost: 16, IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 10 * time.Second,
-	}}}, nil
+	hc := &http.Client{Transport: &http.Transport{
+		TLSClientConfig: tc, MaxIdleConnsPerHost: 16, IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 5 * time.Second,
+		DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+	}}
+	base, err := client.New(client.Config{URL: caURL, HTTPClient: hc, Timeout: 10 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("playback: CA client: %w", err)
+	}
+	return &CAClient{base: base}, nil
 }
 
-// client returns an API client carrying token; they share one transport.
+// client returns an API client carrying token; they share one transport
+// and one view of which CA replica answers.
 func (c *CAClient) client(token string) (*client.Client, error) {
-	return client.New(client.Config{URL: c.url, HTTPClient: c.hc, Token: token, Timeout: 10 * time.Second})
+	return c.base.WithToken(token), nil
 }
 
 // Session returns who token belongs to (GET /v1/session).
@@ -78,4 +86,14 @@ func (c *CAClient) Trust(ctx context.Context) (*api.TrustResponse, error) {
 		return nil, err
 	}
 	return cl.Trust(ctx)
+}
+
+// Terminate asks the CA to end a live session with the reader's token
+// (POST /v1/sessions/{id}/terminate): the CA decides by its policy.
+func (c *CAClient) Terminate(ctx context.Context, token, id string, req api.TerminateRequest) (*api.TerminateResponse, error) {
+	cl, err := c.client(token)
+	if err != nil {
+		return nil, err
+	}
+	return cl.Terminate(ctx, id, req)
 }

@@ -35,12 +35,14 @@
 // Readers (group auditors):
 //
 //	POST /api/login, POST /api/logout
-//	GET  /api/sessions?user=&host=&tier=&since=&until=&break_glass=1&live=1&q=&limit=&cursor=&count=1
+//	GET  /api/sessions?user=&host=&tier=&since=&until=&break_glass=1&live=1&flagged=1&q=&limit=&cursor=&count=1
 //	                                   {"sessions": [...], "next_cursor": "…" (more match), "total": N (count=1)}
 //	GET  /api/sessions/{id}            metadata, integrity re-checked, markers
 //	GET  /api/sessions/{id}/cast       asciicast v2; ?follow=1 follows a live session; ?offset=N
 //	                                   resumes from byte N (X-Sshward-Offset: N says it did)
 //	GET  /api/sessions/{id}/export     the same bytes as an attachment
+//	GET  /api/sessions/{id}/commands   the command timeline (recorder.Commands)
+//	POST /api/sessions/{id}/terminate  {"reason", "lock_user"}: end a live session (through the CA)
 //	GET  /api/search?q=&limit=         hits with session and time offset
 //	GET  /api/audit                    the server's audit log, with its chain verified
 package playback

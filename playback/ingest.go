@@ -99,14 +99,20 @@ func (s *Server) handleStart(w http.ResponseWriter, r *http.Request, cert *ssh.C
 	if s.refuseUnproven(w, r, cert, m, "start") {
 		return
 	}
-	stored, err := s.st.Start(r.Context(), store.StartRequest{ID: id, Owner: owner(cert), HostNames: cert.ValidPrincipals, HostKeyID: cert.KeyId, Meta: m})
+	sreq := store.StartRequest{ID: id, Owner: owner(cert), HostNames: cert.ValidPrincipals, HostKeyID: cert.KeyId, Meta: m}
+	// Replicas (replica.go): continue from what another replica stored.
+	s.pullUpload(r.Context(), id)
+	stored, err := s.st.Start(r.Context(), sreq)
+	if err == nil {
+		s.shareStart(r.Context(), sreq)
+	}
 	switch {
 	case errors.Is(err, store.ErrOwner):
 		writeError(w, http.StatusConflict, CodeOwner, "session "+id+" belongs to another host")
 	case err != nil:
 		s.internal(w, r, err)
 	default:
-		writeJSON(w, http.StatusOK, recorder.IngestStored{Stored: stored})
+		writeJSON(w, http.StatusOK, recorder.IngestStored{Stored: stored, BlobStored: s.st.BlobStored(id)})
 	}
 }
 
@@ -129,6 +135,7 @@ func (s *Server) handleChunk(w http.ResponseWriter, r *http.Request, cert *ssh.C
 		writeError(w, http.StatusUnprocessableEntity, CodeDigest, "the chunk does not match its digest: send it again")
 		return
 	}
+	s.shareChunk(r.Context(), id, offset, body) // replica.go
 	stored, err := s.st.Append(r.Context(), id, owner(cert), offset, body)
 	var oe *store.OffsetError
 	switch {

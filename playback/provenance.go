@@ -160,8 +160,16 @@ func checkUserCert(m recorder.Metadata, tr *api.TrustResponse) string {
 	if !ok {
 		return fmt.Sprintf("the CA has no tier %q", m.Tier)
 	}
-	caKey, _, _, _, err := ssh.ParseAuthorizedKey([]byte(caLine))
-	if err != nil || !bytes.Equal(caKey.Marshal(), cert.SignatureKey.Marshal()) {
+	// During a key rotation's overlap the tier has two keys (UserCAKeys).
+	signed := false
+	for _, line := range append([]string{caLine}, tr.UserCAKeys[m.Tier]...) {
+		caKey, _, _, _, err := ssh.ParseAuthorizedKey([]byte(line))
+		if err == nil && bytes.Equal(caKey.Marshal(), cert.SignatureKey.Marshal()) {
+			signed = true
+			break
+		}
+	}
+	if !signed {
 		return fmt.Sprintf("the user certificate is not signed by the %s user CA", m.Tier)
 	}
 	// The signature, the principal and validity at the session's start.

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -17,6 +18,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/sshward/sshward/ca/api"
+	"github.com/sshward/sshward/ca/client"
 	"github.com/sshward/sshward/ca/tlsca"
 )
 
@@ -27,9 +29,10 @@ import (
 // reconnect, and notices a silent stream by its missing heartbeats. The
 // playback server refuses uploads from a host it lists (Config.RevokedHosts).
 type RevokedHosts struct {
-	url string
-	hc  *http.Client
-	log *slog.Logger
+	urls []string // the CA's replicas
+	cur  int      // the one followed now; only Run touches it
+	hc   *http.Client
+	log  *slog.Logger
 
 	mu      sync.RWMutex // guards the fields below
 	serials map[uint64]bool
@@ -50,8 +53,13 @@ func NewRevokedHosts(caURL string, rootPEM []byte, cert tls.Certificate, log *sl
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &RevokedHosts{url: caURL, log: log, serials: map[uint64]bool{}, keyIDs: map[string]bool{},
-		hc: &http.Client{Transport: &http.Transport{TLSClientConfig: tc, TLSHandshakeTimeout: 10 * time.Second, ResponseHeaderTimeout: 10 * time.Second}}}, nil
+	urls, err := client.SplitURLs(caURL)
+	if err != nil {
+		return nil, fmt.Errorf("playback: revoked hosts: %w", err)
+	}
+	return &RevokedHosts{urls: urls, log: log, serials: map[uint64]bool{}, keyIDs: map[string]bool{},
+		hc: &http.Client{Transport: &http.Transport{TLSClientConfig: tc, TLSHandshakeTimeout: 5 * time.Second, ResponseHeaderTimeout: 10 * time.Second,
+			DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext}}}, nil
 }
 
 // Revoked reports whether cert is a revoked host certificate.
@@ -72,15 +80,25 @@ func (r *RevokedHosts) Synced() bool {
 // doubling to 30 s, reset by a healthy stream).
 func (r *RevokedHosts) Run(ctx context.Context) {
 	backoff := 500 * time.Millisecond
+	failures := 0 // replicas failed in a row
 	for ctx.Err() == nil {
 		healthy, err := r.follow(ctx)
 		if ctx.Err() != nil {
 			return
 		}
 		if healthy {
-			backoff = 500 * time.Millisecond
+			backoff, failures = 500*time.Millisecond, 0
 		}
-		r.log.WarnContext(ctx, "playback: revoked-hosts stream ended; reconnecting", "err", err, "retry_in", backoff)
+		// Another replica next (the stream resumes from the same
+		// position: the revocation log is shared); back off only once
+		// every replica failed.
+		failures++
+		r.log.WarnContext(ctx, "playback: revoked-hosts stream ended; reconnecting", "ca", r.urls[r.cur], "err", err, "retry_in", backoff)
+		r.cur = (r.cur + 1) % len(r.urls)
+		if failures < len(r.urls) {
+			continue
+		}
+		failures = 0
 		select {
 		case <-ctx.Done():
 			return
@@ -99,7 +117,7 @@ func (r *RevokedHosts) follow(ctx context.Context) (healthy bool, err error) {
 	since := r.seq
 	r.mu.RUnlock()
 	q := url.Values{"tier": {api.HostsScope}, "since": {strconv.FormatUint(since, 10)}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.url+api.PathHostRevocationsWatch+"?"+q.Encode(), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.urls[r.cur]+api.PathHostRevocationsWatch+"?"+q.Encode(), nil)
 	if err != nil {
 		return false, err
 	}

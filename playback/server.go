@@ -70,6 +70,9 @@ type Config struct {
 	Objects Objects
 	// ArchiveRetry is the delay between failed archive uploads (default 10s).
 	ArchiveRetry time.Duration
+	// ReplicaSync is how often, with Objects, recordings other replicas
+	// archived are imported (replica.go; default 2s, negative: never).
+	ReplicaSync time.Duration
 	// Middleware, when set, wraps every handler (metrics).
 	Middleware func(http.Handler) http.Handler
 }
@@ -99,6 +102,7 @@ type Server struct {
 	sessions *sessionCache
 	handler  http.Handler
 	archive  *archiver // nil without Config.Objects
+	replica  replicaStats
 
 	mu        sync.Mutex // guards integrity
 	integrity map[string]integrityCheck
@@ -173,6 +177,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	wg.Go(func() { s.trustLoop(bg) })
 	if s.archive != nil {
 		wg.Go(func() { s.archive.run(bg, s.finishedIDs) })
+		wg.Go(func() { s.syncLoop(bg) })
 	}
 	defer func() {
 		stopBg()
@@ -258,6 +263,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("POST "+recorder.IngestPathPrefix+"{id}/"+recorder.IngestStart, s.withHost(recorder.MaxIngestJSONBytes, s.handleStart))
 	mux.HandleFunc("PUT "+recorder.IngestPathPrefix+"{id}/"+recorder.IngestChunk, s.withHost(recorder.MaxChunkBytes, s.handleChunk))
 	mux.HandleFunc("POST "+recorder.IngestPathPrefix+"{id}/"+recorder.IngestFinish, s.withHost(recorder.MaxIngestJSONBytes, s.handleFinish))
+	mux.HandleFunc("PUT "+recorder.IngestPathPrefix+"{id}/"+recorder.IngestBlob, s.withHost(recorder.MaxChunkBytes, s.handleBlobChunk)) // blob_ingest.go
 	s.unrecordedRoutes(mux)
 	// Unknown paths under the API prefixes authenticate first, so that they
 	// answer 401 like the known ones. Patterns carry a method so that they
@@ -277,6 +283,9 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /api/sessions/{id}", s.withAuditor(s.handleGet))
 	mux.HandleFunc("GET /api/sessions/{id}/cast", s.withAuditor(s.handleCast))
 	mux.HandleFunc("GET /api/sessions/{id}/export", s.withAuditor(s.handleExport))
+	mux.HandleFunc("GET /api/sessions/{id}/blob", s.withAuditor(s.handleBlob))            // blob_serve.go
+	mux.HandleFunc("POST /api/sessions/{id}/terminate", s.withAuditor(s.handleTerminate)) // live_terminate.go
+	mux.HandleFunc("GET /api/sessions/{id}/commands", s.withAuditor(s.handleCommands))    // live_commands.go
 	mux.HandleFunc("GET /api/search", s.withAuditor(s.handleSearch))
 	mux.HandleFunc("GET /api/audit", s.withAuditor(s.handleAudit))
 	ui := s.cfg.UI

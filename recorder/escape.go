@@ -165,3 +165,82 @@ func appendRepeated(dst []byte, esc string, n int) []byte {
 	}
 	return dst
 }
+
+// appendText appends to dst, escaped as the inside of a JSON string, the
+// longest prefix of s that is clean text: whole, valid UTF-8 without, when
+// controls is set, the control characters that start a binary run
+// (runControl). With crlf every LF is written as CR LF (a terminal's onlcr;
+// escaped "\r\n"). It stops there, or once it appended limit bytes or more
+// (at a rune boundary), and returns the extended dst and the number of
+// bytes of s consumed; s[n:] then starts with a run control, an invalid
+// sequence or an incomplete rune, unless the limit was reached or s ended.
+//
+// This is the output path of a busy session, so it makes one pass: eight
+// bytes at a time while they are printable ASCII other than '"' and '\\'
+// (plain8), copying runs of plain bytes at once. Its output is the same as
+// that of the general path (textPrefix, addCRs, appendEscaped), which
+// FuzzAppendText checks.
+func appendText(dst, s []byte, crlf, controls bool, limit int) ([]byte, int) {
+	start := len(dst)
+	i, run := 0, 0 // s[run:i] is clean text not yet appended
+	for i < len(s) {
+		out := len(dst) - start + i - run
+		if out >= limit {
+			break
+		}
+		// Plain bytes append one byte each: scan at most what the limit
+		// leaves.
+		end := min(len(s), i+limit-out)
+		for i+8 <= end && plain8(binary.LittleEndian.Uint64(s[i:])) {
+			i += 8
+		}
+		for i < end && plainByte(s[i]) {
+			i++
+		}
+		if i == end {
+			continue
+		}
+		c := s[i]
+		if c >= utf8.RuneSelf {
+			r, size := utf8.DecodeRune(s[i:])
+			if r == utf8.RuneError && size == 1 {
+				break // invalid or incomplete: not text
+			}
+			if r == '\u2028' || r == '\u2029' {
+				dst = append(dst, s[run:i]...)
+				dst = append(dst, `\u202`...)
+				dst = append(dst, hexDigits[r&0xf])
+				run = i + size
+			}
+			i += size
+			continue
+		}
+		if controls && runControl[c] {
+			break
+		}
+		dst = append(dst, s[run:i]...)
+		if c == '\n' && crlf {
+			dst = append(dst, `\r\n`...)
+		} else {
+			dst = append(dst, escapes[c]...)
+		}
+		i++
+		run = i
+	}
+	return append(dst, s[run:i]...), i
+}
+
+// plainByte reports whether c is written as is and needs no look: printable
+// ASCII other than '"' and '\\' (DEL included, as encoding/json writes it).
+func plainByte(c byte) bool {
+	return c >= 0x20 && c < utf8.RuneSelf && c != '"' && c != '\\'
+}
+
+// plain8 reports whether the eight bytes in x are all plainByte: no high
+// bit, no byte below 0x20, no '"', no '\\' (the tests of mayNeedEscape).
+func plain8(x uint64) bool {
+	const lsb, msb = 0x0101010101010101, 0x8080808080808080
+	q, bs := x^('"'*lsb), x^('\\'*lsb)
+	t := x | (x-0x20*lsb)&^x | (q-lsb)&^q | (bs-lsb)&^bs
+	return t&msb == 0
+}

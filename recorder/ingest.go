@@ -22,8 +22,11 @@ import (
 //	     header X-Sshward-Chunk-SHA256: hex sha256 of the body; whole lines only
 //	     409 IngestStored when N is not the stored size (resume from it)
 //	     422 when the body does not match its digest (send it again)
+//	PUT  /v1/ingest/{id}/blob?offset=N  raw side blob bytes (blob.go) -> 200 IngestStored of the blob
+//	     once fsynced; same digest header, 409 and 422 as chunk; any byte boundary
 //	POST /v1/ingest/{id}/finish         IngestFinish    -> 200 when digest, size and signature verify
-//	     422 when the stored bytes do not match the digest: the server discarded them, start from 0
+//	     422 when the stored bytes (cast or blob, against Metadata.SHA256 and
+//	     Metadata.Blob) do not match: the server discarded both, start from 0
 //
 // Nothing leaves the spool until finish answered 200.
 const (
@@ -44,6 +47,7 @@ const (
 	IngestStart  = "start"
 	IngestChunk  = "chunk"
 	IngestFinish = "finish"
+	IngestBlob   = "blob" // a chunk of the side blob (blob.go)
 )
 
 // IngestPath returns the path of an ingest action for a session.
@@ -55,6 +59,9 @@ func IngestPath(sessionID, action string) string {
 // the server holds durably.
 type IngestStored struct {
 	Stored int64 `json:"stored"`
+	// BlobStored is, in the answer to start, how many bytes of the side
+	// blob the server holds (servers older than side blobs omit it).
+	BlobStored int64 `json:"blob_stored,omitempty"`
 }
 
 // IngestFinishRequest closes a shipped recording. Metadata is the final

@@ -48,12 +48,19 @@ type Metadata struct {
 	// CR LF, as a terminal with onlcr shows it, so players draw lines, not
 	// a staircase). ExactOutput undoes it.
 	OutputNewlines string `json:"output_newlines,omitempty"`
+	// BulkKeepBytes is the tier's bulk_output cap: how many bytes of the
+	// side blob (blob.go) are kept; 0 keeps all. Set by the caller.
+	BulkKeepBytes int64 `json:"bulk_keep_bytes,omitempty"`
 
 	Start      time.Time `json:"start"` // zero means the spool's Now at Create
 	End        time.Time `json:"end,omitzero"`
 	ExitStatus *int      `json:"exit_status,omitempty"`
 	ExitSignal string    `json:"exit_signal,omitempty"` // without "SIG", as in RFC 4254 section 6.10
 	EndReason  string    `json:"end_reason,omitempty"`  // why the agent ended the session, if it did
+	// Flags are the names of the suspicious-activity rules the session
+	// raised (issue 13 §2; each hit is also a "flag …" marker in the cast),
+	// from EndInfo.Flags.
+	Flags []string `json:"flags,omitempty"`
 
 	// Set by the spool. BytesOut and BytesIn count raw session bytes given to
 	// Output and Input; after a crash repair they are recounted from the cast
@@ -63,6 +70,9 @@ type Metadata struct {
 	BytesIn   int64  `json:"bytes_in"`
 	CastBytes int64  `json:"cast_bytes"`
 	SHA256    string `json:"sha256,omitempty"`
+	// Blob is the side blob of output the cast cannot hold (blob.go): nil
+	// when the session sent none.
+	Blob *BlobInfo `json:"blob,omitempty"`
 
 	// Complete is true when every byte of the session reached the cast;
 	// otherwise Incomplete says why not. Finished is true once the cast will
@@ -81,6 +91,9 @@ func (m Metadata) Check() error {
 	case KindShell, KindExec, KindSubsystem:
 	default:
 		return fmt.Errorf("recorder: metadata: kind %q is not shell, exec or subsystem", m.Kind)
+	}
+	if m.BulkKeepBytes < 0 {
+		return fmt.Errorf("recorder: metadata: bulk_keep_bytes %d is negative", m.BulkKeepBytes)
 	}
 	if m.OutputNewlines != "" && m.OutputNewlines != NewlinesCRLF {
 		return fmt.Errorf("recorder: metadata: output_newlines %q is not %q or empty", m.OutputNewlines, NewlinesCRLF)
@@ -150,9 +163,10 @@ func startMarker(m Metadata) string {
 
 // EndInfo is how a session ended, given to Recording.Close.
 type EndInfo struct {
-	ExitStatus *int   // exit-status, if the process exited
-	ExitSignal string // exit-signal name without "SIG", if it was killed
-	Reason     string // why the agent ended the session ("certificate expired"), if it did
+	ExitStatus *int     // exit-status, if the process exited
+	ExitSignal string   // exit-signal name without "SIG", if it was killed
+	Reason     string   // why the agent ended the session ("certificate expired"), if it did
+	Flags      []string // suspicious-activity rules raised (Metadata.Flags)
 }
 
 // endMarker is the label of the marker Close writes last:

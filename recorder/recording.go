@@ -10,6 +10,7 @@ import (
 	"hash"
 	"io/fs"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,9 +32,11 @@ type Recording struct {
 	meta               Metadata // as created; counts and end are filled on Close
 	castPath, metaPath string
 	sink               *fileSink
+	blob               *blobSink // side blob, opened on its first byte (blob_spool.go)
 	w                  *Writer
 
 	bytesOut, bytesIn atomic.Int64
+	dropped           atomic.Int64  // output bytes not recorded (Dropped)
 	alerted           atomic.Bool   // a write failure was logged
 	closing           atomic.Bool   // finish has started
 	done              chan struct{} // closed when finish has returned
@@ -94,7 +97,7 @@ func (s *Spool) Create(ctx context.Context, m Metadata, h Header) (*Recording, e
 
 func (s *Spool) create(m Metadata, h Header) (*Recording, error) {
 	castPath, metaPath := s.castPath(m.SessionID), s.metaPath(m.SessionID)
-	for _, p := range []string{castPath, metaPath} {
+	for _, p := range []string{castPath, metaPath, s.blobPath(m.SessionID)} {
 		if _, err := os.Lstat(p); err == nil {
 			return nil, ErrExists
 		} else if !errors.Is(err, fs.ErrNotExist) {
@@ -105,7 +108,8 @@ func (s *Spool) create(m Metadata, h Header) (*Recording, error) {
 		m.Start = s.cfg.Now()
 	}
 	m.End, m.ExitStatus, m.ExitSignal, m.EndReason = time.Time{}, nil, "", ""
-	m.BytesOut, m.BytesIn, m.CastBytes, m.SHA256 = 0, 0, 0, ""
+	m.Flags = nil
+	m.BytesOut, m.BytesIn, m.CastBytes, m.SHA256, m.Blob = 0, 0, 0, "", nil
 	m.Complete, m.Incomplete, m.Finished = false, "", false
 
 	// Metadata first: a crash then never leaves a cast without metadata.
@@ -128,10 +132,13 @@ func (s *Spool) startCast(m Metadata, h Header, castPath string) (*Recording, er
 		return nil, fmt.Errorf("open cast: %w", err)
 	}
 	sink := &fileSink{f: f, bw: bufio.NewWriterSize(f, fileBuffer), hash: sha256.New()}
+	blob := s.newBlobSink(m.SessionID)
 	w, err := NewWriter(sink, h, m.Start, s.cfg.Now)
 	if err == nil {
 		w.SetRedaction(s.cfg.Redaction)
 		w.SetOutputCRLF(m.OutputNewlines == NewlinesCRLF)
+		// Binary output goes to the side blob, losslessly (blob.go).
+		w.SetBlob(blob, m.BulkKeepBytes, m.OutputNewlines == NewlinesCRLF)
 		err = w.Marker(startMarker(m))
 	}
 	if err == nil {
@@ -144,7 +151,7 @@ func (s *Spool) startCast(m Metadata, h Header, castPath string) (*Recording, er
 		return nil, err
 	}
 	return &Recording{
-		spool: s, meta: m, castPath: castPath, sink: sink, w: w,
+		spool: s, meta: m, castPath: castPath, sink: sink, blob: blob, w: w,
 		done: make(chan struct{}),
 	}, nil
 }
@@ -184,6 +191,9 @@ func (r *Recording) Flush() error {
 	if err := r.w.TickRedaction(); err != nil && !errors.Is(err, ErrClosed) {
 		return r.checked(err)
 	}
+	if err := r.flushBlob(); err != nil {
+		return r.checked(err)
+	}
 	return r.checked(r.sink.flush())
 }
 
@@ -199,18 +209,33 @@ func (r *Recording) Flush() error {
 // carries (the tail of a split UTF-8 rune, a possible secret held by
 // redaction; a few bytes, at most the redaction window) are not yet in
 // any event.
-func (r *Recording) Commit() error { return r.checked(r.sink.flush()) }
+func (r *Recording) Commit() error {
+	// The blob's bytes first, without a reference: bytes in the blob file
+	// past the last reference are always the last output (text seals the
+	// run before it is written), so they are kept and placed even if a
+	// crash follows; the reference comes with the run's end or the next
+	// flush, not one per commit (blob_spool.go).
+	if err := r.blob.flush(); err != nil {
+		return r.checked(err)
+	}
+	return r.checked(r.sink.flush())
+}
 
 // Err returns the first write or flush error, or nil. It does not report
 // ErrClosed.
-func (r *Recording) Err() error { return r.sink.Err() }
+func (r *Recording) Err() error {
+	if err := r.sink.Err(); err != nil {
+		return err
+	}
+	return r.blob.Err()
+}
 
 // checked logs the first write failure of the recording, once.
 func (r *Recording) checked(err error) error {
 	if err == nil || errors.Is(err, ErrClosed) {
 		return err
 	}
-	if serr := r.sink.Err(); serr != nil && r.alerted.CompareAndSwap(false, true) {
+	if serr := r.Err(); serr != nil && r.alerted.CompareAndSwap(false, true) {
 		r.spool.cfg.Logger.Error("recorder: recording write failed",
 			"session_id", r.meta.SessionID, "tier", r.meta.Tier, "err", serr)
 	}
@@ -251,21 +276,30 @@ func (r *Recording) finish(end EndInfo, incomplete string) (*Metadata, error) {
 	}()
 
 	werr := r.w.finish(endMarker(end))
+	berr := r.blob.close() // before the cast: see flushBlob
+	if errors.Is(berr, ErrClosed) {
+		berr = nil
+	}
 	cerr := r.sink.close()
 	m := r.meta
 	r.addCounts(&m)
 	m.End = s.cfg.Now()
 	m.ExitStatus, m.ExitSignal, m.EndReason = end.ExitStatus, end.ExitSignal, end.Reason
+	m.Flags = end.Flags
 	m.Complete, m.Finished = true, true
 	if incomplete != "" {
 		m.Complete, m.Incomplete = false, incomplete
 	}
+	if n := r.dropped.Load(); n > 0 {
+		m.Complete = false
+		m.Incomplete = strings.TrimPrefix(m.Incomplete+"; "+droppedReason(n), "; ")
+	}
 	var errs []error
 	// Writer errors come from the sink, so the sink's first error is the one
 	// to report; werr and cerr matter only if the sink has none.
-	failed := r.sink.Err()
+	failed := r.Err()
 	if failed == nil {
-		failed = errors.Join(werr, cerr)
+		failed = errors.Join(werr, berr, cerr)
 	}
 	if failed != nil {
 		_ = r.checked(failed)
@@ -282,8 +316,14 @@ func (r *Recording) finish(end EndInfo, incomplete string) (*Metadata, error) {
 		} else {
 			m.SHA256, m.CastBytes = sum, size
 		}
+		blob, err := blobInfoOnDisk(BlobPath(r.castPath), blobStreamEnd(r.castPath))
+		if err != nil {
+			errs = append(errs, err)
+		}
+		m.Blob = blob
 	} else {
 		m.SHA256, m.CastBytes = r.sink.digest()
+		m.Blob = r.w.BlobInfo()
 	}
 	if err := s.writeFinal(context.Background(), m); err != nil {
 		errs = append(errs, err)

@@ -63,7 +63,7 @@ func (s *Spool) repair(m *Metadata) error {
 	m.Complete, m.Finished = false, true
 	m.Incomplete = fmt.Sprintf("agent stopped before the session ended (repaired at %s)",
 		s.cfg.Now().UTC().Format(time.RFC3339))
-	m.BytesOut, m.BytesIn, m.CastBytes, m.SHA256 = 0, 0, 0, ""
+	m.BytesOut, m.BytesIn, m.CastBytes, m.SHA256, m.Blob = 0, 0, 0, "", nil
 
 	castPath := s.castPath(m.SessionID)
 	_, err := cutToLastNewline(castPath)
@@ -86,6 +86,10 @@ func (s *Spool) repair(m *Metadata) error {
 	m.BytesOut, m.BytesIn = c.out, c.in
 	m.End = m.Start.Add(time.Duration(c.last * float64(time.Second)))
 	if m.SHA256, m.CastBytes, err = Digest(castPath); err != nil {
+		return err
+	}
+	// The side blob keeps every byte that reached it (blob_spool.go).
+	if m.Blob, err = blobInfoOnDisk(s.blobPath(m.SessionID), blobStreamEnd(castPath)); err != nil {
 		return err
 	}
 	return s.writeFinal(context.Background(), *m)

@@ -151,6 +151,10 @@ type shipState struct {
 	working  bool   // a worker owns it
 	served   uint64 // the shipper's turn count when a worker last took it
 	caughtUp int64  // cast size when a turn found no whole line left to send
+	// blobOffset is the side blob bytes the server holds (ship_blob.go),
+	// from the answer to /start; valid while started.
+	blobOffset int64
+	blobSize   int64 // side blob size last seen
 }
 
 // NewShipper returns a Shipper; Run starts it.
@@ -272,6 +276,9 @@ func (s *Shipper) scan(ctx context.Context) {
 			st.live = e.Live
 			if fi, err := os.Stat(e.CastPath); err == nil {
 				st.fileSize = fi.Size()
+			}
+			if fi, err := os.Stat(BlobPath(e.CastPath)); err == nil {
+				st.blobSize = fi.Size()
 			}
 		}
 	}
@@ -430,6 +437,9 @@ func (s *Shipper) step(ctx context.Context, st *shipState, maxChunks int) (done 
 			return false, err
 		}
 		offset = out.Stored
+		s.mu.Lock()
+		st.blobOffset = out.BlobStored
+		s.mu.Unlock()
 		s.setOffset(st, offset, true)
 		s.cfg.Logger.DebugContext(ctx, "recorder: shipping recording", "session_id", st.id, "stored", offset)
 	}
@@ -444,6 +454,11 @@ func (s *Shipper) step(ctx context.Context, st *shipState, maxChunks int) (done 
 		return false, err
 	}
 	defer f.Close()
+	// The side blob first (ship_blob.go): the cast's markers reference it.
+	blobDone, err := s.shipBlob(ctx, st, maxChunks)
+	if err != nil {
+		return false, err
+	}
 	corrupt, sent := 0, 0
 	for sent < maxChunks {
 		fi, err := f.Stat()
@@ -494,7 +509,7 @@ func (s *Shipper) step(ctx context.Context, st *shipState, maxChunks int) (done 
 	if err != nil {
 		return false, err
 	}
-	if offset < fi.Size() {
+	if offset < fi.Size() || !blobDone {
 		return false, nil // more to send: next round
 	}
 	if err := s.finish(ctx, st, m, castPath); err != nil {
@@ -585,6 +600,9 @@ func (s *Shipper) finish(ctx context.Context, st *shipState, m Metadata, castPat
 		m.Complete = false
 		m.Incomplete = strings.TrimPrefix(m.Incomplete+"; spool copy changed after the recording closed", "; ")
 		m.SHA256, m.CastBytes = sum, size
+	}
+	if err := s.checkBlobForFinish(&m); err != nil {
+		return err
 	}
 	_, signer := s.cfg.Cert()
 	if signer == nil {
@@ -747,7 +765,7 @@ type ShipStatus struct {
 	Start     time.Time     `json:"start"`   // when the session started
 	Live      bool          `json:"live"`    // still being recorded
 	Shipped   int64         `json:"shipped"` // bytes the playback server acknowledged
-	Pending   int64         `json:"pending"` // bytes of the cast not yet acknowledged
+	Pending   int64         `json:"pending"` // bytes of the cast and its side blob not yet acknowledged
 	Age       time.Duration `json:"age"`     // since the session started
 	LastError string        `json:"last_error,omitempty"`
 	Attempts  int           `json:"attempts"` // consecutive failed attempts
@@ -766,6 +784,11 @@ func (s *Shipper) Status() []ShipStatus {
 			ss.Shipped = st.offset
 		}
 		ss.Pending = max(0, st.fileSize-ss.Shipped)
+		if st.started {
+			ss.Pending += max(0, st.blobSize-st.blobOffset) // the side blob's (ship_blob.go)
+		} else {
+			ss.Pending += st.blobSize
+		}
 		if st.nextTry.After(now) {
 			ss.NextTry = st.nextTry
 		}

@@ -314,6 +314,9 @@ func (s *Spool) Remove(ctx context.Context, sessionID string) error {
 	if err := os.Remove(s.castPath(sessionID)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("recorder: remove %s: %w", sessionID, err)
 	}
+	if err := os.Remove(s.blobPath(sessionID)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("recorder: remove %s: %w", sessionID, err)
+	}
 	if err := os.Remove(s.metaPath(sessionID)); err != nil {
 		return fmt.Errorf("recorder: remove %s: %w", sessionID, err)
 	}

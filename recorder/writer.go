@@ -7,6 +7,7 @@ import (
 	"io"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -49,6 +50,10 @@ type Writer struct {
 
 	crlf    bool   // output LF is recorded as CR LF (SetOutputCRLF)
 	crlfBuf []byte // output with CRs added, reused
+
+	// blob, when set (SetBlob), takes the output a cast cannot hold
+	// faithfully; output goes through outLocked (blob_writer.go).
+	blob *blobState
 }
 
 // carry is the UTF-8 state of one stream (output or input).
@@ -121,7 +126,7 @@ func (w *Writer) Output(p []byte) error {
 	if w.redOut != nil {
 		p = w.redOut.write(p, false)
 	}
-	return w.streamLocked(CodeOutput, &w.out, p, false)
+	return w.outLocked(p, false, false)
 }
 
 // Input records p as user input ("i").
@@ -147,7 +152,7 @@ func (w *Writer) TickRedaction() error {
 		return err
 	}
 	if b := w.redOut.tick(); len(b) > 0 {
-		if err := w.streamLocked(CodeOutput, &w.out, b, false); err != nil {
+		if err := w.outLocked(b, false, true); err != nil {
 			return err
 		}
 	}
@@ -177,6 +182,11 @@ func (w *Writer) Marker(label string) error {
 	if len(label) > maxMarker {
 		return fmt.Errorf("recorder: marker of %d bytes: longer than %d", len(label), maxMarker)
 	}
+	if strings.HasPrefix(label, BlobLabelPrefix) || strings.HasPrefix(label, DroppedLabelPrefix) {
+		// Only the Writer references the blob (blob.go) and says what
+		// was dropped (dropped.go).
+		label = "marker " + label
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if err := w.usableLocked(); err != nil {
@@ -204,7 +214,7 @@ func (w *Writer) finish(marker string) error {
 		outTail, inTail = w.redOut.write(nil, true), w.redIn.write(nil, true)
 	}
 	if w.err == nil {
-		_ = w.streamLocked(CodeOutput, &w.out, outTail, true)
+		_ = w.outLocked(outTail, true, true)
 	}
 	if w.err == nil {
 		_ = w.streamLocked(CodeInput, &w.in, inTail, true)

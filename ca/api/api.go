@@ -168,6 +168,10 @@ type CertRequest struct {
 	Principals []string `json:"principals,omitempty"`
 	TTL        Duration `json:"ttl,omitempty"`
 	RequestID  string   `json:"request_id,omitempty"`
+	// Hosts and Labels scope the certificate (scope.go); with RequestID
+	// the request's scope applies and these must be empty or equal to it.
+	Hosts  []string          `json:"hosts,omitempty"`
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // Check validates the shape of the request (not policy).
@@ -187,6 +191,9 @@ func (r *CertRequest) Check() error {
 			return fmt.Errorf("principal %q is not valid", p)
 		}
 	}
+	if _, err := (Scope{Hosts: r.Hosts, Labels: r.Labels}).Normalize(); err != nil {
+		return err
+	}
 	return nil
 }
 
@@ -205,8 +212,11 @@ type CertResponse struct {
 // format) and the host patterns each tier covers.
 type TrustResponse struct {
 	UserCA map[string]string `json:"user_ca"`
-	HostCA string            `json:"host_ca"`
-	Tiers  []TierInfo        `json:"tiers"`
+	// UserCAKeys lists every trusted key of each tier, the signing one
+	// first: two during a key rotation's overlap (api/rotate.go).
+	UserCAKeys map[string][]string `json:"user_ca_keys,omitempty"`
+	HostCA     string              `json:"host_ca"`
+	Tiers      []TierInfo          `json:"tiers"`
 	// Playback is the registered playback server URL, if any.
 	Playback string `json:"playback,omitempty"`
 }
@@ -223,6 +233,14 @@ type TierInfo struct {
 	// certificates (break-glass: production); the playback server accepts
 	// a recording of this tier from those hosts.
 	TrustedOn []string `json:"trusted_on,omitempty"`
+	// RequiresOnCall and OnCallApprovals tie the tier to the on-call
+	// schedule (policy requires_oncall, oncall_approvals; ExtOnCallUntil).
+	RequiresOnCall  bool `json:"requires_oncall,omitempty"`
+	OnCallApprovals *int `json:"oncall_approvals,omitempty"`
+	// ApprovalsWaivable: an approval rule of the tier may ask fewer than
+	// Approvals (read-only logins, a scope, business hours), so a client
+	// without an approved request should still try (scope.go).
+	ApprovalsWaivable bool `json:"approvals_waivable,omitempty"`
 }
 
 // JoinRequest exchanges a one-time join token for a host certificate.
@@ -280,6 +298,10 @@ type RevocationList struct {
 	// revocation_max_stale); 0 means no bound. A tier missing here: the
 	// CA did not say, and the agent applies its default.
 	MaxStale map[string]Duration `json:"max_stale,omitempty"`
+	// Notices holds, for revoked serials whose holder is told why (an
+	// on-call shift that ended, api.OnCallEndedMessage), what the agent
+	// shows on their live sessions. Revocation events carry the same.
+	Notices map[uint64]string `json:"notices,omitempty"`
 }
 
 // Duration is a time.Duration that reads and writes JSON as a Go duration

@@ -112,6 +112,9 @@ type CreateRequest struct {
 	// Hosts, when set, are the only hosts the certificate may be used on
 	// (ExtHosts); see CheckHostnames.
 	Hosts []string `json:"hosts,omitempty"`
+	// Labels, when set, limit the certificate to hosts with every one of
+	// these labels (scope.go).
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // Check validates the shape of the request (not policy).
@@ -132,6 +135,9 @@ func (r *CreateRequest) Check() error {
 		return err
 	}
 	if _, err := CheckHostnames(r.Hosts); err != nil {
+		return err
+	}
+	if err := CheckLabels(r.Labels); err != nil {
 		return err
 	}
 	for _, p := range r.Principals {
@@ -184,7 +190,16 @@ type AccessRequest struct {
 	Principals []string `json:"principals"`
 	// Hosts are the target hosts the certificate is limited to (none: any
 	// host of the tier).
-	Hosts           []string  `json:"hosts,omitempty"`
+	Hosts []string `json:"hosts,omitempty"`
+	// Labels, Scope and ApprovalRule (scope.go): the host labels the
+	// certificate is limited to, the whole scope in words ("any host" when
+	// unscoped) and the policy's approval rule that set ApprovalsNeeded.
+	Labels       map[string]string `json:"labels,omitempty"`
+	Scope        string            `json:"scope,omitempty"`
+	ApprovalRule string            `json:"approval_rule,omitempty"`
+	// SeparateTeams, when set, are the team groups of which an approver
+	// must be in one the requester is not in.
+	SeparateTeams   []string  `json:"separate_teams,omitempty"`
 	TTL             Duration  `json:"ttl"`
 	CreatedAt       time.Time `json:"created_at"`
 	ExpiresAt       time.Time `json:"expires_at"` // pending: until approved; approved: until used

@@ -53,10 +53,20 @@ type RevocationEvent struct {
 	Serial uint64    `json:"serial,omitempty"`
 	KeyID  string    `json:"key_id,omitempty"`
 	At     time.Time `json:"at,omitzero"`
+	// Notice, on a revoke, is what the holder of a live session reads when
+	// it ends (e.g. OnCallEndedMessage); empty for a plain revocation.
+	Notice string `json:"notice,omitzero"`
 	// Heartbeat is the heartbeat interval (hello).
 	Heartbeat Duration `json:"heartbeat,omitzero"`
 	// List is the whole list (snapshot); its Seq equals the event's.
 	List *RevocationList `json:"list,omitempty"`
+	// Flags, on a hello to an agent, are its tier's flag rules (flags.go).
+	Flags *FlagRuleSet `json:"flags,omitempty"`
+	// Terminate is the order of an EventTerminate (terminate.go).
+	Terminate *TerminateOrder `json:"terminate,omitempty"`
+	// Trust, on a hello or an EventTrust, is what the agent's tier
+	// trusts now (rotate.go).
+	Trust *HostTrust `json:"trust,omitempty"`
 }
 
 // Check validates an event as a watcher receives it.
@@ -82,6 +92,12 @@ func (e *RevocationEvent) Check() error {
 			return errors.New("revoke without a serial or key id")
 		case e.Seq == 0:
 			return errors.New("revoke without a sequence number")
+		}
+	case EventTerminate:
+		return e.Terminate.check()
+	case EventTrust:
+		if e.Trust == nil || len(e.Trust.UserCA) == 0 {
+			return errors.New("trust event without keys")
 		}
 	default:
 		return fmt.Errorf("unknown event type %q", e.Type)

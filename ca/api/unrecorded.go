@@ -40,6 +40,10 @@ const (
 	UnrecordedDuring = "during"
 	// UnrecordedAtEnd: the session's recording could not be finished.
 	UnrecordedAtEnd = "end"
+	// UnrecordedDropped: the recorder could not keep up and part of the
+	// output is missing from the recording; markers in the cast say where
+	// and how much (the tier fails open, so the session was not slowed).
+	UnrecordedDropped = "dropped"
 )
 
 // UnrecordedSession reports a session that runs (or ran) unrecorded. The
@@ -95,9 +99,9 @@ func (u *UnrecordedSession) Check() error {
 		}
 	}
 	switch u.Phase {
-	case UnrecordedAtStart, UnrecordedDuring, UnrecordedAtEnd:
+	case UnrecordedAtStart, UnrecordedDuring, UnrecordedAtEnd, UnrecordedDropped:
 	default:
-		return errors.New("phase must be start, during or end")
+		return errors.New("phase must be start, during, end or dropped")
 	}
 	if u.At.IsZero() {
 		return errors.New("at is required")

@@ -42,6 +42,12 @@ type Options struct {
 	// RevocationHeartbeat is the revocation stream's heartbeat interval
 	// (0: the server's default).
 	RevocationHeartbeat time.Duration
+	// OnCall is the on-call schedule (nil: none); with OnCallLoop set the
+	// CA also runs its shift-end loop (ca.Authority.RunOnCall).
+	OnCall     ca.OnCallSchedule
+	OnCallLoop *ca.OnCallLoop
+	// Keys rotates user-CA keys (nil: the CA cannot rotate).
+	Keys ca.KeyRotator
 }
 
 // CA is a running test CA.
@@ -55,6 +61,8 @@ type CA struct {
 	Policy      *policy.Policy
 	UserCAs     map[string]ssh.Signer
 	HostCA      ssh.Signer
+
+	run running // what Restart needs (restart.go)
 }
 
 // New starts a CA on 127.0.0.1 and stops it on cleanup.
@@ -89,7 +97,27 @@ func New(t testing.TB, o Options) *CA {
 			t.Fatalf("catest: secret box: %v", err)
 		}
 	}
-	c.Authority, err = ca.New(ca.Config{Store: c.Store, Policy: pol, UserCAs: c.UserCAs, HostCA: c.HostCA, TLSRoot: root, Now: o.Now, OIDC: o.OIDC, OIDCClient: o.OIDCClient, ApprovalPolicy: o.ApprovalPolicy, Secrets: box})
+	c.run = running{o: o, root: root, box: box}
+	c.start(t, "127.0.0.1:0")
+	cl := c.Client(t, "")
+	c.RootPEM = nil
+	err = cl.Health(ctx)
+	cancel()
+	if err != nil {
+		t.Fatalf("catest: health: %v", err)
+	}
+	c.RootPEM = cl.RootPEM()
+	return c
+}
+
+// start runs the authority and its HTTPS server on addr until Stop or
+// the test's end.
+func (c *CA) start(t testing.TB, addr string) {
+	t.Helper()
+	o, root := c.run.o, c.run.root
+	ctx, cancel := context.WithCancel(context.Background())
+	var err error
+	c.Authority, err = ca.New(ca.Config{Store: c.Store, Policy: c.Policy, UserCAs: c.UserCAs, HostCA: c.HostCA, TLSRoot: root, Now: o.Now, OIDC: o.OIDC, OIDCClient: o.OIDCClient, ApprovalPolicy: o.ApprovalPolicy, Secrets: c.run.box, OnCall: o.OnCall, Keys: o.Keys})
 	if err != nil {
 		cancel()
 		t.Fatalf("catest: %v", err)
@@ -97,30 +125,40 @@ func New(t testing.TB, o Options) *CA {
 	c.Fingerprint = root.Fingerprint()
 	tc, err := root.ServerTLSConfig([]string{"127.0.0.1", "localhost"}, time.Hour, time.Now)
 	if err != nil {
+		cancel()
 		t.Fatalf("catest: tls: %v", err)
 	}
 	srv, err := server.New(server.Config{Authority: c.Authority, TLS: tc, Now: o.Now, RevocationHeartbeat: o.RevocationHeartbeat})
 	if err != nil {
+		cancel()
 		t.Fatalf("catest: %v", err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
+		cancel()
 		t.Fatalf("catest: listen: %v", err)
 	}
 	c.URL = "https://" + ln.Addr().String()
-	done := make(chan error, 1)
+	done := make(chan error, 2)
 	go func() { done <- srv.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	cl := c.Client(t, "")
-	c.RootPEM = nil
-	if err := cl.Health(ctx); err != nil {
-		t.Fatalf("catest: health: %v", err)
+	waits := 1
+	if o.OnCallLoop != nil {
+		waits++
+		a := c.Authority
+		go func() { done <- a.RunOnCall(ctx, *o.OnCallLoop) }()
 	}
-	c.RootPEM = cl.RootPEM()
-	return c
+	stopped := false
+	c.run.stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		for range waits {
+			<-done
+		}
+	}
+	t.Cleanup(c.run.stop)
 }
 
 // NewSigner returns a fresh in-memory ed25519 signer.

@@ -13,10 +13,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -29,7 +33,8 @@ import (
 // Config configures a Client. Exactly one of Fingerprint or RootPEM is needed
 // unless HTTPClient is set.
 type Config struct {
-	// URL is the CA's base URL, e.g. https://ca.example.com:8443.
+	// URL is the CA's base URL, e.g. https://ca.example.com:8443, or the
+	// URLs of its replicas, comma-separated (see failover.go).
 	URL string
 	// Fingerprint is the hex SHA-256 of the CA's X.509 root (bootstrap).
 	Fingerprint string
@@ -43,6 +48,14 @@ type Config struct {
 	Timeout time.Duration
 	// Now is the clock used for host-auth signatures (default time.Now).
 	Now func() time.Time
+	// ReplicaDownFor is how long a failed replica is tried only after the
+	// others (default 30s); only with several URLs.
+	ReplicaDownFor time.Duration
+	// DialTimeout bounds the TCP connect and the TLS handshake to one
+	// replica (default 5s), so a dead one is skipped quickly.
+	DialTimeout time.Duration
+	// Log receives replica failover notices (default: discarded).
+	Log *slog.Logger
 }
 
 // Check names the first bad field.
@@ -50,13 +63,15 @@ func (c *Config) Check() error {
 	if c.URL == "" {
 		return errors.New("client: URL is required")
 	}
-	u, err := url.Parse(c.URL)
-	if err != nil || u.Host == "" {
-		return fmt.Errorf("client: URL %q is not a valid URL", c.URL)
+	urls, err := SplitURLs(c.URL)
+	if err != nil {
+		return err
 	}
 	if c.HTTPClient == nil {
-		if u.Scheme != "https" {
-			return fmt.Errorf("client: URL %q must use https", c.URL)
+		for _, u := range urls {
+			if !strings.HasPrefix(u, "https://") {
+				return fmt.Errorf("client: URL %q must use https", u)
+			}
 		}
 		if c.Fingerprint == "" && len(c.RootPEM) == 0 {
 			return errors.New("client: a root fingerprint (--fingerprint) is required to trust the CA")
@@ -65,12 +80,16 @@ func (c *Config) Check() error {
 	return nil
 }
 
-// Client talks to one CA.
+// Client talks to one CA, served by one or several replicas (see
+// failover.go).
 type Client struct {
-	cfg  Config
-	base string
-	hc   *http.Client
+	cfg       Config
+	eps       *endpoints
+	rootState *rootState
+}
 
+// rootState is the CA root verified by the first handshake.
+type rootState struct {
 	mu   sync.Mutex // guards root
 	root []byte     // PEM of the verified root, once known
 }
@@ -86,11 +105,36 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	c := &Client{cfg: cfg, base: strings.TrimRight(cfg.URL, "/"), root: cfg.RootPEM}
-	if cfg.HTTPClient != nil {
-		c.hc = cfg.HTTPClient
-		return c, nil
+	if cfg.ReplicaDownFor == 0 {
+		cfg.ReplicaDownFor = defaultReplicaDownFor
 	}
+	if cfg.DialTimeout == 0 {
+		cfg.DialTimeout = defaultDialTimeout
+	}
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	urls, _ := SplitURLs(cfg.URL)
+	c := &Client{cfg: cfg, rootState: &rootState{root: cfg.RootPEM}}
+	c.eps = &endpoints{downFor: cfg.ReplicaDownFor, now: cfg.Now, log: log, down: make([]time.Time, len(urls))}
+	for _, u := range urls {
+		hc := cfg.HTTPClient
+		if hc == nil {
+			var err error
+			if hc, err = c.transportFor(u); err != nil {
+				return nil, err
+			}
+		}
+		c.eps.list = append(c.eps.list, &endpoint{base: u, hc: hc})
+	}
+	return c, nil
+}
+
+// transportFor builds the HTTPS client of one replica: it trusts the saved
+// root, or the pinned fingerprint for the replica's own host name.
+func (c *Client) transportFor(rawURL string) (*http.Client, error) {
+	cfg := c.cfg
 	var tc *tls.Config
 	if len(cfg.RootPEM) > 0 {
 		var err error
@@ -98,45 +142,47 @@ func New(cfg Config) (*Client, error) {
 			return nil, fmt.Errorf("client: %w", err)
 		}
 	} else {
-		u, _ := url.Parse(cfg.URL)
+		u, _ := url.Parse(rawURL)
 		tc = tlsca.PinnedClientConfigFor(cfg.Fingerprint, u.Hostname())
 	}
 	// Remember the root the server presented once the pin verified it, so
 	// the CLI can save it and later runs need no fingerprint.
 	verify := tc.VerifyConnection
+	rs := c.rootState
 	tc.VerifyConnection = func(cs tls.ConnectionState) error {
 		if verify != nil {
 			if err := verify(cs); err != nil {
 				return err
 			}
 		}
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		if c.root == nil && cfg.Fingerprint != "" {
+		rs.mu.Lock()
+		defer rs.mu.Unlock()
+		if rs.root == nil && cfg.Fingerprint != "" {
 			root, err := tlsca.PinnedRoot(cs, cfg.Fingerprint)
 			if err != nil {
 				return err
 			}
-			c.root = tlsca.EncodePEM(root)
+			rs.root = tlsca.EncodePEM(root)
 		}
 		return nil
 	}
 	tr := &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		TLSHandshakeTimeout: cfg.DialTimeout,
 		TLSClientConfig:     tc,
 		MaxIdleConnsPerHost: 64,
 		IdleConnTimeout:     90 * time.Second,
 		ForceAttemptHTTP2:   false,
 	}
-	c.hc = &http.Client{Transport: tr}
-	return c, nil
+	return &http.Client{Transport: tr}, nil
 }
 
 // RootPEM returns the CA root certificate verified during the first
 // handshake (or given in Config), nil before any request.
 func (c *Client) RootPEM() []byte {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.root
+	c.rootState.mu.Lock()
+	defer c.rootState.mu.Unlock()
+	return c.rootState.root
 }
 
 // SetToken replaces the session token used for Bearer requests.
@@ -271,63 +317,107 @@ const (
 )
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any, auth authKind) error {
-	req, _, err := c.newRequest(ctx, method, path, in)
+	if auth == authBearer && c.cfg.Token == "" {
+		return &api.Error{Code: api.CodeUnauthenticated, Message: "not logged in: run sshward login", Status: http.StatusUnauthorized}
+	}
+	body, err := encodeBody(method, path, in)
 	if err != nil {
 		return err
 	}
-	if auth == authBearer {
-		if c.cfg.Token == "" {
-			return &api.Error{Code: api.CodeUnauthenticated, Message: "not logged in: run sshward login", Status: http.StatusUnauthorized}
+	return c.send(ctx, method, path, in != nil, body, out, func(req *http.Request) error {
+		if auth == authBearer {
+			req.Header.Set("Authorization", "Bearer "+c.cfg.Token)
 		}
-		req.Header.Set("Authorization", "Bearer "+c.cfg.Token)
-	}
-	return c.roundTrip(req, out)
+		return nil
+	})
 }
 
 func (c *Client) doHost(ctx context.Context, method, path string, in, out any, cert *ssh.Certificate, signer ssh.Signer) error {
-	req, body, err := c.newRequest(ctx, method, path, in)
+	body, err := encodeBody(method, path, in)
 	if err != nil {
 		return err
 	}
-	if err := hostauth.Sign(req, body, cert, signer, c.cfg.Now(), rand.Reader); err != nil {
-		return fmt.Errorf("client: sign request: %w", err)
-	}
-	return c.roundTrip(req, out)
-}
-
-func (c *Client) newRequest(ctx context.Context, method, path string, in any) (*http.Request, []byte, error) {
-	var body []byte
-	if in != nil {
-		var err error
-		if body, err = json.Marshal(in); err != nil {
-			return nil, nil, fmt.Errorf("client: encode %s %s: %w", method, path, err)
+	// Each attempt is signed afresh (its own time and nonce).
+	return c.send(ctx, method, path, in != nil, body, out, func(req *http.Request) error {
+		if err := hostauth.Sign(req, body, cert, signer, c.cfg.Now(), rand.Reader); err != nil {
+			return fmt.Errorf("client: sign request: %w", err)
 		}
-	}
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
-	if err != nil {
-		cancel()
-		return nil, nil, fmt.Errorf("client: %s %s: %w", method, path, err)
-	}
-	// The cancel func is released when the body is consumed (see roundTrip).
-	req = req.WithContext(context.WithValue(ctx, cancelKey{}, cancel))
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	req.Header.Set("Accept", "application/json")
-	return req, body, nil
+		return nil
+	})
 }
 
-type cancelKey struct{}
-
-func (c *Client) roundTrip(req *http.Request, out any) error {
-	if cancel, ok := req.Context().Value(cancelKey{}).(context.CancelFunc); ok {
-		defer cancel()
+func encodeBody(method, path string, in any) ([]byte, error) {
+	if in == nil {
+		return nil, nil
 	}
-	resp, err := c.hc.Do(req)
+	body, err := json.Marshal(in)
 	if err != nil {
-		return fmt.Errorf("client: %s %s: %w", req.Method, req.URL.Path, err)
+		return nil, fmt.Errorf("client: encode %s %s: %w", method, path, err)
 	}
+	return body, nil
+}
+
+// send sends the request to the replicas in turn (see failover.go for what
+// is retried) and decodes the first answer.
+func (c *Client) send(ctx context.Context, method, path string, hasBody bool, body []byte, out any, prep func(*http.Request) error) error {
+	order := c.eps.order()
+	var rerr replicaErr
+	for n, i := range order {
+		ep := c.eps.list[i]
+		last := n == len(order)-1
+		actx, cancel := attemptCtx(ctx, c.cfg.Timeout)
+		var written atomic.Bool
+		actx = httptrace.WithClientTrace(actx, &httptrace.ClientTrace{WroteRequest: func(w httptrace.WroteRequestInfo) {
+			if w.Err == nil {
+				written.Store(true)
+			}
+		}})
+		req, err := http.NewRequestWithContext(actx, method, ep.base+path, bytes.NewReader(body))
+		if err != nil {
+			cancel()
+			return fmt.Errorf("client: %s %s: %w", method, path, err)
+		}
+		if hasBody {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		req.Header.Set("Accept", "application/json")
+		if err := prep(req); err != nil {
+			cancel()
+			return err
+		}
+		resp, err := ep.hc.Do(req)
+		if err != nil {
+			cancel()
+			err = fmt.Errorf("client: %s %s: %w", method, path, err)
+			if ctx.Err() != nil || len(order) == 1 {
+				return err
+			}
+			c.eps.fail(i, err)
+			rerr.urls, rerr.errs = append(rerr.urls, ep.base), append(rerr.errs, err)
+			// A request that may have reached the replica is replayed
+			// only when replaying it is harmless.
+			if written.Load() && !retryableMethod(method) {
+				return fmt.Errorf("client: %s %s: the CA replica at %s may have received the request and gave no answer; it is not sent again to another replica: %w", method, path, ep.base, err)
+			}
+			continue
+		}
+		if !last && retryableStatus(resp.StatusCode) && retryableMethod(method) {
+			resp.Body.Close()
+			cancel()
+			err := fmt.Errorf("client: %s %s: the replica answered %s", method, path, resp.Status)
+			c.eps.fail(i, err)
+			rerr.urls, rerr.errs = append(rerr.urls, ep.base), append(rerr.errs, err)
+			continue
+		}
+		c.eps.good(i)
+		err = decodeResponse(req, resp, out)
+		cancel()
+		return err
+	}
+	return fmt.Errorf("client: %s %s: %w", method, path, &rerr)
+}
+
+func decodeResponse(req *http.Request, resp *http.Response, out any) error {
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {

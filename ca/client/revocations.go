@@ -48,35 +48,29 @@ func (c *Client) WatchRevocations(ctx context.Context, req WatchRequest, fn func
 	q.Set("since", strconv.FormatUint(req.Since, 10))
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	hr, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+api.PathHostRevocationsWatch+"?"+q.Encode(), nil)
-	if err != nil {
-		return fmt.Errorf("client: watch revocations: %w", err)
-	}
-	hr.Header.Set("Accept", "application/x-ndjson")
-	if req.Cert != nil {
-		if err := hostauth.Sign(hr, nil, req.Cert, req.Signer, c.cfg.Now(), rand.Reader); err != nil {
-			return fmt.Errorf("client: sign request: %w", err)
-		}
-	}
 	// The watchdog ends a stream that stops talking, including a response
 	// that never starts.
 	idle := defaultWatchIdle
 	watchdog := time.AfterFunc(idle, func() { cancel(ErrStreamSilent) })
 	defer watchdog.Stop()
-	resp, err := c.hc.Do(hr)
+	resp, ep, err := c.openWatch(ctx, q, req)
 	if err != nil {
-		return c.watchErr(ctx, err)
+		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		return decodeError(resp, data)
+	// A stream that breaks marks its replica down, so the caller's
+	// reconnect goes to another one (a CA killed mid-stream).
+	failed := func(err error) error {
+		if ctx.Err() == nil || errors.Is(context.Cause(ctx), ErrStreamSilent) {
+			c.eps.fail(ep, err)
+		}
+		return err
 	}
 	br := bufio.NewReaderSize(resp.Body, 64<<10)
 	for {
 		line, err := readLine(br, api.MaxRevocationEventBytes)
 		if err != nil {
-			return c.watchErr(ctx, err)
+			return failed(c.watchErr(ctx, err))
 		}
 		watchdog.Reset(idle)
 		ev, err := api.DecodeRevocationEvent(line)
@@ -91,6 +85,50 @@ func (c *Client) WatchRevocations(ctx context.Context, req WatchRequest, fn func
 			return err
 		}
 	}
+}
+
+// openWatch connects the stream to the first replica that answers 200 (a
+// GET: safe to send to each in turn).
+func (c *Client) openWatch(ctx context.Context, q url.Values, req WatchRequest) (*http.Response, int, error) {
+	order := c.eps.order()
+	var rerr replicaErr
+	for _, i := range order {
+		ep := c.eps.list[i]
+		hr, err := http.NewRequestWithContext(ctx, http.MethodGet, ep.base+api.PathHostRevocationsWatch+"?"+q.Encode(), nil)
+		if err != nil {
+			return nil, 0, fmt.Errorf("client: watch revocations: %w", err)
+		}
+		hr.Header.Set("Accept", "application/x-ndjson")
+		if req.Cert != nil {
+			if err := hostauth.Sign(hr, nil, req.Cert, req.Signer, c.cfg.Now(), rand.Reader); err != nil {
+				return nil, 0, fmt.Errorf("client: sign request: %w", err)
+			}
+		}
+		resp, err := ep.hc.Do(hr)
+		if err != nil {
+			err = c.watchErr(ctx, err)
+			if ctx.Err() != nil || len(order) == 1 {
+				return nil, 0, err
+			}
+			c.eps.fail(i, err)
+			rerr.urls, rerr.errs = append(rerr.urls, ep.base), append(rerr.errs, err)
+			continue
+		}
+		if resp.StatusCode != http.StatusOK {
+			data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+			resp.Body.Close()
+			err := decodeError(resp, data)
+			if retryableStatus(resp.StatusCode) && len(order) > 1 {
+				c.eps.fail(i, err)
+				rerr.urls, rerr.errs = append(rerr.urls, ep.base), append(rerr.errs, err)
+				continue
+			}
+			return nil, 0, err
+		}
+		c.eps.good(i)
+		return resp, i, nil
+	}
+	return nil, 0, fmt.Errorf("client: watch revocations: %w", &rerr)
 }
 
 func (c *Client) watchErr(ctx context.Context, err error) error {

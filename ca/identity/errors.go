@@ -71,3 +71,14 @@ func (e *AudienceError) Error() string {
 	}
 	return fmt.Sprintf("identity: id token audience [%s] does not include client %q", strings.Join(e.Got, " "), e.Want)
 }
+
+// Workload token errors (issue 12 §1). The message names the failed check,
+// never the token.
+var (
+	// ErrWorkloadToken is returned for a workload token that fails a check:
+	// issuer, audience, algorithm, signature, age, or a claim rule.
+	ErrWorkloadToken = errors.New("identity: workload token refused")
+	// ErrWorkloadNoRule is returned when a valid token matches no rule of
+	// the issuer for the requested tier (default deny).
+	ErrWorkloadNoRule = errors.New("identity: no workload rule admits this token")
+)

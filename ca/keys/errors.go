@@ -23,3 +23,12 @@ var (
 	// are only accepted encrypted at rest.
 	ErrNotEncrypted = errors.New("key file is not encrypted")
 )
+
+// Rotation errors (rotate.go).
+var (
+	// ErrRotationPending means a rotation was asked while the previous key
+	// of an earlier one is still trusted: retire it first.
+	ErrRotationPending = errors.New("an earlier rotation has not retired its previous key")
+	// ErrNoRotation means there is no previous key to retire.
+	ErrNoRotation = errors.New("no previous key to retire")
+)

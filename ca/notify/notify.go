@@ -225,7 +225,7 @@ func (d *Dispatcher) deliverAll(ctx context.Context, t Target, nudge <-chan stru
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		if err := d.cfg.Store.Update(sctx, func(tx *store.Tx) error {
-			return tx.PutMeta(CursorKey(t.Name), []byte(strconv.FormatUint(cursor, 10)))
+			return advanceCursor(tx, t.Name, cursor)
 		}); err != nil {
 			log.Error("notifier cursor not saved; events may be delivered again", "seq", cursor, "err", err)
 			return
@@ -235,7 +235,29 @@ func (d *Dispatcher) deliverAll(ctx context.Context, t Target, nudge <-chan stru
 	defer save()
 
 	failures := 0 // consecutive failed attempts (any event)
+	var own *owner
+	if d.cfg.Store.Shared() {
+		own = newOwner() // CA replicas: one of them delivers (owner.go)
+	}
 	for ctx.Err() == nil {
+		if own != nil {
+			may, fresh, err := own.hold(ctx, d.cfg.Store, t.Name)
+			if err == nil && fresh {
+				if cursor, err = Cursor(ctx, d.cfg.Store, t.Name); err != nil {
+					own.held = false // read it again next time
+				}
+				saved = cursor
+			}
+			if err != nil || !may {
+				if err != nil && ctx.Err() == nil {
+					log.Error("notifier ownership unknown; retrying", "err", err)
+				}
+				if !d.sleep(ctx, d.cfg.Poll) {
+					return
+				}
+				continue
+			}
+		}
 		evs, err := d.cfg.Store.Audit(ctx, store.AuditFilter{AfterSeq: cursor, Limit: d.cfg.Batch})
 		if err != nil {
 			if ctx.Err() != nil {

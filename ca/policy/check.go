@@ -135,6 +135,12 @@ func (t *Tier) check() *issue {
 			return is
 		}
 	}
+	if is := t.checkOnCall(); is != nil {
+		return is
+	}
+	if is := t.checkApprovalRules(); is != nil {
+		return is
+	}
 	if t.OnRecordingFailure != RecordingFailOpen && t.OnRecordingFailure != RecordingFailClosed {
 		return fieldIssue(n, "on_recording_failure", "on_recording_failure %q must be open or closed", t.OnRecordingFailure)
 	}

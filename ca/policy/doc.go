@@ -47,9 +47,16 @@
 //	    source_address: ""    # "", client, "10.0.0.0/8,192.0.2.1" or a list of those
 //	    force_command: ""     # OpenSSH force-command
 //	    on_recording_failure: closed  # open | closed (default closed)
+//	    bulk_output: {keep: all}      # binary output a recording keeps: all (default), or
+//	                                  # {keep_mib: 64}: the first 64 MiB + length and sha256 of all
 //	    end_session_on_expiry: false  # end sessions when the certificate expires or is revoked
 //	    revocation_max_stale: 5m      # hosts refuse new sessions of this tier when their revocation
 //	                                  # list is older than this (CA unreachable); off: no bound (default 5m)
+//	    requires_oncall: false        # only a user on call now (Request.OnCall); see oncall.go
+//	    oncall_approvals: 0           # approvals while the requester is on call (≤ approvals; default: approvals)
+//	    approval_rules:               # first match decides approvals (approvalrules.go)
+//	      - {name: read-only, principals: [viewer], approvals: 0}
+//	      - {name: destructive, principals: [root], approvals: 2, separate_teams: [team-a, team-b]}
 //
 // Lists refuse duplicates. YAML anchors, aliases and merge keys work;
 // explicit keys win over merged ones:
@@ -83,7 +90,8 @@
 // The grant's extensions are the tier's permit-* (empty values) plus, from
 // package api: ExtTier (tier name), ExtRecordInput ("yes"/"no"),
 // ExtOnRecFail ("open"/"closed"), ExtRequestID (when a request id is given),
-// ExtSingleUse and ExtEndOnExpiry (empty values, when the tier sets them).
+// ExtSingleUse and ExtEndOnExpiry (empty values, when the tier sets them),
+// ExtBulkOutput ("keep-mib=N", when bulk_output caps).
 // Critical options (OpenSSH PROTOCOL.certkeys): force-command when set;
 // source-address as the client's address (/32 or /128) for "client", else
 // the tier's CIDR list as written.

@@ -16,6 +16,7 @@ func (p *Policy) Marshal() ([]byte, error) {
 	root := &yaml.Node{Kind: yaml.MappingNode}
 	put(root, "session_ttl", durationNode(p.SessionTTL))
 	put(root, "host_cert_ttl", durationNode(p.HostCertTTL))
+	p.oversightNode(root) // oversight.go
 	tiers := &yaml.Node{Kind: yaml.MappingNode}
 	for _, t := range p.Tiers {
 		if t != nil {
@@ -63,6 +64,10 @@ func (t *Tier) node() *yaml.Node {
 	} else {
 		put(n, "revocation_max_stale", durationNode(t.RevocationMaxStale))
 	}
+	t.onCallNodes(n)
+	t.bulkOutputNode(n)
+	t.approvalRulesNode(n)
+	t.flagsNode(n) // oversight.go
 	return n
 }
 

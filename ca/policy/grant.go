@@ -29,6 +29,15 @@ type Request struct {
 	// has gathered the tier's approvals and has not been used yet. Policy
 	// does not count approvals itself: the request store does.
 	Approved bool
+	// OnCall, set by the CA, says the identity is on call now (oncall.go).
+	OnCall *OnCall
+	// Scope (normalized) limits the certificate to hosts and host labels;
+	// it goes into the api.CritScope critical option (approvalrules.go
+	// rules may look at it).
+	Scope api.Scope
+	// Now is when the request is made, for approval rule windows; the CA
+	// sets it from its clock (zero: no window matches).
+	Now time.Time
 }
 
 // Check validates the shape of the request, not the policy. Errors wrap
@@ -43,6 +52,9 @@ func (r *Request) Check() error {
 		return fmt.Errorf("%w: an approved request needs its request id", ErrBadRequest)
 	case r.RequestID != "" && !validRequestID(r.RequestID):
 		return fmt.Errorf("%w: request id %q must be 1-64 letters, digits, '.', '_' or '-'", ErrBadRequest, r.RequestID)
+	}
+	if n, err := r.Scope.Normalize(); err != nil || !n.Equal(r.Scope) {
+		return fmt.Errorf("%w: scope is not valid and normalized: %v", ErrBadRequest, err)
 	}
 	return nil
 }
@@ -62,6 +74,10 @@ type Grant struct {
 	SingleUse       bool
 	RecordInput     bool
 	RequestID       string
+	Scope           api.Scope // as in CriticalOptions[api.CritScope]
+	// OnCall is set when the grant rests on the identity being on call: TTL
+	// ends with the shift at the latest and the CA revokes it then.
+	OnCall *OnCall
 }
 
 // Grant decides what a certificate for r may carry, or refuses. It checks, in
@@ -87,9 +103,11 @@ func (p *Policy) Grant(r Request) (*Grant, error) {
 	if t.MFA && !id.MFA {
 		return nil, refuse(ErrMFARequired, "tier %s requires multi-factor login: log in again with your TOTP code or an MFA-backed OIDC login", t.Name)
 	}
-	if t.Approvals > 0 && !r.Approved {
-		return nil, refuse(ErrApprovalRequired, "tier %s needs an access request approved by %d of %s: run `sshward request --tier %s --reason \"...\"` and wait for the approvals",
-			t.Name, t.Approvals, strings.Join(t.Approvers, ", "), t.Name)
+	if err := t.requireOnCall(r); err != nil {
+		return nil, err
+	}
+	if err := t.requireApprovals(r); err != nil {
+		return nil, err
 	}
 
 	allowed := t.PrincipalsFor(id)
@@ -113,6 +131,10 @@ func (p *Policy) Grant(r Request) (*Grant, error) {
 	}
 	if ttl < MinTTL || ttl > t.MaxTTL {
 		return nil, &TTLError{Tier: t.Name, Asked: ttl, Min: MinTTL, Max: t.MaxTTL}
+	}
+	ttl, err := t.capToShift(ttl, r)
+	if err != nil {
+		return nil, err
 	}
 
 	crit := map[string]string{}
@@ -148,8 +170,12 @@ func (p *Policy) Grant(r Request) (*Grant, error) {
 	if t.EndSessionOnExpiry {
 		ext[api.ExtEndOnExpiry] = ""
 	}
+	t.bulkOutputGrant(ext)
+	if !r.Scope.IsZero() {
+		crit[api.CritScope] = r.Scope.Encode()
+	}
 
-	return &Grant{
+	g := &Grant{
 		Tier:            t.Name,
 		Principals:      principals,
 		TTL:             ttl,
@@ -158,7 +184,10 @@ func (p *Policy) Grant(r Request) (*Grant, error) {
 		SingleUse:       t.SingleUse,
 		RecordInput:     t.RecordInput,
 		RequestID:       r.RequestID,
-	}, nil
+		Scope:           r.Scope,
+	}
+	t.onCallGrant(g, r)
+	return g, nil
 }
 
 // hostCIDR turns a client IP into a one-address CIDR. An IPv4 address seen

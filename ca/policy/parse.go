@@ -275,6 +275,8 @@ func (d *decoder) policy(doc *yaml.Node) (*Policy, error) {
 			err = d.duration("", kv, &p.HostCertTTL)
 		case "tiers":
 			p.Tiers, err = d.tiers(kv)
+		default: // keys of other files (oversight.go)
+			err = d.oversightTopKey(kv, p)
 		}
 		if err != nil {
 			return nil, err
@@ -383,6 +385,14 @@ func (d *decoder) tier(tp pair) (*Tier, error) {
 			t.TrustedOn, err = d.strings(name, kv.key, kv)
 		case "revocation_max_stale":
 			err = d.durationOrOff(name, kv, &t.RevocationMaxStale)
+		case "bulk_output": // bulkoutput.go
+			err = d.bulkOutput(name, kv, t)
+		case "flags": // oversight.go
+			t.Flags, err = d.flagRules(name, kv)
+		case "approval_rules": // approvalrules.go
+			t.ApprovalRules, err = d.approvalRules(name, kv)
+		default: // keys of other files (oncall.go)
+			err = d.onCallKey(name, kv, t)
 		}
 		if err != nil {
 			return nil, err

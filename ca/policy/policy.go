@@ -4,6 +4,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/sshward/sshward/ca/api"
 )
 
 // Limits and defaults of the policy file (see doc.go for the schema).
@@ -68,6 +70,9 @@ type Policy struct {
 	SessionTTL  time.Duration // CA login session lifetime
 	HostCertTTL time.Duration // host certificate lifetime
 	Tiers       []*Tier       // in file order
+	// TerminateGroups (terminate_groups) may end live sessions; nil means
+	// DefaultTerminateGroups (oversight.go).
+	TerminateGroups []string
 }
 
 // Tier is one entry under tiers:. Field comments give the YAML key.
@@ -94,6 +99,22 @@ type Tier struct {
 	// it refuses new sessions of this tier. 0 ("off") means no bound.
 	// Default DefaultRevocationMaxStale.
 	RevocationMaxStale time.Duration
+	// RequiresOnCall (requires_oncall) and OnCallApprovals
+	// (oncall_approvals, nil: unset) tie the tier to the on-call schedule
+	// (oncall.go).
+	RequiresOnCall  bool
+	OnCallApprovals *int
+	// BulkKeepMiB (bulk_output: {keep_mib: N}) caps the binary output a
+	// recording keeps at its first N MiB; 0 ({keep: all}) keeps all
+	// (bulkoutput.go).
+	BulkKeepMiB int
+	// Flags (flags) are the suspicious-activity rules the tier's agents
+	// evaluate as sessions run; nil means api.DefaultFlagRules
+	// (oversight.go), an empty list none.
+	Flags []api.FlagRule
+	// ApprovalRules (approval_rules): risk-tiered approvals, first match
+	// wins (approvalrules.go).
+	ApprovalRules []ApprovalRule
 }
 
 // Tier returns the tier called name.

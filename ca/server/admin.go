@@ -50,6 +50,7 @@ type VerifyResult struct {
 
 func (s *Server) adminRoutes() http.Handler {
 	mux := http.NewServeMux()
+	s.keyRoutes(mux) // rotate.go
 	mux.HandleFunc("POST "+AdminUsers, func(w http.ResponseWriter, r *http.Request) {
 		var req ca.AddUserRequest
 		if !s.decode(w, r, &req) {

@@ -55,6 +55,8 @@ func (w *watchers) release(who string) {
 
 func (s *Server) revocationRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+api.PathHostRevocationsWatch, s.handleWatchRevocations)
+	mux.HandleFunc("POST "+api.PathSessionsTerminate, s.handleTerminate) // terminate.go
+	mux.HandleFunc("POST "+api.PathHostFlags, s.withHost(s.handleFlag))  // terminate.go
 }
 
 // handleWatchRevocations streams revocations (see api.PathHostRevocationsWatch).
@@ -104,12 +106,13 @@ func (s *Server) handleWatchRevocations(w http.ResponseWriter, r *http.Request) 
 		return rc.Flush()
 	}
 	changed := s.a.RevocationsChanged()
+	trustChanged := s.a.TrustChanged()
 	head, err := s.a.RevocationHead(ctx)
 	if err != nil {
 		s.log.Error("revocation stream", "err", err)
 		return
 	}
-	if err := send(api.RevocationEvent{Type: api.EventHello, Seq: since, Heartbeat: api.Duration(s.heartbeat)}); err != nil {
+	if err := send(api.RevocationEvent{Type: api.EventHello, Seq: since, Heartbeat: api.Duration(s.heartbeat), Flags: s.a.FlagRuleSet(scope), Trust: s.hostTrust(scope)}); err != nil {
 		return
 	}
 	pos := since
@@ -130,6 +133,7 @@ func (s *Server) handleWatchRevocations(w http.ResponseWriter, r *http.Request) 
 	s.log.Debug("revocation stream opened", "watcher", who, "scope", scope, "since", since)
 	tick := time.NewTicker(s.heartbeat)
 	defer tick.Stop()
+	var termPos uint64
 	for {
 		evs, scanned, more, err := s.a.RevocationsSince(ctx, tiers, pos, revocationBatch)
 		if err != nil {
@@ -147,11 +151,25 @@ func (s *Server) handleWatchRevocations(w http.ResponseWriter, r *http.Request) 
 		if more {
 			continue
 		}
+		// Terminate orders for the watched tiers (terminate.go).
+		var terms <-chan struct{}
+		if termPos, terms, err = s.sendTerminateOrders(send, tiers, termPos, pos); err != nil {
+			return
+		}
 		select {
 		case <-ctx.Done():
 			return
+		case <-terms:
 		case <-changed:
 			changed = s.a.RevocationsChanged() // before the next read
+		case <-trustChanged:
+			// A key rotated or retired (rotate.go).
+			trustChanged = s.a.TrustChanged()
+			if t := s.hostTrust(scope); t != nil {
+				if err := send(api.RevocationEvent{Type: api.EventTrust, Seq: pos, Trust: t}); err != nil {
+					return
+				}
+			}
 		case <-tick.C:
 			if err := send(api.RevocationEvent{Type: api.EventHeartbeat, Seq: pos}); err != nil {
 				return

@@ -12,8 +12,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/sshward/sshward/plugins/contract"
 )
 
@@ -126,8 +124,8 @@ type auditHead struct {
 	hash string
 }
 
-func readHead(btx *bolt.Tx) (auditHead, bool, error) {
-	in := btx.Bucket(bucketInternal)
+func readHead(kv kvTx) (auditHead, bool, error) {
+	in := kv.Bucket(bucketInternal)
 	if in == nil {
 		return auditHead{}, false, nil
 	}
@@ -166,7 +164,7 @@ func (tx *Tx) AppendAudit(ev *AuditEvent) error {
 	if err != nil {
 		return err
 	}
-	head, _, err := readHead(tx.btx)
+	head, _, err := readHead(tx.kv)
 	if err != nil {
 		return fmt.Errorf("store: %s: %w", op, err)
 	}
@@ -186,7 +184,7 @@ func (tx *Tx) AppendAudit(ev *AuditEvent) error {
 	}
 	// Keys only ever grow: fill pages completely instead of splitting them
 	// half-empty (bbolt's default suits random inserts).
-	b.FillPercent = 1.0
+	b.AppendOnly()
 	if err := b.Put(serialKey(ev.Seq), raw); err != nil {
 		return fmt.Errorf("store: %s %s: %w", op, ev.Type, err)
 	}
@@ -251,7 +249,7 @@ func (db *DB) VerifyAudit(ctx context.Context) (AuditReport, error) {
 	var rep AuditReport
 	err := db.View(ctx, func(tx *Tx) error {
 		var err error
-		rep, err = verifyChain(ctx, tx.btx)
+		rep, err = verifyChain(ctx, tx.kv)
 		return err
 	})
 	return rep, err
@@ -272,13 +270,13 @@ func VerifyFile(ctx context.Context, path string) (AuditReport, error) {
 	return rep, err
 }
 
-func verifyChain(ctx context.Context, btx *bolt.Tx) (AuditReport, error) {
+func verifyChain(ctx context.Context, kv kvTx) (AuditReport, error) {
 	var (
 		want uint64 = 1
 		prev string
 		ev   AuditEvent
 	)
-	if b := btx.Bucket(bucketAudit); b != nil {
+	if b := kv.Bucket(bucketAudit); b != nil {
 		c := b.Cursor()
 		for k, raw := c.First(); k != nil; k, raw = c.Next() {
 			if want%4096 == 0 {
@@ -310,7 +308,7 @@ func verifyChain(ctx context.Context, btx *bolt.Tx) (AuditReport, error) {
 		}
 	}
 	last := want - 1
-	head, found, err := readHead(btx)
+	head, found, err := readHead(kv)
 	switch {
 	case err != nil:
 		return AuditReport{}, &ChainError{Seq: last + 1, Reason: err.Error()}
@@ -333,7 +331,7 @@ func verifyChain(ctx context.Context, btx *bolt.Tx) (AuditReport, error) {
 func (db *DB) AuditHeadSeq(ctx context.Context) (uint64, error) {
 	var seq uint64
 	err := db.View(ctx, func(tx *Tx) error {
-		h, _, err := readHead(tx.btx)
+		h, _, err := readHead(tx.kv)
 		seq = h.seq
 		return err
 	})

@@ -208,6 +208,7 @@ func editRecord(seq uint64, fn func(ev *store.AuditEvent)) func(audit, _ *bolt.B
 }
 
 func TestVerifyAuditDetectsTampering(t *testing.T) {
+	storetest.BoltOnly(t)
 	const n = 10
 	tests := []struct {
 		name    string

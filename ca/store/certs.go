@@ -111,7 +111,7 @@ func (tx *Tx) PutCert(c *CertRecord) error {
 		return err
 	}
 	k := serialKey(c.Serial)
-	if b.Get(k) != nil {
+	if b.Exists(k) {
 		return fmt.Errorf("store: %s %d: %w", op, c.Serial, ErrDuplicateSerial)
 	}
 	if c.IssuedAt.IsZero() {
@@ -121,7 +121,7 @@ func (tx *Tx) PutCert(c *CertRecord) error {
 	// completely, as the audit bucket does, instead of splitting them
 	// half-empty (bbolt's default suits random inserts). Fewer pages per
 	// commit and a smaller file.
-	b.FillPercent = 1.0
+	b.AppendOnly()
 	if err := putJSON(b, k, c); err != nil {
 		return fmt.Errorf("store: %s %d: %w", op, c.Serial, err)
 	}

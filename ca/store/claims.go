@@ -59,7 +59,7 @@ func (tx *Tx) ClaimSerial(c *Claim) (*Claim, error) {
 	if c.ClaimedAt.IsZero() {
 		c.ClaimedAt = tx.now()
 	}
-	if err := putJSON(b, serialKey(c.Serial), c); err != nil {
+	if err := putJSONExpiring(b, serialKey(c.Serial), c, c.ExpiresAt); err != nil {
 		return nil, fmt.Errorf("store: %s %d: %w", op, c.Serial, err)
 	}
 	return c, nil

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -25,11 +26,18 @@ type CommitStats struct {
 	Commits  uint64 // write transactions committed (each one fsync pair)
 	Updates  uint64 // Update closures committed; Updates/Commits is the mean batch
 	Failures uint64 // closures that failed or panicked (each costs a rollback and re-run)
+	// Conflicts counts etcd transactions re-run because another writer
+	// (usually another replica) committed first; always 0 on bbolt.
+	Conflicts uint64
 }
 
 // CommitStats returns counters of committed work; safe to call anytime.
 func (db *DB) CommitStats() CommitStats {
-	return CommitStats{Commits: db.commits.Load(), Updates: db.updates.Load(), Failures: db.failures.Load()}
+	s := CommitStats{Commits: db.commits.Load(), Updates: db.updates.Load(), Failures: db.failures.Load()}
+	if db.etcd != nil {
+		s.Conflicts = db.etcd.conflicts.Load()
+	}
+	return s
 }
 
 // call is one Update waiting for the committer.
@@ -198,6 +206,10 @@ const (
 	commitLinger = 2 * time.Millisecond
 )
 
+// etcdUpdateTimeout bounds one batch on etcd, conflicts and retries
+// included.
+const etcdUpdateTimeout = time.Minute
+
 // runBatch commits batch, answering every call exactly once.
 func (db *DB) runBatch(batch []*call) {
 	live := batch
@@ -219,16 +231,38 @@ func (db *DB) runBatch(batch []*call) {
 
 		failed := -1
 		var failErr error
-		err := db.bolt.Update(func(btx *bolt.Tx) error {
-			tx := &Tx{btx: btx, now: db.now, live: &db.live}
+		run := func(tx *Tx) error {
+			failed = -1
 			for i, c := range live {
 				if err := safelyCall(c.fn, tx); err != nil {
+					if kerr := tx.kv.Err(); kerr != nil {
+						return kerr // the engine's read failed, not the closure
+					}
 					failed, failErr = i, err
 					return err
 				}
 			}
 			return nil
-		})
+		}
+		var err error
+		if db.etcd != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), etcdUpdateTimeout)
+			err = db.etcd.update(ctx, func(kv kvTx) error { return run(&Tx{kv: kv, now: db.now, live: &db.live}) })
+			cancel()
+			if errors.Is(err, errTooLarge) && len(live) > 1 {
+				// More operations than one etcd Txn may carry: halve.
+				db.runBatch(live[:len(live)/2])
+				db.runBatch(live[len(live)/2:])
+				return
+			}
+			if errors.Is(err, errTooLarge) {
+				err = fmt.Errorf("%w: raise the members' --max-txn-ops (and the store's max_txn_ops)", errTooLarge)
+			}
+		} else {
+			err = db.bolt.Update(func(btx *bolt.Tx) error {
+				return run(&Tx{kv: boltTx{btx}, now: db.now, live: &db.live})
+			})
+		}
 		if failed >= 0 {
 			db.failures.Add(1)
 			if p, ok := failErr.(panicked); ok {

@@ -93,7 +93,7 @@ func TestGroupCommitManyWriters(t *testing.T) {
 				serial := uint64(w*each + i + 1)
 				var txid int
 				err := db.Update(t.Context(), func(tx *Tx) error {
-					txid = tx.btx.ID()
+					txid = tx.kv.(boltTx).tx.ID()
 					if err := tx.PutCert(&CertRecord{Serial: serial, KeyID: fmt.Sprintf("w%d", w), Kind: CertKindUser}); err != nil {
 						return err
 					}
@@ -158,7 +158,7 @@ func TestSequentialUpdatesCommitEach(t *testing.T) {
 	var ids []int
 	for i := range 5 {
 		err := db.Update(t.Context(), func(tx *Tx) error {
-			ids = append(ids[:i], tx.btx.ID())
+			ids = append(ids[:i], tx.kv.(boltTx).tx.ID())
 			return tx.PutMeta("k", []byte{byte(i)})
 		})
 		if err != nil {
@@ -191,7 +191,7 @@ func TestBatchFailureIsolated(t *testing.T) {
 			}()
 			results[i] <- db.Update(context.Background(), func(tx *Tx) error {
 				runs[i].Add(1)
-				txid[i].Store(int64(tx.btx.ID()))
+				txid[i].Store(int64(tx.kv.(boltTx).tx.ID()))
 				if err := tx.PutMeta(fmt.Sprintf("k%d", i), []byte("v")); err != nil {
 					return err
 				}

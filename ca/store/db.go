@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,7 +44,7 @@ var (
 
 	allBuckets = [][]byte{bucketUsers, bucketSessions, bucketCerts, bucketCertKeyID,
 		bucketTokens, bucketRevoked, bucketAudit, bucketMeta, bucketInternal, bucketRequests, bucketClaims,
-		bucketUsedTokens}
+		bucketUsedTokens, bucketOnCall, bucketLoginFailures}
 
 	keySchema    = []byte("schema")     // uint64 BE
 	keyAuditHead = []byte("audit_head") // uint64 BE seq ‖ hex hash
@@ -67,6 +68,10 @@ type Options struct {
 	// OpenTimeout bounds the wait for the file lock (bbolt uses flock).
 	// Zero means DefaultOpenTimeout. When it runs out Open returns ErrLocked.
 	OpenTimeout time.Duration
+	// Etcd, when set, keeps the store in an etcd cluster instead of a
+	// file (Path is then unused): several CA replicas may share it. See
+	// kv_etcd.go for how transactions stay serializable.
+	Etcd *EtcdOptions
 	// ReadOnly opens the file with a shared lock for reading only (e.g.
 	// `audit verify` on a copy). Update then returns ErrReadOnly.
 	ReadOnly bool
@@ -75,7 +80,7 @@ type Options struct {
 // Check reports the first invalid field.
 func (o Options) Check() error {
 	switch {
-	case o.Path == "":
+	case o.Path == "" && o.Etcd == nil:
 		return fmt.Errorf("store: options: Path is empty: %w", ErrInvalid)
 	case o.MaxBatch < 0 || o.MaxBatch > maxMaxBatch:
 		return fmt.Errorf("store: options: MaxBatch %d out of range [0, %d]: %w", o.MaxBatch, maxMaxBatch, ErrInvalid)
@@ -89,6 +94,7 @@ func (o Options) Check() error {
 // group-commits Update closures, any number of concurrent readers.
 type DB struct {
 	bolt     *bolt.DB
+	etcd     *etcdEngine // instead of bolt when Options.Etcd is set
 	path     string
 	now      func() time.Time
 	log      *slog.Logger
@@ -136,6 +142,12 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 	}
 	if o.MaxBatch == 0 {
 		o.MaxBatch = DefaultMaxBatch
+		if o.Etcd != nil {
+			o.MaxBatch = defaultEtcdMaxBatch
+		}
+	}
+	if o.Etcd != nil {
+		return openEtcdDB(ctx, o)
 	}
 	if o.OpenTimeout == 0 {
 		o.OpenTimeout = DefaultOpenTimeout
@@ -244,8 +256,26 @@ func checkSchema(btx *bolt.Tx) error {
 	return nil
 }
 
-// Path returns the file the DB was opened from.
+// Path returns the file the DB was opened from ("" on etcd).
 func (db *DB) Path() string { return db.path }
+
+// Describe names where the store lives, for logs and messages: its file,
+// or its etcd endpoints and prefix.
+func (db *DB) Describe() string {
+	if db.etcd != nil {
+		return db.etcd.describe()
+	}
+	return db.path
+}
+
+// Shared reports whether other processes may write this store while it is
+// open (etcd, shared by CA replicas). Caches kept above the store must
+// then not assume that every change passes through this process: a bbolt
+// file is locked by its one writer, an etcd cluster is not.
+func (db *DB) Shared() bool { return db.etcd != nil }
+
+// errEtcdSnapshot is what Snapshot and WriteSnapshot answer on etcd.
+var errEtcdSnapshot = fmt.Errorf("store: backup: the CA store is on etcd, which this command cannot copy: save a snapshot of the cluster with `etcdctl snapshot save FILE`: %w", ErrUnsupported)
 
 // Close waits for every queued Update to commit and reply, then closes the
 // file. Updates submitted after Close began return ErrClosed. Close is
@@ -266,6 +296,12 @@ func (db *DB) Close() error {
 		close(db.trimStop)
 		<-db.trimExited
 	}
+	if db.etcd != nil {
+		if err := db.etcd.close(); err != nil {
+			return fmt.Errorf("store: close: %w", err)
+		}
+		return nil
+	}
 	if err := db.bolt.Close(); err != nil {
 		return fmt.Errorf("store: close: %w", err)
 	}
@@ -280,8 +316,17 @@ func (db *DB) View(ctx context.Context, fn func(*Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("store: view: %w", err)
 	}
+	if db.etcd != nil {
+		db.mu.RLock()
+		closed := db.closed
+		db.mu.RUnlock()
+		if closed {
+			return fmt.Errorf("store: view: %w", ErrClosed)
+		}
+		return db.etcd.view(ctx, func(kv kvTx) error { return fn(&Tx{kv: kv, now: db.now, live: &db.live}) })
+	}
 	err := db.bolt.View(func(btx *bolt.Tx) error {
-		return fn(&Tx{btx: btx, now: db.now, live: &db.live})
+		return fn(&Tx{kv: boltTx{btx}, now: db.now, live: &db.live})
 	})
 	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
 		return fmt.Errorf("store: view: %w", ErrClosed)
@@ -292,8 +337,11 @@ func (db *DB) View(ctx context.Context, fn func(*Tx) error) error {
 // Snapshot writes a consistent copy of the whole file to path (mode 0600)
 // without stopping writers, e.g. for backups or `audit verify` on a copy.
 func (db *DB) Snapshot(ctx context.Context, path string) error {
+	if db.etcd != nil {
+		return errEtcdSnapshot
+	}
 	return db.View(ctx, func(tx *Tx) error {
-		if err := tx.btx.CopyFile(path, 0o600); err != nil {
+		if err := tx.kv.(boltTx).tx.CopyFile(path, 0o600); err != nil {
 			return fmt.Errorf("store: snapshot to %s: %w", path, err)
 		}
 		return nil
@@ -304,13 +352,49 @@ func (db *DB) Snapshot(ctx context.Context, path string) error {
 // without stopping writers (one read transaction), for online backups, and
 // returns the bytes written.
 func (db *DB) WriteSnapshot(ctx context.Context, w io.Writer) (int64, error) {
+	if db.etcd != nil {
+		return 0, errEtcdSnapshot
+	}
 	var n int64
 	err := db.View(ctx, func(tx *Tx) error {
 		var err error
-		if n, err = tx.btx.WriteTo(w); err != nil {
+		if n, err = tx.kv.(boltTx).tx.WriteTo(w); err != nil {
 			return fmt.Errorf("store: snapshot: %w", err)
 		}
 		return nil
 	})
 	return n, err
+}
+
+// openEtcdDB opens the store on an etcd cluster: checks (or writes) the
+// schema version and starts the committer. There is no file, lock or
+// trimmer; replicas may open the same prefix at once.
+func openEtcdDB(ctx context.Context, o Options) (*DB, error) {
+	if o.ReadOnly {
+		return nil, fmt.Errorf("store: open %s: read-only applies to files: %w", strings.Join(o.Etcd.Endpoints, ","), ErrInvalid)
+	}
+	e, err := openEtcd(ctx, o.Etcd, o.Now)
+	if err != nil {
+		return nil, err
+	}
+	db := &DB{etcd: e, now: o.Now, log: o.Logger, maxBatch: o.MaxBatch, exited: make(chan struct{})}
+	err = e.update(ctx, func(kv kvTx) error {
+		in := kv.Bucket(bucketInternal)
+		if v := in.Get(keySchema); kv.Err() == nil && v == nil {
+			return in.Put(keySchema, binary.BigEndian.AppendUint64(nil, schemaVersion))
+		} else if v != nil && (len(v) != 8 || binary.BigEndian.Uint64(v) > schemaVersion) {
+			return fmt.Errorf("store: open %s: schema %x, this build reads up to %d: %w", e.describe(), v, schemaVersion, ErrSchema)
+		}
+		return nil
+	})
+	if err != nil {
+		_ = e.close()
+		if !errors.Is(err, ErrSchema) {
+			err = fmt.Errorf("store: open %s: %w", e.describe(), err)
+		}
+		return nil, err
+	}
+	db.calls = make(chan *call, o.MaxBatch)
+	go db.commitLoop()
+	return db, nil
 }

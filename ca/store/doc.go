@@ -54,6 +54,29 @@
 // never in clear. Password hashes and TOTP secrets are stored (the file is
 // 0600) but never put in error text.
 //
+// # Engines: bbolt (default) and etcd
+//
+// Everything above is written against a small transaction interface
+// (kv.go: buckets of ordered keys, nested buckets, cursors, expiring puts)
+// with two engines. bbolt (kv_bolt.go) is the default: one file, one
+// writer process, group commit, unchanged file format and speed.
+// Options.Etcd selects etcd (kv_etcd.go), for several CA replicas on one
+// cluster: each Update is an optimistic serializable transaction (reads at
+// one revision, commit compares the ModRevision of every key and key range
+// read, a conflict re-runs the batch), so what must happen once (claims,
+// join tokens, votes, TOTP steps, the audit head) happens once across
+// replicas; group commit still batches each replica's closures into one
+// etcd Txn (split to the cluster's --max-txn-ops). Why this split rather
+// than one engine: bbolt's one-fsync group commit is what makes a single
+// CA fast (store-level issuance records at 64 writers: bbolt about 5×
+// one replica on a loopback etcd cluster; see BenchmarkEtcdIssueRecord),
+// and etcd is what makes a CA survive the loss of a machine; the
+// records and their rules are the same code on both. On etcd the
+// SessionNotRevoked memo stays correct (it caches a decode of the bytes
+// read, not what they say), the CA's session cache is off (DB.Shared) and
+// revocation watchers are woken by an etcd watch (OnRevocationsChanged).
+// Snapshot and WriteSnapshot refuse etcd (use etcdctl snapshot save).
+//
 // Values are JSON in buckets; the bucket layout and JSON field names are
 // the file format (schema version 1).
 package store

@@ -32,6 +32,9 @@ var (
 	ErrClosed = errors.New("store closed")
 	// ErrReadOnly: Update was called on a DB opened with Options.ReadOnly.
 	ErrReadOnly = errors.New("store opened read-only")
+	// ErrUnsupported: the operation does not apply to this store engine
+	// (a file snapshot of an etcd store).
+	ErrUnsupported = errors.New("not supported by this store engine")
 	// ErrSchema: the file was written by a newer, incompatible version.
 	ErrSchema = errors.New("unsupported store schema version")
 )

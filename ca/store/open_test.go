@@ -41,6 +41,7 @@ func TestOptionsCheck(t *testing.T) {
 }
 
 func TestOpenLocked(t *testing.T) {
+	storetest.BoltOnly(t)
 	db := storetest.MustOpen(t)
 	tests := []struct {
 		name string
@@ -86,6 +87,7 @@ func TestOpenLocked(t *testing.T) {
 }
 
 func TestReadOnly(t *testing.T) {
+	storetest.BoltOnly(t)
 	db := storetest.MustOpen(t)
 	mustUpdate(t, db, func(tx *store.Tx) error { return tx.PutMeta("k", []byte("v")) })
 	if err := db.Close(); err != nil {
@@ -111,6 +113,7 @@ func TestReadOnly(t *testing.T) {
 }
 
 func TestFileMode(t *testing.T) {
+	storetest.BoltOnly(t)
 	t.Run("new file is 0600", func(t *testing.T) {
 		db := storetest.MustOpen(t)
 		fi, err := os.Stat(db.Path())
@@ -141,6 +144,7 @@ func TestFileMode(t *testing.T) {
 }
 
 func TestSnapshot(t *testing.T) {
+	storetest.BoltOnly(t)
 	db := storetest.MustOpen(t)
 	appendEvents(t, db, 4)
 	cp := filepath.Join(t.TempDir(), "snap.db")

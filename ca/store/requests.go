@@ -15,26 +15,28 @@ var bucketRequests = []byte("requests")
 // CA owns its state machine; the store keeps the record and validates only
 // what keeps the file sound.
 type AccessRequest struct {
-	ID              string        `json:"id"`
-	State           string        `json:"state"`
-	Requester       string        `json:"requester"`
-	RequesterGroups []string      `json:"requester_groups,omitempty"`
-	Tier            string        `json:"tier"`
-	Reason          string        `json:"reason"`
-	Principals      []string      `json:"principals,omitempty"`
-	Hosts           []string      `json:"hosts,omitempty"` // target hosts; none: any host of the tier
-	TTL             time.Duration `json:"ttl"`
-	CreatedAt       time.Time     `json:"created_at"` // set by PutRequest when zero
-	ExpiresAt       time.Time     `json:"expires_at"`
-	ApprovalsNeeded int           `json:"approvals_needed"`
-	Approvals       []RequestVote `json:"approvals,omitempty"`
-	Denial          *RequestVote  `json:"denial,omitempty"`
-	ClientAddr      string        `json:"client_addr,omitzero"`
-	IssuedSerial    uint64        `json:"issued_serial,omitzero"`
-	IssuedAt        time.Time     `json:"issued_at,omitzero"`
-	UsedAt          time.Time     `json:"used_at,omitzero"`
-	UsedOn          string        `json:"used_on,omitzero"`    // host that reported the use
-	SessionID       string        `json:"session_id,omitzero"` // recording of that session
+	ID              string   `json:"id"`
+	State           string   `json:"state"`
+	Requester       string   `json:"requester"`
+	RequesterGroups []string `json:"requester_groups,omitempty"`
+	Tier            string   `json:"tier"`
+	Reason          string   `json:"reason"`
+	Principals      []string `json:"principals,omitempty"`
+	Hosts           []string `json:"hosts,omitempty"` // target hosts; none: any host of the tier
+	// Labels: host labels the certificate is limited to (all of them).
+	Labels          map[string]string `json:"labels,omitempty"`
+	TTL             time.Duration     `json:"ttl"`
+	CreatedAt       time.Time         `json:"created_at"` // set by PutRequest when zero
+	ExpiresAt       time.Time         `json:"expires_at"`
+	ApprovalsNeeded int               `json:"approvals_needed"`
+	Approvals       []RequestVote     `json:"approvals,omitempty"`
+	Denial          *RequestVote      `json:"denial,omitempty"`
+	ClientAddr      string            `json:"client_addr,omitzero"`
+	IssuedSerial    uint64            `json:"issued_serial,omitzero"`
+	IssuedAt        time.Time         `json:"issued_at,omitzero"`
+	UsedAt          time.Time         `json:"used_at,omitzero"`
+	UsedOn          string            `json:"used_on,omitzero"`    // host that reported the use
+	SessionID       string            `json:"session_id,omitzero"` // recording of that session
 }
 
 // RequestVote is an approval or a denial.

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // The revocation log orders every revocation ever added, across tiers, by
@@ -24,7 +22,7 @@ var (
 
 // logRevocation gives r the next sequence number and appends it to the
 // log. It runs in AddRevocation's transaction, only for new revocations.
-func (tx *Tx) logRevocation(root *bolt.Bucket, r *Revocation) error {
+func (tx *Tx) logRevocation(root kvBucket, r *Revocation) error {
 	seq := uint64(0)
 	if v := root.Get(keyRevocationSeq); len(v) == 8 {
 		seq = binary.BigEndian.Uint64(v)
@@ -42,6 +40,16 @@ func (tx *Tx) logRevocation(root *bolt.Bucket, r *Revocation) error {
 		return fmt.Errorf("revocation log: %w", err)
 	}
 	return nil
+}
+
+// OnRevocationsChanged has fn called, until Close, whenever another
+// process (a CA replica on the same etcd cluster) adds a revocation, so
+// that watchers here learn of it at once. On a bbolt file it does
+// nothing: the file has one writer, which knows its own commits.
+func (db *DB) OnRevocationsChanged(fn func()) {
+	if db.etcd != nil {
+		db.etcd.watchKey(bucketRevoked, keyRevocationSeq, fn)
+	}
 }
 
 // RevocationSeq returns the sequence number of the latest revocation (0

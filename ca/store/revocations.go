@@ -4,8 +4,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // Layout inside bucketRevoked: one bucket per tier holding
@@ -30,6 +28,10 @@ type Revocation struct {
 	Reason string    `json:"reason,omitzero"`
 	At     time.Time `json:"at"` // set by AddRevocation when zero
 	By     string    `json:"by,omitzero"`
+	// Notice, when set, is what the holder of a live session reads when
+	// the revocation ends it (an on-call shift that ended); agents get it
+	// with the revoke event. One sentence, no secret.
+	Notice string `json:"notice,omitzero"`
 	// Seq is the revocation's place in the store-wide revocation log (see
 	// RevocationsSince), set by AddRevocation; 0 for revocations recorded
 	// before the log existed.
@@ -93,7 +95,7 @@ func (tx *Tx) AddRevocation(r *Revocation) error {
 	return nil
 }
 
-func generation(tb *bolt.Bucket) uint64 {
+func generation(tb kvBucket) uint64 {
 	if v := tb.Get(keyGeneration); len(v) == 8 {
 		return binary.BigEndian.Uint64(v)
 	}

@@ -51,7 +51,7 @@ func (tx *Tx) PutSession(s *Session) error {
 	if s.CreatedAt.IsZero() {
 		s.CreatedAt = tx.now()
 	}
-	if err := putJSON(b, []byte(s.ID), s); err != nil {
+	if err := putJSONExpiring(b, []byte(s.ID), s, s.ExpiresAt); err != nil {
 		return fmt.Errorf("store: %s for %q: %w", op, s.User, err)
 	}
 	return nil
@@ -106,7 +106,7 @@ func (tx *Tx) RevokeUserSessions(user string, at time.Time) (int, error) {
 	// Written after the scan: bbolt cursors must not run across their own writes.
 	for _, s := range hit {
 		s.RevokedAt = at
-		if err := putJSON(b, []byte(s.ID), s); err != nil {
+		if err := putJSONExpiring(b, []byte(s.ID), s, s.ExpiresAt); err != nil {
 			return 0, fmt.Errorf("store: %s of %q: %w", op, user, err)
 		}
 	}

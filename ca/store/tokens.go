@@ -47,7 +47,7 @@ func (tx *Tx) PutJoinToken(t *JoinToken) error {
 	if t.CreatedAt.IsZero() {
 		t.CreatedAt = tx.now()
 	}
-	if err := putJSON(b, []byte(t.ID), t); err != nil {
+	if err := putJSONExpiring(b, []byte(t.ID), t, t.ExpiresAt); err != nil {
 		return fmt.Errorf("store: %s: %w", op, err)
 	}
 	return nil
@@ -78,7 +78,7 @@ func (tx *Tx) ConsumeJoinToken(id string, now time.Time) (*JoinToken, error) {
 		return nil, fmt.Errorf("store: %s: %w", op, ErrTokenExpired)
 	}
 	t.UsedAt = now
-	if err := putJSON(b, []byte(id), t); err != nil {
+	if err := putJSONExpiring(b, []byte(id), t, t.ExpiresAt); err != nil {
 		return nil, fmt.Errorf("store: %s: %w", op, err)
 	}
 	return t, nil

@@ -6,15 +6,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // Tx is one transaction: read-only inside View, writable inside Update. It
 // is valid only inside the closure it was passed to. Records it returns are
 // decoded copies that the caller owns.
 type Tx struct {
-	btx  *bolt.Tx
+	kv   kvTx
 	now  func() time.Time
 	live *liveMemo // the DB's; see SessionNotRevoked
 }
@@ -58,15 +56,15 @@ func checkTokenID(op, id string) error {
 
 // bucket returns a top-level bucket, or nil when it does not exist (only
 // possible in a read-only file that was never opened for writing).
-func (tx *Tx) bucket(name []byte) *bolt.Bucket { return tx.btx.Bucket(name) }
+func (tx *Tx) bucket(name []byte) kvBucket { return tx.kv.Bucket(name) }
 
 // writeBucket returns a top-level bucket for writing. Open creates every
 // bucket, so a missing one means a read-only DB.
-func (tx *Tx) writeBucket(op string, name []byte) (*bolt.Bucket, error) {
-	if !tx.btx.Writable() {
+func (tx *Tx) writeBucket(op string, name []byte) (kvBucket, error) {
+	if !tx.kv.Writable() {
 		return nil, fmt.Errorf("store: %s: transaction is read-only (use Update): %w", op, ErrReadOnly)
 	}
-	b := tx.btx.Bucket(name)
+	b := tx.kv.Bucket(name)
 	if b == nil {
 		return nil, fmt.Errorf("store: %s: bucket %s missing: %w", op, name, ErrReadOnly)
 	}
@@ -74,7 +72,7 @@ func (tx *Tx) writeBucket(op string, name []byte) (*bolt.Bucket, error) {
 }
 
 // getJSON decodes the value at key into v; found is false when absent.
-func getJSON(b *bolt.Bucket, key []byte, v any) (found bool, err error) {
+func getJSON(b kvBucket, key []byte, v any) (found bool, err error) {
 	if b == nil {
 		return false, nil
 	}
@@ -88,7 +86,7 @@ func getJSON(b *bolt.Bucket, key []byte, v any) (found bool, err error) {
 	return true, nil
 }
 
-func putJSON(b *bolt.Bucket, key []byte, v any) error {
+func putJSON(b kvBucket, key []byte, v any) error {
 	raw, err := marshalRecord(v)
 	if err != nil {
 		return err
@@ -96,8 +94,18 @@ func putJSON(b *bolt.Bucket, key []byte, v any) error {
 	return b.Put(key, raw)
 }
 
+// putJSONExpiring is putJSON for a record no one needs after at (see
+// kvBucket.PutExpiring).
+func putJSONExpiring(b kvBucket, key []byte, v any, at time.Time) error {
+	raw, err := marshalRecord(v)
+	if err != nil {
+		return err
+	}
+	return b.PutExpiring(key, raw, at)
+}
+
 // forEachJSON decodes every value of b in key order into a fresh T.
-func forEachJSON[T any](b *bolt.Bucket, fn func(k []byte, v *T) error) error {
+func forEachJSON[T any](b kvBucket, fn func(k []byte, v *T) error) error {
 	if b == nil {
 		return nil
 	}

@@ -31,7 +31,7 @@ func (tx *Tx) UseToken(id string, expires time.Time) error {
 	}
 	var v [8]byte
 	binary.BigEndian.PutUint64(v[:], uint64(expires.Unix()))
-	if err := b.Put([]byte(id), v[:]); err != nil {
+	if err := b.PutExpiring([]byte(id), v[:], expires); err != nil {
 		return fmt.Errorf("store: %s: %w", op, err)
 	}
 	// Drop up to 16 expired entries (keys are hashes: a random sample).

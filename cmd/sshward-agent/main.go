@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/sshward/sshward/ca/api"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -52,7 +53,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := cli.NewFlagSet(prog + " --ca URL --fingerprint FP --join-token-file FILE --tier T --data DIR [--listen ADDR] [--playback URL]\n" +
 		"       " + prog + " status --data DIR [--json]")
-	caURL := fs.String("ca", "", "CA base URL (https://…)")
+	caURL := fs.String("ca", "", "CA base URL (https://…), or its replicas' URLs comma-separated (fails over between them)")
 	fingerprint := fs.String("fingerprint", "", "SHA-256 fingerprint of the CA's TLS root (first start; kept in DIR afterwards)")
 	token := fs.String("join-token", "", "one-time join token from `sshward-ca join-token` (first start only; prefer --join-token-file or $SSHWARD_JOIN_TOKEN)")
 	tokenFile := fs.String("join-token-file", "", "file holding the one-time join token (keeps it off the command line)")
@@ -70,12 +71,18 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	perSource := fs.Int("max-startups-per-source", agent.DefaultMaxStartupsPerSource, "most unauthenticated connections from one IPv4 address or IPv6 /64; more are closed at once")
 	handshakeTimeout := fs.Duration("handshake-timeout", agent.DefaultHandshakeTimeout, "time from connect to authenticated; slower connections are closed")
 	bannerTimeout := fs.Duration("banner-timeout", agent.DefaultBannerTimeout, "time for a client to send its SSH version line; idle connections are closed")
+	var labels cli.StringList
+	fs.Var(&labels, "label", "KEY=VALUE: a label of this host (repeatable), e.g. app=billing; certificates scoped to labels are admitted only where all match")
 	var redact cli.StringList
 	fs.Var(&redact, "redact", "NAME=REGEXP: also redact matches of REGEXP (RE2, starting with literal text) from recordings, as [REDACTED:NAME] (repeatable; private keys, AWS, GitHub, Slack and bearer tokens always are)")
 	penalty := fs.Duration("per-source-penalty", agent.DefaultPerSourcePenalty, "penalty a source earns per connection closed by a pre-auth timeout; past 15s its connections are closed at once (0 turns penalties off)")
 	pos, err := cli.Parse(fs, args)
 	if err != nil {
 		return err
+	}
+	hostLabels, err := api.ParseLabels(labels)
+	if err != nil {
+		return cli.Usagef("--label: %v", err)
 	}
 	patterns, err := redactPatterns(redact)
 	if err != nil {
@@ -121,7 +128,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	srv, err := agent.New(agent.Config{
 		Tier: *tier, DataDir: *dataDir, CA: ca, JoinToken: *token,
-		HostName: *hostName, SFTPServerPath: *sftpServer, Logger: log,
+		HostName: *hostName, Labels: hostLabels, SFTPServerPath: *sftpServer, Logger: log,
 		MaxStartups: startups, MaxStartupsPerSource: *perSource,
 		HandshakeTimeout: *handshakeTimeout, BannerTimeout: *bannerTimeout, PerSourcePenalty: *penalty,
 		Redact: patterns,
@@ -164,7 +171,7 @@ func newCAClient(ctx context.Context, log *slog.Logger, url, fingerprint, dataDi
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("read the saved CA root: %w", err)
 	}
-	cfg := client.Config{URL: url, RootPEM: root}
+	cfg := client.Config{URL: url, RootPEM: root, Log: log}
 	if len(root) == 0 {
 		if fingerprint == "" {
 			return nil, cli.Usagef("--fingerprint is required on first start (sshward-ca init prints it)")

@@ -55,7 +55,7 @@ func openAdmin(ctx context.Context, l layout, passphrase []byte) (admin, error) 
 	if err != nil {
 		return nil, err
 	}
-	db, err := store.Open(ctx, store.Options{Path: l.db(), OpenTimeout: 2 * time.Second})
+	db, err := openStore(ctx, l, nil, 2*time.Second)
 	if errors.Is(err, store.ErrLocked) {
 		return nil, fmt.Errorf("the CA store %s is locked by a running sshward-ca whose admin socket %s does not answer: restart it", l.db(), l.socket())
 	}

@@ -66,6 +66,9 @@ func (e *env) cmdBackup(ctx context.Context, args []string) error {
 	if err := l.check(); err != nil {
 		return err
 	}
+	if cfg, err := loadConfig(l.config()); err == nil && cfg.Store.Etcd != nil {
+		return errBackupEtcd
+	}
 	pass, err := e.passphrase(*passFile)
 	if err != nil {
 		return err

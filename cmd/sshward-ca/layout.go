@@ -46,6 +46,12 @@ type config struct {
 	TLSNames []string       `yaml:"tls_names"`
 	OIDC     oidcConfig     `yaml:"oidc"`
 	Plugins  []pluginConfig `yaml:"plugins"`
+	// OnCallSchedule is the on-call schedule file (ca/oncall), relative
+	// to the CA directory; required by tiers that use it.
+	OnCallSchedule string `yaml:"oncall_schedule"`
+	// Store selects where the CA's state lives (storecfg.go); default the
+	// bbolt file ca.db.
+	Store storeConfig `yaml:"store"`
 }
 
 type oidcConfig struct {
@@ -95,6 +101,19 @@ oidc:
 #     args: [--schedule, /etc/sshward/oncall.yaml]
 #     env: {TZ: UTC}
 plugins: []
+# oncall_schedule: the on-call schedule (rotations, overrides, time zone; see
+# the README's On-call section), relative to this directory. Required by
+# tiers with requires_oncall or oncall_approvals; re-read when it changes and
+# on SIGHUP.
+# oncall_schedule: oncall.yaml
+# store: where the CA keeps its state. Default: the file ca.db here. To run
+# several sshward-ca serve replicas (each with a copy of this directory) on
+# one etcd cluster instead (README: Running beyond one machine):
+# store:
+#   etcd:
+#     endpoints: [https://etcd1:2379, https://etcd2:2379, https://etcd3:2379]
+#     prefix: sshward
+#     tls: {ca: etcd-ca.pem, cert: etcd-client.pem, key: etcd-client-key.pem}
 `
 
 func loadConfig(path string) (*config, error) {

@@ -28,6 +28,10 @@ usage:
   sshward-ca backup --dir DIR --to FILE [--json]     consistent snapshot while serving, encrypted (age) to the passphrase
   sshward-ca restore --from FILE --dir NEWDIR [--json]
   sshward-ca review --dir DIR [--since 90d] [--unused] [--json|--csv]   access review: who could, who did, unused rights
+  sshward-ca oncall --dir DIR [--at TIME] [--json]   who is on call in each rotation, and until when
+  sshward-ca keys rotate --dir DIR --tier T [--overlap 24h] [--json]   new signing key; the old one stays trusted for the overlap
+  sshward-ca keys retire --dir DIR --tier T [--force] [--json]         stop trusting the old key (automatic at the overlap's end)
+  sshward-ca keys list --dir DIR [--json]
   sshward-ca review signoff --dir DIR --user U --tier T --decision keep|remove --reviewer NAME [--reason TEXT]
 
 The CA passphrase comes from $SSHWARD_CA_PASSPHRASE or --passphrase-file FILE.
@@ -73,6 +77,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return env.cmdRestore(ctx, args[1:])
 	case "review":
 		return env.cmdReview(ctx, args[1:])
+	case "oncall":
+		return env.cmdOnCall(ctx, args[1:])
+	case "keys":
+		return env.cmdKeys(ctx, args[1:]) // rotate.go
 	}
 	return cli.Usagef("unknown verb %q", args[0])
 }

@@ -40,6 +40,8 @@ func caMetrics(db *store.DB) *prometheus.Registry {
 		Help: "Store write transactions committed (each one fsync pair)."}, func() float64 { return float64(db.CommitStats().Commits) }))
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "sshward_ca", Name: "store_updates_total",
 		Help: "Store updates committed; updates/commits is the mean group-commit batch."}, func() float64 { return float64(db.CommitStats().Updates) }))
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "sshward_ca", Name: "store_conflicts_total",
+		Help: "Store transactions re-run because another CA replica committed first (etcd store; 0 on a file)."}, func() float64 { return float64(db.CommitStats().Conflicts) }))
 	return reg
 }
 

@@ -64,25 +64,38 @@ func (e *env) cmdServe(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("refusing to start: %w", err)
 	}
+	sched, err := openOnCall(l.dir, cfg, pol)
+	if err != nil {
+		return fmt.Errorf("refusing to start: %w", err)
+	}
 	pass, err := e.passphrase(*passFile)
 	if err != nil {
 		return err
 	}
 	userCAs := map[string]ssh.Signer{}
+	prevCAs := map[string]ca.PreviousKey{}
 	for _, t := range pol.Tiers {
-		var k *keys.Key
 		if _, err := os.Stat(l.userCAKey(t.Name)); errors.Is(err, os.ErrNotExist) {
 			// A tier added to the policy after init gets its own CA key.
-			k, err = keys.Create(ctx, keys.CreateRequest{Dir: l.keys(), Name: l.userCAName(t.Name), Passphrase: pass, Comment: "sshward " + t.Name + " user CA"})
+			k, err := keys.Create(ctx, keys.CreateRequest{Dir: l.keys(), Name: l.userCAName(t.Name), Passphrase: pass, Comment: "sshward " + t.Name + " user CA"})
 			if err != nil {
 				return fmt.Errorf("create %s user CA: %w", t.Name, err)
 			}
 			log.Info("created user CA for new tier", "tier", t.Name)
-		} else if k, err = keys.Open(ctx, l.userCAKey(t.Name), pass); err != nil {
+			if userCAs[t.Name], err = k.SSHSigner(); err != nil {
+				return err
+			}
+			continue
+		}
+		// The key ring: the signing key and, during a rotation's
+		// overlap, the previous one (rotate.go).
+		s, prev, err := loadUserCA(ctx, l, t.Name, pass)
+		if err != nil {
 			return fmt.Errorf("open %s user CA: %w", t.Name, err)
 		}
-		if userCAs[t.Name], err = k.SSHSigner(); err != nil {
-			return err
+		userCAs[t.Name] = s
+		if prev.Key != nil {
+			prevCAs[t.Name] = prev
 		}
 	}
 	hk, err := keys.Open(ctx, l.hostCAKey(), pass)
@@ -101,6 +114,10 @@ func (e *env) cmdServe(ctx context.Context, args []string) error {
 	// store is open; keep a copy until then and wipe both.
 	boxPass := bytes.Clone(pass)
 	defer clear(boxPass)
+	// Key rotation through the admin socket makes new keys under the same
+	// passphrase; it stays in this process's memory only.
+	rotator := &dirKeys{l: l, pass: bytes.Clone(pass)}
+	defer clear(rotator.pass)
 	clear(pass)
 	names := append([]string{}, cfg.TLSNames...)
 	if host, _, err := net.SplitHostPort(cfg.Listen); err == nil && host != "" && host != "0.0.0.0" && host != "::" {
@@ -114,7 +131,7 @@ func (e *env) cmdServe(ctx context.Context, args []string) error {
 		return fmt.Errorf("TLS: %w", err)
 	}
 
-	db, err := store.Open(ctx, store.Options{Path: l.db(), Logger: log})
+	db, err := openStore(ctx, l, log, 0)
 	if errors.Is(err, store.ErrLocked) {
 		return fmt.Errorf("the store %s is in use: is another sshward-ca serving %s?", l.db(), *dir)
 	}
@@ -134,7 +151,8 @@ func (e *env) cmdServe(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("refusing to start: %w", err)
 	}
-	acfg := ca.Config{Store: db, Policy: pol, UserCAs: userCAs, HostCA: hostCA, TLSRoot: root, Logger: log, ApprovalPolicy: plugs.approval, Secrets: box}
+	acfg := ca.Config{Store: db, Policy: pol, UserCAs: userCAs, HostCA: hostCA, TLSRoot: root, Logger: log, ApprovalPolicy: plugs.approval, Secrets: box,
+		PreviousUserCAs: prevCAs, Keys: rotator}
 	if cfg.OIDC.Issuer != "" {
 		v, err := identity.NewOIDCVerifier(ctx, identity.OIDCConfig{
 			Issuer: cfg.OIDC.Issuer, ClientID: cfg.OIDC.ClientID, Scopes: cfg.OIDC.Scopes,
@@ -145,6 +163,9 @@ func (e *env) cmdServe(ctx context.Context, args []string) error {
 		}
 		acfg.OIDC = v
 		acfg.OIDCClient = api.OIDCConfig{Issuer: cfg.OIDC.Issuer, ClientID: cfg.OIDC.ClientID, Scopes: cfg.OIDC.Scopes, RedirectListen: cfg.OIDC.RedirectListen}
+	}
+	if sched != nil {
+		acfg.OnCall = sched
 	}
 	a, err := ca.New(acfg)
 	if err != nil {
@@ -185,6 +206,13 @@ func (e *env) cmdServe(ctx context.Context, args []string) error {
 	g.Go(func() error { return srv.Serve(gctx, ln) })
 	g.Go(func() error { return srv.ServeAdmin(gctx, aln) })
 	g.Go(func() error { return plugs.run(gctx) })
+	g.Go(func() error { return runOnCall(gctx, a, sched, log) })
+	g.Go(func() error { return a.RunKeyRetirement(gctx, 0) })
+	if cfg.Store.Etcd != nil {
+		// Replicas share the store: terminate orders signed by another
+		// reach this one's agents through the audit log.
+		g.Go(func() error { return a.RunTerminateSync(gctx, 0) })
+	}
 	if mln != nil {
 		g.Go(func() error { return metricsrv.Serve(gctx, mln, reg, log, a.Ready) })
 	}

@@ -219,12 +219,15 @@ func (e *env) cmdTrust(_ context.Context, args []string) error {
 		return fmt.Errorf("unknown tier %q (known: %s)", *tier, strings.Join(pol.TierNames(), ", "))
 	}
 	// A host of tier trusts its own user CA and every tier trusted on it.
+	// During a key rotation's overlap, both keys of a tier (rotate.go).
 	for _, t := range pol.HostTrust(*tier) {
-		b, err := os.ReadFile(l.userCAPub(t))
+		lines, err := trustedPubLines(l, t, time.Now())
 		if err != nil {
-			return fmt.Errorf("read %s user CA: %w", t, err)
+			return err
 		}
-		fmt.Fprintln(e.stdout, strings.TrimSpace(string(b)))
+		for _, line := range lines {
+			fmt.Fprintln(e.stdout, line)
+		}
 	}
 	return nil
 }

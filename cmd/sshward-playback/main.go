@@ -69,7 +69,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := cli.NewFlagSet("sshward-playback serve --dir DIR --ca URL --fingerprint FP --join-token-file FILE [--listen ADDR] [--advertise URL]")
 	dir := fs.String("dir", "", "directory for the TLS identity, recordings and index")
-	caURL := fs.String("ca", "", "CA URL (first start; later read from DIR)")
+	caURL := fs.String("ca", "", "CA URL, or its replicas' URLs comma-separated (first start; later read from DIR)")
 	fingerprint := fs.String("fingerprint", "", "CA root fingerprint (first start)")
 	token := fs.String("join-token", "", "one-time token from sshward-ca join-token --playback NAME (first start; prefer --join-token-file or $SSHWARD_JOIN_TOKEN)")
 	tokenFile := fs.String("join-token-file", "", "file holding the one-time join token (keeps it off the command line)")

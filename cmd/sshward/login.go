@@ -20,7 +20,7 @@ import (
 
 func (e *env) cmdLogin(ctx context.Context, args []string) error {
 	fs := cli.NewFlagSet("sshward login --ca URL --fingerprint FP [--user NAME --password-stdin [--otp CODE]] [--oidc]")
-	caURL := fs.String("ca", "", "CA URL, e.g. https://ca.example.com:8443 (remembered)")
+	caURL := fs.String("ca", "", "CA URL, e.g. https://ca.example.com:8443, or its replicas' URLs comma-separated (remembered; fails over between them)")
 	fp := fs.String("fingerprint", "", "SHA-256 fingerprint of the CA root, from your admin (pinned; never trusted on first use)")
 	user := fs.String("user", "", "local CA user name")
 	pwStdin := fs.Bool("password-stdin", false, "read the password from the first line of stdin")

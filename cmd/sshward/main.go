@@ -26,11 +26,15 @@ usage:
   sshward requests [--all] [--json]   your requests and those you may approve
   sshward approve ID [--reason TEXT]  approve someone else's request
   sshward deny ID --reason TEXT       deny a request (or withdraw your own)
-  sshward sessions [--user U --host H --tier T --since D --grep TEXT --break-glass --live] [--limit N | --all] [--json]
+  sshward sessions [--user U --host H --tier T --since D --grep TEXT --break-glass --live --flagged] [--limit N | --all] [--json]
                                       recorded sessions on the playback server (auditors), newest
                                       first, 100 unless --limit or --all (stderr says when cut)
   sshward play ID [--speed N --idle-limit S]   replay a session in this terminal (q, space, ←/→)
+  sshward play ID --commands [--json] the commands run, with time offsets and exit status where known
   sshward export ID > session.cast    the asciicast v2 recording, for asciinema or any player
+  sshward export ID --output-bytes > FILE   the exact bytes the session sent (binary too);
+                                      --blob FILE also saves the raw binary output the cast references
+  sshward terminate ID --reason TEXT [--lock-user]   end a live session (auditors): the user reads the reason
   sshward logout
   sshward completion bash|zsh         shell completion: source <(sshward completion bash)
   sshward man                         this manual as a man page: sshward man | man -l -
@@ -102,6 +106,8 @@ func run(ctx context.Context, args []string, e *env) error {
 		return e.cmdPlay(ctx, args[1:])
 	case "export":
 		return e.cmdExport(ctx, args[1:])
+	case "terminate":
+		return e.cmdTerminate(ctx, args[1:])
 	case "completion":
 		return e.cmdCompletion(ctx, args[1:])
 	case "man":

@@ -23,6 +23,8 @@ func (e *env) cmdRequest(ctx context.Context, args []string) error {
 	fs.Var(&principals, "principal", "ask for only these logins (repeatable; default: all policy grants)")
 	var hosts cli.StringList
 	fs.Var(&hosts, "host", "the only hosts the certificate may be used on (repeatable or comma-separated, e.g. db1.prod; default: any host of the tier)")
+	var labels cli.StringList
+	fs.Var(&labels, "label", "scope to hosts with this label, key=value, e.g. app=billing (repeatable: all must match)")
 	ttl := fs.Duration("ttl", 0, "certificate validity (default: the tier's ttl; at most its max_ttl)")
 	asJSON := fs.Bool("json", false, "print the request as JSON")
 	pos, err := cli.Parse(fs, args)
@@ -37,6 +39,10 @@ func (e *env) cmdRequest(ctx context.Context, args []string) error {
 	case strings.TrimSpace(*reason) == "":
 		return cli.Usagef("--reason TEXT is required: say why you need access")
 	}
+	scope, err := cliScope(hosts, labels)
+	if err != nil {
+		return err
+	}
 	if _, err := api.CheckHostnames(hosts); err != nil {
 		return cli.Usagef("--host: %v", err)
 	}
@@ -44,7 +50,7 @@ func (e *env) cmdRequest(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	r, err := c.CreateRequest(ctx, api.CreateRequest{Tier: *tier, Reason: *reason, Principals: principals, TTL: api.Duration(*ttl), Hosts: hosts})
+	r, err := c.CreateRequest(ctx, api.CreateRequest{Tier: *tier, Reason: *reason, Principals: principals, TTL: api.Duration(*ttl), Hosts: scope.Hosts, Labels: scope.Labels})
 	if err != nil {
 		return err
 	}
@@ -56,6 +62,10 @@ func (e *env) cmdRequest(ctx context.Context, args []string) error {
 		strings.Join(r.Principals, ","), policy.FormatDuration(time.Duration(r.TTL)), r.ApprovalsNeeded, strings.Join(r.Approvers, ", "))
 	fmt.Fprintf(w, "  reason:  %s\n", r.Reason)
 	fmt.Fprintf(w, "  hosts:   %s\n", requestHosts(r))
+	printApprovalRule(w, r)
+	if e.printOnCallApproved(w, r) {
+		return nil
+	}
 	fmt.Fprintf(w, "  expires: %s unless approved\n", e.requestTime(r.ExpiresAt))
 	fmt.Fprintf(w, "Ask an approver to run: sshward approve %s\n", r.ID)
 	fmt.Fprintf(w, "Once approved, plain ssh (or sshward cert --tier %s) uses it, once.\n", r.Tier)
@@ -266,6 +276,9 @@ func clipRequestText(s string, n int) string {
 
 // requestHosts is where a request's certificate may be used.
 func requestHosts(r *api.AccessRequest) string {
+	if len(r.Labels) > 0 && r.Scope != "" {
+		return r.Scope
+	}
 	if len(r.Hosts) == 0 {
 		return "any host"
 	}

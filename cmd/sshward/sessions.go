@@ -46,6 +46,8 @@ type sessionSummary struct {
 	UploadedBy string            `json:"uploaded_by,omitempty"`
 	Provenance []provenanceCheck `json:"provenance,omitempty"`
 	Hits       []searchHit       `json:"hits,omitempty"`
+	// Flags are the suspicious-activity rules the session raised.
+	Flags []string `json:"flags,omitempty"`
 }
 
 // provenanceCheck is one provenance check (playback.ProvenanceCheck).
@@ -63,7 +65,7 @@ type searchHit struct {
 }
 
 func (e *env) cmdSessions(ctx context.Context, args []string) error {
-	fs := cli.NewFlagSet("sshward sessions [--user U --host H --tier T --since D --until D --grep TEXT --break-glass --live] [--limit N | --all] [--json] [--playback URL]")
+	fs := cli.NewFlagSet("sshward sessions [--user U --host H --tier T --since D --until D --grep TEXT --break-glass --live --flagged] [--limit N | --all] [--json] [--playback URL]")
 	user := fs.String("user", "", "only sessions of this user")
 	host := fs.String("host", "", "only sessions on this host")
 	tier := fs.String("tier", "", "only sessions of this tier")
@@ -72,6 +74,7 @@ func (e *env) cmdSessions(ctx context.Context, args []string) error {
 	grep := fs.String("grep", "", "only sessions whose output or recorded input contains TEXT; shows where")
 	breakGlass := fs.Bool("break-glass", false, "only break-glass sessions")
 	live := fs.Bool("live", false, "only sessions still running")
+	flagged := fs.Bool("flagged", false, "only sessions that raised a suspicious-activity flag (finished ones)")
 	limit := fs.Int("limit", 0, "at most N sessions (default 100); says on stderr when more match")
 	all := fs.Bool("all", false, "every matching session (pages through the server's list)")
 	asJSON := fs.Bool("json", false, "print a JSON list of sessions (id, user, host, tier, start, end, live, break_glass, …)")
@@ -103,6 +106,9 @@ func (e *env) cmdSessions(ctx context.Context, args []string) error {
 	}
 	if *live {
 		q.Set("live", "1")
+	}
+	if *flagged {
+		q.Set("flagged", "1")
 	}
 	if *limit < 0 {
 		return cli.Usagef("--limit must be positive")
@@ -274,6 +280,9 @@ func (e *env) sessionTable(list []sessionSummary) {
 		if s.Integrity == integrityFailed {
 			fmt.Fprintln(e.stdout, "  ! FAILED integrity check: bytes or host signature do not verify")
 		}
+		if len(s.Flags) > 0 {
+			fmt.Fprintln(e.stdout, "  ! flagged: "+strings.Join(s.Flags, ", ")+" (each is a marker on the session page)")
+		}
 		for j, h := range s.Hits {
 			if j == 3 {
 				fmt.Fprintf(e.stdout, "  … %d more\n", len(s.Hits)-3)
@@ -389,13 +398,15 @@ func skipEscape(s string, i int) int {
 }
 
 func (e *env) cmdPlay(ctx context.Context, args []string) error {
-	fs := cli.NewFlagSet("sshward play ID [--speed N] [--idle-limit S] [--playback URL]\n\n" +
+	fs := cli.NewFlagSet("sshward play ID [--speed N] [--idle-limit S] [--commands [--json]] [--playback URL]\n\n" +
 		"In a terminal: q quits, space pauses, → and ← seek 5 s. Without one the output\n" +
 		"is written at the same pace; sshward export ID writes the recording itself.")
 	speed := fs.Float64("speed", 1, "playback speed (2 = twice as fast)")
 	idle := fs.Float64("idle-limit", 0, "cut pauses longer than S seconds down to S (0: keep them)")
 	override := fs.String("playback", "", "playback server URL (default: the one the CA knows)")
 	allowTampered := fs.Bool("allow-tampered", false, "replay a recording that fails its integrity check (evidence of tampering)")
+	commands := fs.Bool("commands", false, "print the commands run (time offset, command, exit status where known) instead of replaying")
+	asJSON := fs.Bool("json", false, "with --commands: a JSON list (time, command, source, exit_status)")
 	pos, err := cli.Parse(fs, args)
 	if err != nil {
 		return err
@@ -403,6 +414,12 @@ func (e *env) cmdPlay(ctx context.Context, args []string) error {
 	id, err := sessionArg(pos)
 	if err != nil {
 		return err
+	}
+	if *commands {
+		return e.printCommands(ctx, id, *override, *asJSON) // commands.go
+	}
+	if *asJSON {
+		return cli.Usagef("--json goes with --commands")
 	}
 	if !(*speed > 0) || *speed > 1e6 {
 		return cli.Usagef("--speed must be a positive number, e.g. 2")
@@ -465,44 +482,6 @@ func (e *env) cmdPlay(ctx context.Context, args []string) error {
 		}
 	}
 	return p.play(ctx, cast)
-}
-
-func (e *env) cmdExport(ctx context.Context, args []string) error {
-	fs := cli.NewFlagSet("sshward export ID [--playback URL] [--allow-tampered] > session.cast")
-	override := fs.String("playback", "", "playback server URL (default: the one the CA knows)")
-	allowTampered := fs.Bool("allow-tampered", false, "export a recording that fails its integrity check, to examine it")
-	pos, err := cli.Parse(fs, args)
-	if err != nil {
-		return err
-	}
-	id, err := sessionArg(pos)
-	if err != nil {
-		return err
-	}
-	if f, ok := e.stdout.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		return cli.Usagef("export writes the asciicast file to standard output: redirect it, e.g. sshward export %s > %s.cast", id, id)
-	}
-	pc, err := e.playback(ctx, *override)
-	if err != nil {
-		return err
-	}
-	var q url.Values
-	if *allowTampered {
-		q = url.Values{"allow_tampered": {"1"}}
-	}
-	resp, err := pc.do(ctx, "/api/sessions/"+url.PathEscape(id)+"/export", q, "application/x-asciicast")
-	if err != nil {
-		return err
-	}
-	body := resp.Body
-	defer body.Close()
-	if resp.Header.Get("X-Sshward-Integrity") == integrityFailed {
-		fmt.Fprintf(e.stderr, "sshward: WARNING: recording %s fails its integrity check; the exported bytes may have been tampered with\n", id)
-	}
-	if _, err := io.Copy(e.stdout, body); err != nil {
-		return fmt.Errorf("export %s stopped part way (%v): run it again", id, err)
-	}
-	return nil
 }
 
 func sessionArg(pos []string) (string, error) {

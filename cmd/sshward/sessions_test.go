@@ -95,6 +95,7 @@ func TestPlaybackCommands(t *testing.T) {
 	t.Run("sessions", func(t *testing.T) { testSessions(t, w) })
 	t.Run("export", func(t *testing.T) { testExport(t, w) })
 	t.Run("play", func(t *testing.T) { testPlay(t, w) })
+	t.Run("commands", func(t *testing.T) { testCommands(t, w) }) // commands_test.go
 	t.Run("tampered", func(t *testing.T) { testTampered(t, w) })
 }
 

@@ -66,6 +66,7 @@ func (e *env) cmdSSHConfig(ctx context.Context, args []string) error {
 		if t.Approvals > 0 {
 			fmt.Fprintf(w, " (needs %d approvals: sshward request --tier %s)", t.Approvals, t.Name)
 		}
+		printOnCallNote(w, t)
 		fmt.Fprintf(w, "\nMatch host %s exec \"%s cert --ensure --quiet --tier %s --host %%h\"\n", strings.Join(t.Hosts, ","), exe, t.Name)
 		fmt.Fprintf(w, "    CertificateFile %s\n", sshPath(h.certPath(t.Name)))
 		fmt.Fprintf(w, "    IdentityFile %s\n", sshPath(h.keyPath(t.Name)))

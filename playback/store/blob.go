@@ -37,6 +37,9 @@ type blob struct {
 	size     int64     // committed bytes: fsynced and acknowledged
 	hash     hash.Hash // sha256 of the committed bytes, while live
 	changed  chan struct{}
+	// The side blob (sideblob.go): committed size and, while live, digest.
+	bsize int64
+	bhash hash.Hash
 }
 
 // notifyLocked wakes everyone waiting for the cast to change.
@@ -104,6 +107,9 @@ func (s *Store) load(b *blob) error {
 	b.exists, b.owner, b.finished, b.gen = true, rec.Owner, rec.Finished, rec.Generation
 	if rec.Finished {
 		b.size = rec.Stored
+		if rec.Meta.Blob != nil {
+			b.bsize = rec.Meta.Blob.Bytes
+		}
 		return nil
 	}
 	f, err := os.OpenFile(s.castPath(b.id), os.O_RDWR|os.O_CREATE, 0o600)
@@ -119,7 +125,10 @@ func (s *Store) load(b *blob) error {
 		return fmt.Errorf("store: recover cast %s: %w", b.id, err)
 	}
 	b.size, b.hash = size, h
-	return f.Close()
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return s.loadSideBlob(b)
 }
 
 // recoverCast cuts f after its last '\n' and hashes what stays.
@@ -198,6 +207,9 @@ func (s *Store) Start(ctx context.Context, req StartRequest) (int64, error) {
 		f.Close() // may be closed already
 		os.Remove(s.castPath(req.ID))
 		return 0, fmt.Errorf("store: start %s: %w", req.ID, err)
+	}
+	if err := s.resetSideBlobLocked(b); err != nil { // one a crash left
+		return fail(err)
 	}
 	// The directory entry must be durable before any chunk is
 	// acknowledged. The metadata file is written at finish; until then the
@@ -311,7 +323,8 @@ func (s *Store) Finish(ctx context.Context, req FinishRequest) (*Record, error) 
 		}
 		return nil, fmt.Errorf("store: finish %s: %w", req.ID, ErrConflict)
 	}
-	if sum := hex.EncodeToString(b.hash.Sum(nil)); sum != req.Meta.SHA256 || b.size != req.Meta.CastBytes {
+	if sum := hex.EncodeToString(b.hash.Sum(nil)); sum != req.Meta.SHA256 || b.size != req.Meta.CastBytes ||
+		!sideBlobMatchesLocked(b, req.Meta) {
 		if err := s.discardLocked(b); err != nil {
 			return nil, err
 		}
@@ -352,7 +365,7 @@ func (s *Store) Finish(ctx context.Context, req FinishRequest) (*Record, error) 
 		return nil, fmt.Errorf("store: finish %s: %w", req.ID, err)
 	}
 	b.finished = true
-	b.hash = nil
+	b.hash, b.bhash = nil, nil
 	b.notifyLocked()
 	s.evict(b)
 	s.idx.poke(req.ID)
@@ -377,6 +390,9 @@ func (s *Store) discardLocked(b *blob) error {
 	}
 	b.size, b.gen = 0, b.gen+1
 	b.hash = sha256.New()
+	if err := s.resetSideBlobLocked(b); err != nil {
+		return fmt.Errorf("store: discard %s: %w", b.id, err)
+	}
 	gen := b.gen
 	err = s.update(func(tx *bolt.Tx) error {
 		r, err := getRecordTx(tx, b.id)
@@ -422,20 +438,31 @@ func (s *Store) Cast(id string) (CastState, <-chan struct{}, error) {
 // OpenCast opens the cast file for reading. Read at most CastState.Size
 // bytes: a live cast may hold the start of a chunk being written.
 func (s *Store) OpenCast(id string) (*os.File, error) {
-	if err := recorder.CheckSessionID(id); err != nil {
-		return nil, ErrNotFound
-	}
-	f, err := os.Open(s.castPath(id))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("store: open cast %s: %w", id, ErrNotFound)
-	}
-	return f, err
+	return s.openFile(id, "cast", s.castPath)
 }
 
 // Digest recomputes the sha256 (hex) and size of the stored cast, to check
 // it against the signed metadata at replay.
 func (s *Store) Digest(id string) (string, int64, error) {
-	f, err := s.OpenCast(id)
+	return digestFile("cast", id, s.OpenCast)
+}
+
+// openFile opens one of a recording's files (path gives its name) for
+// reading; ErrNotFound for a malformed id or a missing file.
+func (s *Store) openFile(id, what string, path func(string) string) (*os.File, error) {
+	if err := recorder.CheckSessionID(id); err != nil {
+		return nil, ErrNotFound
+	}
+	f, err := os.Open(path(id))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("store: open %s %s: %w", what, id, ErrNotFound)
+	}
+	return f, err
+}
+
+// digestFile returns the sha256 (hex) and size of what open opens.
+func digestFile(what, id string, open func(string) (*os.File, error)) (string, int64, error) {
+	f, err := open(id)
 	if err != nil {
 		return "", 0, err
 	}
@@ -443,7 +470,7 @@ func (s *Store) Digest(id string) (string, int64, error) {
 	h := sha256.New()
 	n, err := io.Copy(h, f)
 	if err != nil {
-		return "", 0, fmt.Errorf("store: digest %s: %w", id, err)
+		return "", 0, fmt.Errorf("store: digest %s %s: %w", what, id, err)
 	}
 	return hex.EncodeToString(h.Sum(nil)), n, nil
 }

@@ -104,9 +104,11 @@ func (s *Store) liveSize(r *Record) {
 // ListFilter selects recordings; zero fields select everything.
 type ListFilter struct {
 	User, Host, Tier string
-	Since, Until     time.Time // on Start
-	BreakGlass       bool      // only break-glass tier or access-request sessions
-	Live             bool      // only recordings not finished
+	Since, Until     time.Time       // on Start
+	BreakGlass       bool            // only break-glass tier or access-request sessions
+	Live             bool            // only recordings not finished
+	Flagged          bool            // only recordings that raised a suspicious-activity flag (Metadata.Flags)
+	FlaggedLive      map[string]bool // with Flagged: live recordings known to have raised one (their markers)
 	IDs              map[string]bool
 	Limit            int // default 100
 }
@@ -128,6 +130,7 @@ func (f *ListFilter) Match(r *Record) bool {
 		!f.Until.IsZero() && !r.Start.Before(f.Until),
 		f.BreakGlass && !IsBreakGlass(r),
 		f.Live && r.Finished,
+		f.Flagged && len(r.Meta.Flags) == 0 && !(!r.Finished && f.FlaggedLive[r.ID]),
 		f.IDs != nil && !f.IDs[r.ID]:
 		return false
 	}

@@ -558,6 +558,9 @@ func (s *Store) readText(id string, st indexState, cs CastState) (indexState, []
 		case recorder.CodeInput:
 			lines = st.In.Feed(t, data, lines)
 		case recorder.CodeMarker:
+			if strings.HasPrefix(data, recorder.BlobLabelPrefix) {
+				continue // a side blob reference: its preview is in the output
+			}
 			markers = append(markers, Marker{Time: t, Label: truncateText(data, maxMarkerText)})
 			// `ssh host cmd`: the command line the user typed is in the start
 			// marker (and the metadata list), not in the output; index it as

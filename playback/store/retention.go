@@ -78,7 +78,7 @@ func (s *Store) Delete(ctx context.Context, id string) (*Record, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, p := range []string{s.castPath(id), s.metaPath(id)} {
+	for _, p := range []string{s.castPath(id), s.metaPath(id), s.sideBlobPath(id)} {
 		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("store: delete %s: %w", id, err)
 		}

@@ -30,6 +30,15 @@ func TestAuditorJourney(t *testing.T) {
 			{After: 1300 * time.Millisecond, Output: "welcome to zanzibar\r\nroot@web1:~# "},
 			{After: 3 * time.Second, Output: "exit\r\n"},
 		}})
+	// Binary output (gzip bytes, not UTF-8) between text: the cast holds a
+	// side-blob reference and its preview (recorder blob.go). In a terminal
+	// session the run starts at the first byte that is not UTF-8 (0x8b):
+	// control characters such as 0x1f stay in the cast for the terminal.
+	st.Record(t, webtest.Session{ID: "s-binary", User: "carol", Tier: "staging", Steps: []webtest.Step{
+		{After: 100 * time.Millisecond, Output: "$ cat backup.tar.gz\r\n"},
+		{After: 100 * time.Millisecond, Output: "\x1f\x8b\x08\x00\xff\xfe\xfd\x00\x01\x02binary tail"},
+		{After: 100 * time.Millisecond, Output: "\r\nafter the download, a prompt again with plenty of text\r\n$ "},
+	}})
 	st.WaitSearch(t, "s-word", "zanzibar")
 
 	b := newBrowser(t, 2*time.Minute)
@@ -72,6 +81,23 @@ func TestAuditorJourney(t *testing.T) {
 		}
 		if markers := b.text(t, "#markers"); !strings.Contains(markers, "zanzibar") {
 			t.Errorf("markers lack the search hit: %q", markers)
+		}
+	})
+
+	t.Run("auditor plays a session with binary output", func(t *testing.T) {
+		b.do(t, "open", chromedp.Navigate(st.URL+"/session/s-binary"))
+		screen := b.waitTerminal(t, "after the download", 30*time.Second)
+		for _, want := range []string{"$ cat backup.tar.gz", "[binary output: 20 bytes, blob offset 0: 8b0800ff fefd0001"} {
+			if !strings.Contains(screen, want) {
+				t.Errorf("the player shows\n%s\nwithout %q", screen, want)
+			}
+		}
+		if strings.Contains(screen, "\uFFFD") {
+			t.Errorf("the player shows replacement characters:\n%s", screen)
+		}
+		b.waitVisible(t, "#meta dd")
+		if meta := b.text(t, "#meta"); !strings.Contains(meta, "Binary output") || !strings.Contains(meta, "20 bytes in the blob, sha256 ") {
+			t.Errorf("metadata panel lacks the blob:\n%s", meta)
 		}
 	})
 

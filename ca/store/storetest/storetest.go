@@ -5,7 +5,11 @@ package storetest
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -26,6 +30,9 @@ func MustOpen(t testing.TB) *store.DB {
 // idempotent.
 func MustOpenWith(t testing.TB, o store.Options) *store.DB {
 	t.Helper()
+	if eps := os.Getenv(EnvEtcd); eps != "" && o.Path == "" && o.Etcd == nil && !o.ReadOnly {
+		return mustOpenEtcd(t, o, strings.Split(eps, ","))
+	}
 	if o.Path == "" {
 		o.Path = filepath.Join(t.TempDir(), "ca.db")
 	}
@@ -68,4 +75,52 @@ func Check(t testing.TB, path string) {
 	if _, err := store.VerifyFile(ctx, path); err != nil {
 		t.Errorf("storetest: check %s: %v", path, err)
 	}
+}
+
+// EnvEtcd, when set to a comma-separated list of etcd client URLs, makes
+// MustOpen and MustOpenWith (without a Path) open the store on that
+// cluster under a fresh prefix instead of a file: the store's own test
+// suite then runs against the etcd engine (see ca/store's
+// TestSuiteOnEtcd).
+const EnvEtcd = "SSHWARD_TEST_STORE_ETCD"
+
+// OnEtcd reports whether this run opens stores on etcd (EnvEtcd).
+func OnEtcd() bool { return os.Getenv(EnvEtcd) != "" }
+
+// BoltOnly skips a test that is about the bbolt file itself (locks,
+// crashes, page trimming, bbolt transaction ids) in the etcd run.
+func BoltOnly(t testing.TB) {
+	t.Helper()
+	if OnEtcd() {
+		t.Skip("about the bbolt file; not part of the etcd run")
+	}
+}
+
+func mustOpenEtcd(t testing.TB, o store.Options, endpoints []string) *store.DB {
+	t.Helper()
+	var b [6]byte
+	rand.Read(b[:])
+	o.Etcd = &store.EtcdOptions{Endpoints: endpoints, Prefix: "storetest-" + hex.EncodeToString(b[:])}
+	db, err := store.Open(context.Background(), o)
+	if err != nil {
+		t.Fatalf("storetest: open etcd: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := db.Close(); err != nil {
+			t.Errorf("storetest: close: %v", err)
+		}
+		// As Check does for a file: the chain must verify, read afresh.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		again, err := store.Open(ctx, o)
+		if err != nil {
+			t.Errorf("storetest: check: %v", err)
+			return
+		}
+		defer again.Close()
+		if _, err := again.VerifyAudit(ctx); err != nil {
+			t.Errorf("storetest: check %s: %v", again.Describe(), err)
+		}
+	})
+	return db
 }

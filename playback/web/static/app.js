@@ -204,7 +204,7 @@
   // ---- session list (/) ----------------------------------------------------
 
   const FILTERS = ["q", "user", "host", "tier", "since"];
-  const FLAGS = [["break_glass", "f-break-glass"], ["live", "f-live"]];
+  const FLAGS = [["break_glass", "f-break-glass"], ["live", "f-live"], ["flagged", "f-flagged"]];
 
   function filtersFromURL() {
     const p = new URLSearchParams(window.location.search);
@@ -290,13 +290,16 @@
       if (s.break_glass && s.tier === "break-glass") tier.className = "bg-tier";
       const dur = el("td", { text: fmtDuration(s) });
       if (s.live) dur.append(badge("live", "live"));
+      const cmd = el("td", { class: "cmd", text: s.command || s.kind || "" });
+      // Suspicious-activity flags (issue 13): the rules the session raised.
+      if (s.flags && s.flags.length) cmd.append(badge(`flagged: ${s.flags.join(", ")}`, "flag"));
       const integ = s.integrity || "";
       const tr = el("tr", { class: "session-row", "data-id": s.id },
         el("td", {}, link),
         el("td", { text: s.user || "" }),
         el("td", { text: s.host || "" }),
         tier, dur,
-        el("td", { class: "cmd", text: s.command || s.kind || "" }),
+        cmd,
         el("td", { class: `integrity-${integ}`, text: integ }));
       rows.append(tr);
       const hits = s.hits || [];
@@ -595,6 +598,13 @@
     if (m.end_reason) exit += `${exit ? ", " : ""}${m.end_reason}`;
     metaRow(dl, "Exit", exit);
     metaRow(dl, "Bytes", d.bytes !== undefined ? d.bytes : m.bytes_out);
+    // Binary output kept beside the cast (side blob), its signed digest, and
+    // the tier's cut when bulk_output kept only part of it.
+    if (m.blob) {
+      let b = `${m.blob.bytes} bytes in the blob, sha256 ${m.blob.sha256}`;
+      if (m.blob.cut) b += `; cut by the tier: ${m.blob.stream_bytes} bytes sent, sha256 of all ${m.blob.stream_sha256 || "unknown"}`;
+      metaRow(dl, "Binary output", b);
+    }
     if (m.incomplete || d.complete === false) metaRow(dl, "Incomplete", m.incomplete || "yes", "integrity-failed");
     metaRow(dl, "Session id", d.id || m.session_id);
     const who = d.user || m.identity || "";
@@ -611,7 +621,7 @@
     for (const mk of list) {
       const b = el("button", { type: "button" }, el("span", { class: "t", text: fmtOffset(mk.time) }), mk.label);
       b.addEventListener("click", () => player.seek(mk.time));
-      ol.append(el("li", { class: mk.hit ? "hit" : "" }, b));
+      ol.append(el("li", { class: mk.hit ? "hit" : mk.label.startsWith("flag ") ? "flag" : "" }, b));
     }
   }
 
@@ -651,6 +661,7 @@
     const player = new Player($("player"));
     player.markers = markers.map((m) => [m.time, m.label]);
     renderMarkers(markers, player);
+    loadCommands(id, player);
     const sp = Number(params.get("speed"));
     if (sp > 0) { player.speed = sp; $("speed").value = String(sp); }
     const idle = Number(params.get("idle"));
@@ -662,6 +673,7 @@
     const startAt = hitTime > 0 ? Math.max(0, hitTime - leadIn) : 0;
     const live = !!d.live;
     show("follow-label", live);
+    initTerminate(id, live);
     const castURL = `/api/sessions/${encodeURIComponent(id)}/cast${live ? "?follow=1" : ""}`;
 
     let shown = 0;           // number of parts the player has
@@ -669,11 +681,13 @@
     let pending = null;      // the newest state read (live)
     let timer = null;        // a scheduled live re-render
     const follow = () => live && $("follow").checked;
+    let renderCost = 0;      // ms the last live re-render took
     const renderLive = (st) => {
       shown = st.parts.length;
       lastRender = performance.now();
       // Following shows the latest screen: start at the newest event.
       player.render(st.parts.join(""), { startAt: st.lastTime, autoPlay: true, until: st.lastTime });
+      renderCost = performance.now() - lastRender;
     };
     $("follow").addEventListener("change", () => {
       if (follow() && pending && pending.parts.length !== shown) renderLive(pending);
@@ -729,8 +743,10 @@
         return null;
       }
       if (follow() && !timer) {
-        // At most one re-render a second keeps a chatty session watchable.
-        const wait = Math.max(0, lastRender + 1000 - performance.now());
+        // Re-render as soon as the last render allows: a few times its own
+        // cost apart (at least 100 ms), so that a new line shows within a
+        // fraction of a second and a chatty session stays watchable.
+        const wait = Math.max(0, lastRender + Math.max(100, 3 * renderCost) - performance.now());
         timer = setTimeout(() => {
           timer = null;
           if (follow() && pending && pending.parts.length !== shown) renderLive(pending);
@@ -765,11 +781,65 @@
           const raw2 = await api(`/api/sessions/${encodeURIComponent(id)}`, { raw: true });
           renderMeta(JSON.parse(raw2), raw2);
           show("follow-label", false);
+          $("terminate-submit").disabled = true;
+          loadCommands(id, player);
         } catch (_) { /* keep what is shown */ }
       }
     } catch (e) {
       if (!handleAuth(e, ["session"], () => loadSession(id))) status(`Could not load the recording: ${e.message}`);
     }
+  }
+
+  // The command timeline (issue 13 §3): what was run, when, with the exit
+  // status where known; each entry jumps the player to its moment.
+  async function loadCommands(id, player) {
+    let r;
+    try {
+      r = await api(`/api/sessions/${encodeURIComponent(id)}/commands`);
+    } catch (_) {
+      return; // a convenience: the recording plays without it
+    }
+    const ol = $("commands");
+    ol.replaceChildren();
+    for (const c of r.commands || []) {
+      let label = c.command;
+      if (c.exit_status !== undefined && c.exit_status !== null) label += ` (exit ${c.exit_status})`;
+      if (c.source === "prompt") label += " (from the prompt)";
+      const b = el("button", { type: "button" }, el("span", { class: "t", text: fmtOffset(c.time) }), printable(label));
+      b.addEventListener("click", () => player.seek(Number(c.time)));
+      ol.append(el("li", {}, b));
+    }
+    if (!ol.children.length) ol.append(el("li", { class: "hint", text: "none found" }));
+  }
+
+  // Ending a live session (auditors, as the CA's policy allows): the
+  // server relays to the CA, which orders the host's agent; the user reads
+  // the reason, the recording and the audit log keep it.
+  function initTerminate(id, live) {
+    const form = $("terminate");
+    show("terminate", live);
+    if (!live || form.dataset.ready) return;
+    form.dataset.ready = "1";
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const reason = $("terminate-reason").value.trim();
+      const out = $("terminate-result");
+      out.hidden = false;
+      if (!reason) {
+        out.textContent = "Say why the session is ended.";
+        return;
+      }
+      $("terminate-submit").disabled = true;
+      try {
+        const r = await api(`/api/sessions/${encodeURIComponent(id)}/terminate`, {
+          method: "POST", body: { reason, lock_user: $("terminate-lock").checked },
+        });
+        out.textContent = `Terminated by ${r.by}; the host ends it within seconds.` + (r.locked ? " The user is locked." : "");
+      } catch (e) {
+        out.textContent = `Not terminated: ${e.message}`;
+        $("terminate-submit").disabled = false;
+      }
+    });
   }
 
   function initSession() {
