@@ -270,10 +270,14 @@ func Reindex(ctx context.Context, st *store.Store, obj Objects, progress func(do
 		if progress != nil {
 			progress(i, len(ids))
 		}
-		if _, err := st.Get(ctx, id); err == nil {
+		// A recording held here unfinished while the bucket has it
+		// finished is the copy of an upload this replica was receiving
+		// when it stopped (or lost to another replica): it is completed
+		// from the bucket (importRecording appends what is missing).
+		if local, err := st.Get(ctx, id); err == nil && (local.Finished || local.Deleting) {
 			res.Present++
 			continue
-		} else if !errors.Is(err, store.ErrNotFound) {
+		} else if err != nil && !errors.Is(err, store.ErrNotFound) {
 			return res, err
 		}
 		if err := importRecording(ctx, st, obj, id); err != nil {
@@ -347,10 +351,13 @@ func importRecording(ctx context.Context, st *store.Store, obj Objects, id strin
 	}
 	start := rec.Meta
 	start.Finished = false
-	if _, err := st.Start(ctx, store.StartRequest{ID: id, Owner: rec.Owner, HostNames: rec.HostNames, HostKeyID: rec.HostKeyID, Meta: start}); err != nil {
+	// off is what a partial local copy already holds (0 for a new one);
+	// those bytes are the host's at the same offsets, and Finish checks the
+	// whole cast against the signed digest.
+	off, err := st.Start(ctx, store.StartRequest{ID: id, Owner: rec.Owner, HostNames: rec.HostNames, HostKeyID: rec.HostKeyID, Meta: start})
+	if err != nil {
 		return err
 	}
-	var off int64
 	buf := make([]byte, recorder.MaxChunkBytes-recorder.MaxLineBytes-1)
 	for {
 		n, rerr := tmp.ReadAt(buf, off)

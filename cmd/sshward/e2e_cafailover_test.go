@@ -44,27 +44,7 @@ func TestCAReplicaFailover(t *testing.T) {
 		t.Fatalf("go build sshward-agent: %v\n%s", err, out)
 	}
 	work := t.TempDir()
-	initCA := func(dir string) string {
-		var res struct {
-			Fingerprint string `json:"fingerprint"`
-		}
-		if err := json.Unmarshal([]byte(c.ok("", "", "sshward-ca", "init", "--dir", dir, "--json")), &res); err != nil {
-			t.Fatal(err)
-		}
-		pol := filepath.Join(dir, "policy.yaml")
-		b, err := os.ReadFile(pol)
-		if err != nil {
-			t.Fatal(err)
-		}
-		const engineers = `engineers: [deploy, "{{user}}"]`
-		if !bytes.Contains(b, []byte(engineers)) {
-			t.Fatalf("policy.yaml has no %s line", engineers)
-		}
-		if err := os.WriteFile(pol, bytes.Replace(b, []byte(engineers), []byte(`engineers: [deploy, root, "{{user}}"]`), 1), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return res.Fingerprint
-	}
+	initCA := c.initCAWithRoot
 	dir0, dir1, evilDir := filepath.Join(work, "ca0"), filepath.Join(work, "ca1"), filepath.Join(work, "evil")
 	fp := initCA(dir0)
 	cfg, err := os.OpenFile(filepath.Join(dir0, "config.yaml"), os.O_APPEND|os.O_WRONLY, 0)
@@ -188,6 +168,33 @@ func TestCAReplicaFailover(t *testing.T) {
 		t.Fatalf("ssh with a certificate issued after the kill: %v\n%s", err, out)
 	}
 	c.ok(home, "", "sshward", "status")
+}
+
+// initCAWithRoot runs sshward-ca init in dir, lets engineers log in as
+// root (the account the agent under test runs sessions as) and returns the
+// root fingerprint.
+func (c *accessCLI) initCAWithRoot(dir string) string {
+	t := c.t
+	t.Helper()
+	var res struct {
+		Fingerprint string `json:"fingerprint"`
+	}
+	if err := json.Unmarshal([]byte(c.ok("", "", "sshward-ca", "init", "--dir", dir, "--json")), &res); err != nil {
+		t.Fatal(err)
+	}
+	pol := filepath.Join(dir, "policy.yaml")
+	b, err := os.ReadFile(pol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const engineers = `engineers: [deploy, "{{user}}"]`
+	if !bytes.Contains(b, []byte(engineers)) {
+		t.Fatalf("policy.yaml has no %s line", engineers)
+	}
+	if err := os.WriteFile(pol, bytes.Replace(b, []byte(engineers), []byte(`engineers: [deploy, root, "{{user}}"]`), 1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return res.Fingerprint
 }
 
 // certOut is what sshward cert --json prints.

@@ -122,6 +122,10 @@ func (s *Server) start() {
 	}
 }
 
+// CertFile is the PEM file of the server's TLS certificate, for a client
+// given a CA file (recordings.s3.ca_file).
+func (s *Server) CertFile() string { return s.certFile }
+
 // Stop ends the server (SIGTERM, then SIGKILL); the data stays in Dir.
 func (s *Server) Stop() {
 	if s.cmd == nil {

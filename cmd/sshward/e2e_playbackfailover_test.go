@@ -1,0 +1,227 @@
+package main_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sshward/sshward/playback/objstore/s3test"
+)
+
+// TestPlaybackReplicaKill9 runs two real sshward-playback serve processes
+// on one bucket of a real S3-compatible server (versitygw), a real CA and a
+// real sshward-agent given both playback URLs, and a stock ssh session
+// printing numbered lines for several seconds. The replica receiving the
+// upload is killed with SIGKILL once parts of it are in the bucket. What
+// each step tries to break:
+//
+//   - the session itself: ssh must finish with every line (recording
+//     trouble never cuts a session);
+//   - a gap or a duplicate: the recording the auditor exports from the
+//     surviving replica holds every numbered line exactly once, is complete
+//     and verifies (signature and digest);
+//   - "from either replica": the killed replica, started again on its own
+//     directory (which holds a partial, unfinished copy of the upload),
+//     must end up serving the same complete, verified recording, taken from
+//     the bucket, not its stale partial copy.
+func TestPlaybackReplicaKill9(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the agent runs the session as root here (the test's principal): run as root (CI does)")
+	}
+	if _, err := exec.LookPath("ssh"); err != nil {
+		t.Fatal("ssh not found: apt-get install openssh-client")
+	}
+	s3 := s3test.Start(t)
+	c := newAccessCLI(t)
+	if out, err := exec.Command("go", "build", "-o", c.bin+"/", "github.com/sshward/sshward/cmd/sshward-agent", "github.com/sshward/sshward/cmd/sshward-playback").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	work := t.TempDir()
+	caDir := filepath.Join(work, "ca")
+	fp := c.initCAWithRoot(caDir)
+	c.ok("", "pw-alice-123456\n", "sshward-ca", "users", "add", "alice", "--dir", caDir, "--groups", "engineers", "--password-stdin")
+	c.ok("", "pw-audrey-123456\n", "sshward-ca", "users", "add", "audrey", "--dir", caDir, "--groups", "auditors", "--password-stdin")
+	caURL := "https://" + freeLoopback(t)
+	c.serveProc(caDir, strings.TrimPrefix(caURL, "https://"))
+
+	// Two playback replicas, one bucket.
+	type replica struct {
+		dir, addr, url string
+		cmd            *exec.Cmd
+		log            *lockedBuffer
+	}
+	startReplica := func(r *replica, join bool) {
+		t.Helper()
+		args := []string{"serve", "--dir", r.dir, "--listen", r.addr}
+		if join {
+			tok := strings.TrimSpace(c.ok("", "", "sshward-ca", "join-token", "--dir", caDir, "--playback", "127.0.0.1"))
+			tokFile := filepath.Join(r.dir, "join-token")
+			if err := os.WriteFile(tokFile, []byte(tok+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			args = append(args, "--ca", caURL, "--fingerprint", fp, "--join-token-file", tokFile)
+		}
+		r.cmd = exec.Command(filepath.Join(c.bin, "sshward-playback"), args...)
+		r.cmd.Env = append(os.Environ(), "SSHWARD_S3_SECRET_KEY="+s3.SecretKey)
+		r.log = &lockedBuffer{}
+		stdout, err := r.cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.cmd.Stderr = r.log
+		if err := r.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		cmd, log := r.cmd, r.log
+		t.Cleanup(func() {
+			cmd.Process.Signal(os.Interrupt)
+			cmd.Wait()
+			if t.Failed() {
+				t.Logf("playback %s log:\n%s", r.addr, log.String())
+			}
+		})
+		waitServing(t, stdout, r.log)
+	}
+	reps := make([]*replica, 2)
+	for i := range reps {
+		r := &replica{dir: filepath.Join(work, fmt.Sprintf("playback%d", i)), addr: freeLoopback(t)}
+		r.url = "https://" + r.addr
+		if err := os.MkdirAll(r.dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		cfg := fmt.Sprintf("recordings:\n  s3:\n    endpoint: %s\n    bucket: %s\n    region: us-east-1\n    access_key: %s\n    ca_file: %s\n",
+			s3.Endpoint, s3.Bucket, s3.AccessKey, s3.CertFile())
+		if err := os.WriteFile(filepath.Join(r.dir, "config.yaml"), []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		startReplica(r, true)
+		reps[i] = r
+	}
+	a, b := reps[0], reps[1]
+
+	tok := strings.TrimSpace(c.ok("", "", "sshward-ca", "join-token", "--dir", caDir, "--host", "web1.staging", "--tier", "staging"))
+	agentAddr := freeLoopback(t)
+	c.startAgentTier("staging", caURL, fp, tok, "web1.staging", filepath.Join(work, "agent"), agentAddr, "--playback", a.url+","+b.url)
+
+	home := filepath.Join(work, "home-alice")
+	c.ok(home, "pw-alice-123456\n", "sshward", "login", "--ca", caURL, "--fingerprint", fp, "--user", "alice", "--password-stdin")
+	var cert certOut
+	if err := json.Unmarshal([]byte(c.ok(home, "", "sshward", "cert", "--tier", "staging", "--json")), &cert); err != nil {
+		t.Fatal(err)
+	}
+
+	// A session printing 400 numbered lines over about 12 s.
+	const lines = 400
+	host, port, _ := net.SplitHostPort(agentAddr)
+	script := fmt.Sprintf(`for i in $(seq 1 %d); do printf 'output line %%05d\n' $i; sleep 0.03; done`, lines)
+	ssh := exec.Command("ssh", "-F", "none", "-i", cert.Key, "-o", "CertificateFile="+cert.Certificate, "-o", "IdentitiesOnly=yes",
+		"-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10",
+		"-tt", "-p", port, "root@"+host, script)
+	ssh.Env = append(os.Environ(), "SSH_AUTH_SOCK=")
+	var seen lockedBuffer
+	ssh.Stdout, ssh.Stderr = &seen, &seen
+	if err := ssh.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sshDone := make(chan error, 1)
+	go func() { sshDone <- ssh.Wait() }()
+
+	// Kill the receiving replica once the upload's parts reach the bucket
+	// and the session is still printing.
+	uploads := filepath.Join(s3.Dir, s3.Bucket, "uploads")
+	var id string
+	waitFor(t, "50 lines printed and the upload's parts in the bucket through the first replica", 60*time.Second, func() bool {
+		if !strings.Contains(seen.String(), "output line 00050") {
+			return false
+		}
+		ids, _ := os.ReadDir(uploads)
+		for _, d := range ids {
+			parts, _ := filepath.Glob(filepath.Join(uploads, d.Name(), "*.part"))
+			if len(parts) > 0 {
+				id = d.Name()
+				return true
+			}
+		}
+		return false
+	})
+	if strings.Contains(seen.String(), fmt.Sprintf("output line %05d", lines)) {
+		t.Fatal("the session ended before the kill: nothing was tested")
+	}
+	if err := a.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	a.cmd.Wait()
+	t.Logf("killed the receiving replica in session %s after %q", id, lastLine(seen.String()))
+
+	select {
+	case err := <-sshDone:
+		if err != nil {
+			t.Fatalf("ssh: %v\n%s", err, seen.String())
+		}
+	case <-time.After(2 * time.Minute):
+		ssh.Process.Kill()
+		t.Fatalf("the session did not finish:\n%s", seen.String())
+	}
+	for i := 1; i <= lines; i++ {
+		if !strings.Contains(seen.String(), fmt.Sprintf("output line %05d", i)) {
+			t.Fatalf("the session lost line %d:\n%s", i, seen.String())
+		}
+	}
+
+	auditor := filepath.Join(work, "home-audrey")
+	c.ok(auditor, "pw-audrey-123456\n", "sshward", "login", "--ca", caURL, "--fingerprint", fp, "--user", "audrey", "--password-stdin")
+	// checkOn waits for the finished, verified recording on one replica
+	// and checks every line is in it exactly once.
+	checkOn := func(r *replica, what string) {
+		t.Helper()
+		waitFor(t, "a complete, verified recording on "+what, 90*time.Second, func() bool {
+			res := c.run(auditor, "", "sshward", "sessions", "--json", "--playback", r.url)
+			var list []sessionSummaryOut
+			if res.code != 0 || json.Unmarshal([]byte(res.stdout), &list) != nil {
+				return false
+			}
+			for _, s := range list {
+				if s.ID == id {
+					return !s.Live && s.Complete && s.Integrity == "verified"
+				}
+			}
+			return false
+		})
+		cast := c.ok(auditor, "", "sshward", "export", id, "--playback", r.url)
+		for i := 1; i <= lines; i++ {
+			if n := strings.Count(cast, fmt.Sprintf("output line %05d", i)); n != 1 {
+				t.Fatalf("on %s, line %d appears %d times in the recording (want once: no gap, no duplicate)", what, i, n)
+			}
+		}
+	}
+	checkOn(b, "the surviving replica")
+
+	// The killed replica again, on its own directory (it holds a partial
+	// copy of the upload it was receiving).
+	startReplica(a, false)
+	checkOn(a, "the killed replica, restarted")
+	waitFor(t, "the upload's parts to leave the bucket", 30*time.Second, func() bool {
+		parts, _ := filepath.Glob(filepath.Join(uploads, id, "*.part"))
+		return len(parts) == 0
+	})
+}
+
+// sessionSummaryOut is the part of sshward sessions --json this file reads.
+type sessionSummaryOut struct {
+	ID        string `json:"id"`
+	Live      bool   `json:"live"`
+	Complete  bool   `json:"complete"`
+	Integrity string `json:"integrity"`
+}
+
+func lastLine(s string) string {
+	s = strings.TrimRight(s, "\r\n")
+	return s[strings.LastIndexAny(s, "\n")+1:]
+}
