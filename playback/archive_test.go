@@ -18,7 +18,7 @@ import (
 	"github.com/sshward/sshward/playback/store"
 )
 
-func openBucket(t *testing.T, srv *s3test.Server) *objstore.Bucket {
+func openBucket(t testing.TB, srv *s3test.Server) *objstore.Bucket {
 	t.Helper()
 	b, err := objstore.Open(context.Background(), objstore.Config{Endpoint: srv.Endpoint, Bucket: srv.Bucket, Prefix: "sshward/",
 		AccessKey: srv.AccessKey, SecretKey: srv.SecretKey, HTTPClient: srv.HTTPClient})

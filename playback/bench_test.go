@@ -21,6 +21,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/sshward/sshward/ca/hostauth"
+	"github.com/sshward/sshward/playback/objstore/s3test"
 	"github.com/sshward/sshward/playback/store"
 	"github.com/sshward/sshward/recorder"
 )
@@ -115,56 +116,83 @@ func (in *ingester) ingest(ctx context.Context, id string, data []byte, chunk in
 
 // BenchmarkIngest: recordings of 1 MiB shipped in 256 KiB chunks (each
 // fsynced before it is acknowledged) over HTTPS with host authentication,
-// by 1, 16 and 64 agents at once.
+// by 1, 16 and 64 agents at once. disk: one server on its local disk.
+// s3: a replica on a bucket of a real S3-compatible server (versitygw,
+// posix backend, HTTPS on loopback, same machine): every chunk is also put
+// to the bucket before it is acknowledged (shared uploads), and the clock
+// stops only when every recording is archived (cast and record objects
+// written, parts deleted), so MB/s is what reaches object storage.
 func BenchmarkIngest(b *testing.B) {
 	w := newWorld(b)
-	srv := w.startServer(b, serverOpts{})
 	h := newHost(b, "web1", w.ca.HostCA, ssh.HostCert)
 	data := genCast(1<<20, mrand.New(mrand.NewPCG(1, 2)))
 	var seq atomic.Int64
-	for _, conc := range []int{1, 16, 64} {
-		b.Run(fmt.Sprintf("conc=%d", conc), func(b *testing.B) {
-			hc := w.httpClient(b)
-			hc.Transport.(*http.Transport).MaxIdleConnsPerHost = conc
-			in := &ingester{base: srv.url, hc: hc, h: h}
-			perIter := max(64, 2*conc)
-			var total time.Duration
-			b.ResetTimer()
-			for range b.N {
-				start := time.Now()
-				var wg sync.WaitGroup
-				jobs := make(chan int)
-				errc := make(chan error, conc)
-				for range conc {
-					wg.Go(func() {
-						for range jobs {
-							id := fmt.Sprintf("bench-%d", seq.Add(1))
-							if err := in.ingest(context.Background(), id, data, 256<<10); err != nil {
-								select {
-								case errc <- err:
-								default:
-								}
-							}
-						}
-					})
-				}
-				for i := range perIter {
-					jobs <- i
-				}
-				close(jobs)
-				wg.Wait()
-				total += time.Since(start)
-				select {
-				case err := <-errc:
-					b.Fatal(err)
-				default:
-				}
+	for _, backend := range []string{"disk", "s3"} {
+		b.Run(backend, func(b *testing.B) {
+			var opts serverOpts
+			if backend == "s3" {
+				opts.objects = openBucket(b, s3test.Start(b))
 			}
-			recs := float64(perIter * b.N)
-			b.ReportMetric(recs*float64(len(data))/(1<<20)/total.Seconds(), "MB/s")
-			b.ReportMetric(recs/total.Seconds(), "recordings/s")
+			srv := w.startServer(b, opts)
+			for _, conc := range []int{1, 16, 64} {
+				b.Run(fmt.Sprintf("conc=%d", conc), func(b *testing.B) {
+					benchIngest(b, w, srv, h, data, conc, &seq, opts.objects != nil)
+				})
+			}
 		})
 	}
+}
+
+func benchIngest(b *testing.B, w *world, srv *server, h *host, data []byte, conc int, seq *atomic.Int64, archiving bool) {
+	hc := w.httpClient(b)
+	hc.Transport.(*http.Transport).MaxIdleConnsPerHost = conc
+	in := &ingester{base: srv.url, hc: hc, h: h}
+	perIter := max(64, 2*conc)
+	var total time.Duration
+	b.ResetTimer()
+	for range b.N {
+		archived := srv.ArchiveStatus().Archived
+		start := time.Now()
+		var wg sync.WaitGroup
+		jobs := make(chan int)
+		errc := make(chan error, conc)
+		for range conc {
+			wg.Go(func() {
+				for range jobs {
+					id := fmt.Sprintf("bench-%d", seq.Add(1))
+					if err := in.ingest(context.Background(), id, data, 256<<10); err != nil {
+						select {
+						case errc <- err:
+						default:
+						}
+					}
+				}
+			})
+		}
+		for i := range perIter {
+			jobs <- i
+		}
+		close(jobs)
+		wg.Wait()
+		if archiving {
+			deadline := time.Now().Add(5 * time.Minute)
+			for st := srv.ArchiveStatus(); st.Archived < archived+perIter; st = srv.ArchiveStatus() {
+				if time.Now().After(deadline) {
+					b.Fatalf("archive: %+v after 5 minutes, want %d more archived", st, perIter)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+		total += time.Since(start)
+		select {
+		case err := <-errc:
+			b.Fatal(err)
+		default:
+		}
+	}
+	recs := float64(perIter * b.N)
+	b.ReportMetric(recs*float64(len(data))/(1<<20)/total.Seconds(), "MB/s")
+	b.ReportMetric(recs/total.Seconds(), "recordings/s")
 }
 
 // BenchmarkSearch: full-text queries over 10,000 indexed recordings
