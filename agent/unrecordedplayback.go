@@ -36,7 +36,15 @@ func (s *Server) playbackURL(ctx context.Context) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("agent: ask the CA for the playback server: %w", err)
 		}
+		// The playback server that joined last first, then every other
+		// that joined (replicas on one bucket): the shipper fails over.
 		url = tr.Playback
+		for _, u := range tr.PlaybackReplicas {
+			if u != tr.Playback && !strings.Contains(u, ",") {
+				url += "," + u
+			}
+		}
+		url = strings.TrimPrefix(url, ",")
 	}
 	if url != "" {
 		url = strings.TrimRight(url, "/")
@@ -76,6 +84,9 @@ func (s *Server) reportUnrecordedPlayback(ctx context.Context, ev api.Unrecorded
 	if base == "" {
 		return errors.New("agent: no playback server is registered with the CA yet")
 	}
+	// Replicas (comma-separated): the report goes to the first; a failure
+	// is retried later like any other.
+	base, _, _ = strings.Cut(base, ",")
 	hc, err := s.playbackClient()
 	if err != nil {
 		return &finalError{err.Error()}

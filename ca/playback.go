@@ -97,6 +97,9 @@ func (a *Authority) joinPlayback(ctx context.Context, req api.PlaybackJoinReques
 		if err := tx.PutMeta(metaPlaybackURL, []byte(playbackURL)); err != nil {
 			return err
 		}
+		if err := addReplica(tx, metaPlaybackReplicas, playbackURL); err != nil {
+			return err
+		}
 		return a.appendAudit(tx, evCopy)
 	})
 	if errors.Is(err, ErrTokenInvalid) {

@@ -217,8 +217,14 @@ type TrustResponse struct {
 	UserCAKeys map[string][]string `json:"user_ca_keys,omitempty"`
 	HostCA     string              `json:"host_ca"`
 	Tiers      []TierInfo          `json:"tiers"`
-	// Playback is the registered playback server URL, if any.
+	// Playback is the registered playback server URL, if any (the one
+	// that joined last).
 	Playback string `json:"playback,omitempty"`
+	// CAReplicas are the URLs the CA's replicas registered (sshward-ca
+	// serve --advertise), PlaybackReplicas every playback server that
+	// joined: clients and agents fail over to them (ca/replicas.go).
+	CAReplicas       []string `json:"ca_replicas,omitempty"`
+	PlaybackReplicas []string `json:"playback_replicas,omitempty"`
 }
 
 // TierInfo describes a tier to clients.

@@ -360,10 +360,10 @@ func encodeBody(method, path string, in any) ([]byte, error) {
 // send sends the request to the replicas in turn (see failover.go for what
 // is retried) and decodes the first answer.
 func (c *Client) send(ctx context.Context, method, path string, hasBody bool, body []byte, out any, prep func(*http.Request) error) error {
-	order := c.eps.order()
+	order, list := c.eps.snapshot()
 	var rerr replicaErr
 	for n, i := range order {
-		ep := c.eps.list[i]
+		ep := list[i]
 		last := n == len(order)-1
 		actx, cancel := attemptCtx(ctx, c.cfg.Timeout)
 		var written atomic.Bool

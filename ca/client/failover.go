@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -76,25 +77,30 @@ type endpoint struct {
 
 // endpoints is the replica set a Client (and its WithToken copies) shares.
 type endpoints struct {
-	list    []*endpoint
 	downFor time.Duration
 	now     func() time.Time
 	log     *slog.Logger
 
-	mu   sync.Mutex // guards cur and down
+	mu   sync.Mutex  // guards list, cur and down
+	list []*endpoint // grows only (LearnReplicas), never reordered
 	cur  int
 	down []time.Time // per replica: skipped (tried last) until then
 }
 
-// order returns the replicas to try: the sticky one first, then the others
-// in list order, replicas marked down last.
-func (e *endpoints) order() []int {
+// snapshot returns the replicas to try (indexes into the returned list):
+// the sticky one first, then the others in list order, replicas marked
+// down last.
+func (e *endpoints) snapshot() ([]int, []*endpoint) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.orderLocked(), e.list
+}
+
+func (e *endpoints) orderLocked() []int {
 	n := len(e.list)
 	if n == 1 {
 		return []int{0}
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
 	now := e.now()
 	up := make([]int, 0, n)
 	var down []int
@@ -111,11 +117,11 @@ func (e *endpoints) order() []int {
 
 // good makes replica i the sticky one.
 func (e *endpoints) good(i int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	if len(e.list) == 1 {
 		return
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
 	if e.cur != i {
 		e.log.Info("client: CA replica in use", "url", e.list[i].base, "was", e.list[e.cur].base)
 	}
@@ -125,11 +131,11 @@ func (e *endpoints) good(i int) {
 
 // fail marks replica i down for downFor.
 func (e *endpoints) fail(i int, err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	if len(e.list) == 1 {
 		return
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
 	e.down[i] = e.now().Add(e.downFor)
 	e.log.Warn("client: CA replica failed; trying the others", "url", e.list[i].base, "err", err, "retry_after", e.downFor)
 }
@@ -153,10 +159,51 @@ func retryableStatus(code int) bool {
 // URLs returns the CA replicas this client talks to, the one in use first.
 func (c *Client) URLs() []string {
 	var out []string
-	for _, i := range c.eps.order() {
-		out = append(out, c.eps.list[i].base)
+	order, list := c.eps.snapshot()
+	for _, i := range order {
+		out = append(out, list[i].base)
 	}
 	return out
+}
+
+// LearnReplicas adds the CA replicas a trust bundle names (ca_replicas) to
+// the ones this client was configured with: they are tried after those,
+// with the same trust (the saved root, or the pinned fingerprint), so a
+// URL learned from a replica buys no trust of its own. It returns the
+// URLs it added.
+func (c *Client) LearnReplicas(urls []string) []string {
+	if c.cfg.HTTPClient != nil {
+		return nil // one transport for every URL: nothing per replica to set up
+	}
+	var fresh []*endpoint
+	for _, u := range urls {
+		clean, err := SplitURLs(u)
+		if err != nil || len(clean) != 1 || !strings.HasPrefix(clean[0], "https://") {
+			continue
+		}
+		hc, err := c.transportFor(clean[0])
+		if err != nil {
+			continue
+		}
+		fresh = append(fresh, &endpoint{base: clean[0], hc: hc})
+	}
+	e := c.eps
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var added []string
+	for _, ep := range fresh {
+		if slices.ContainsFunc(e.list, func(have *endpoint) bool { return have.base == ep.base }) {
+			continue
+		}
+		// A new slice: snapshots taken before keep theirs.
+		e.list = append(slices.Clip(e.list), ep)
+		e.down = append(slices.Clip(e.down), time.Time{})
+		added = append(added, ep.base)
+	}
+	if len(added) > 0 {
+		e.log.Info("client: learned CA replicas from the trust bundle", "urls", strings.Join(added, ","))
+	}
+	return added
 }
 
 // WithToken returns a copy of c that sends tok as its Bearer credential and

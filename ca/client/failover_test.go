@@ -2,12 +2,15 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/sshward/sshward/ca/tlsca"
 )
 
 // TestFailoverRetriesOnlyWhatIsSafe: a replica that takes a request and
@@ -73,5 +76,68 @@ func TestFailoverRetriesOnlyWhatIsSafe(t *testing.T) {
 	err = c3.Health(ctx)
 	if err == nil || !strings.Contains(err.Error(), "no CA replica answered") {
 		t.Fatalf("all replicas down: %v", err)
+	}
+}
+
+// TestLearnedReplicaGetsNoTrustOfItsOwn: a URL learned from a trust bundle
+// (LearnReplicas) is verified against the same pinned root as the
+// configured ones. A server with another root in the learned list (an
+// attacker who got a URL into the list, or a typo) is refused like a dead
+// replica, never sent the session token's request; a real replica learned
+// the same way takes over when the configured one is gone.
+func TestLearnedReplicaGetsNoTrustOfItsOwn(t *testing.T) {
+	ctx := context.Background()
+	now := time.Now()
+	mkRoot := func(name string) *tlsca.Root {
+		r, err := tlsca.CreateRoot(ctx, t.TempDir(), []byte("root-passphrase-123"), name, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	serve := func(root *tlsca.Root, seen *atomic.Int32) *httptest.Server {
+		srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			seen.Add(1)
+			w.Header().Set("Content-Type", "application/json")
+			w.Write([]byte(`{}`))
+		}))
+		tc, err := root.ServerTLSConfig([]string{"127.0.0.1"}, time.Hour, time.Now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Not StartTLS: it adds httptest's own certificate, which a
+		// client without SNI (an IP address) would be shown instead.
+		srv.Listener = tls.NewListener(srv.Listener, tc)
+		srv.Start()
+		srv.URL = "https://" + srv.Listener.Addr().String()
+		t.Cleanup(srv.Close)
+		return srv
+	}
+	real, evil := mkRoot("sshward test CA"), mkRoot("someone else")
+	var seenFirst, seenEvil, seenReplica atomic.Int32
+	first := serve(real, &seenFirst)
+	evilSrv := serve(evil, &seenEvil)
+	replica := serve(real, &seenReplica)
+
+	c, err := New(Config{URL: first.URL, RootPEM: tlsca.EncodePEM(real.Cert()), Token: "session-token"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	added := c.LearnReplicas([]string{evilSrv.URL, first.URL, replica.URL, "http://127.0.0.1:1", "not a url"})
+	if len(added) != 2 || added[0] != evilSrv.URL || added[1] != replica.URL {
+		t.Fatalf("learned %v, want the two https URLs not yet known", added)
+	}
+	if again := c.LearnReplicas([]string{replica.URL}); len(again) != 0 {
+		t.Fatalf("learned %v again", again)
+	}
+	first.Close() // the configured replica is gone
+	if err := c.Do(ctx, http.MethodPost, "/v1/cert", struct{}{}, nil); err != nil {
+		t.Fatalf("POST with the configured replica gone: %v", err)
+	}
+	if seenEvil.Load() != 0 {
+		t.Fatalf("the server with another root received %d requests", seenEvil.Load())
+	}
+	if seenReplica.Load() != 1 {
+		t.Fatalf("the learned replica received %d requests, want 1", seenReplica.Load())
 	}
 }

@@ -90,10 +90,10 @@ func (c *Client) WatchRevocations(ctx context.Context, req WatchRequest, fn func
 // openWatch connects the stream to the first replica that answers 200 (a
 // GET: safe to send to each in turn).
 func (c *Client) openWatch(ctx context.Context, q url.Values, req WatchRequest) (*http.Response, int, error) {
-	order := c.eps.order()
+	order, list := c.eps.snapshot()
 	var rerr replicaErr
 	for _, i := range order {
-		ep := c.eps.list[i]
+		ep := list[i]
 		hr, err := http.NewRequestWithContext(ctx, http.MethodGet, ep.base+api.PathHostRevocationsWatch+"?"+q.Encode(), nil)
 		if err != nil {
 			return nil, 0, fmt.Errorf("client: watch revocations: %w", err)

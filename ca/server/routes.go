@@ -147,7 +147,9 @@ func bearer(r *http.Request) (string, bool) {
 }
 
 func (s *Server) handleTrust(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, s.a.Trust(s.a.PlaybackURL(r.Context())))
+	t := s.a.Trust(s.a.PlaybackURL(r.Context()))
+	t.CAReplicas, t.PlaybackReplicas = s.a.Replicas(r.Context())
+	writeJSON(w, http.StatusOK, t)
 }
 
 func (s *Server) handleKRL(w http.ResponseWriter, r *http.Request) {

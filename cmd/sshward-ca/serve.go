@@ -27,15 +27,19 @@ import (
 )
 
 func (e *env) cmdServe(ctx context.Context, args []string) error {
-	fs := cli.NewFlagSet("sshward-ca serve --dir DIR [--listen ADDR]")
+	fs := cli.NewFlagSet("sshward-ca serve --dir DIR [--listen ADDR] [--advertise URL]")
 	dir := fs.String("dir", "", "CA directory made by sshward-ca init")
 	listen := fs.String("listen", "", "HTTPS address (default: config.yaml listen)")
 	passFile := fs.String("passphrase-file", "", "file holding the CA passphrase (else $SSHWARD_CA_PASSPHRASE)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	advertise := fs.String("advertise", "", "URL clients and agents reach this replica at, listed in the trust bundle (default https://LISTEN unless it listens on every address)")
 	metricsListen := fs.String("metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics (unauthenticated: keep it on loopback or a management network)")
 	if _, err := cli.Parse(fs, args); err != nil {
 		return err
+	}
+	if *advertise != "" && !strings.HasPrefix(*advertise, "https://") {
+		return cli.Usagef("--advertise %q must be an https:// URL", *advertise)
 	}
 	l := layout{*dir}
 	if err := l.check(); err != nil {
@@ -199,6 +203,11 @@ func (e *env) cmdServe(ctx context.Context, args []string) error {
 		return err
 	}
 	defer os.Remove(l.socket())
+	if u := advertiseURL(*advertise, ln.Addr()); u != "" {
+		if err := a.RegisterReplica(ctx, u); err != nil {
+			log.Warn("sshward-ca: this replica is not listed in the trust bundle", "url", u, "err", err)
+		}
+	}
 	log.Info("sshward-ca serving", "url", "https://"+ln.Addr().String(), "fingerprint", root.Fingerprint(),
 		"tiers", strings.Join(pol.TierNames(), ","), "admin_socket", l.socket())
 	fmt.Fprintf(e.stdout, "sshward-ca serving https://%s (root fingerprint %s)\n", ln.Addr(), root.Fingerprint())
@@ -219,4 +228,17 @@ func (e *env) cmdServe(ctx context.Context, args []string) error {
 	err = g.Wait()
 	log.Info("sshward-ca stopped")
 	return err
+}
+
+// advertiseURL is the URL this replica registers in the trust bundle: the
+// --advertise flag, else https://ADDR when addr is one address (not every
+// address of the machine, which names no reachable host).
+func advertiseURL(flag string, addr net.Addr) string {
+	if flag != "" {
+		return flag
+	}
+	if ta, ok := addr.(*net.TCPAddr); ok && ta.IP.IsUnspecified() {
+		return ""
+	}
+	return "https://" + addr.String()
 }

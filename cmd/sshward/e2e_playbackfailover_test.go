@@ -7,11 +7,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/sshward/sshward/ca/client"
 	"github.com/sshward/sshward/playback/objstore/s3test"
 )
 
@@ -105,6 +107,19 @@ func TestPlaybackReplicaKill9(t *testing.T) {
 		reps[i] = r
 	}
 	a, b := reps[0], reps[1]
+	// The trust bundle names both playback replicas (an agent without
+	// --playback ships to them in turn).
+	cc, err := client.New(client.Config{URL: caURL, Fingerprint: fp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := cc.Trust(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(tr.PlaybackReplicas, a.url) || !slices.Contains(tr.PlaybackReplicas, b.url) {
+		t.Fatalf("the trust bundle lists playback replicas %v, want %s and %s", tr.PlaybackReplicas, a.url, b.url)
+	}
 
 	tok := strings.TrimSpace(c.ok("", "", "sshward-ca", "join-token", "--dir", caDir, "--host", "web1.staging", "--tier", "staging"))
 	agentAddr := freeLoopback(t)

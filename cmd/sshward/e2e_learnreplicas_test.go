@@ -1,0 +1,136 @@
+package main_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sshward/sshward/ca/client"
+	"github.com/sshward/sshward/ca/store/etcdtest"
+)
+
+// TestAgentLearnsCAReplicas: two real sshward-ca serve replicas on one real
+// etcd; a real sshward-agent is given the URL of the first only. The trust
+// bundle names both replicas (each registered itself at start), the agent
+// learns the second from it, and when the first is killed with SIGKILL the
+// agent keeps working through the second. What each step tries to break:
+//
+//   - the bundle: GET /v1/trust through either replica lists both URLs;
+//   - failover without configuration: a revocation made through the
+//     survivor must reach the agent (its revocation stream reopens on a
+//     replica it was never given), and a certificate issued through the
+//     survivor is admitted.
+func TestAgentLearnsCAReplicas(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the agent runs the session as root here (the test's principal): run as root (CI does)")
+	}
+	if _, err := exec.LookPath("ssh"); err != nil {
+		t.Fatal("ssh not found: apt-get install openssh-client")
+	}
+	ec := etcdtest.Start(t, 1)
+	c := newAccessCLI(t)
+	if out, err := exec.Command("go", "build", "-o", c.bin+"/", "github.com/sshward/sshward/cmd/sshward-agent").CombinedOutput(); err != nil {
+		t.Fatalf("go build sshward-agent: %v\n%s", err, out)
+	}
+	work := t.TempDir()
+	dir0, dir1 := filepath.Join(work, "ca0"), filepath.Join(work, "ca1")
+	fp := c.initCAWithRoot(dir0)
+	cfg, err := os.OpenFile(filepath.Join(dir0, "config.yaml"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(cfg, "store:\n  etcd:\n    endpoints: [%s]\n    prefix: learn-%d\n", strings.Join(ec.Endpoints(), ", "), time.Now().UnixNano())
+	cfg.Close()
+	os.Remove(filepath.Join(dir0, "ca.db"))
+	c.ok("", "pw-alice-123456\n", "sshward-ca", "users", "add", "alice", "--dir", dir0, "--groups", "engineers", "--password-stdin")
+	if out, err := exec.Command("cp", "-a", dir0, dir1).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v %s", err, out)
+	}
+	addr0, addr1 := freeLoopback(t), freeLoopback(t)
+	ca0 := c.serveProc(dir0, addr0)
+	c.serveProc(dir1, addr1)
+	url0, url1 := "https://"+addr0, "https://"+addr1
+
+	// The bundle, through each replica, names both.
+	for _, u := range []string{url0, url1} {
+		cc, err := client.New(client.Config{URL: u, Fingerprint: fp})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr, err := cc.Trust(t.Context())
+		if err != nil {
+			t.Fatalf("trust through %s: %v", u, err)
+		}
+		if !slices.Contains(tr.CAReplicas, url0) || !slices.Contains(tr.CAReplicas, url1) {
+			t.Fatalf("the trust bundle through %s lists %v, want both %s and %s", u, tr.CAReplicas, url0, url1)
+		}
+	}
+
+	tok := strings.TrimSpace(c.ok("", "", "sshward-ca", "join-token", "--dir", dir0, "--host", "web1.staging", "--tier", "staging"))
+	agentAddr := freeLoopback(t)
+	agentLog := c.startAgentLog("staging", url0, fp, tok, "web1.staging", filepath.Join(work, "agent"), agentAddr)
+	waitFor(t, "the agent learns the second replica from the trust bundle", 30*time.Second, func() bool {
+		return strings.Contains(agentLog.String(), "CA replicas learned") && strings.Contains(agentLog.String(), url1)
+	})
+
+	home := filepath.Join(work, "home")
+	c.ok(home, "pw-alice-123456\n", "sshward", "login", "--ca", url1, "--fingerprint", fp, "--user", "alice", "--password-stdin")
+	issue := func(name string) certOut {
+		t.Helper()
+		var res certOut
+		if err := json.Unmarshal([]byte(c.ok(home, "", "sshward", "cert", "--tier", "staging", "--json")), &res); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range []*string{&res.Key, &res.Certificate} {
+			b, err := os.ReadFile(*f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			kept := filepath.Join(work, name+"-"+filepath.Base(*f))
+			if err := os.WriteFile(kept, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			*f = kept
+		}
+		return res
+	}
+	host, port, _ := net.SplitHostPort(agentAddr)
+	sshAs := func(cert certOut, word string) (string, error) {
+		cmd := exec.Command("ssh", "-F", "none", "-i", cert.Key, "-o", "CertificateFile="+cert.Certificate, "-o", "IdentitiesOnly=yes",
+			"-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10",
+			"-p", port, "root@"+host, "echo", word)
+		cmd.Env = append(os.Environ(), "SSH_AUTH_SOCK=")
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	first := issue("first")
+	if out, err := sshAs(first, "before-kill"); err != nil || !strings.Contains(out, "before-kill") {
+		t.Fatalf("ssh before the kill: %v\n%s", err, out)
+	}
+
+	// The only replica the agent was given dies.
+	if err := ca0.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	ca0.Wait()
+	waitFor(t, "the agent's revocation stream reopens on the learned replica", 60*time.Second, func() bool {
+		return strings.Contains(agentLog.String(), "revocation stream open again")
+	})
+	c.ok("", "", "sshward-ca", "revoke", "--dir", dir1, "--serial", fmt.Sprint(first.Serial))
+	waitFor(t, "the agent refuses the certificate revoked through the learned replica", 60*time.Second, func() bool {
+		out, err := sshAs(first, "revoked")
+		return err != nil && !strings.Contains(out, "revoked")
+	})
+	second := issue("second")
+	if out, err := sshAs(second, "after-kill"); err != nil || !strings.Contains(out, "after-kill") {
+		t.Fatalf("ssh with a certificate issued after the kill: %v\n%s", err, out)
+	}
+}
