@@ -171,7 +171,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	bgWG.Go(func() { s.renewLoop(bg) })
 	bgWG.Go(func() { s.revocationLoop(bg) })
 	bgWG.Go(func() { s.learnReplicasLoop(bg) }) // replicas.go
-	bgWG.Go(func() { s.flagReportLoop(bg) }) // flagreport.go
+	bgWG.Go(func() { s.flagReportLoop(bg) })    // flagreport.go
 	if shipSpool != nil && s.cfg.Playback != nil {
 		bgWG.Go(func() { s.ship(bg, shipSpool) })
 	}
