@@ -128,6 +128,9 @@ type OIDCConfig struct {
 	Issuer   string   `json:"issuer,omitempty"`
 	ClientID string   `json:"client_id,omitempty"`
 	Scopes   []string `json:"scopes,omitempty"`
+	// MFAScopes are requested on top of Scopes when the user asks for a
+	// multi-factor login (sshward login --oidc --mfa).
+	MFAScopes []string `json:"mfa_scopes,omitempty"`
 	// RedirectListen fixes the loopback address of the auth-code redirect
 	// for providers that match redirect URIs exactly ("" = any free port).
 	RedirectListen string `json:"redirect_listen,omitempty"`

@@ -55,9 +55,12 @@ type config struct {
 }
 
 type oidcConfig struct {
-	Issuer      string   `yaml:"issuer"`
-	ClientID    string   `yaml:"client_id"`
-	Scopes      []string `yaml:"scopes"`
+	Issuer   string   `yaml:"issuer"`
+	ClientID string   `yaml:"client_id"`
+	Scopes   []string `yaml:"scopes"`
+	// MFAScopes are asked for on top of Scopes by `sshward login --oidc
+	// --mfa`: scopes the provider guards with a second factor.
+	MFAScopes   []string `yaml:"mfa_scopes"`
 	UserClaim   string   `yaml:"user_claim"`
 	GroupsClaim string   `yaml:"groups_claim"`
 	MFAAMR      []string `yaml:"mfa_amr"`
@@ -78,6 +81,7 @@ oidc:
   issuer: ""
   client_id: ""
   scopes: [openid, profile, email, groups]
+  mfa_scopes: []   # added by sshward login --oidc --mfa, e.g. [mfa]: a scope the provider grants only after OTP
   user_claim: preferred_username   # falls back to email, then sub
   groups_claim: groups
   mfa_amr: [otp, mfa, hwk, swk, totp]  # any of these in amr counts as MFA

@@ -166,7 +166,7 @@ func (e *env) cmdServe(ctx context.Context, args []string) error {
 			return fmt.Errorf("OIDC provider %s: %w", cfg.OIDC.Issuer, err)
 		}
 		acfg.OIDC = v
-		acfg.OIDCClient = api.OIDCConfig{Issuer: cfg.OIDC.Issuer, ClientID: cfg.OIDC.ClientID, Scopes: cfg.OIDC.Scopes, RedirectListen: cfg.OIDC.RedirectListen}
+		acfg.OIDCClient = api.OIDCConfig{Issuer: cfg.OIDC.Issuer, ClientID: cfg.OIDC.ClientID, Scopes: cfg.OIDC.Scopes, MFAScopes: cfg.OIDC.MFAScopes, RedirectListen: cfg.OIDC.RedirectListen}
 	}
 	if sched != nil {
 		acfg.OnCall = sched

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -27,9 +28,17 @@ func (e *env) cmdLogin(ctx context.Context, args []string) error {
 	otp := fs.String("otp", "", "current TOTP code")
 	useOIDC := fs.Bool("oidc", false, "log in through the CA's OpenID Connect provider (browser)")
 	device := fs.Bool("device", false, "with --oidc: use the device flow (for machines without a browser)")
+	wantMFA := fs.Bool("mfa", false, "with --oidc: also ask for the CA's mfa_scopes, which the provider grants only after a second factor")
+	timeout := fs.Duration("timeout", 5*time.Minute, "with --oidc: how long to wait for the identity provider")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	if _, err := cli.Parse(fs, args); err != nil {
 		return err
+	}
+	if (*wantMFA || *device) && !*useOIDC {
+		return cli.Usagef("--mfa and --device go with --oidc")
+	}
+	if *timeout <= 0 {
+		return cli.Usagef("--timeout must be positive")
 	}
 	h, err := e.home()
 	if err != nil {
@@ -64,7 +73,7 @@ func (e *env) cmdLogin(ctx context.Context, args []string) error {
 	}
 	var resp *api.LoginResponse
 	if *useOIDC {
-		resp, err = e.loginOIDC(ctx, c, *device)
+		resp, err = e.loginOIDC(ctx, c, oidcLogin{device: *device, mfa: *wantMFA, timeout: *timeout})
 	} else {
 		resp, err = e.loginPassword(ctx, c, cfg.User, *pwStdin, *otp)
 	}
@@ -163,7 +172,12 @@ func (e *env) loginPassword(ctx context.Context, c *client.Client, user string, 
 	return resp, err
 }
 
-func (e *env) loginOIDC(ctx context.Context, c *client.Client, device bool) (*api.LoginResponse, error) {
+type oidcLogin struct {
+	device, mfa bool
+	timeout     time.Duration // for the provider: discovery, the user, the code
+}
+
+func (e *env) loginOIDC(ctx context.Context, c *client.Client, o oidcLogin) (*api.LoginResponse, error) {
 	oc, err := c.OIDCConfig(ctx)
 	if err != nil {
 		return nil, err
@@ -171,17 +185,37 @@ func (e *env) loginOIDC(ctx context.Context, c *client.Client, device bool) (*ap
 	if !oc.Enabled {
 		return nil, errors.New("this CA has no OIDC provider configured: log in with --user")
 	}
-	fcfg := oidcflow.Config{Issuer: oc.Issuer, ClientID: oc.ClientID, Scopes: oc.Scopes, Out: e.stderr, ListenAddr: oc.RedirectListen}
+	scopes := oc.Scopes
+	if o.mfa {
+		if len(oc.MFAScopes) == 0 {
+			return nil, errors.New("this CA names no oidc.mfa_scopes: whether the login counts as MFA is up to the provider; log in without --mfa")
+		}
+		scopes = append(slices.Clone(oc.Scopes), oc.MFAScopes...)
+	}
+	how := "browser login"
+	if o.device {
+		how = "device login"
+	}
+	what := fmt.Sprintf("the identity provider at %s (%s)", oc.Issuer, how)
+	var stop func()
+	fcfg := oidcflow.Config{Issuer: oc.Issuer, ClientID: oc.ClientID, Scopes: scopes, Out: e.stderr, ListenAddr: oc.RedirectListen,
+		OnWait: func() { stop = e.startNotice(what, o.timeout) }}
 	if opener := e.getenv("SSHWARD_BROWSER"); opener != "" {
 		fcfg.OpenBrowser = func(u string) error { return startBrowser(ctx, opener, u) }
 	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	wctx, cancel := context.WithTimeoutCause(ctx, o.timeout, errWaitTimeout)
 	defer cancel()
 	var tok string
-	if device {
-		tok, err = oidcflow.Device(ctx, fcfg)
+	if o.device {
+		tok, err = oidcflow.Device(wctx, fcfg)
 	} else {
-		tok, err = oidcflow.AuthCode(ctx, fcfg)
+		tok, err = oidcflow.AuthCode(wctx, fcfg)
+	}
+	if stop != nil {
+		stop()
+	}
+	if err != nil && waitTimedOut(wctx) {
+		return nil, fmt.Errorf("gave up waiting for %s after %s: the login was not completed there; run sshward login --oidc again (--timeout D waits longer)", what, o.timeout)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("OIDC login: %w", err)

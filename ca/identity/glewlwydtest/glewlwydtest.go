@@ -76,6 +76,11 @@ type Options struct {
 	Confidential bool
 	// TokenLifetime is the access and ID token lifetime; default 1h.
 	TokenLifetime time.Duration
+	// Client, when set, is the client exactly as POSTed to /api/client/
+	// (the README's OIDC walkthrough shows one) instead of the default
+	// public client; ClientID is read from it. Its redirect URIs are then
+	// fixed: CompleteAuthCode fails on any other rather than adding it.
+	Client map[string]any
 	// Verbose runs glewlwyd at DEBUG and logs its output even when the test
 	// passes (it is logged on failure anyway).
 	Verbose bool
@@ -91,6 +96,7 @@ type Provider struct {
 	ClientSecret string // empty for a public client
 
 	admin *http.Client // carries the admin session cookie
+	fixed bool         // Options.Client: the redirect URIs are as given
 
 	mu        sync.Mutex        // guards the fields below
 	hotp      map[string]string // user → HOTP secret (base32)
@@ -155,6 +161,19 @@ func Start(t testing.TB, opts Options) *Provider {
 	}
 	if opts.Confidential {
 		p.ClientSecret = rand.Text()
+	}
+	if opts.Client != nil {
+		id, _ := opts.Client["client_id"].(string)
+		uris, _ := opts.Client["redirect_uri"].([]any)
+		if id == "" {
+			t.Fatalf("glewlwydtest: Options.Client has no client_id")
+		}
+		p.ClientID, p.fixed, p.redirects = id, true, map[string]bool{}
+		for _, u := range uris {
+			if u, ok := u.(string); ok {
+				p.redirects[u] = true
+			}
+		}
 	}
 	p.provision(t, opts)
 	return p
@@ -379,6 +398,9 @@ func (p *Provider) provision(t testing.TB, opts Options) {
 		client["password"] = p.ClientSecret
 		client["token_endpoint_auth_method"] = []any{"client_secret_basic", "client_secret_post"}
 	}
+	if opts.Client != nil {
+		client = opts.Client
+	}
 	p.call(t, p.admin, "POST", "/api/client/", client, 200)
 
 	var disc struct {
@@ -524,6 +546,9 @@ func (p *Provider) AllowRedirectURI(t testing.TB, uri string) {
 	defer p.mu.Unlock()
 	if p.redirects[uri] {
 		return
+	}
+	if p.fixed {
+		t.Fatalf("glewlwydtest: redirect URI %s is not registered on client %s (Options.Client fixes them)", uri, p.ClientID)
 	}
 	var client map[string]any
 	p.getJSON(t, p.admin, "/api/client/"+p.ClientID, &client)

@@ -71,6 +71,7 @@ func AuthCode(ctx context.Context, cfg Config) (rawIDToken string, err error) {
 		}
 	}
 	s.printf("Waiting for the browser to come back to %s ...\n", s.oauth.RedirectURL)
+	s.waiting()
 
 	var res callbackResult
 	select {

@@ -44,6 +44,7 @@ func Device(ctx context.Context, cfg Config) (rawIDToken string, err error) {
 		s.printf("(or open %s, which carries the code)\n", da.VerificationURIComplete)
 	}
 	s.printf("Waiting for approval ...\n")
+	s.waiting()
 
 	if da.Expiry.IsZero() {
 		var cancel context.CancelFunc

@@ -34,7 +34,11 @@ type Config struct {
 	// error is reported on Out and the flow goes on waiting: the user can
 	// still open the printed URL.
 	OpenBrowser func(url string) error
-	HTTPClient  *http.Client // default http.DefaultClient
+	// OnWait, when set, is called once the instructions are on Out and the
+	// flow waits for the user (browser callback or device approval); nothing
+	// more is written to Out after it. The CLI starts its progress line here.
+	OnWait     func()
+	HTTPClient *http.Client // default http.DefaultClient
 	// ListenAddr is the loopback address of the redirect listener, default
 	// 127.0.0.1:0 (any free port). RFC 8252 §7.3 lets the port vary, but some
 	// providers (glewlwyd among them) match redirect URIs exactly: then pick
@@ -136,6 +140,13 @@ func (s *session) idToken(ctx context.Context, tok *oauth2.Token, nonce string) 
 		return "", ErrNonceMismatch
 	}
 	return raw, nil
+}
+
+// waiting calls OnWait, if any.
+func (s *session) waiting() {
+	if s.cfg.OnWait != nil {
+		s.cfg.OnWait()
+	}
 }
 
 // printf writes instructions for the user; a broken terminal must not stop
