@@ -4,13 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"errors"
 	"io"
 	"os/exec"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -31,28 +28,6 @@ type shiftClock struct{ off atomic.Int64 }
 func (c *shiftClock) now() time.Time          { return time.Now().Add(time.Duration(c.off.Load())) }
 func (c *shiftClock) advance(d time.Duration) { c.off.Add(int64(d)) }
 
-// memRotator is a ca.KeyRotator that keeps new keys in memory (the files
-// are ca/keys' and sshward-ca's tests).
-type memRotator struct {
-	mu      sync.Mutex
-	retired int
-}
-
-func (m *memRotator) Rotate(context.Context, string, time.Time, time.Time) (ssh.Signer, error) {
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	return ssh.NewSignerFromKey(priv)
-}
-
-func (m *memRotator) Retire(context.Context, string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.retired++
-	return nil
-}
-
 // TestKeyRotationRealCA: the real CA over HTTPS, a real production agent
 // and stock OpenSSH ssh. The production user-CA key rotates while a session
 // with an old-key certificate is live: the session goes on; the agent
@@ -65,7 +40,7 @@ func (m *memRotator) Retire(context.Context, string) error {
 func TestKeyRotationRealCA(t *testing.T) {
 	catest.NeedOpenSSH(t)
 	clk := &shiftClock{}
-	rot := &memRotator{}
+	rot := &catest.MemRotator{}
 	w := catest.New(t, catest.Options{Policy: noMFAPolicy(t), Now: clk.now, Keys: rot, RevocationHeartbeat: 500 * time.Millisecond})
 	al := &auditLog{}
 	a := startRealAgent(t, w, agentOpts{tier: api.TierProduction, cfg: func(c *Config) {
@@ -196,8 +171,8 @@ func TestKeyRotationRealCA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ret.Previous != oldFP || ret.Current != res.Current || rot.retired != 1 {
-		t.Fatalf("retire result %+v (rotator retired %d)", ret, rot.retired)
+	if ret.Previous != oldFP || ret.Current != res.Current || rot.Retired() != 1 {
+		t.Fatalf("retire result %+v (rotator retired %d)", ret, rot.Retired())
 	}
 	waitUntil(t, "the agent drops the retired key", func() bool {
 		id := a.srv.identity()

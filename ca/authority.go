@@ -40,6 +40,8 @@ type Config struct {
 	Keys KeyRotator
 	// HostCA signs host certificates.
 	HostCA ssh.Signer
+	// PreviousHostCA is the replaced host-CA key still trusted (rotate.go).
+	PreviousHostCA PreviousKey
 	// OIDC verifies ID tokens; nil disables OIDC login.
 	OIDC OIDCVerifier
 	// OIDCClient is what clients need to start an OIDC login (public).
@@ -119,7 +121,7 @@ func New(cfg Config) (*Authority, error) {
 		cfg.Lockout = identity.Lockout{Threshold: 5, Base: 30 * time.Second, Max: 15 * time.Minute}
 	}
 	a := &Authority{Admin: adm, cfg: cfg, throttle: newLoginThrottle(cfg.Lockout)}
-	a.keys.init(cfg.UserCAs, cfg.PreviousUserCAs)
+	a.keys.init(cfg.UserCAs, cfg.PreviousUserCAs, cfg.HostCA, cfg.PreviousHostCA)
 	if n, err := adm.sealPlaintextSecrets(context.Background()); err != nil {
 		return nil, err
 	} else if n > 0 {
@@ -138,7 +140,10 @@ func New(cfg Config) (*Authority, error) {
 
 // Trust returns the public trust material (public endpoint).
 func (a *Authority) Trust(playback string) *api.TrustResponse {
-	out := &api.TrustResponse{UserCA: map[string]string{}, HostCA: authorizedKey(a.cfg.HostCA.PublicKey()), Playback: playback}
+	out := &api.TrustResponse{UserCA: map[string]string{}, HostCA: authorizedKey(a.hostCA().PublicKey()), Playback: playback}
+	for _, k := range a.HostCAKeys() {
+		out.HostCAKeys = append(out.HostCAKeys, authorizedKey(k))
+	}
 	for _, t := range a.cfg.Policy.Tiers {
 		out.UserCA[t.Name] = authorizedKey(a.userCA(t.Name).PublicKey())
 		if out.UserCAKeys == nil {
@@ -156,9 +161,6 @@ func (a *Authority) Trust(playback string) *api.TrustResponse {
 	}
 	return out
 }
-
-// HostCAKeys returns the host CA public keys (for hostauth verification).
-func (a *Authority) HostCAKeys() []ssh.PublicKey { return []ssh.PublicKey{a.cfg.HostCA.PublicKey()} }
 
 // IssueUserCert signs a user certificate for the session's identity.
 func (a *Authority) IssueUserCert(ctx context.Context, sess *store.Session, req api.CertRequest, clientAddr string) (*api.CertResponse, error) {

@@ -16,9 +16,9 @@ import (
 	"github.com/sshward/sshward/ca/store"
 )
 
-// defaultHostCertTTL applies when the policy sets none. Host certificates
+// DefaultHostCertTTL applies when the policy sets none. Host certificates
 // expire and are renewed by the agent with its current certificate.
-const defaultHostCertTTL = 24 * time.Hour
+const DefaultHostCertTTL = 24 * time.Hour
 
 // JoinHost exchanges a one-time join token for a host certificate whose
 // principals are the names the token was made for.
@@ -93,10 +93,7 @@ func (a *Authority) RenewHost(ctx context.Context, current *ssh.Certificate, req
 // signHost signs and records a host certificate; inTx runs first in the
 // same transaction (consuming the join token).
 func (a *Authority) signHost(ctx context.Context, pub ssh.PublicKey, names []string, tier, clientAddr string, ev *store.AuditEvent, inTx func(*store.Tx) error) (*api.HostCertResponse, error) {
-	ttl := a.cfg.Policy.HostCertTTL
-	if ttl <= 0 {
-		ttl = defaultHostCertTTL
-	}
+	ttl := a.hostCertTTL()
 	now := a.cfg.Now()
 	for attempt := 0; ; attempt++ {
 		serial, err := a.serial()
@@ -114,7 +111,7 @@ func (a *Authority) signHost(ctx context.Context, pub ssh.PublicKey, names []str
 			// ignores extensions on host certificates.
 			Permissions: ssh.Permissions{Extensions: map[string]string{api.ExtTier: tier}},
 		}
-		if err := cert.SignCert(a.cfg.Rand, a.cfg.HostCA); err != nil {
+		if err := cert.SignCert(a.cfg.Rand, a.hostCA()); err != nil {
 			return nil, fmt.Errorf("ca: sign host cert for %q: %w", firstName(names), err)
 		}
 		rec := &store.CertRecord{

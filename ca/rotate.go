@@ -14,30 +14,65 @@ import (
 	"github.com/sshward/sshward/ca/store"
 )
 
-// User-CA key rotation without downtime (issue 14): a tier gets a new
+// CA key rotation without downtime (issue 14): a tier gets a new
 // signing key while the CA runs; the key it replaces stays trusted (trust
 // endpoint, host answers, KRL, revocation stream) until its RetireAt, which
 // is at least the tier's max_ttl away, so every certificate it signed
 // expires before hosts stop trusting it. Agents learn both keys and the
 // retirement time from the revocation stream and drop the old key by
-// themselves at RetireAt.
+// themselves at RetireAt. The host CA rotates the same way: its previous
+// key stays in the trust endpoint's host_ca_keys (clients' known_hosts,
+// playback) for at least the host certificate lifetime, and agents get a
+// certificate of the new key at their next renewal.
 
-// PreviousKey is a tier's replaced user-CA key during its overlap.
+// PreviousKey is a replaced CA key (a tier's user CA, or the host CA)
+// during its overlap.
 type PreviousKey struct {
 	Key      ssh.PublicKey
 	RetireAt time.Time
 }
 
+// KeyID names a CA key: a tier's user CA, or the host CA.
+type KeyID struct {
+	Tier string // the tier of a user CA; empty for the host CA
+	Host bool   // the host CA
+}
+
+// UserKey names tier's user-CA key.
+func UserKey(tier string) KeyID { return KeyID{Tier: tier} }
+
+// HostKey names the host-CA key.
+var HostKey = KeyID{Host: true}
+
+// String is what messages call the key.
+func (id KeyID) String() string {
+	if id.Host {
+		return "the host CA"
+	}
+	return "tier " + id.Tier + "'s user CA"
+}
+
+// Flag is the sshward-ca keys flag that selects the key (for hints in refusals).
+func (id KeyID) Flag() string {
+	if id.Host {
+		return "--host-ca"
+	}
+	return "--tier " + id.Tier
+}
+
 // KeyRotator makes and retires CA keys where they are kept (the CA
-// directory's keys; cmd/sshward-ca). name is the tier, or HostCAName.
+// directory's keys; cmd/sshward-ca).
 type KeyRotator interface {
-	Rotate(ctx context.Context, tier string, now, retireAt time.Time) (ssh.Signer, error)
-	Retire(ctx context.Context, tier string) error
+	Rotate(ctx context.Context, key KeyID, now, retireAt time.Time) (ssh.Signer, error)
+	Retire(ctx context.Context, key KeyID) error
 }
 
 // KeyRotation reports a rotation or retirement.
 type KeyRotation struct {
-	Tier     string    `json:"tier"`
+	// Tier is the user CA's tier; empty when HostCA.
+	Tier string `json:"tier,omitempty"`
+	// HostCA is set for a step of the host CA.
+	HostCA   bool      `json:"host_ca,omitempty"`
 	Previous string    `json:"previous_fingerprint"`
 	Current  string    `json:"current_fingerprint"`
 	RetireAt time.Time `json:"retire_at"`
@@ -50,61 +85,84 @@ var (
 	ErrNoKeyRotator    = errors.New("ca: this CA cannot rotate keys")
 	ErrRotationPending = errors.New("ca: the previous key has not retired")
 	ErrNoPreviousKey   = errors.New("ca: no previous key to retire")
-	ErrOverlapTooShort = errors.New("ca: overlap shorter than the tier's max_ttl")
+	ErrOverlapTooShort = errors.New("ca: overlap shorter than the longest certificate the key signs")
 	ErrOverlapRunning  = errors.New("ca: the overlap has not ended")
 )
 
-// keyState is the Authority's user-CA keys; rotation swaps them.
+// keyState is the Authority's CA keys; rotation swaps them.
 type keyState struct {
 	mu   sync.RWMutex
-	cur  map[string]ssh.Signer
-	prev map[string]PreviousKey
+	cur  map[KeyID]ssh.Signer
+	prev map[KeyID]PreviousKey
 	hub  revocationHub // wakes revocation streams when trust changes
 }
 
-func (k *keyState) init(cur map[string]ssh.Signer, prev map[string]PreviousKey) {
-	k.cur, k.prev = map[string]ssh.Signer{}, map[string]PreviousKey{}
+func (k *keyState) init(cur map[string]ssh.Signer, prev map[string]PreviousKey, host ssh.Signer, hostPrev PreviousKey) {
+	k.cur, k.prev = map[KeyID]ssh.Signer{HostKey: host}, map[KeyID]PreviousKey{}
 	for t, s := range cur {
-		k.cur[t] = s
+		k.cur[UserKey(t)] = s
 	}
 	for t, p := range prev {
 		if p.Key != nil {
-			k.prev[t] = p
+			k.prev[UserKey(t)] = p
 		}
+	}
+	if hostPrev.Key != nil {
+		k.prev[HostKey] = hostPrev
 	}
 }
 
-// userCA is the signer of tier's certificates.
-func (a *Authority) userCA(tier string) ssh.Signer {
+// signer is the key that signs now.
+func (a *Authority) signer(id KeyID) ssh.Signer {
 	a.keys.mu.RLock()
 	defer a.keys.mu.RUnlock()
-	return a.keys.cur[tier]
+	return a.keys.cur[id]
 }
 
-// previousUserCA is tier's replaced key while it is still trusted at now.
-func (a *Authority) previousUserCA(tier string, now time.Time) (PreviousKey, bool) {
+// userCA is the signer of tier's certificates.
+func (a *Authority) userCA(tier string) ssh.Signer { return a.signer(UserKey(tier)) }
+
+// hostCA is the signer of host certificates (and terminate orders).
+func (a *Authority) hostCA() ssh.Signer { return a.signer(HostKey) }
+
+// previousKey is id's replaced key while it is still trusted at now.
+func (a *Authority) previousKey(id KeyID, now time.Time) (PreviousKey, bool) {
 	a.keys.mu.RLock()
 	defer a.keys.mu.RUnlock()
-	p, ok := a.keys.prev[tier]
+	p, ok := a.keys.prev[id]
 	if !ok || !now.Before(p.RetireAt) {
 		return PreviousKey{}, false
 	}
 	return p, true
 }
 
-// TrustedUserCAs lists the keys hosts accept for tier at now: the signing
-// key first, then the previous one during its overlap.
-func (a *Authority) TrustedUserCAs(tier string) []ssh.PublicKey {
-	s := a.userCA(tier)
+// previousUserCA is tier's replaced key while it is still trusted at now.
+func (a *Authority) previousUserCA(tier string, now time.Time) (PreviousKey, bool) {
+	return a.previousKey(UserKey(tier), now)
+}
+
+// trusted lists id's keys trusted now: the signing key first, then the
+// previous one during its overlap.
+func (a *Authority) trusted(id KeyID) []ssh.PublicKey {
+	s := a.signer(id)
 	if s == nil {
 		return nil
 	}
 	out := []ssh.PublicKey{s.PublicKey()}
-	if p, ok := a.previousUserCA(tier, a.cfg.Now()); ok {
+	if p, ok := a.previousKey(id, a.cfg.Now()); ok {
 		out = append(out, p.Key)
 	}
 	return out
 }
+
+// TrustedUserCAs lists the keys hosts accept for tier at now: the signing
+// key first, then the previous one during its overlap.
+func (a *Authority) TrustedUserCAs(tier string) []ssh.PublicKey { return a.trusted(UserKey(tier)) }
+
+// HostCAKeys returns the host CA keys trusted now (hostauth verification,
+// clients' known_hosts): the signing key, then the previous one during a
+// rotation's overlap.
+func (a *Authority) HostCAKeys() []ssh.PublicKey { return a.trusted(HostKey) }
 
 // TrustChanged returns a channel closed at the next rotation or retirement.
 func (a *Authority) TrustChanged() <-chan struct{} { return a.keys.hub.changed() }
@@ -114,6 +172,14 @@ func (a *Authority) HostTrust(tier string) *api.HostTrust {
 	return &api.HostTrust{UserCA: a.hostUserCAs(tier), UserCALimits: a.hostUserCALimits(tier)}
 }
 
+// hostCertTTL is the lifetime of host certificates.
+func (a *Authority) hostCertTTL() time.Duration {
+	if ttl := a.cfg.Policy.HostCertTTL; ttl > 0 {
+		return ttl
+	}
+	return DefaultHostCertTTL
+}
+
 // RotateUserCA gives tier a new signing key; the current one stays trusted
 // for overlap, which must cover the tier's max_ttl.
 func (a *Authority) RotateUserCA(ctx context.Context, tier string, overlap time.Duration, actor string) (*KeyRotation, error) {
@@ -121,35 +187,47 @@ func (a *Authority) RotateUserCA(ctx context.Context, tier string, overlap time.
 	if !ok {
 		return nil, refuse(api.CodeUnknownTier, http.StatusNotFound, nil, "unknown tier %q", tier)
 	}
+	return a.rotateKey(ctx, UserKey(tier), overlap, pt.MaxTTL, "tier "+tier+"'s max_ttl", actor)
+}
+
+// RotateHostCA gives the host CA a new signing key: host certificates are
+// signed by it from now on (agents get one at their next renewal); the
+// current key stays trusted (trust endpoint, `sshward ssh-config`,
+// playback) for overlap, which must cover the host certificate lifetime.
+func (a *Authority) RotateHostCA(ctx context.Context, overlap time.Duration, actor string) (*KeyRotation, error) {
+	return a.rotateKey(ctx, HostKey, overlap, a.hostCertTTL(), "the host certificate lifetime", actor)
+}
+
+func (a *Authority) rotateKey(ctx context.Context, id KeyID, overlap, minOverlap time.Duration, minWhat, actor string) (*KeyRotation, error) {
 	if a.cfg.Keys == nil {
 		return nil, ErrNoKeyRotator
 	}
-	if overlap < pt.MaxTTL {
+	if overlap < minOverlap {
 		return nil, refuse(api.CodeBadRequest, http.StatusBadRequest, ErrOverlapTooShort,
-			"the overlap %s is shorter than tier %s's max_ttl %s: certificates of the old key would be refused before they expire; pass --overlap %s or more", overlap, tier, pt.MaxTTL, pt.MaxTTL)
+			"the overlap %s is shorter than %s %s: certificates of the old key would be refused before they expire; pass --overlap %s or more", overlap, minWhat, minOverlap, minOverlap)
 	}
 	now := a.cfg.Now()
-	if p, ok := a.previousUserCA(tier, now); ok {
+	if p, ok := a.previousKey(id, now); ok {
 		return nil, refuse(api.CodeBadRequest, http.StatusConflict, ErrRotationPending,
-			"tier %s's previous key %s is trusted until %s: retire it first (sshward-ca keys retire --tier %s)", tier, ssh.FingerprintSHA256(p.Key), p.RetireAt.UTC().Format(time.RFC3339), tier)
+			"%s's previous key %s is trusted until %s: retire it first (sshward-ca keys retire %s)", id, ssh.FingerprintSHA256(p.Key), p.RetireAt.UTC().Format(time.RFC3339), id.Flag())
 	}
 	a.keys.mu.Lock()
 	defer a.keys.mu.Unlock()
-	old := a.keys.cur[tier]
+	old := a.keys.cur[id]
 	retireAt := now.Add(overlap)
-	signer, err := a.cfg.Keys.Rotate(ctx, tier, now, retireAt)
+	signer, err := a.cfg.Keys.Rotate(ctx, id, now, retireAt)
 	if err != nil {
-		return nil, fmt.Errorf("ca: rotate %s user CA: %w", tier, err)
+		return nil, fmt.Errorf("ca: rotate %s: %w", id, err)
 	}
-	a.keys.cur[tier] = signer
-	a.keys.prev[tier] = PreviousKey{Key: old.PublicKey(), RetireAt: retireAt}
-	res := &KeyRotation{Tier: tier, Previous: ssh.FingerprintSHA256(old.PublicKey()), Current: ssh.FingerprintSHA256(signer.PublicKey()),
+	a.keys.cur[id] = signer
+	a.keys.prev[id] = PreviousKey{Key: old.PublicKey(), RetireAt: retireAt}
+	res := &KeyRotation{Tier: id.Tier, HostCA: id.Host, Previous: ssh.FingerprintSHA256(old.PublicKey()), Current: ssh.FingerprintSHA256(signer.PublicKey()),
 		RetireAt: retireAt.UTC(), Keys: []string{authorizedKey(signer.PublicKey()), authorizedKey(old.PublicKey())}}
 	err = a.RecordKeyStep(ctx, "key.rotate", actor, "", res)
 	a.keys.hub.publish()
-	a.cfg.Logger.InfoContext(ctx, "rotated user CA key", "tier", tier, "previous", res.Previous, "current", res.Current, "retire_at", res.RetireAt)
+	a.cfg.Logger.InfoContext(ctx, "rotated CA key", "key", id.String(), "previous", res.Previous, "current", res.Current, "retire_at", res.RetireAt)
 	if err != nil {
-		return res, fmt.Errorf("ca: rotate %s user CA: the key is rotated but the audit record failed: %w", tier, err)
+		return res, fmt.Errorf("ca: rotate %s: the key is rotated but the audit record failed: %w", id, err)
 	}
 	return res, nil
 }
@@ -161,26 +239,37 @@ func (a *Authority) RetireUserCA(ctx context.Context, tier string, force bool, a
 	if _, ok := a.cfg.Policy.Tier(tier); !ok {
 		return nil, refuse(api.CodeUnknownTier, http.StatusNotFound, nil, "unknown tier %q", tier)
 	}
+	return a.retireKey(ctx, UserKey(tier), force, actor)
+}
+
+// RetireHostCA stops trusting the host CA's previous key. Before the
+// overlap ends it refuses unless force: clients then refuse hosts whose
+// certificate the old key signed.
+func (a *Authority) RetireHostCA(ctx context.Context, force bool, actor string) (*KeyRotation, error) {
+	return a.retireKey(ctx, HostKey, force, actor)
+}
+
+func (a *Authority) retireKey(ctx context.Context, id KeyID, force bool, actor string) (*KeyRotation, error) {
 	if a.cfg.Keys == nil {
 		return nil, ErrNoKeyRotator
 	}
 	a.keys.mu.Lock()
 	defer a.keys.mu.Unlock()
-	p, ok := a.keys.prev[tier]
+	p, ok := a.keys.prev[id]
 	if !ok {
-		return nil, refuse(api.CodeNotFound, http.StatusNotFound, ErrNoPreviousKey, "tier %s has no previous key to retire", tier)
+		return nil, refuse(api.CodeNotFound, http.StatusNotFound, ErrNoPreviousKey, "%s has no previous key to retire", id)
 	}
 	now := a.cfg.Now()
 	if now.Before(p.RetireAt) && !force {
 		return nil, refuse(api.CodeBadRequest, http.StatusConflict, ErrOverlapRunning,
-			"certificates of tier %s's previous key may be valid until %s: wait, or pass --force to refuse them now", tier, p.RetireAt.UTC().Format(time.RFC3339))
+			"certificates of %s's previous key may be valid until %s: wait, or pass --force to refuse them now", id, p.RetireAt.UTC().Format(time.RFC3339))
 	}
-	if err := a.cfg.Keys.Retire(ctx, tier); err != nil {
-		return nil, fmt.Errorf("ca: retire %s user CA: %w", tier, err)
+	if err := a.cfg.Keys.Retire(ctx, id); err != nil {
+		return nil, fmt.Errorf("ca: retire %s: %w", id, err)
 	}
-	delete(a.keys.prev, tier)
-	cur := a.keys.cur[tier]
-	res := &KeyRotation{Tier: tier, Previous: ssh.FingerprintSHA256(p.Key), Current: ssh.FingerprintSHA256(cur.PublicKey()),
+	delete(a.keys.prev, id)
+	cur := a.keys.cur[id]
+	res := &KeyRotation{Tier: id.Tier, HostCA: id.Host, Previous: ssh.FingerprintSHA256(p.Key), Current: ssh.FingerprintSHA256(cur.PublicKey()),
 		RetireAt: p.RetireAt.UTC(), Keys: []string{authorizedKey(cur.PublicKey())}}
 	how := "end of overlap"
 	if now.Before(p.RetireAt) {
@@ -188,9 +277,9 @@ func (a *Authority) RetireUserCA(ctx context.Context, tier string, force bool, a
 	}
 	err := a.RecordKeyStep(ctx, "key.retire", actor, how, res)
 	a.keys.hub.publish()
-	a.cfg.Logger.InfoContext(ctx, "retired user CA key", "tier", tier, "previous", res.Previous, "current", res.Current, "how", how)
+	a.cfg.Logger.InfoContext(ctx, "retired CA key", "key", id.String(), "previous", res.Previous, "current", res.Current, "how", how)
 	if err != nil {
-		return res, fmt.Errorf("ca: retire %s user CA: the key is retired but the audit record failed: %w", tier, err)
+		return res, fmt.Errorf("ca: retire %s: the key is retired but the audit record failed: %w", id, err)
 	}
 	return res, nil
 }
@@ -211,16 +300,16 @@ func (a *Authority) RunKeyRetirement(ctx context.Context, interval time.Duration
 	for {
 		now := a.cfg.Now()
 		a.keys.mu.RLock()
-		var due []string
-		for tier, p := range a.keys.prev {
+		var due []KeyID
+		for id, p := range a.keys.prev {
 			if !now.Before(p.RetireAt) {
-				due = append(due, tier)
+				due = append(due, id)
 			}
 		}
 		a.keys.mu.RUnlock()
-		for _, tier := range due {
-			if _, err := a.RetireUserCA(ctx, tier, false, "ca"); err != nil && !errors.Is(err, ErrNoPreviousKey) {
-				a.cfg.Logger.ErrorContext(ctx, "ca: automatic key retirement failed", "tier", tier, "err", err)
+		for _, id := range due {
+			if _, err := a.retireKey(ctx, id, false, "ca"); err != nil && !errors.Is(err, ErrNoPreviousKey) {
+				a.cfg.Logger.ErrorContext(ctx, "ca: automatic key retirement failed", "key", id.String(), "err", err)
 			}
 		}
 		select {
@@ -236,7 +325,11 @@ func (a *Authority) RunKeyRetirement(ctx context.Context, interval time.Duration
 // uses it offline, the Authority while serving.
 func (a *Admin) RecordKeyStep(ctx context.Context, typ, actor, reason string, r *KeyRotation) error {
 	return a.cfg.Store.Update(ctx, func(tx *store.Tx) error {
-		return a.appendAudit(tx, store.AuditEvent{Type: typ, Actor: actor, Tier: r.Tier, Subject: r.Tier, Outcome: "ok", Reason: reason,
+		subject := r.Tier
+		if r.HostCA {
+			subject = "host-ca"
+		}
+		return a.appendAudit(tx, store.AuditEvent{Type: typ, Actor: actor, Tier: r.Tier, Subject: subject, Outcome: "ok", Reason: reason,
 			Details: map[string]string{"previous_fingerprint": r.Previous, "current_fingerprint": r.Current, "retire_at": r.RetireAt.Format(time.RFC3339)}})
 	})
 }

@@ -148,7 +148,7 @@ func (a *Authority) terminate(ctx context.Context, sess *store.Session, id strin
 	}
 	o := api.TerminateOrder{SessionID: id, Host: req.Host, Tier: req.Tier, By: sess.User, Reason: strings.TrimSpace(req.Reason),
 		IssuedAt: now, Expires: now.Add(api.TerminateOrderTTL), Nonce: hex.EncodeToString(nonce[:])}
-	if err := o.Sign(rand.Reader, a.cfg.HostCA); err != nil {
+	if err := o.Sign(rand.Reader, a.hostCA()); err != nil {
 		return nil, fmt.Errorf("ca: terminate: %w", err)
 	}
 	ev.Outcome = "ok"

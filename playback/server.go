@@ -230,7 +230,13 @@ func (s *Server) refreshTrust(ctx context.Context) {
 	if s.cfg.SetHostCAs == nil || tr.HostCA == "" {
 		return
 	}
-	if err := s.cfg.SetHostCAs([]string{tr.HostCA}); err != nil {
+	// During a host-CA rotation's overlap, agents carry certificates of
+	// either key.
+	lines := tr.HostCAKeys
+	if len(lines) == 0 {
+		lines = []string{tr.HostCA}
+	}
+	if err := s.cfg.SetHostCAs(lines); err != nil {
 		s.log.ErrorContext(ctx, "playback: trust refresh", "err", err)
 	}
 }

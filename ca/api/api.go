@@ -219,7 +219,11 @@ type TrustResponse struct {
 	// first: two during a key rotation's overlap (api/rotate.go).
 	UserCAKeys map[string][]string `json:"user_ca_keys,omitempty"`
 	HostCA     string              `json:"host_ca"`
-	Tiers      []TierInfo          `json:"tiers"`
+	// HostCAKeys lists every trusted host-CA key, the signing one first:
+	// two during a host-CA rotation's overlap. Clients put each in an
+	// @cert-authority line.
+	HostCAKeys []string   `json:"host_ca_keys,omitempty"`
+	Tiers      []TierInfo `json:"tiers"`
 	// Playback is the registered playback server URL, if any (the one
 	// that joined last).
 	Playback string `json:"playback,omitempty"`

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -16,40 +17,57 @@ import (
 	"github.com/sshward/sshward/ca"
 	"github.com/sshward/sshward/ca/api"
 	"github.com/sshward/sshward/ca/keys"
+	"github.com/sshward/sshward/ca/policy"
 	"github.com/sshward/sshward/ca/server"
 	"github.com/sshward/sshward/ca/store"
 	"github.com/sshward/sshward/cmd/internal/cli"
 )
 
-// sshward-ca keys rotate|retire|list (issue 14): a tier's user-CA key
-// rotates while the CA serves (through the admin socket; the running CA
+// sshward-ca keys rotate|retire|list (issue 14): a tier's user-CA key, or
+// the host-CA key (--host-ca), rotates while the CA serves (through the admin socket; the running CA
 // holds the passphrase) or offline (with it from $SSHWARD_CA_PASSPHRASE).
 
 const defaultOverlap = 24 * time.Hour
 
-// dirKeys rotates the user-CA keys in the CA directory (ca.KeyRotator).
+// dirKeys rotates the CA keys in the CA directory (ca.KeyRotator).
 type dirKeys struct {
 	l    layout
 	pass []byte
 }
 
-func (d *dirKeys) Rotate(ctx context.Context, tier string, now, retireAt time.Time) (ssh.Signer, error) {
-	ring, err := keys.Rotate(ctx, keys.RotateRequest{Dir: d.l.keys(), Name: d.l.userCAName(tier), Passphrase: d.pass,
-		Comment: "sshward " + tier + " user CA", Now: now, RetireAt: retireAt})
+// keyName is the file stem of a CA key in the keys directory.
+func (l layout) keyName(id ca.KeyID) string {
+	if id.Host {
+		return hostCAName
+	}
+	return l.userCAName(id.Tier)
+}
+
+// keyComment ends the key's .pub line.
+func keyComment(id ca.KeyID) string {
+	if id.Host {
+		return "sshward host CA"
+	}
+	return "sshward " + id.Tier + " user CA"
+}
+
+func (d *dirKeys) Rotate(ctx context.Context, id ca.KeyID, now, retireAt time.Time) (ssh.Signer, error) {
+	ring, err := keys.Rotate(ctx, keys.RotateRequest{Dir: d.l.keys(), Name: d.l.keyName(id), Passphrase: d.pass,
+		Comment: keyComment(id), Now: now, RetireAt: retireAt})
 	if err != nil {
 		return nil, err
 	}
 	return ring.Current.SSHSigner()
 }
 
-func (d *dirKeys) Retire(_ context.Context, tier string) error {
-	_, err := keys.Retire(d.l.keys(), d.l.userCAName(tier))
+func (d *dirKeys) Retire(_ context.Context, id ca.KeyID) error {
+	_, err := keys.Retire(d.l.keys(), d.l.keyName(id))
 	return err
 }
 
-// loadUserCA opens tier's key ring: the signer and its previous key.
-func loadUserCA(ctx context.Context, l layout, tier string, pass []byte) (ssh.Signer, ca.PreviousKey, error) {
-	ring, err := keys.LoadRing(ctx, l.keys(), l.userCAName(tier), pass)
+// loadCA opens a CA key ring: the signer and its previous key.
+func loadCA(ctx context.Context, l layout, id ca.KeyID, pass []byte) (ssh.Signer, ca.PreviousKey, error) {
+	ring, err := keys.LoadRing(ctx, l.keys(), l.keyName(id), pass)
 	if err != nil {
 		return nil, ca.PreviousKey{}, err
 	}
@@ -60,20 +78,20 @@ func loadUserCA(ctx context.Context, l layout, tier string, pass []byte) (ssh.Si
 	return s, ca.PreviousKey{Key: ring.Previous, RetireAt: ring.Rotation.RetireAt}, nil
 }
 
-// trustedPubLines are tier's trusted user-CA keys at now, from the files:
-// the signing key, then the previous one during its overlap.
-func trustedPubLines(l layout, tier string, now time.Time) ([]string, error) {
-	b, err := os.ReadFile(l.userCAPub(tier))
+// trustedPubLines are the trusted keys of id at now, from the files: the
+// signing key, then the previous one during its overlap.
+func trustedPubLines(l layout, id ca.KeyID, now time.Time) ([]string, error) {
+	b, err := os.ReadFile(filepath.Join(l.keys(), l.keyName(id)+".pub"))
 	if err != nil {
-		return nil, fmt.Errorf("read %s user CA: %w", tier, err)
+		return nil, fmt.Errorf("read %s: %w", id, err)
 	}
 	out := []string{strings.TrimSpace(string(b))}
-	prev, rot, err := keys.ReadPrevious(l.keys(), l.userCAName(tier))
+	prev, rot, err := keys.ReadPrevious(l.keys(), l.keyName(id))
 	if err != nil {
-		return nil, fmt.Errorf("read %s previous user CA: %w", tier, err)
+		return nil, fmt.Errorf("read %s's previous key: %w", id, err)
 	}
 	if prev != nil && now.Before(rot.RetireAt) {
-		out = append(out, keys.PublicLine(prev)+" sshward "+tier+" user CA (previous, retires "+rot.RetireAt.UTC().Format(time.RFC3339)+")")
+		out = append(out, keys.PublicLine(prev)+" "+keyComment(id)+" (previous, retires "+rot.RetireAt.UTC().Format(time.RFC3339)+")")
 	}
 	return out, nil
 }
@@ -86,7 +104,8 @@ func (e *env) cmdKeys(ctx context.Context, args []string) error {
 	fs := cli.NewFlagSet("sshward-ca keys " + verb + " --dir DIR --tier T")
 	dir := e.dirFlag(fs)
 	tier := fs.String("tier", "", "the tier whose user CA key rotates")
-	overlap := fs.Duration("overlap", defaultOverlap, "how long the old key stays trusted (at least the tier's max_ttl)")
+	hostCA := fs.Bool("host-ca", false, "rotate or retire the host CA key instead")
+	overlap := fs.Duration("overlap", defaultOverlap, "how long the old key stays trusted (at least the tier's max_ttl; for the host CA, the host certificate lifetime)")
 	force := fs.Bool("force", false, "retire before the overlap ends: the old key's certificates are refused at once")
 	passFile := fs.String("passphrase-file", "", "file holding the CA passphrase, when the CA is not running (else $SSHWARD_CA_PASSPHRASE)")
 	asJSON := fs.Bool("json", false, "print JSON")
@@ -107,35 +126,51 @@ func (e *env) cmdKeys(ctx context.Context, args []string) error {
 	if verb != "rotate" && verb != "retire" {
 		return fmtUsage(fmt.Sprintf("unknown keys verb %q: rotate, retire or list", verb))
 	}
-	if *tier == "" {
-		return fmtUsage("keys " + verb + " needs --tier T")
-	}
-	pt, ok := pol.Tier(*tier)
-	if !ok {
-		return fmt.Errorf("unknown tier %q (known: %s)", *tier, strings.Join(pol.TierNames(), ", "))
+	var id ca.KeyID
+	var minOverlap time.Duration
+	var minWhat string
+	switch {
+	case *hostCA && *tier != "":
+		return fmtUsage("keys " + verb + " takes --tier T or --host-ca, not both")
+	case *hostCA:
+		id, minOverlap, minWhat = ca.HostKey, hostCertTTL(pol), "the host certificate lifetime"
+	case *tier == "":
+		return fmtUsage("keys " + verb + " needs --tier T (or --host-ca)")
+	default:
+		pt, ok := pol.Tier(*tier)
+		if !ok {
+			return fmt.Errorf("unknown tier %q (known: %s)", *tier, strings.Join(pol.TierNames(), ", "))
+		}
+		id, minOverlap, minWhat = ca.UserKey(pt.Name), pt.MaxTTL, "tier "+pt.Name+"'s max_ttl"
 	}
 	var res ca.KeyRotation
 	if c, err := net.DialTimeout("unix", l.socket(), time.Second); err == nil {
 		c.Close()
 		sa := newSocketAdmin(l.socket())
 		if verb == "rotate" {
-			err = sa.call(ctx, http.MethodPost, server.AdminKeysRotate, server.KeyRotateRequest{Tier: *tier, Overlap: api.Duration(*overlap)}, &res)
+			err = sa.call(ctx, http.MethodPost, server.AdminKeysRotate, server.KeyRotateRequest{Tier: id.Tier, HostCA: id.Host, Overlap: api.Duration(*overlap)}, &res)
 		} else {
-			err = sa.call(ctx, http.MethodPost, server.AdminKeysRetire, server.KeyRetireRequest{Tier: *tier, Force: *force}, &res)
+			err = sa.call(ctx, http.MethodPost, server.AdminKeysRetire, server.KeyRetireRequest{Tier: id.Tier, HostCA: id.Host, Force: *force}, &res)
 		}
 		if err != nil {
 			return err
 		}
-	} else if err := e.offlineKeyStep(ctx, l, verb, pt.Name, pt.MaxTTL, *overlap, *force, *passFile, &res); err != nil {
+	} else if err := e.offlineKeyStep(ctx, l, verb, id, minOverlap, minWhat, *overlap, *force, *passFile, &res); err != nil {
 		return err
 	}
 	if *asJSON {
 		return cli.JSON(e.stdout, res)
 	}
-	if verb == "rotate" {
+	switch {
+	case verb == "rotate" && id.Host:
+		fmt.Fprintf(e.stdout, "rotated the host CA: host certificates are signed by %s from now on (agents get one at their next renewal); %s stays trusted until %s: clients run `sshward ssh-config` to trust both (sshward-ca keys retire --host-ca then, or the CA retires it by itself)\n",
+			res.Current, res.Previous, res.RetireAt.Format(time.RFC3339))
+	case verb == "rotate":
 		fmt.Fprintf(e.stdout, "rotated the %s user CA: new certificates are signed by %s; %s stays trusted until %s (sshward-ca keys retire --tier %s then, or the CA retires it by itself)\n",
 			res.Tier, res.Current, res.Previous, res.RetireAt.Format(time.RFC3339), res.Tier)
-	} else {
+	case id.Host:
+		fmt.Fprintf(e.stdout, "retired %s from the host CA: clients that ran `sshward ssh-config` since now trust only %s\n", res.Previous, res.Current)
+	default:
 		fmt.Fprintf(e.stdout, "retired %s from the %s user CA: hosts now trust only %s\n", res.Previous, res.Tier, res.Current)
 	}
 	return nil
@@ -143,50 +178,50 @@ func (e *env) cmdKeys(ctx context.Context, args []string) error {
 
 // offlineKeyStep rotates or retires with the CA stopped: the files here,
 // the audit record in the store.
-func (e *env) offlineKeyStep(ctx context.Context, l layout, verb, tier string, maxTTL, overlap time.Duration, force bool, passFile string, res *ca.KeyRotation) error {
+func (e *env) offlineKeyStep(ctx context.Context, l layout, verb string, id ca.KeyID, minOverlap time.Duration, minWhat string, overlap time.Duration, force bool, passFile string, res *ca.KeyRotation) error {
 	now := time.Now()
-	res.Tier = tier
+	res.Tier, res.HostCA = id.Tier, id.Host
 	var reason string
 	switch verb {
 	case "rotate":
-		if overlap < maxTTL {
-			return fmt.Errorf("the overlap %s is shorter than tier %s's max_ttl %s: certificates of the old key would be refused before they expire; pass --overlap %s or more", overlap, tier, maxTTL, maxTTL)
+		if overlap < minOverlap {
+			return fmt.Errorf("the overlap %s is shorter than %s %s: certificates of the old key would be refused before they expire; pass --overlap %s or more", overlap, minWhat, minOverlap, minOverlap)
 		}
 		pass, err := e.passphrase(passFile)
 		if err != nil {
 			return err
 		}
 		defer clear(pass)
-		ring, err := keys.Rotate(ctx, keys.RotateRequest{Dir: l.keys(), Name: l.userCAName(tier), Passphrase: pass,
-			Comment: "sshward " + tier + " user CA", Now: now, RetireAt: now.Add(overlap)})
+		ring, err := keys.Rotate(ctx, keys.RotateRequest{Dir: l.keys(), Name: l.keyName(id), Passphrase: pass,
+			Comment: keyComment(id), Now: now, RetireAt: now.Add(overlap)})
 		if errors.Is(err, keys.ErrRotationPending) {
-			return fmt.Errorf("tier %s's previous key has not retired: retire it first (sshward-ca keys retire --tier %s)", tier, tier)
+			return fmt.Errorf("%s's previous key has not retired: retire it first (sshward-ca keys retire %s)", id, id.Flag())
 		}
 		if err != nil {
 			return err
 		}
 		res.Previous, res.Current, res.RetireAt = ring.Rotation.Previous, ring.Rotation.Current, ring.Rotation.RetireAt
 	case "retire":
-		prev, rot, err := keys.ReadPrevious(l.keys(), l.userCAName(tier))
+		prev, rot, err := keys.ReadPrevious(l.keys(), l.keyName(id))
 		if err != nil {
 			return err
 		}
 		if prev == nil {
-			return fmt.Errorf("tier %s has no previous key to retire", tier)
+			return fmt.Errorf("%s has no previous key to retire", id)
 		}
 		reason = "end of overlap"
 		if now.Before(rot.RetireAt) {
 			if !force {
-				return fmt.Errorf("certificates of tier %s's previous key may be valid until %s: wait, or pass --force to refuse them now", tier, rot.RetireAt.UTC().Format(time.RFC3339))
+				return fmt.Errorf("certificates of %s's previous key may be valid until %s: wait, or pass --force to refuse them now", id, rot.RetireAt.UTC().Format(time.RFC3339))
 			}
 			reason = "forced"
 		}
-		if _, err := keys.Retire(l.keys(), l.userCAName(tier)); err != nil {
+		if _, err := keys.Retire(l.keys(), l.keyName(id)); err != nil {
 			return err
 		}
 		res.Previous, res.Current, res.RetireAt = rot.Previous, rot.Current, rot.RetireAt
 	}
-	lines, err := trustedPubLines(l, tier, now)
+	lines, err := trustedPubLines(l, id, now)
 	if err != nil {
 		return err
 	}
@@ -212,25 +247,39 @@ func (e *env) offlineKeyStep(ctx context.Context, l layout, verb, tier string, m
 
 // keyInfo is one line of keys list --json.
 type keyInfo struct {
-	Tier     string    `json:"tier"`
+	Tier     string    `json:"tier,omitempty"`
+	HostCA   bool      `json:"host_ca,omitempty"`
 	Current  string    `json:"current_fingerprint"`
 	Previous string    `json:"previous_fingerprint,omitempty"`
 	RetireAt time.Time `json:"retire_at,omitzero"`
 }
 
+// hostCertTTL is the lifetime of the host certificates the policy gives.
+func hostCertTTL(pol *policy.Policy) time.Duration {
+	if pol.HostCertTTL > 0 {
+		return pol.HostCertTTL
+	}
+	return ca.DefaultHostCertTTL
+}
+
 func (e *env) listKeys(l layout, tiers []string, asJSON bool) error {
 	var out []keyInfo
+	ids := []ca.KeyID{}
 	for _, t := range tiers {
-		b, err := os.ReadFile(l.userCAPub(t))
+		ids = append(ids, ca.UserKey(t))
+	}
+	for _, id := range append(ids, ca.HostKey) {
+		path := filepath.Join(l.keys(), l.keyName(id)+".pub")
+		b, err := os.ReadFile(path)
 		if err != nil {
-			return fmt.Errorf("read %s user CA: %w", t, err)
+			return fmt.Errorf("read %s: %w", id, err)
 		}
 		pub, _, _, _, err := ssh.ParseAuthorizedKey(b)
 		if err != nil {
-			return fmt.Errorf("%s: %w", l.userCAPub(t), err)
+			return fmt.Errorf("%s: %w", path, err)
 		}
-		ki := keyInfo{Tier: t, Current: ssh.FingerprintSHA256(pub)}
-		if prev, rot, err := keys.ReadPrevious(l.keys(), l.userCAName(t)); err != nil {
+		ki := keyInfo{Tier: id.Tier, HostCA: id.Host, Current: ssh.FingerprintSHA256(pub)}
+		if prev, rot, err := keys.ReadPrevious(l.keys(), l.keyName(id)); err != nil {
 			return err
 		} else if prev != nil {
 			ki.Previous, ki.RetireAt = rot.Previous, rot.RetireAt
@@ -247,7 +296,11 @@ func (e *env) listKeys(l layout, tiers []string, asJSON bool) error {
 		if k.Previous != "" {
 			prev, at = k.Previous, k.RetireAt.UTC().Format(time.RFC3339)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", k.Tier, k.Current, prev, at)
+		name := k.Tier
+		if k.HostCA {
+			name = "(host CA)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", name, k.Current, prev, at)
 	}
 	return tw.Flush()
 }

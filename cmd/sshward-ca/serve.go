@@ -93,7 +93,7 @@ func (e *env) cmdServe(ctx context.Context, args []string) error {
 		}
 		// The key ring: the signing key and, during a rotation's
 		// overlap, the previous one (rotate.go).
-		s, prev, err := loadUserCA(ctx, l, t.Name, pass)
+		s, prev, err := loadCA(ctx, l, ca.UserKey(t.Name), pass)
 		if err != nil {
 			return fmt.Errorf("open %s user CA: %w", t.Name, err)
 		}
@@ -102,13 +102,9 @@ func (e *env) cmdServe(ctx context.Context, args []string) error {
 			prevCAs[t.Name] = prev
 		}
 	}
-	hk, err := keys.Open(ctx, l.hostCAKey(), pass)
+	hostCA, prevHostCA, err := loadCA(ctx, l, ca.HostKey, pass)
 	if err != nil {
 		return fmt.Errorf("open host CA: %w", err)
-	}
-	hostCA, err := hk.SSHSigner()
-	if err != nil {
-		return err
 	}
 	root, err := tlsca.LoadRoot(ctx, l.tls(), pass)
 	if err != nil {
@@ -156,7 +152,7 @@ func (e *env) cmdServe(ctx context.Context, args []string) error {
 		return fmt.Errorf("refusing to start: %w", err)
 	}
 	acfg := ca.Config{Store: db, Policy: pol, UserCAs: userCAs, HostCA: hostCA, TLSRoot: root, Logger: log, ApprovalPolicy: plugs.approval, Secrets: box,
-		PreviousUserCAs: prevCAs, Keys: rotator}
+		PreviousUserCAs: prevCAs, PreviousHostCA: prevHostCA, Keys: rotator}
 	if cfg.OIDC.Issuer != "" {
 		v, err := identity.NewOIDCVerifier(ctx, identity.OIDCConfig{
 			Issuer: cfg.OIDC.Issuer, ClientID: cfg.OIDC.ClientID, Scopes: cfg.OIDC.Scopes,

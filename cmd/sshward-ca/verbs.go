@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -204,11 +203,14 @@ func (e *env) cmdTrust(_ context.Context, args []string) error {
 		return fmtUsage("trust needs exactly one of --tier T or --hosts")
 	}
 	if *hosts {
-		b, err := os.ReadFile(l.hostCAPub())
+		// During a host-CA rotation's overlap, both keys (rotate.go).
+		lines, err := trustedPubLines(l, ca.HostKey, time.Now())
 		if err != nil {
-			return fmt.Errorf("read host CA: %w", err)
+			return err
 		}
-		fmt.Fprintf(e.stdout, "@cert-authority * %s\n", strings.TrimSpace(string(b)))
+		for _, line := range lines {
+			fmt.Fprintf(e.stdout, "@cert-authority * %s\n", line)
+		}
 		return nil
 	}
 	pol, err := loadPolicy(l.policy())
@@ -221,7 +223,7 @@ func (e *env) cmdTrust(_ context.Context, args []string) error {
 	// A host of tier trusts its own user CA and every tier trusted on it.
 	// During a key rotation's overlap, both keys of a tier (rotate.go).
 	for _, t := range pol.HostTrust(*tier) {
-		lines, err := trustedPubLines(l, t, time.Now())
+		lines, err := trustedPubLines(l, ca.UserKey(t), time.Now())
 		if err != nil {
 			return err
 		}

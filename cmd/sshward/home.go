@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
+	"github.com/sshward/sshward/ca/api"
 	"github.com/sshward/sshward/ca/client"
 )
 
@@ -37,10 +39,26 @@ func (h home) certPath(tier string) string {
 	return filepath.Join(h.dir, "keys", tier+"-cert.pub")
 }
 
-// writeKnownHosts saves the host CA as the one @cert-authority line ssh
-// needs to verify sshward hosts without trust on first use.
-func (h home) writeKnownHosts(hostCA string) error {
-	return writeAtomic(h.knownHostsPath(), []byte("@cert-authority * "+hostCA+"\n"), 0o644)
+// writeKnownHosts saves an @cert-authority line for every trusted host-CA
+// key, so ssh verifies sshward hosts without trust on first use. During a
+// host-CA rotation's overlap there are two: hosts carry certificates of
+// either key until they renew. A retired key is left out (the file is
+// rewritten whole), so its certificates are refused.
+func (h home) writeKnownHosts(tr *api.TrustResponse) error {
+	return writeAtomic(h.knownHostsPath(), []byte(strings.Join(knownHostsLines(tr), "\n")+"\n"), 0o644)
+}
+
+// knownHostsLines are the @cert-authority lines of tr's host-CA keys.
+func knownHostsLines(tr *api.TrustResponse) []string {
+	keys := tr.HostCAKeys
+	if len(keys) == 0 {
+		keys = []string{tr.HostCA}
+	}
+	out := make([]string, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, "@cert-authority * "+k)
+	}
+	return out
 }
 
 // clientConfig is what login remembers about the CA.

@@ -96,7 +96,7 @@ func (e *env) cmdLogin(ctx context.Context, args []string) error {
 	// Keep the host CA line current for the ssh-config block (best effort:
 	// `sshward ssh-config` writes it too).
 	if tr, err := c.Trust(ctx); err == nil {
-		_ = h.writeKnownHosts(tr.HostCA)
+		_ = h.writeKnownHosts(tr)
 	}
 	if *asJSON {
 		return cli.JSON(e.stdout, map[string]any{"user": resp.User, "groups": resp.Groups, "mfa": resp.MFA, "expires_at": resp.ExpiresAt})

@@ -41,7 +41,7 @@ func (e *env) cmdSSHConfig(ctx context.Context, args []string) error {
 			tiers = info.Tiers
 		}
 	}
-	if err := h.writeKnownHosts(trust.HostCA); err != nil {
+	if err := h.writeKnownHosts(trust); err != nil {
 		return err
 	}
 	w := e.stdout
@@ -77,7 +77,12 @@ func (e *env) cmdSSHConfig(ctx context.Context, args []string) error {
 	if n == 0 {
 		fmt.Fprintln(e.stderr, "sshward: no tier with host patterns matched; nothing to fetch on demand")
 	}
-	fmt.Fprintf(w, "\n# hosts signed by the sshward host CA (no trust on first use)\n# %s\n", sshPath(h.knownHostsPath()))
+	// The known_hosts lines, one per trusted host-CA key (two during a
+	// host-CA rotation's overlap), shown here for whoever keeps their own.
+	fmt.Fprintf(w, "\n# hosts signed by the sshward host CA (no trust on first use), in\n# %s:\n", sshPath(h.knownHostsPath()))
+	for _, line := range knownHostsLines(trust) {
+		fmt.Fprintf(w, "#   %s\n", line)
+	}
 	return nil
 }
 
