@@ -22,12 +22,10 @@ func (l layout) tls() string                { return filepath.Join(l.dir, "tls")
 func (l layout) db() string                 { return filepath.Join(l.dir, "ca.db") }
 func (l layout) socket() string             { return filepath.Join(l.dir, "admin.sock") }
 func (l layout) userCAName(t string) string { return "user-ca-" + t }
-func (l layout) userCAPub(t string) string  { return filepath.Join(l.keys(), l.userCAName(t)+".pub") }
 func (l layout) userCAKey(t string) string  { return filepath.Join(l.keys(), l.userCAName(t)+".key") }
 
 const hostCAName = "host-ca"
 
-func (l layout) hostCAPub() string { return filepath.Join(l.keys(), hostCAName+".pub") }
 func (l layout) hostCAKey() string { return filepath.Join(l.keys(), hostCAName+".key") }
 
 func (l layout) check() error {
