@@ -80,6 +80,9 @@ func (p *Policy) check() *issue {
 			return is
 		}
 	}
+	if is := p.checkWorkload(); is != nil {
+		return is
+	}
 	for _, t := range p.Tiers {
 		for _, on := range t.TrustedOn {
 			if on == t.Name {

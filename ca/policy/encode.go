@@ -24,6 +24,7 @@ func (p *Policy) Marshal() ([]byte, error) {
 		}
 	}
 	put(root, "tiers", tiers)
+	p.workloadNode(root) // workload.go
 
 	var buf bytes.Buffer
 	enc := yaml.NewEncoder(&buf)

@@ -136,7 +136,17 @@ func (p *Policy) Grant(r Request) (*Grant, error) {
 	if err != nil {
 		return nil, err
 	}
+	g, err := t.grant(r, principals, ttl)
+	if err != nil {
+		return nil, err
+	}
+	t.onCallGrant(g, r)
+	return g, nil
+}
 
+// grant builds what the tier puts in a certificate for r once who may have
+// which principals for how long is decided (Grant, GrantWorkload).
+func (t *Tier) grant(r Request, principals []string, ttl time.Duration) (*Grant, error) {
 	crit := map[string]string{}
 	if t.ForceCommand != "" {
 		crit["force-command"] = t.ForceCommand
@@ -186,7 +196,6 @@ func (p *Policy) Grant(r Request) (*Grant, error) {
 		RequestID:       r.RequestID,
 		Scope:           r.Scope,
 	}
-	t.onCallGrant(g, r)
 	return g, nil
 }
 

@@ -275,6 +275,8 @@ func (d *decoder) policy(doc *yaml.Node) (*Policy, error) {
 			err = d.duration("", kv, &p.HostCertTTL)
 		case "tiers":
 			p.Tiers, err = d.tiers(kv)
+		case "workload_issuers": // workload.go
+			err = d.workloadIssuers(kv, p)
 		default: // keys of other files (oversight.go)
 			err = d.oversightTopKey(kv, p)
 		}

@@ -73,6 +73,10 @@ type Policy struct {
 	// TerminateGroups (terminate_groups) may end live sessions; nil means
 	// DefaultTerminateGroups (oversight.go).
 	TerminateGroups []string
+	// WorkloadIssuers (workload_issuers) are the CI token issuers trusted
+	// to exchange tokens for certificates (workload.go); none: no workload
+	// gets a certificate.
+	WorkloadIssuers []WorkloadIssuer
 }
 
 // Tier is one entry under tiers:. Field comments give the YAML key.
