@@ -396,13 +396,9 @@ func (s *Server) newGrant(c ssh.ConnMetadata, cert *ssh.Certificate, u *User) *g
 }
 
 // identityOf is the person in a KeyId of the form
-// "alice@local tier=production req=- serial=…": its first field.
-func identityOf(keyID string) string {
-	if f := strings.Fields(keyID); len(f) > 0 {
-		return f[0]
-	}
-	return ""
-}
+// "alice@local tier=production req=- serial=…", or the workload
+// ("ci:org/deploy@refs/heads/main run=42"): see api.KeyIDIdentity.
+func identityOf(keyID string) string { return api.KeyIDIdentity(keyID) }
 
 // admitVerified runs once the client proved it holds the admitted key:
 // only now is a single-use certificate spent.

@@ -66,6 +66,9 @@ type Config struct {
 	Rand io.Reader
 	// Logger receives decisions (default: discard).
 	Logger *slog.Logger
+	// WorkloadHTTPClient fetches workload issuers' discovery documents and
+	// keys (workload.go); default http.DefaultClient.
+	WorkloadHTTPClient *http.Client
 }
 
 // Check names the first bad field.
@@ -102,6 +105,9 @@ type Authority struct {
 	oncall onCallState  // wakes RunOnCall (oncall.go)
 	terms  terminateHub // recent signed terminate orders (terminate.go)
 	keys   keyState     // user-CA keys, swapped by rotation (rotate.go)
+
+	workloads        *identity.WorkloadVerifier // workload issuers' keys (workload.go)
+	workloadThrottle *loginThrottle             // refused workload tokens per address
 }
 
 // New returns an Authority.
@@ -122,6 +128,7 @@ func New(cfg Config) (*Authority, error) {
 	}
 	a := &Authority{Admin: adm, cfg: cfg, throttle: newLoginThrottle(cfg.Lockout)}
 	a.keys.init(cfg.UserCAs, cfg.PreviousUserCAs, cfg.HostCA, cfg.PreviousHostCA)
+	a.initWorkloads()
 	if n, err := adm.sealPlaintextSecrets(context.Background()); err != nil {
 		return nil, err
 	} else if n > 0 {

@@ -187,7 +187,7 @@ func checkUserCert(m recorder.Metadata, tr *api.TrustResponse) string {
 			approvers = append(approvers, a)
 		}
 	}
-	first, _, _ := strings.Cut(cert.KeyId, " ")
+	first := api.KeyIDIdentity(cert.KeyId)
 	switch {
 	case cert.Serial != m.Serial:
 		return fmt.Sprintf("serial %d is not the certificate's (%d)", m.Serial, cert.Serial)

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode"
 
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
@@ -59,10 +60,27 @@ func (w Workload) Name() string {
 			name += "@" + ref
 		}
 	}
+	name = keyIDSafe(name)
 	if run != "" {
-		name += " run=" + run
+		name += " run=" + keyIDSafe(run)
 	}
 	return name
+}
+
+// keyIDSafe replaces spaces and control characters with '_' and bounds the
+// length, so a claim cannot forge further fields of a key id, audit line or
+// recording name.
+func keyIDSafe(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsSpace(r) || !unicode.IsPrint(r) {
+			return '_'
+		}
+		return r
+	}, s)
+	if len(s) > 200 {
+		s = strings.ToValidUTF8(s[:200], "")
+	}
+	return s
 }
 
 // VerifyWorkload checks raw against the trusted issuers (signature with an

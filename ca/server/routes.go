@@ -46,6 +46,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("POST "+api.PathLogin, s.handleLogin)
 	mux.HandleFunc("POST "+api.PathLoginOIDC, s.handleLoginOIDC)
 	mux.HandleFunc("POST "+api.PathHostJoin, s.handleJoin)
+	mux.HandleFunc("POST "+api.PathWorkloadCert, s.handleWorkloadCert)
 	// session
 	mux.HandleFunc("GET "+api.PathSession, s.withSession(s.handleSession))
 	mux.HandleFunc("DELETE "+api.PathSession, s.withSession(s.handleLogout))
@@ -215,6 +216,21 @@ func (s *Server) handleCert(w http.ResponseWriter, r *http.Request, sess *store.
 		return
 	}
 	resp, err := s.a.IssueUserCert(r.Context(), sess, req, clientIP(r))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeCertResponse(w, resp)
+}
+
+// handleWorkloadCert exchanges a CI token for a certificate: public, the
+// token is the credential (ca.IssueWorkloadCert throttles refusals).
+func (s *Server) handleWorkloadCert(w http.ResponseWriter, r *http.Request) {
+	var req api.WorkloadCertRequest
+	if !s.decode(w, r, &req) {
+		return
+	}
+	resp, err := s.a.IssueWorkloadCert(r.Context(), req, clientIP(r))
 	if err != nil {
 		s.fail(w, r, err)
 		return
