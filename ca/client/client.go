@@ -271,6 +271,16 @@ func (c *Client) Cert(ctx context.Context, req api.CertRequest) (*api.CertRespon
 	return &out, nil
 }
 
+// WorkloadCert exchanges a CI platform's OIDC token for a short certificate
+// (no session: the token is the credential).
+func (c *Client) WorkloadCert(ctx context.Context, req api.WorkloadCertRequest) (*api.CertResponse, error) {
+	var out api.CertResponse
+	if err := c.do(ctx, http.MethodPost, api.PathWorkloadCert, req, &out, authNone); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 // Join exchanges a one-time join token for a host certificate.
 func (c *Client) Join(ctx context.Context, req api.JoinRequest) (*api.HostCertResponse, error) {
 	var out api.HostCertResponse

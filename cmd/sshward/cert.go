@@ -41,7 +41,7 @@ type certResult struct {
 }
 
 func (e *env) cmdCert(ctx context.Context, args []string) error {
-	fs := cli.NewFlagSet("sshward cert --tier T [--principal P] [--request ID] [--json] [--ensure]")
+	fs := cli.NewFlagSet("sshward cert --tier T [--principal P] [--request ID] [--json] [--ensure]\n       sshward cert --tier T --oidc-token-file F [--ca URL --fingerprint FP] [--json]   (CI pipelines)")
 	tier := fs.String("tier", "", "tier to get a certificate for (staging, production, break-glass …)")
 	var principals cli.StringList
 	fs.Var(&principals, "principal", "ask for only these principals (repeatable; default: all policy grants)")
@@ -54,10 +54,25 @@ func (e *env) cmdCert(ctx context.Context, args []string) error {
 	var scopeHosts, labels cli.StringList
 	fs.Var(&scopeHosts, "scope-host", "scope the certificate to these hosts only (repeatable; --host is the informational ssh_config %h); stock sshd refuses scoped certificates")
 	fs.Var(&labels, "label", "scope the certificate to hosts with this label, key=value (repeatable: all must match)")
+	tokenFile := fs.String("oidc-token-file", "", "CI pipelines: exchange the OIDC token in this file (or $"+envOIDCToken+") for a short certificate, without a login")
+	caURL := fs.String("ca", "", "with --oidc-token-file: CA URL (remembered; default: the one pinned before)")
+	fp := fs.String("fingerprint", "", "with --oidc-token-file: SHA-256 fingerprint of the CA root (pinned)")
 	if _, err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	_ = host
+	if *tokenFile != "" || e.getenv(envOIDCToken) != "" {
+		if *reqID != "" || *ensure || len(principals) > 0 || *ttl != 0 || len(scopeHosts) > 0 || len(labels) > 0 {
+			return cli.Usagef("--oidc-token-file / $%s takes only --tier, --ca, --fingerprint, --json and --quiet: the policy's rule decides the rest", envOIDCToken)
+		}
+		if *tier == "" {
+			return cli.Usagef("--tier T is required")
+		}
+		return e.certWorkload(ctx, *tier, *tokenFile, *caURL, *fp, *quiet, *asJSON)
+	}
+	if *caURL != "" || *fp != "" {
+		return cli.Usagef("--ca and --fingerprint go with --oidc-token-file; people pin the CA with sshward login")
+	}
 	scope, err := cliScope(scopeHosts, labels)
 	if err != nil {
 		return err

@@ -44,32 +44,13 @@ func (e *env) cmdLogin(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	saved, _ := h.loadConfig()
-	cfg := clientConfig{CA: *caURL, Fingerprint: strings.ToLower(strings.ReplaceAll(*fp, ":", "")), User: *user, OIDC: *useOIDC}
-	if saved != nil {
-		if cfg.CA == "" {
-			cfg.CA = saved.CA
-		}
-		if cfg.User == "" && !*useOIDC {
-			cfg.User = saved.User
-		}
-	}
-	if cfg.CA == "" {
-		return cli.Usagef("--ca URL is required the first time")
-	}
-	ccfg := client.Config{URL: cfg.CA}
-	root, rerr := os.ReadFile(h.rootPath())
-	switch {
-	case cfg.Fingerprint != "":
-		ccfg.Fingerprint = cfg.Fingerprint
-	case saved != nil && saved.CA == cfg.CA && rerr == nil:
-		ccfg.RootPEM, cfg.Fingerprint = root, saved.Fingerprint
-	default:
-		return cli.Usagef("--fingerprint FP is required to trust %s the first time (sshward-ca init printed it)", cfg.CA)
-	}
-	c, err := client.New(ccfg)
+	c, cfg, saved, err := pinCA(h, *caURL, *fp)
 	if err != nil {
 		return err
+	}
+	cfg.User, cfg.OIDC = *user, *useOIDC
+	if saved != nil && cfg.User == "" && !*useOIDC {
+		cfg.User = saved.User
 	}
 	var resp *api.LoginResponse
 	if *useOIDC {
@@ -109,6 +90,32 @@ func (e *env) cmdLogin(ctx context.Context, args []string) error {
 		cfg.CA, resp.User, strings.Join(resp.Groups, ", "), mfa, resp.ExpiresAt.Local().Format("Mon 15:04"))
 	fmt.Fprintln(e.stdout, "next: sshward cert --tier TIER, or add `sshward ssh-config` to ~/.ssh/config and use plain ssh")
 	return nil
+}
+
+// pinCA returns a client for caURL (default: the remembered CA) that trusts
+// the root whose fingerprint is fp, or the root saved for that CA; the
+// config to remember, and the one saved before (nil if none).
+func pinCA(h home, caURL, fp string) (*client.Client, clientConfig, *clientConfig, error) {
+	saved, _ := h.loadConfig()
+	cfg := clientConfig{CA: caURL, Fingerprint: strings.ToLower(strings.ReplaceAll(fp, ":", ""))}
+	if saved != nil && cfg.CA == "" {
+		cfg.CA = saved.CA
+	}
+	if cfg.CA == "" {
+		return nil, cfg, saved, cli.Usagef("--ca URL is required the first time")
+	}
+	ccfg := client.Config{URL: cfg.CA}
+	root, rerr := os.ReadFile(h.rootPath())
+	switch {
+	case cfg.Fingerprint != "":
+		ccfg.Fingerprint = cfg.Fingerprint
+	case saved != nil && saved.CA == cfg.CA && rerr == nil:
+		ccfg.RootPEM, cfg.Fingerprint = root, saved.Fingerprint
+	default:
+		return nil, cfg, saved, cli.Usagef("--fingerprint FP is required to trust %s the first time (sshward-ca init printed it)", cfg.CA)
+	}
+	c, err := client.New(ccfg)
+	return c, cfg, saved, err
 }
 
 // loginPassword asks for whatever is missing on the terminal.
