@@ -66,7 +66,7 @@ func (e *env) certWorkload(ctx context.Context, tier, tokenFile, caURL, fp strin
 		return err
 	}
 	if tr, err := c.Trust(ctx); err == nil {
-		_ = h.writeKnownHosts(tr.HostCA) // best effort, as at login
+		_ = h.writeKnownHosts(tr) // best effort, as at login
 	}
 	old, _ := readCert(h.certPath(tier))
 	if err := h.saveRenewal(tier, key, []byte(resp.Certificate)); err != nil {
