@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sshward/sshward/playback/objstore"
 	"gopkg.in/yaml.v3"
 )
 
@@ -55,18 +56,8 @@ type Settings struct {
 	S3 *S3Settings
 }
 
-// S3Settings are recordings.s3 of config.yaml. The secret key is never in
-// the file: SecretKeyFile names the file that holds it.
-type S3Settings struct {
-	Endpoint      string `yaml:"endpoint"`
-	Bucket        string `yaml:"bucket"`
-	Prefix        string `yaml:"prefix"`
-	Region        string `yaml:"region"`
-	AccessKey     string `yaml:"access_key"`
-	SecretKeyFile string `yaml:"secret_key_file"`
-	CAFile        string `yaml:"ca_file"`
-	VirtualHosted bool   `yaml:"virtual_hosted"`
-}
+// S3Settings are recordings.s3 of config.yaml (objstore.Settings).
+type S3Settings = objstore.Settings
 
 // Retention is how long finished recordings of each tier are kept; 0 keeps
 // them for ever. Tiers not in ByTier get Default.
@@ -142,11 +133,8 @@ func ParseSettings(data []byte) (*Settings, error) {
 		st.SweepInterval = d
 	}
 	if s3 := raw.Recordings.S3; s3 != nil {
-		switch {
-		case s3.Endpoint == "" || s3.Bucket == "" || s3.AccessKey == "":
-			return nil, errors.New("recordings.s3 needs endpoint, bucket and access_key")
-		case !strings.HasPrefix(s3.Endpoint, "https://") && !strings.HasPrefix(s3.Endpoint, "http://"):
-			return nil, fmt.Errorf("recordings.s3.endpoint %q must be an http(s) URL", s3.Endpoint)
+		if err := s3.Check("recordings.s3"); err != nil {
+			return nil, err
 		}
 		st.S3 = s3
 	}

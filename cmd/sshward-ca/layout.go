@@ -50,6 +50,8 @@ type config struct {
 	// Store selects where the CA's state lives (storecfg.go); default the
 	// bbolt file ca.db.
 	Store storeConfig `yaml:"store"`
+	// Audit archives the audit log to object storage (auditarchive.go).
+	Audit auditConfig `yaml:"audit"`
 }
 
 type oidcConfig struct {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/sshward/sshward/ca"
 	"github.com/sshward/sshward/ca/api"
+	"github.com/sshward/sshward/ca/auditarchive"
 	"github.com/sshward/sshward/ca/identity"
 	"github.com/sshward/sshward/ca/keys"
 	"github.com/sshward/sshward/ca/server"
@@ -139,6 +140,14 @@ func (e *env) cmdServe(ctx context.Context, args []string) error {
 		return err
 	}
 	defer db.Close()
+	archive, segment, every, err := openAuditArchive(ctx, cfg, log)
+	if err != nil {
+		return fmt.Errorf("refusing to start: %w", err)
+	}
+	if archive != nil {
+		log.Info("archiving the audit log to object storage", "endpoint", cfg.Audit.Archive.S3.Endpoint, "bucket", cfg.Audit.Archive.S3.Bucket,
+			"prefix", cfg.Audit.Archive.S3.Prefix, "segment", segment, "every", every)
+	}
 	plugs, err := startPlugins(ctx, l.dir, cfg.Plugins, db, log)
 	if err != nil {
 		return fmt.Errorf("refusing to start: %w", err)
@@ -213,6 +222,9 @@ func (e *env) cmdServe(ctx context.Context, args []string) error {
 	g.Go(func() error { return plugs.run(gctx) })
 	g.Go(func() error { return runOnCall(gctx, a, sched, log) })
 	g.Go(func() error { return a.RunKeyRetirement(gctx, 0) })
+	if archive != nil {
+		g.Go(func() error { auditarchive.Run(gctx, db, archive, segment, every, log); return nil })
+	}
 	if cfg.Store.Etcd != nil {
 		// Replicas share the store: terminate orders signed by another
 		// reach this one's agents through the audit log.

@@ -358,8 +358,12 @@ func (e *env) cmdAudit(ctx context.Context, args []string) error {
 		})
 	case "verify":
 		dbPath := fs.String("db", "", "verify this store file instead (e.g. a copy or a backup)")
+		fromS3 := fs.Bool("from-s3", false, "verify the audit archive in object storage (audit.archive.s3 of config.yaml) from the bucket alone")
 		if _, err := cli.Parse(fs, args); err != nil {
 			return err
+		}
+		if *fromS3 {
+			return e.verifyAuditArchive(ctx, *dir, *asJSON)
 		}
 		var res struct {
 			OK      bool   `json:"ok"`
