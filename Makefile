@@ -5,7 +5,7 @@ STATICCHECK_VERSION := v0.8.2
 TEST_TIMEOUT ?= 12m
 PKGS      := ./...
 
-.PHONY: all build package test test-short test-future demo demo-ha bench lint deps clean fuzz web plugins
+.PHONY: all build build-pkcs11 package test test-short test-future demo demo-ha bench lint deps clean fuzz web plugins
 
 all: build
 
@@ -32,7 +32,17 @@ test: deps web
 	@mkdir -p $(BIN) && bash .ci/leftovers snapshot $(BIN)/.test-procs
 	@export SSHWARD_TEST_RUN=$$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n'); \
 	  echo "$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)"; status=0; $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS) || status=$$?; \
+	  if [ "$$($(GO) env CGO_ENABLED)" = 1 ] && command -v "$$($(GO) env CC)" >/dev/null; then \
+	    echo "$(GO) test -race -count=1 -tags pkcs11 $(PKCS11_PKGS)"; $(GO) test -race -count=1 -tags pkcs11 $(PKCS11_PKGS) || status=$$?; \
+	  else echo "make test: no cgo or C compiler: the PKCS#11 tests ($(PKCS11_PKGS), -tags pkcs11) did not run"; status=1; fi; \
 	  bash .ci/leftovers check $(BIN)/.test-procs || status=1; exit $$status
+
+# build-pkcs11: sshward-ca with the PKCS#11 driver (cgo) for CA keys in a
+# hardware module (pkcs11: key URIs); the default build has softkms only.
+PKCS11_PKGS := ./ca/keys/...
+build-pkcs11:
+	@mkdir -p $(BIN)
+	CGO_ENABLED=1 $(GO) build -tags pkcs11 -o $(BIN)/ ./cmd/sshward-ca
 
 # web: asciinema-player from npm (pinned by playback/web/package-lock.json),
 # copied where go:embed picks it up (playback/web/static/vendor, git-ignored).

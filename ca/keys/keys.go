@@ -60,6 +60,16 @@ type Key struct {
 	uri       string
 	signer    crypto.Signer
 	sshSigner ssh.Signer
+	closer    io.Closer // the module session of a key in a token; nil for softkms
+}
+
+// Close ends the session with a hardware module holding the key; a no-op
+// for a software key. The Key must not sign after Close.
+func (k *Key) Close() error {
+	if k.closer == nil {
+		return nil
+	}
+	return k.closer.Close()
 }
 
 // newKey wraps a KMS signer. The ssh.Signer is built once here: for a
@@ -107,8 +117,9 @@ func (k *Key) LogValue() slog.Value { return slog.StringValue(k.uri) }
 const maxKeyFileSize = 64 << 10
 
 // Open loads a key by URI: "softkms:path=/abs/file.key" or a plain file path
-// (the same). Any other scheme fails with ErrUnsupportedKMS naming the scheme:
-// that is where PKCS#11, YubiKey and cloud drivers plug in. A wrong passphrase
+// (the same), or "pkcs11:…" for a key in a hardware module (hsm.go; only in
+// builds with the pkcs11 tag). Any other scheme fails with ErrUnsupportedKMS
+// naming the scheme. A wrong passphrase
 // fails with ErrBadPassphrase; the passphrase is never part of an error.
 func Open(ctx context.Context, uri string, passphrase []byte) (*Key, error) {
 	if err := ctx.Err(); err != nil {
@@ -121,6 +132,14 @@ func Open(ctx context.Context, uri string, passphrase []byte) (*Key, error) {
 	switch scheme {
 	case softkms.Scheme:
 		return openSoft(ctx, path, passphrase)
+	case PKCS11Scheme:
+		// The passphrase is not used: the URI's pin-source (or pin-value)
+		// logs in to the token.
+		k, err := openHSM(ctx, uri)
+		if err != nil {
+			return nil, fmt.Errorf("keys: open %s: %w", redactURI(uri), err)
+		}
+		return k, nil
 	default:
 		// Name the scheme only: the rest of a KMS URI may hold a PIN.
 		return nil, fmt.Errorf("keys: open: kms scheme %q: %w (this build has softkms only)", scheme, ErrUnsupportedKMS)
