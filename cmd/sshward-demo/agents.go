@@ -42,7 +42,7 @@ func (d *demo) engineerAccount() (string, error) {
 
 // startAgents joins a staging and a production agent to the CA on loopback.
 func (d *demo) startAgents(ctx context.Context, log io.Writer, caDir string, st *state) error {
-	hosts := []demoHost{{Name: "web1.staging", Tier: "staging"}, {Name: "db1.prod", Tier: "production"}}
+	hosts := []demoHost{{Name: "web1.staging", Tier: "staging", Labels: "app=web"}, {Name: "db1.prod", Tier: "production", Labels: "app=db"}}
 	for i := range hosts {
 		h := &hosts[i]
 		tok, err := d.output(ctx, "sshward-ca", "join-token", "--dir", caDir, "--host", h.Name, "--tier", h.Tier)
@@ -60,7 +60,7 @@ func (d *demo) startAgents(ctx context.Context, log io.Writer, caDir string, st 
 		}
 		d.step("starting sshward-agent %s (%s) on %s", h.Name, h.Tier, addr)
 		if _, err := d.start(ctx, log, "sshward-agent", "--ca", st.CA, "--fingerprint", st.Fingerprint,
-			"--join-token-file", tokFile, "--tier", h.Tier, "--data", h.Data, "--listen", addr, "--host-name", h.Name); err != nil {
+			"--join-token-file", tokFile, "--tier", h.Tier, "--data", h.Data, "--listen", addr, "--host-name", h.Name, "--label", h.Labels); err != nil {
 			return err
 		}
 		if err := waitTCP(ctx, addr); err != nil {
@@ -98,6 +98,15 @@ func (d *demo) writeSSHConfig(ctx context.Context, st state) error {
 	for _, h := range st.Hosts {
 		host, port, _ := net.SplitHostPort(h.Addr)
 		fmt.Fprintf(&b, "Host %s\n    HostName %s\n    Port %s\n    HostKeyAlias %s\n    User %s\n", h.Name, host, port, h.Name, eng)
+		if h.Tier != "production" {
+			continue
+		}
+		// db1.prod under other names, so plain ssh picks the on-call tiers
+		// (journey 4) by their host patterns.
+		base := strings.TrimSuffix(h.Name, ".prod")
+		for _, alias := range []string{base + ".oncall", base + ".ro"} {
+			fmt.Fprintf(&b, "Host %s\n    HostName %s\n    Port %s\n    HostKeyAlias %s\n    User %s\n", alias, host, port, h.Name, eng)
+		}
 	}
 	return os.WriteFile(filepath.Join(st.Dir, "ssh_config"), []byte(b.String()), 0o644)
 }

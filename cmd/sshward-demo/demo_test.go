@@ -21,7 +21,7 @@ import (
 func TestDemoJourney(t *testing.T) {
 	bin := binaries(t)
 	dir := filepath.Join(t.TempDir(), "demo")
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	demo := exec.CommandContext(ctx, filepath.Join(bin, "sshward-demo"), "--dir", dir, "--listen", "127.0.0.1:0")
 	demo.Stderr = os.Stderr
@@ -50,7 +50,8 @@ func TestDemoJourney(t *testing.T) {
 	}()
 	text := printed.String()
 	for _, want := range []string{"sshward demo is running", "login --ca https://127.0.0.1:", "--fingerprint", "ssh -F " + dir + "/ssh_config web1.staging", "audrey",
-		"Journey 2, break-glass", "request --tier break-glass", "--user ivan", "--user irene", "approve REQ-", "ssh_config root@db1.prod"} {
+		"Journey 2, break-glass", "request --tier break-glass", "--user ivan", "--user irene", "approve REQ-", "ssh_config root@db1.prod",
+		"Journey 4, on call", "ssh_config db1.oncall", "request --tier prod-ro", "handover --dir " + dir} {
 		if !strings.Contains(text, want) {
 			t.Fatalf("demo output lacks %q:\n%s", want, text)
 		}
@@ -229,5 +230,70 @@ func TestDemoJourney(t *testing.T) {
 	out, err := exec.Command("script", "-qec", "asciinema cat "+cast, "/dev/null").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "glass-42") {
 		t.Fatalf("asciinema cat of the exported break-glass session: %v\n%s", err, out)
+	}
+
+	onCallJourney(ctx, t, bin, dir, env, run)
+}
+
+// onCallJourney follows journey 4 as printed: the engineer on call reaches
+// db1.prod through the on-call tier and gets read-only access approved at
+// once; `sshward-demo handover` ends the shift, which ends the live
+// session with the reason and refuses the next one.
+func onCallJourney(ctx context.Context, t *testing.T, bin, dir string, env []string, run func(string, string, ...string) string) {
+	cfg := filepath.Join(dir, "ssh_config")
+	if got := run("", filepath.Join(bin, "sshward-ca"), "oncall", "--dir", filepath.Join(dir, "ca")); !strings.Contains(got, "sre-primary") {
+		t.Fatalf("sshward-ca oncall: %s", got)
+	}
+	if got := run("", "ssh", "-F", cfg, "-o", "BatchMode=yes", "db1.oncall", "echo oncall-$((6*7))"); !strings.Contains(got, "oncall-42") {
+		t.Fatalf("ssh db1.oncall: %s", got)
+	}
+	if got := run("", filepath.Join(bin, "sshward"), "request", "--tier", "prod-ro", "--reason", "check the queue"); !strings.Contains(got, "Approved at once: you are on call") {
+		t.Fatalf("on-call read-only request: %s", got)
+	}
+	if got := run("", "ssh", "-F", cfg, "-o", "BatchMode=yes", "db1.ro", "echo ro-$((6*7))"); !strings.Contains(got, "ro-42") {
+		t.Fatalf("ssh db1.ro: %s", got)
+	}
+	// A live on-call session; the handover ends it.
+	live := exec.CommandContext(ctx, "ssh", "-F", cfg, "-o", "BatchMode=yes", "db1.oncall", "echo started; sleep 120; echo not-ended")
+	live.Env = env
+	// The terminal's output goes to a file the test reads while ssh writes.
+	outPath := filepath.Join(t.TempDir(), "oncall-session.out")
+	outFile, err := os.Create(outPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer outFile.Close()
+	liveOut := func() string { b, _ := os.ReadFile(outPath); return string(b) }
+	live.Stdout, live.Stderr = outFile, outFile
+	if err := live.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- live.Wait() }()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(liveOut(), "started") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the on-call session did not start: %s", liveOut())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := run("", filepath.Join(bin, "sshward-demo"), "handover", "--dir", dir); !strings.Contains(got, "carries the pager") {
+		t.Fatalf("handover: %s", got)
+	}
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("the on-call session outlived the shift: %s", liveOut())
+	}
+	if got := liveOut(); !strings.Contains(got, "your on-call shift ended") || strings.Contains(got, "not-ended") {
+		t.Fatalf("the ended session's terminal says:\n%s", got)
+	}
+	again := exec.CommandContext(ctx, "ssh", "-F", cfg, "-o", "BatchMode=yes", "db1.oncall", "echo again")
+	again.Env = env
+	if out, err := again.CombinedOutput(); err == nil || strings.Contains(string(out), "again") {
+		t.Fatalf("ssh db1.oncall after the shift ended: %v %s", err, out)
+	}
+	if got := run("", filepath.Join(bin, "sshward-ca"), "audit", "list", "--dir", filepath.Join(dir, "ca"), "--type", "oncall.shift_end"); !strings.Contains(got, "oncall.shift_end") {
+		t.Fatalf("no oncall.shift_end audit record: %s", got)
 	}
 }

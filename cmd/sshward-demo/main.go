@@ -59,19 +59,25 @@ type state struct {
 	// engineer; that code cannot be used again (replay protection), so
 	// `sshward-demo code` hands out the next one.
 	SeedStep int64 `json:"seed_totp_step,omitempty"`
+	// OnCall is the demo's on-call rotation (journey 4).
+	OnCall *onCall `json:"oncall,omitempty"`
 }
 
 // demoHost is an sshward-agent the demo runs on loopback.
 type demoHost struct {
-	Name string `json:"name"`
-	Tier string `json:"tier"`
-	Addr string `json:"addr"`
-	Data string `json:"data"`
+	Name   string `json:"name"`
+	Labels string `json:"labels"`
+	Tier   string `json:"tier"`
+	Addr   string `json:"addr"`
+	Data   string `json:"data"`
 }
 
 func run(ctx context.Context, args []string) error {
 	if len(args) > 0 && args[0] == "code" {
 		return cmdCode(args[1:])
+	}
+	if len(args) > 0 && args[0] == "handover" {
+		return cmdHandover(args[1:])
 	}
 	fs := cli.NewFlagSet("sshward-demo [--dir DIR] [--listen ADDR]")
 	dir := fs.String("dir", "", "demo directory (default: a new temporary one)")
@@ -157,6 +163,10 @@ func (d *demo) run(ctx context.Context, listen string) error {
 		u.TOTP = res.TOTPSecret
 	}
 	st.Users = people
+	d.step("putting %s on call until %s UTC (DIR/ca/oncall.yaml)", engineer, time.Now().UTC().Truncate(time.Hour).Add(8*time.Hour).Format("15:04"))
+	if st.OnCall, err = setupOnCall(caDir, engineer, time.Now()); err != nil {
+		return err
+	}
 	addr, err := freeAddr(listen)
 	if err != nil {
 		return err
@@ -224,6 +234,16 @@ func (d *demo) printNext(st state) {
 		fmt.Fprintf(w, "  %s requests; %s approve REQ-…\n", sw, sw)
 	}
 	fmt.Fprintf(w, "  ssh -F %s/ssh_config root@db1.prod      # as %s again: single use, ≤10 min, input recorded\n", st.Dir, eng)
+	if oc := st.OnCall; oc != nil {
+		ca := filepath.Join(d.bin, "sshward-ca")
+		fmt.Fprintf(w, "\nJourney 4, on call (%s carries the pager until %s UTC, then %s; %s):\n", oc.Members[0], oc.ShiftEnd.Format("15:04"), oc.Members[1], oc.Schedule)
+		fmt.Fprintf(w, "  %s oncall --dir %s/ca                  # who is on call, until when\n", ca, st.Dir)
+		fmt.Fprintf(w, "  ssh -F %s/ssh_config db1.oncall         # tier oncall-prod: only on call, ends with the shift\n", st.Dir)
+		fmt.Fprintf(w, "  %s request --tier prod-ro --reason \"check the queue\"   # approved at once while on call\n", sw)
+		fmt.Fprintf(w, "  ssh -F %s/ssh_config db1.ro\n", st.Dir)
+		fmt.Fprintf(w, "  %s handover --dir %s    # hand the pager to %s now: the CA revokes %s's on-call\n", filepath.Join(d.bin, "sshward-demo"), st.Dir, oc.Members[1], oc.Members[0])
+		fmt.Fprintf(w, "      certificates and ends their live sessions; the next ssh db1.oncall is refused\n")
+	}
 	fmt.Fprintf(w, "\nRecordings land in each agent's spool:\n")
 	for _, h := range st.Hosts {
 		fmt.Fprintf(w, "  %s status --data %s      # %s (%s) on %s\n", filepath.Join(d.bin, "sshward-agent"), h.Data, h.Name, h.Tier, h.Addr)
@@ -341,24 +361,8 @@ func cmdCode(args []string) error {
 	if len(pos) != 1 {
 		return cli.Usagef("code needs one USER")
 	}
-	if *dir == "" {
-		m, _ := filepath.Glob(filepath.Join(os.TempDir(), "sshward-demo-*", "demo.json"))
-		var newest time.Time
-		for _, f := range m {
-			if fi, err := os.Stat(f); err == nil && fi.ModTime().After(newest) {
-				newest, *dir = fi.ModTime(), filepath.Dir(f)
-			}
-		}
-		if *dir == "" {
-			return errors.New("no running demo found: start one with make demo")
-		}
-	}
-	b, err := os.ReadFile(filepath.Join(*dir, "demo.json"))
+	st, err := loadState(*dir)
 	if err != nil {
-		return fmt.Errorf("no demo in %s: %w", *dir, err)
-	}
-	var st state
-	if err := json.Unmarshal(b, &st); err != nil {
 		return err
 	}
 	for i, u := range st.Users {
@@ -376,4 +380,30 @@ func cmdCode(args []string) error {
 		}
 	}
 	return fmt.Errorf("no demo user %q", pos[0])
+}
+
+// loadState reads DIR/demo.json; an empty dir means the newest demo in the
+// temp dir.
+func loadState(dir string) (*state, error) {
+	if dir == "" {
+		m, _ := filepath.Glob(filepath.Join(os.TempDir(), "sshward-demo-*", "demo.json"))
+		var newest time.Time
+		for _, f := range m {
+			if fi, err := os.Stat(f); err == nil && fi.ModTime().After(newest) {
+				newest, dir = fi.ModTime(), filepath.Dir(f)
+			}
+		}
+		if dir == "" {
+			return nil, errors.New("no running demo found: start one with make demo")
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "demo.json"))
+	if err != nil {
+		return nil, fmt.Errorf("no demo in %s: %w", dir, err)
+	}
+	var st state
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, fmt.Errorf("read %s: %w", filepath.Join(dir, "demo.json"), err)
+	}
+	return &st, nil
 }
