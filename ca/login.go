@@ -296,10 +296,66 @@ func (a *Authority) Logout(ctx context.Context, s *store.Session) error {
 	})
 }
 
-// SessionInfo describes a session to its owner.
-func (a *Authority) SessionInfo(s *store.Session) *api.SessionInfo {
-	return &api.SessionInfo{
+// SessionInfo describes a session to its owner, with what each of its
+// tiers takes now (TierAccess).
+func (a *Authority) SessionInfo(ctx context.Context, s *store.Session) *api.SessionInfo {
+	id := policy.Identity{User: s.User, Groups: s.Groups, MFA: s.MFA}
+	info := &api.SessionInfo{
 		User: s.User, Groups: s.Groups, MFA: s.MFA, Source: sourceOf(s), ExpiresAt: s.ExpiresAt, Scope: s.Scope,
-		Tiers: a.cfg.Policy.TiersFor(policy.Identity{User: s.User, Groups: s.Groups, MFA: s.MFA}),
+		Tiers: a.cfg.Policy.TiersFor(id),
 	}
+	if s.Scope != "" {
+		return info
+	}
+	now := a.cfg.Now()
+	for _, name := range info.Tiers {
+		info.Access = append(info.Access, a.tierAccess(ctx, s, id, name, now))
+	}
+	return info
+}
+
+// tierAccess answers for one tier the session is entitled to: the checks
+// Grant makes, each reported rather than the first only, then Grant itself
+// for whatever else it refuses.
+func (a *Authority) tierAccess(ctx context.Context, s *store.Session, id policy.Identity, tier string, now time.Time) api.TierAccess {
+	t, ok := a.cfg.Policy.Tier(tier)
+	if !ok {
+		return api.TierAccess{Tier: tier, Reasons: []string{"unknown tier"}}
+	}
+	ta := api.TierAccess{Tier: tier, Principals: t.PrincipalsFor(id), MFARequired: t.MFA, OnCallRequired: t.RequiresOnCall}
+	onCall, err := a.onCallNow(ctx, s.User, tier, now)
+	if err != nil {
+		ta.Reasons = append(ta.Reasons, "the on-call schedule cannot be read: refused for now")
+	}
+	ta.OnCall = onCall != nil
+	if t.MFA && !s.MFA {
+		fix := "log in again with your TOTP code (--otp CODE)"
+		if sourceOf(s) == "oidc" {
+			fix = "log in again with --oidc --mfa"
+		}
+		ta.Reasons = append(ta.Reasons, "needs MFA: "+fix)
+	}
+	if t.RequiresOnCall && onCall == nil && err == nil {
+		ta.Reasons = append(ta.Reasons, "not on call: only whoever is on call gets it")
+	}
+	req := policy.Request{Identity: id, Tier: tier, OnCall: onCall, Now: now}
+	ta.Approvals, _ = t.ApprovalsNeeded(req)
+	if ta.Approvals > 0 {
+		ta.Reasons = append(ta.Reasons, fmt.Sprintf("needs %d approval%s: sshward request --tier %s", ta.Approvals, plural(ta.Approvals), tier))
+	}
+	if len(ta.Reasons) == 0 {
+		// source_address: client is decided per request; not a reason here.
+		if _, err := a.cfg.Policy.Grant(req); err != nil && !errors.Is(err, policy.ErrClientAddr) {
+			ta.Reasons = append(ta.Reasons, err.Error())
+		}
+	}
+	ta.Available = len(ta.Reasons) == 0
+	return ta
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
 }

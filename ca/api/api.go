@@ -156,6 +156,26 @@ type SessionInfo struct {
 	// Scope is "" for a login session, ScopeReadRecordings for a reader
 	// token.
 	Scope string `json:"scope,omitempty"`
+	// Access says, per tier in Tiers, whether this session can get a
+	// certificate now and what stands in the way (none for reader tokens).
+	Access []TierAccess `json:"access,omitempty"`
+}
+
+// TierAccess is one tier's answer in SessionInfo.Access.
+type TierAccess struct {
+	Tier string `json:"tier"`
+	// Available: `sshward cert --tier T` works now, without an access
+	// request (the CA checks again at issuance).
+	Available      bool     `json:"available"`
+	Principals     []string `json:"principals,omitempty"`
+	MFARequired    bool     `json:"mfa_required"`
+	OnCallRequired bool     `json:"oncall_required"`
+	OnCall         bool     `json:"oncall"`    // on call now, for tiers that use the schedule
+	Approvals      int      `json:"approvals"` // an access request needs this many now
+	// Reasons are what stands in the way, one short sentence each with the
+	// fix ("needs MFA: log in again with --oidc --mfa", "needs 2 approvals:
+	// sshward request --tier T", "not on call").
+	Reasons []string `json:"reasons,omitempty"`
 }
 
 // ScopeReadRecordings is the scope of reader tokens (PathReaderToken): the

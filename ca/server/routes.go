@@ -199,7 +199,7 @@ func (s *Server) handleLoginOIDC(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleSession(w http.ResponseWriter, r *http.Request, sess *store.Session) {
-	writeJSON(w, http.StatusOK, s.a.SessionInfo(sess))
+	writeJSON(w, http.StatusOK, s.a.SessionInfo(r.Context(), sess))
 }
 
 func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request, sess *store.Session) {

@@ -209,6 +209,14 @@ func TestOIDCWalkthrough(t *testing.T) {
 		t.Fatalf("production cert without MFA: exit %d, %s", res.code, res.stderr)
 	}
 	r.ok("", "sshward", "cert", "--tier", "staging")
+	// sshward status says so, with the fix, in text and JSON.
+	if st := r.ok("", "sshward", "status"); !regexp.MustCompile(`(?m)^  production +no: needs MFA: log in again with --oidc --mfa$`).MatchString(st) ||
+		!regexp.MustCompile(`(?m)^  staging +yes, as deploy,olga$`).MatchString(st) {
+		t.Fatalf("status after a login without MFA:\n%s", st)
+	}
+	if a := statusAccess(t, r); a["production"].Available || !a["staging"].Available {
+		t.Fatalf("status --json after a login without MFA: %+v", a)
+	}
 
 	// 2. --mfa, but the OTP step skipped: glewlwyd's device flow approves
 	// the OTP-gated scope anyway, without otp in amr. Still no MFA.
@@ -233,12 +241,39 @@ func TestOIDCWalkthrough(t *testing.T) {
 	if !login.MFA {
 		t.Fatalf("login with --mfa and OTP: %+v", login)
 	}
+	if a := statusAccess(t, r); !a["production"].Available || len(a["production"].Reasons) != 0 {
+		t.Fatalf("status --json after the MFA login: %+v", a)
+	}
 	var cert struct {
 		Principals []string `json:"principals"`
 	}
 	if err := json.Unmarshal([]byte(r.ok("", "sshward", "cert", "--tier", "production", "--json")), &cert); err != nil || strings.Join(cert.Principals, ",") != "olga" {
 		t.Fatalf("production cert after MFA login: %+v %v", cert, err)
 	}
+}
+
+type tierAccess struct {
+	Available bool     `json:"available"`
+	Reasons   []string `json:"reasons"`
+}
+
+// statusAccess runs sshward status --json and returns its access by tier.
+func statusAccess(t *testing.T, r *runner) map[string]tierAccess {
+	t.Helper()
+	var st struct {
+		Access []struct {
+			Tier string `json:"tier"`
+			tierAccess
+		} `json:"access"`
+	}
+	if err := json.Unmarshal([]byte(r.ok("", "sshward", "status", "--json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]tierAccess{}
+	for _, a := range st.Access {
+		out[a.Tier] = a.tierAccess
+	}
+	return out
 }
 
 // TestOIDCLoginTimeout: nobody completes the browser login; the CLI says

@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/sshward/sshward/ca/api"
 	"github.com/sshward/sshward/cmd/internal/cli"
 )
 
@@ -23,16 +24,18 @@ type statusCert struct {
 }
 
 type statusResult struct {
-	CA          string       `json:"ca,omitempty"`
-	Fingerprint string       `json:"fingerprint,omitempty"`
-	User        string       `json:"user,omitempty"`
-	Groups      []string     `json:"groups,omitempty"`
-	MFA         bool         `json:"mfa"`
-	LoggedIn    bool         `json:"logged_in"`
-	SessionEnds time.Time    `json:"session_expires_at,omitzero"`
-	Tiers       []string     `json:"tiers,omitempty"`
-	Certs       []statusCert `json:"certs"`
-	Problem     string       `json:"problem,omitempty"`
+	CA          string    `json:"ca,omitempty"`
+	Fingerprint string    `json:"fingerprint,omitempty"`
+	User        string    `json:"user,omitempty"`
+	Groups      []string  `json:"groups,omitempty"`
+	MFA         bool      `json:"mfa"`
+	LoggedIn    bool      `json:"logged_in"`
+	SessionEnds time.Time `json:"session_expires_at,omitzero"`
+	Tiers       []string  `json:"tiers,omitempty"`
+	// Access: per tier, whether this session can get it now, and why not.
+	Access  []api.TierAccess `json:"access,omitempty"`
+	Certs   []statusCert     `json:"certs"`
+	Problem string           `json:"problem,omitempty"`
 }
 
 func (e *env) cmdStatus(ctx context.Context, args []string) error {
@@ -55,7 +58,7 @@ func (e *env) cmdStatus(ctx context.Context, args []string) error {
 		// Ask the CA too: the session may have been revoked there.
 		if c, _, err := h.client(s.Token); err == nil {
 			if info, err := c.Session(ctx); err == nil {
-				res.Tiers = info.Tiers
+				res.Tiers, res.Access = info.Tiers, info.Access
 			} else {
 				res.LoggedIn, res.Problem = false, err.Error()
 			}
@@ -91,8 +94,22 @@ func (e *env) cmdStatus(ctx context.Context, args []string) error {
 		}
 		fmt.Fprintf(w, "user:     %s (groups: %s; MFA: %s)\n", res.User, strings.Join(res.Groups, ", "), mfa)
 		fmt.Fprintf(w, "session:  valid until %s (%s left)\n", res.SessionEnds.Local().Format("Mon 15:04"), res.SessionEnds.Sub(now).Round(time.Minute))
-		if len(res.Tiers) > 0 {
+		switch {
+		case len(res.Access) > 0:
+			fmt.Fprintln(w, "tiers:")
+			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+			for _, a := range res.Access {
+				state := "yes, as " + strings.Join(a.Principals, ",")
+				if !a.Available {
+					state = "no: " + strings.Join(a.Reasons, "; ")
+				}
+				fmt.Fprintf(tw, "  %s\t%s\n", a.Tier, state)
+			}
+			tw.Flush()
+		case len(res.Tiers) > 0: // a CA that does not answer per tier
 			fmt.Fprintf(w, "tiers:    %s\n", strings.Join(res.Tiers, ", "))
+		default:
+			fmt.Fprintln(w, "tiers:    none (your groups grant no tier)")
 		}
 	case res.Problem != "":
 		fmt.Fprintf(w, "session:  not usable: %s\n", res.Problem)
