@@ -107,6 +107,12 @@ func (d *demo) writeSSHConfig(ctx context.Context, st state) error {
 		for _, alias := range []string{base + ".oncall", base + ".ro"} {
 			fmt.Fprintf(&b, "Host %s\n    HostName %s\n    Port %s\n    HostKeyAlias %s\n    User %s\n", alias, host, port, h.Name, eng)
 		}
+		// ... and as db1.scoped with whatever production certificate
+		// `sshward cert` last wrote, scoped or not (journey 5): no Match
+		// block replaces it with an unscoped one.
+		fmt.Fprintf(&b, "Host %s.scoped\n    HostName %s\n    Port %s\n    HostKeyAlias %s\n    User %s\n", base, host, port, h.Name, eng)
+		fmt.Fprintf(&b, "    CertificateFile %s\n    IdentityFile %s\n    IdentitiesOnly yes\n    UserKnownHostsFile %s\n    StrictHostKeyChecking yes\n",
+			filepath.Join(home, "keys", h.Tier+"-cert.pub"), filepath.Join(home, "keys", h.Tier), filepath.Join(home, "known_hosts"))
 	}
 	return os.WriteFile(filepath.Join(st.Dir, "ssh_config"), []byte(b.String()), 0o644)
 }

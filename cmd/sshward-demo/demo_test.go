@@ -51,7 +51,8 @@ func TestDemoJourney(t *testing.T) {
 	text := printed.String()
 	for _, want := range []string{"sshward demo is running", "login --ca https://127.0.0.1:", "--fingerprint", "ssh -F " + dir + "/ssh_config web1.staging", "audrey",
 		"Journey 2, break-glass", "request --tier break-glass", "--user ivan", "--user irene", "approve REQ-", "ssh_config root@db1.prod",
-		"Journey 4, on call", "ssh_config db1.oncall", "request --tier prod-ro", "handover --dir " + dir} {
+		"Journey 4, on call", "ssh_config db1.oncall", "request --tier prod-ro", "handover --dir " + dir,
+		"Journey 5, need-to-know scope", "--label app=billing", "ssh_config db1.scoped"} {
 		if !strings.Contains(text, want) {
 			t.Fatalf("demo output lacks %q:\n%s", want, text)
 		}
@@ -233,6 +234,26 @@ func TestDemoJourney(t *testing.T) {
 	}
 
 	onCallJourney(ctx, t, bin, dir, env, run)
+	scopeJourney(ctx, t, bin, dir, env, run)
+}
+
+// scopeJourney follows journey 5: a certificate scoped to app=billing is
+// refused on db1.prod (app=db), naming the scope; one scoped to app=db is
+// admitted.
+func scopeJourney(ctx context.Context, t *testing.T, bin, dir string, env []string, run func(string, string, ...string) string) {
+	cfg := filepath.Join(dir, "ssh_config")
+	if got := run("", filepath.Join(bin, "sshward"), "cert", "--tier", "production", "--label", "app=billing"); !strings.Contains(got, "scoped to labels app=billing") {
+		t.Fatalf("scoped cert: %s", got)
+	}
+	c := exec.CommandContext(ctx, "ssh", "-F", cfg, "-o", "BatchMode=yes", "db1.scoped", "echo scoped")
+	c.Env = env
+	if out, err := c.CombinedOutput(); err == nil || strings.Contains(string(out), "scoped\n") || !strings.Contains(string(out), "scoped to labels app=billing") {
+		t.Fatalf("a billing-scoped certificate on db1.prod: %v\n%s", err, out)
+	}
+	run("", filepath.Join(bin, "sshward"), "cert", "--tier", "production", "--label", "app=db")
+	if got := run("", "ssh", "-F", cfg, "-o", "BatchMode=yes", "db1.scoped", "echo scope-$((6*7))"); !strings.Contains(got, "scope-42") {
+		t.Fatalf("ssh db1.scoped with an app=db certificate: %s", got)
+	}
 }
 
 // onCallJourney follows journey 4 as printed: the engineer on call reaches

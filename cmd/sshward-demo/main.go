@@ -244,6 +244,11 @@ func (d *demo) printNext(st state) {
 		fmt.Fprintf(w, "  %s handover --dir %s    # hand the pager to %s now: the CA revokes %s's on-call\n", filepath.Join(d.bin, "sshward-demo"), st.Dir, oc.Members[1], oc.Members[0])
 		fmt.Fprintf(w, "      certificates and ends their live sessions; the next ssh db1.oncall is refused\n")
 	}
+	fmt.Fprintf(w, "\nJourney 5, need-to-know scope (agents carry labels: db1.prod app=db, web1.staging app=web):\n")
+	fmt.Fprintf(w, "  %s cert --tier production --label app=billing   # a certificate for the billing hosts only\n", sw)
+	fmt.Fprintf(w, "  ssh -F %s/ssh_config db1.scoped         # refused: db1.prod is outside the certificate's scope\n", st.Dir)
+	fmt.Fprintf(w, "  %s cert --tier production --label app=db        # scoped to the database hosts\n", sw)
+	fmt.Fprintf(w, "  ssh -F %s/ssh_config db1.scoped         # admitted (db1.scoped uses the last certificate as is)\n", st.Dir)
 	fmt.Fprintf(w, "\nRecordings land in each agent's spool:\n")
 	for _, h := range st.Hosts {
 		fmt.Fprintf(w, "  %s status --data %s      # %s (%s) on %s\n", filepath.Join(d.bin, "sshward-agent"), h.Data, h.Name, h.Tier, h.Addr)
