@@ -68,7 +68,9 @@ func TestPKCS11KeyInSoftHSM(t *testing.T) {
 	ctx := context.Background()
 	base, pinFile := softHSM(t)
 	dataDir := t.TempDir()
-	uriOf := func(id, object string) string { return base + ";id=" + id + ";object=" + object + "?pin-source=" + pinFile }
+	uriOf := func(id, object string) string {
+		return base + ";id=" + id + ";object=" + object + "?pin-source=" + pinFile
+	}
 
 	first, err := keys.CreateInToken(ctx, uriOf("01", "host-ca"))
 	if err != nil {
