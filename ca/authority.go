@@ -234,25 +234,10 @@ func (a *Authority) issueUserCert(ctx context.Context, sess *store.Session, req 
 		if err != nil {
 			return nil, err
 		}
-		cert := &ssh.Certificate{
-			Key:             pub,
-			Serial:          serial,
-			CertType:        ssh.UserCert,
-			KeyId:           fmt.Sprintf("%s@%s tier=%s req=%s serial=%d", sess.User, sourceOf(sess), grant.Tier, reqID, serial),
-			ValidPrincipals: grant.Principals,
-			ValidAfter:      uint64(now.Add(-a.cfg.Backdate).Unix()),
-			ValidBefore:     uint64(now.Add(grant.TTL).Unix()),
-			Permissions:     ssh.Permissions{CriticalOptions: grant.CriticalOptions, Extensions: grant.Extensions},
-		}
-		line, err := signCertLine(a.cfg.Rand, signer, cert)
+		keyID := fmt.Sprintf("%s@%s tier=%s req=%s serial=%d", sess.User, sourceOf(sess), grant.Tier, reqID, serial)
+		line, cert, rec, err := a.signUserCert(signer, pub, grant, serial, keyID, sess.User, clientAddr, now)
 		if err != nil {
-			return nil, fmt.Errorf("ca: sign user cert for %q: %w", sess.User, err)
-		}
-		rec := &store.CertRecord{
-			Serial: serial, KeyID: cert.KeyId, Kind: "user", Tier: grant.Tier, Identity: sess.User,
-			Principals: grant.Principals, ValidAfter: time.Unix(int64(cert.ValidAfter), 0).UTC(),
-			ValidBefore: time.Unix(int64(cert.ValidBefore), 0).UTC(), IssuedAt: now.UTC(),
-			PublicKeyFP: ssh.FingerprintSHA256(pub), RequestID: grant.RequestID, ClientAddr: clientAddr,
+			return nil, err
 		}
 		ev.Serial, ev.KeyID, ev.Tier, ev.Outcome = serial, cert.KeyId, grant.Tier, "ok"
 		ev.Details = map[string]string{"principals": joinComma(grant.Principals), "valid_before": rec.ValidBefore.Format(time.RFC3339), "key": rec.PublicKeyFP}
@@ -303,6 +288,32 @@ func (a *Authority) issueUserCert(ctx context.Context, sess *store.Session, req 
 			ValidAfter: rec.ValidAfter, ValidBefore: rec.ValidBefore,
 		}, nil
 	}
+}
+
+// signUserCert signs a user certificate of grant for pub and returns its
+// authorized_keys line, the certificate and the record the store keeps.
+func (a *Authority) signUserCert(signer ssh.Signer, pub ssh.PublicKey, grant *policy.Grant, serial uint64, keyID, identity, clientAddr string, now time.Time) ([]byte, *ssh.Certificate, *store.CertRecord, error) {
+	cert := &ssh.Certificate{
+		Key:             pub,
+		Serial:          serial,
+		CertType:        ssh.UserCert,
+		KeyId:           keyID,
+		ValidPrincipals: grant.Principals,
+		ValidAfter:      uint64(now.Add(-a.cfg.Backdate).Unix()),
+		ValidBefore:     uint64(now.Add(grant.TTL).Unix()),
+		Permissions:     ssh.Permissions{CriticalOptions: grant.CriticalOptions, Extensions: grant.Extensions},
+	}
+	line, err := signCertLine(a.cfg.Rand, signer, cert)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("ca: sign user cert for %q: %w", identity, err)
+	}
+	rec := &store.CertRecord{
+		Serial: serial, KeyID: cert.KeyId, Kind: "user", Tier: grant.Tier, Identity: identity,
+		Principals: grant.Principals, ValidAfter: time.Unix(int64(cert.ValidAfter), 0).UTC(),
+		ValidBefore: time.Unix(int64(cert.ValidBefore), 0).UTC(), IssuedAt: now.UTC(),
+		PublicKeyFP: ssh.FingerprintSHA256(pub), RequestID: grant.RequestID, ClientAddr: clientAddr,
+	}
+	return line, cert, rec, nil
 }
 
 func sourceOf(s *store.Session) string {

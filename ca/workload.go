@@ -8,8 +8,6 @@ import (
 	"net/http"
 	"time"
 
-	"golang.org/x/crypto/ssh"
-
 	"github.com/sshward/sshward/ca/api"
 	"github.com/sshward/sshward/ca/identity"
 	"github.com/sshward/sshward/ca/policy"
@@ -142,25 +140,10 @@ func (a *Authority) issueWorkloadCert(ctx context.Context, req api.WorkloadCertR
 		if err != nil {
 			return nil, err
 		}
-		cert := &ssh.Certificate{
-			Key:             pub,
-			Serial:          serial,
-			CertType:        ssh.UserCert,
-			KeyId:           fmt.Sprintf("%s tier=%s req=- serial=%d", name, grant.Tier, serial),
-			ValidPrincipals: grant.Principals,
-			ValidAfter:      uint64(now.Add(-a.cfg.Backdate).Unix()),
-			ValidBefore:     uint64(now.Add(grant.TTL).Unix()),
-			Permissions:     ssh.Permissions{CriticalOptions: grant.CriticalOptions, Extensions: grant.Extensions},
-		}
-		line, err := signCertLine(a.cfg.Rand, signer, cert)
+		keyID := fmt.Sprintf("%s tier=%s req=- serial=%d", name, grant.Tier, serial)
+		line, cert, rec, err := a.signUserCert(signer, pub, grant, serial, keyID, name, clientAddr, now)
 		if err != nil {
-			return nil, fmt.Errorf("ca: sign workload cert for %q: %w", name, err)
-		}
-		rec := &store.CertRecord{
-			Serial: serial, KeyID: cert.KeyId, Kind: "user", Tier: grant.Tier, Identity: name,
-			Principals: grant.Principals, ValidAfter: time.Unix(int64(cert.ValidAfter), 0).UTC(),
-			ValidBefore: time.Unix(int64(cert.ValidBefore), 0).UTC(), IssuedAt: now.UTC(),
-			PublicKeyFP: ssh.FingerprintSHA256(pub), ClientAddr: clientAddr,
+			return nil, err
 		}
 		ev.Serial, ev.KeyID, ev.Outcome = serial, cert.KeyId, "ok"
 		ev.Details["principals"] = joinComma(grant.Principals)

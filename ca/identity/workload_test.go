@@ -128,3 +128,17 @@ func mustEC(t *testing.T) *ecdsa.PrivateKey {
 	}
 	return k
 }
+
+// TestWorkloadNameSafe: a claim with spaces or control characters cannot
+// add fields to the key id ("tier=…", "serial=…") or break a log line.
+func TestWorkloadNameSafe(t *testing.T) {
+	w := identity.Workload{Subject: "s", Claims: map[string]any{
+		"repository": "org/deploy tier=break-glass", "ref": "refs/heads/x\nserial=1", "run_id": float64(42),
+	}}
+	if got, want := w.Name(), "ci:org/deploy_tier=break-glass@refs/heads/x_serial=1 run=42"; got != want {
+		t.Fatalf("Name() = %q, want %q", got, want)
+	}
+	if got := (identity.Workload{Subject: "repo:a/b:ref:main"}).Name(); got != "ci:repo:a/b:ref:main" {
+		t.Fatalf("Name() without repository = %q", got)
+	}
+}
