@@ -98,6 +98,15 @@ func (d *demo) writeSSHConfig(ctx context.Context, st state) error {
 	for _, h := range st.Hosts {
 		host, port, _ := net.SplitHostPort(h.Addr)
 		fmt.Fprintf(&b, "Host %s\n    HostName %s\n    Port %s\n    HostKeyAlias %s\n    User %s\n", h.Name, host, port, h.Name, eng)
+		if h.Tier == "staging" {
+			// web1.staging as web1.ci for the pipeline (journey 6), with the
+			// certificate `sshward cert --oidc-token-file` wrote.
+			ci := ciHome(st)
+			base := strings.TrimSuffix(h.Name, ".staging")
+			fmt.Fprintf(&b, "Host %s.ci\n    HostName %s\n    Port %s\n    HostKeyAlias %s\n    User %s\n", base, host, port, h.Name, ciPrincipal(eng))
+			fmt.Fprintf(&b, "    CertificateFile %s\n    IdentityFile %s\n    IdentitiesOnly yes\n    UserKnownHostsFile %s\n    StrictHostKeyChecking yes\n",
+				filepath.Join(ci, "keys", h.Tier+"-cert.pub"), filepath.Join(ci, "keys", h.Tier), filepath.Join(ci, "known_hosts"))
+		}
 		if h.Tier != "production" {
 			continue
 		}
@@ -230,4 +239,13 @@ func (d *demo) tokenFile(name, token string) (string, error) {
 		return "", fmt.Errorf("write %s: %w", name, err)
 	}
 	return path, nil
+}
+
+// ciPrincipal is the login the demo's pipeline gets: deploy when the demo
+// could create it (as root), else the account the agents may serve.
+func ciPrincipal(engineer string) string {
+	if os.Geteuid() == 0 {
+		return "deploy"
+	}
+	return engineer
 }

@@ -52,7 +52,8 @@ func TestDemoJourney(t *testing.T) {
 	for _, want := range []string{"sshward demo is running", "login --ca https://127.0.0.1:", "--fingerprint", "ssh -F " + dir + "/ssh_config web1.staging", "audrey",
 		"Journey 2, break-glass", "request --tier break-glass", "--user ivan", "--user irene", "approve REQ-", "ssh_config root@db1.prod",
 		"Journey 4, on call", "ssh_config db1.oncall", "request --tier prod-ro", "handover --dir " + dir,
-		"Journey 5, need-to-know scope", "--label app=billing", "ssh_config db1.scoped"} {
+		"Journey 5, need-to-know scope", "--label app=billing", "ssh_config db1.scoped",
+		"Journey 6, a pipeline", "ci-token --dir " + dir, "ssh_config web1.ci"} {
 		if !strings.Contains(text, want) {
 			t.Fatalf("demo output lacks %q:\n%s", want, text)
 		}
@@ -235,6 +236,40 @@ func TestDemoJourney(t *testing.T) {
 
 	onCallJourney(ctx, t, bin, dir, env, run)
 	scopeJourney(ctx, t, bin, dir, env, run)
+	pipelineJourney(ctx, t, bin, dir, st.CA, st.Fingerprint)
+}
+
+// pipelineJourney follows journey 6: a CI job's token from the demo's
+// issuer buys a staging certificate without a login, ssh runs with it and
+// the audit names the workload; a feature branch's token is refused.
+func pipelineJourney(ctx context.Context, t *testing.T, bin, dir, ca, fp string) {
+	env := append(os.Environ(), "SSHWARD_HOME="+filepath.Join(dir, "home-ci"), "SSH_AUTH_SOCK=")
+	token := func(ref string) string {
+		out, err := exec.CommandContext(ctx, filepath.Join(bin, "sshward-demo"), "ci-token", "--dir", dir, "--ref", ref).Output()
+		if err != nil || strings.Count(string(out), ".") != 2 {
+			t.Fatalf("ci-token: %v %q", err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	cert := exec.CommandContext(ctx, filepath.Join(bin, "sshward"), "cert", "--tier", "staging", "--ca", ca, "--fingerprint", fp, "--json")
+	cert.Env = append(env, "SSHWARD_OIDC_TOKEN="+token("refs/heads/main"))
+	if out, err := cert.CombinedOutput(); err != nil || !strings.Contains(string(out), "ci:demo/deploy@refs/heads/main") {
+		t.Fatalf("pipeline cert: %v\n%s", err, out)
+	}
+	ssh := exec.CommandContext(ctx, "ssh", "-F", filepath.Join(dir, "ssh_config"), "-o", "BatchMode=yes", "web1.ci", "echo ci-$((6*7))")
+	ssh.Env = env
+	if out, err := ssh.CombinedOutput(); err != nil || !strings.Contains(string(out), "ci-42") {
+		t.Fatalf("pipeline ssh web1.ci: %v\n%s", err, out)
+	}
+	feature := exec.CommandContext(ctx, filepath.Join(bin, "sshward"), "cert", "--tier", "staging")
+	feature.Env = append(env, "SSHWARD_OIDC_TOKEN="+token("refs/heads/feature"))
+	if out, err := feature.CombinedOutput(); err == nil || !strings.Contains(string(out), "ref") {
+		t.Fatalf("a feature branch's token: %v\n%s", err, out)
+	}
+	out, err := exec.CommandContext(ctx, filepath.Join(bin, "sshward-ca"), "audit", "list", "--dir", filepath.Join(dir, "ca"), "--type", "cert.issue").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "ci:demo/deploy@refs/heads/main") {
+		t.Fatalf("audit of the pipeline's certificate: %v\n%s", err, out)
+	}
 }
 
 // scopeJourney follows journey 5: a certificate scoped to app=billing is

@@ -61,6 +61,8 @@ type state struct {
 	SeedStep int64 `json:"seed_totp_step,omitempty"`
 	// OnCall is the demo's on-call rotation (journey 4).
 	OnCall *onCall `json:"oncall,omitempty"`
+	// CI is the demo's stand-in CI token issuer (journey 6).
+	CI *ciIssuer `json:"ci,omitempty"`
 }
 
 // demoHost is an sshward-agent the demo runs on loopback.
@@ -78,6 +80,9 @@ func run(ctx context.Context, args []string) error {
 	}
 	if len(args) > 0 && args[0] == "handover" {
 		return cmdHandover(args[1:])
+	}
+	if len(args) > 0 && args[0] == "ci-token" {
+		return cmdCIToken(ctx, args[1:])
 	}
 	fs := cli.NewFlagSet("sshward-demo [--dir DIR] [--listen ADDR]")
 	dir := fs.String("dir", "", "demo directory (default: a new temporary one)")
@@ -172,6 +177,13 @@ func (d *demo) run(ctx context.Context, listen string) error {
 		return err
 	}
 	st.CA = "https://" + addr
+	if st.CI, err = startCIIssuer(ctx, st.CA); err != nil {
+		return err
+	}
+	d.step("trusting the demo's CI token issuer %s for pipelines (workload_issuers)", st.CI.URL)
+	if err := appendFile(filepath.Join(caDir, "policy.yaml"), st.CI.policy(ciPrincipal(engineer))); err != nil {
+		return err
+	}
 	d.step("starting the CA on %s", st.CA)
 	logf, err := os.OpenFile(filepath.Join(d.dir, "ca.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -249,6 +261,14 @@ func (d *demo) printNext(st state) {
 	fmt.Fprintf(w, "  ssh -F %s/ssh_config db1.scoped         # refused: db1.prod is outside the certificate's scope\n", st.Dir)
 	fmt.Fprintf(w, "  %s cert --tier production --label app=db        # scoped to the database hosts\n", sw)
 	fmt.Fprintf(w, "  ssh -F %s/ssh_config db1.scoped         # admitted (db1.scoped uses the last certificate as is)\n", st.Dir)
+	if st.CI != nil {
+		demoBin := filepath.Join(d.bin, "sshward-demo")
+		fmt.Fprintf(w, "\nJourney 6, a pipeline (the demo plays the CI platform at %s; only %s@%s gets in):\n", st.CI.URL, ciRepo, ciRef)
+		fmt.Fprintf(w, "  export SSHWARD_HOME=%s SSHWARD_OIDC_TOKEN=$(%s ci-token --dir %s)\n", ciHome(st), demoBin, st.Dir)
+		fmt.Fprintf(w, "  %s cert --tier staging --ca %s --fingerprint %s\n", sw, st.CA, st.Fingerprint)
+		fmt.Fprintf(w, "  ssh -F %s/ssh_config web1.ci 'echo deployed'   # recorded as ci:%s@%s run=…\n", st.Dir, ciRepo, ciRef)
+		fmt.Fprintf(w, "  SSHWARD_OIDC_TOKEN=$(%s ci-token --ref refs/heads/feature --dir %s) %s cert --tier staging   # refused\n", demoBin, st.Dir, sw)
+	}
 	fmt.Fprintf(w, "\nRecordings land in each agent's spool:\n")
 	for _, h := range st.Hosts {
 		fmt.Fprintf(w, "  %s status --data %s      # %s (%s) on %s\n", filepath.Join(d.bin, "sshward-agent"), h.Data, h.Name, h.Tier, h.Addr)
