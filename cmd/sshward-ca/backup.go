@@ -3,8 +3,6 @@ package main
 import (
 	"archive/tar"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +17,7 @@ import (
 
 	"github.com/sshward/sshward/ca/keys"
 	"github.com/sshward/sshward/ca/store"
+	"github.com/sshward/sshward/cmd/internal/backupfile"
 	"github.com/sshward/sshward/cmd/internal/cli"
 )
 
@@ -86,7 +85,7 @@ func (e *env) cmdBackup(ctx context.Context, args []string) error {
 		return fmt.Errorf("backup: %w", err)
 	}
 
-	tmp := *to + ".tmp-" + randHex()
+	tmp := *to + ".tmp-" + backupfile.RandHex()
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return fmt.Errorf("backup: %w", err)
@@ -145,7 +144,7 @@ func (e *env) writeBackup(ctx context.Context, l layout, w io.Writer, rcp age.Re
 		return fmt.Errorf("the store snapshot does not verify: %w", err)
 	}
 	res.Records, res.Head = rep.Records, rep.Head
-	if err := addFile(tw, "ca.db", snap, 0o600, now); err != nil {
+	if err := backupfile.AddFile(tw, "ca.db", snap, 0o600, now); err != nil {
 		return err
 	}
 	res.Files++
@@ -178,7 +177,7 @@ func (e *env) writeBackup(ctx context.Context, l layout, w io.Writer, rcp age.Re
 		}
 		defer f.Close()
 		res.Files++
-		return addFile(tw, rel, f, info.Mode().Perm(), info.ModTime())
+		return backupfile.AddFile(tw, rel, f, info.Mode().Perm(), info.ModTime())
 	})
 	if err != nil {
 		return err
@@ -187,25 +186,6 @@ func (e *env) writeBackup(ctx context.Context, l layout, w io.Writer, rcp age.Re
 		return err
 	}
 	return enc.Close()
-}
-
-// addFile writes f (from its start) into tw as name.
-func addFile(tw *tar.Writer, name string, f *os.File, mode fs.FileMode, mtime time.Time) error {
-	fi, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return err
-	}
-	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Size: fi.Size(), Mode: int64(mode), ModTime: mtime}); err != nil {
-		return err
-	}
-	n, err := io.Copy(tw, f)
-	if err == nil && n != fi.Size() {
-		err = fmt.Errorf("%s changed size while it was read", name)
-	}
-	return err
 }
 
 type restoreResult struct {
@@ -258,7 +238,7 @@ func (e *env) cmdRestore(ctx context.Context, args []string) error {
 	}
 	defer os.RemoveAll(work)
 	res := restoreResult{Dir: *dir}
-	if res.Files, err = untar(dec, work); err != nil {
+	if res.Files, err = backupfile.Untar(dec, work); err != nil {
 		return fmt.Errorf("restore from %s: %w (nothing was restored)", *from, err)
 	}
 	l := layout{work}
@@ -282,59 +262,4 @@ func (e *env) cmdRestore(ctx context.Context, args []string) error {
 	}
 	fmt.Fprintf(e.stdout, "restored %d files into %s; audit chain intact: %d records, head %s\n", res.Files, res.Dir, res.Records, shortHash(res.Head))
 	return nil
-}
-
-// untar extracts r into dir: regular files and directories only, names
-// that stay inside dir, modes without group or other bits.
-func untar(r io.Reader, dir string) (int, error) {
-	tr := tar.NewReader(r)
-	n := 0
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return n, nil
-		}
-		if err != nil {
-			return n, err
-		}
-		name := path.Clean(h.Name)
-		if name == "." || path.IsAbs(name) || name == ".." || strings.HasPrefix(name, "../") {
-			return n, fmt.Errorf("entry %q leaves the directory", h.Name)
-		}
-		dst := filepath.Join(dir, filepath.FromSlash(name))
-		mode := fs.FileMode(h.Mode).Perm() &^ 0o077
-		switch h.Typeflag {
-		case tar.TypeDir:
-			if err := os.MkdirAll(dst, mode|0o700); err != nil {
-				return n, err
-			}
-		case tar.TypeReg:
-			if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
-				return n, err
-			}
-			f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode|0o600)
-			if err != nil {
-				return n, err
-			}
-			_, err = io.Copy(f, tr)
-			if err == nil {
-				err = f.Sync()
-			}
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				return n, err
-			}
-			n++
-		default:
-			return n, fmt.Errorf("entry %q is neither a file nor a directory", h.Name)
-		}
-	}
-}
-
-func randHex() string {
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }

@@ -33,6 +33,12 @@ usage:
   sshward-playback reindex --dir DIR [--json]
       Rebuilds DIR from the bucket of recordings.s3 (config.yaml): every archived recording missing here
       is imported, its digest and signature checked again. Stop the server first.
+  sshward-playback backup --dir DIR --to FILE [--passphrase-file FILE] [--json]
+      One file with snapshots of the index and search databases, the TLS identity, config.yaml
+      and the recordings in DIR, encrypted with age to the passphrase ($SSHWARD_PLAYBACK_BACKUP_PASSPHRASE).
+      Stop the server first.
+  sshward-playback restore --from FILE --dir NEWDIR [--passphrase-file FILE] [--json]
+      Restores a backup into a new or empty directory after verifying its audit chain.
   sshward-playback purge --dir DIR --reason TEXT ID...
       Deletes recordings for good (cast, metadata, search index; the index files are compacted so
       no free page keeps their text) and audits each purge. Stop the server first.
@@ -62,6 +68,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return purge(ctx, args[1:], stdout, stderr)
 	case "reindex":
 		return reindex(ctx, args[1:], stdout, stderr)
+	case "backup":
+		return backup(ctx, args[1:], stdout, stderr)
+	case "restore":
+		return restore(ctx, args[1:], stdout, stderr)
 	}
 	return cli.Usagef("unknown verb %q", args[0])
 }

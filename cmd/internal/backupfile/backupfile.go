@@ -1,0 +1,112 @@
+// Package backupfile holds what the sshward-ca and sshward-playback backup
+// files share: a tar of a server directory, written and read with the
+// checks a restore needs (no entry leaves the directory, files only).
+package backupfile
+
+import (
+	"archive/tar"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// AddFile writes f (from its start) into tw as name.
+func AddFile(tw *tar.Writer, name string, f *os.File, mode fs.FileMode, mtime time.Time) error {
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Size: fi.Size(), Mode: int64(mode), ModTime: mtime}); err != nil {
+		return err
+	}
+	n, err := io.Copy(tw, f)
+	if err == nil && n != fi.Size() {
+		err = fmt.Errorf("%s changed size while it was read", name)
+	}
+	return err
+}
+
+// Untar extracts r into dir: regular files and directories only, names
+// that stay inside dir, modes without group or other bits.
+func Untar(r io.Reader, dir string) (int, error) {
+	tr := tar.NewReader(r)
+	n := 0
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+		name := path.Clean(h.Name)
+		if name == "." || path.IsAbs(name) || name == ".." || strings.HasPrefix(name, "../") {
+			return n, fmt.Errorf("entry %q leaves the directory", h.Name)
+		}
+		dst := filepath.Join(dir, filepath.FromSlash(name))
+		mode := fs.FileMode(h.Mode).Perm() &^ 0o077
+		switch h.Typeflag {
+		case tar.TypeDir:
+			if err := os.MkdirAll(dst, mode|0o700); err != nil {
+				return n, err
+			}
+		case tar.TypeReg:
+			if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+				return n, err
+			}
+			f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode|0o600)
+			if err != nil {
+				return n, err
+			}
+			_, err = io.Copy(f, tr)
+			if err == nil {
+				err = f.Sync()
+			}
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return n, err
+			}
+			n++
+		default:
+			return n, fmt.Errorf("entry %q is neither a file nor a directory", h.Name)
+		}
+	}
+}
+
+// RandHex is a short random name part for temporary files.
+func RandHex() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// ReadPassphrase reads the passphrase from file's first line when file is
+// set, else takes env; empty is refused. Never a flag value: it would show
+// in ps.
+func ReadPassphrase(env, file, envName string) ([]byte, error) {
+	p := env
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("read passphrase: %w", err)
+		}
+		p, _, _ = strings.Cut(string(b), "\n")
+		p = strings.TrimRight(p, "\r")
+	}
+	if p == "" {
+		return nil, fmt.Errorf("a passphrase is required: --passphrase-file FILE or $%s", envName)
+	}
+	return []byte(p), nil
+}

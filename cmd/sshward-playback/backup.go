@@ -1,0 +1,256 @@
+package main
+
+import (
+	"archive/tar"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"filippo.io/age"
+
+	"github.com/sshward/sshward/cmd/internal/backupfile"
+	"github.com/sshward/sshward/cmd/internal/cli"
+	"github.com/sshward/sshward/playback/store"
+)
+
+// A playback backup is what an sshward-ca backup is (cmd/sshward-ca
+// backup.go): a tar of DIR with consistent snapshots of the databases
+// (index.db, search.db) in place of the live files, encrypted with age to
+// a passphrase (scrypt; `age -d` opens it). It holds the TLS identity,
+// config.yaml and the recordings kept in DIR.
+
+const passEnv = "SSHWARD_PLAYBACK_BACKUP_PASSPHRASE"
+
+func playbackBackupSkip(rel string, d fs.DirEntry) bool {
+	base := path.Base(rel)
+	switch {
+	case slices.Contains(store.SnapshotFiles, rel):
+		return true
+	case strings.HasSuffix(base, ".lock"), strings.Contains(base, ".tmp"):
+		return true
+	}
+	return d.Type()&(fs.ModeSocket|fs.ModeNamedPipe|fs.ModeDevice|fs.ModeSymlink) != 0
+}
+
+type playbackBackupResult struct {
+	File    string `json:"file"`
+	Files   int    `json:"files"`
+	Bytes   int64  `json:"bytes"`
+	Records uint64 `json:"audit_records"`
+	Head    string `json:"audit_head"`
+}
+
+func backup(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := cli.NewFlagSet("sshward-playback backup --dir DIR --to FILE [--passphrase-file FILE] [--json]")
+	dir := fs.String("dir", "", "the server's directory; stop the server first")
+	to := fs.String("to", "", "backup file to write (0600; refused if it exists)")
+	passFile := fs.String("passphrase-file", "", "file holding the passphrase the backup is encrypted with (else $"+passEnv+")")
+	asJSON := fs.Bool("json", false, "print the result as JSON")
+	if _, err := cli.Parse(fs, args); err != nil {
+		return err
+	}
+	if *dir == "" || *to == "" {
+		return cli.Usagef("backup needs --dir DIR and --to FILE")
+	}
+	pass, err := backupfile.ReadPassphrase(os.Getenv(passEnv), *passFile, passEnv)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Lstat(*to); err == nil {
+		return fmt.Errorf("%s exists: pick a new file (a backup never overwrites)", *to)
+	}
+	rcp, err := age.NewScryptRecipient(string(pass))
+	if err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
+	st, err := store.Open(ctx, store.Config{Dir: *dir})
+	if errors.Is(err, store.ErrLocked) {
+		return fmt.Errorf("the index in %s is in use: stop sshward-playback first", *dir)
+	}
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	rep, err := st.VerifyAudit(ctx)
+	if err != nil {
+		return fmt.Errorf("the audit log in %s does not verify, not backing it up: %w", *dir, err)
+	}
+	res := playbackBackupResult{File: *to, Records: rep.Events, Head: rep.Head}
+
+	tmp := *to + ".tmp-" + backupfile.RandHex()
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
+	defer os.Remove(tmp) // after the rename, a no-op
+	err = writePlaybackBackup(ctx, st, *dir, f, rcp, &res)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, *to)
+	}
+	if err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
+	if fi, err := os.Stat(*to); err == nil {
+		res.Bytes = fi.Size()
+	}
+	if *asJSON {
+		return cli.JSON(stdout, res)
+	}
+	fmt.Fprintf(stdout, "backup written: %s (%d files, %.1f MiB, encrypted to the passphrase); audit chain: %d records\n",
+		res.File, res.Files, float64(res.Bytes)/(1<<20), res.Records)
+	return nil
+}
+
+func writePlaybackBackup(ctx context.Context, st *store.Store, dir string, w io.Writer, rcp age.Recipient, res *playbackBackupResult) error {
+	enc, err := age.Encrypt(w, rcp)
+	if err != nil {
+		return err
+	}
+	tw := tar.NewWriter(enc)
+	now := time.Now().UTC()
+	for _, name := range store.SnapshotFiles {
+		snap, err := os.CreateTemp("", "sshward-playback-snapshot-")
+		if err != nil {
+			return err
+		}
+		_, err = st.WriteSnapshot(ctx, name, snap)
+		if err == nil {
+			err = backupfile.AddFile(tw, name, snap, 0o600, now)
+		}
+		snap.Close()
+		os.Remove(snap.Name())
+		if err != nil {
+			return err
+		}
+		res.Files++
+	}
+	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil || rel == "." {
+			return err
+		}
+		rel = filepath.ToSlash(rel)
+		if playbackBackupSkip(rel, d) {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			return tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: rel + "/", Mode: int64(info.Mode().Perm()), ModTime: info.ModTime()})
+		}
+		if !info.Mode().IsRegular() {
+			return nil
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		res.Files++
+		return backupfile.AddFile(tw, rel, f, info.Mode().Perm(), info.ModTime())
+	})
+	if err != nil {
+		return err
+	}
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	return enc.Close()
+}
+
+type playbackRestoreResult struct {
+	Dir     string `json:"dir"`
+	Files   int    `json:"files"`
+	Records uint64 `json:"audit_records"`
+	Head    string `json:"audit_head"`
+}
+
+func restore(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := cli.NewFlagSet("sshward-playback restore --from FILE --dir DIR [--passphrase-file FILE] [--json]")
+	dir := fs.String("dir", "", "directory to restore into (new or empty)")
+	from := fs.String("from", "", "backup file written by sshward-playback backup")
+	passFile := fs.String("passphrase-file", "", "file holding the backup's passphrase (else $"+passEnv+")")
+	asJSON := fs.Bool("json", false, "print the result as JSON")
+	if _, err := cli.Parse(fs, args); err != nil {
+		return err
+	}
+	if *dir == "" || *from == "" {
+		return cli.Usagef("restore needs --from FILE and --dir DIR")
+	}
+	if des, err := os.ReadDir(*dir); err == nil && len(des) > 0 {
+		return fmt.Errorf("%s is not empty: restore into a new or empty directory", *dir)
+	}
+	pass, err := backupfile.ReadPassphrase(os.Getenv(passEnv), *passFile, passEnv)
+	if err != nil {
+		return err
+	}
+	id, err := age.NewScryptIdentity(string(pass))
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	in, err := os.Open(*from)
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	defer in.Close()
+	dec, err := age.Decrypt(in, id)
+	if err != nil {
+		return fmt.Errorf("%s does not open with this passphrase, or is not an sshward-playback backup: %v", *from, err)
+	}
+	parent := filepath.Dir(filepath.Clean(*dir))
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	work, err := os.MkdirTemp(parent, ".sshward-playback-restore-")
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	defer os.RemoveAll(work)
+	res := playbackRestoreResult{Dir: *dir}
+	if res.Files, err = backupfile.Untar(dec, work); err != nil {
+		return fmt.Errorf("restore from %s: %w (nothing was restored)", *from, err)
+	}
+	if _, err := os.Stat(filepath.Join(work, store.SnapshotFiles[0])); err != nil {
+		return fmt.Errorf("restore from %s: the backup holds no playback index (nothing was restored)", *from)
+	}
+	st, err := store.Open(ctx, store.Config{Dir: work})
+	if err != nil {
+		return fmt.Errorf("restore from %s: %w (nothing was restored)", *from, err)
+	}
+	rep, err := st.VerifyAudit(ctx)
+	if cerr := st.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("restore from %s: the audit log in the backup does not verify: %w (nothing was restored)", *from, err)
+	}
+	res.Records, res.Head = rep.Events, rep.Head
+	os.Remove(*dir) // empty or missing: checked above
+	if err := os.Rename(work, *dir); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	if *asJSON {
+		return cli.JSON(stdout, res)
+	}
+	fmt.Fprintf(stdout, "restored %d files into %s; audit chain intact: %d records\n", res.Files, res.Dir, res.Records)
+	return nil
+}
