@@ -8,9 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"filippo.io/age"
@@ -31,14 +29,7 @@ import (
 // backupSkip names what a backup leaves out of DIR: the live store (its
 // snapshot goes in instead), the admin socket, locks and temporary files.
 func backupSkip(rel string, d fs.DirEntry) bool {
-	base := path.Base(rel)
-	switch {
-	case rel == "ca.db", rel == "admin.sock":
-		return true
-	case strings.HasSuffix(base, ".lock"), strings.Contains(base, ".tmp"):
-		return true
-	}
-	return d.Type()&(fs.ModeSocket|fs.ModeNamedPipe|fs.ModeDevice|fs.ModeSymlink) != 0
+	return rel == "ca.db" || rel == "admin.sock" || backupfile.Skip(rel, d)
 }
 
 type backupResult struct {
@@ -149,36 +140,8 @@ func (e *env) writeBackup(ctx context.Context, l layout, w io.Writer, rcp age.Re
 	}
 	res.Files++
 
-	err = filepath.WalkDir(l.dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(l.dir, p)
-		if err != nil || rel == "." {
-			return err
-		}
-		rel = filepath.ToSlash(rel)
-		if backupSkip(rel, d) {
-			return nil
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			return tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: rel + "/", Mode: int64(info.Mode().Perm()), ModTime: info.ModTime()})
-		}
-		if !info.Mode().IsRegular() {
-			return nil
-		}
-		f, err := os.Open(p)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		res.Files++
-		return backupfile.AddFile(tw, rel, f, info.Mode().Perm(), info.ModTime())
-	})
+	n, err := backupfile.AddDir(tw, l.dir, backupSkip)
+	res.Files += n
 	if err != nil {
 		return err
 	}

@@ -8,10 +8,8 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path"
 	"path/filepath"
 	"slices"
-	"strings"
 	"time"
 
 	"filippo.io/age"
@@ -30,14 +28,7 @@ import (
 const passEnv = "SSHWARD_PLAYBACK_BACKUP_PASSPHRASE"
 
 func playbackBackupSkip(rel string, d fs.DirEntry) bool {
-	base := path.Base(rel)
-	switch {
-	case slices.Contains(store.SnapshotFiles, rel):
-		return true
-	case strings.HasSuffix(base, ".lock"), strings.Contains(base, ".tmp"):
-		return true
-	}
-	return d.Type()&(fs.ModeSocket|fs.ModeNamedPipe|fs.ModeDevice|fs.ModeSymlink) != 0
+	return slices.Contains(store.SnapshotFiles, rel) || backupfile.Skip(rel, d)
 }
 
 type playbackBackupResult struct {
@@ -138,36 +129,8 @@ func writePlaybackBackup(ctx context.Context, st *store.Store, dir string, w io.
 		}
 		res.Files++
 	}
-	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(dir, p)
-		if err != nil || rel == "." {
-			return err
-		}
-		rel = filepath.ToSlash(rel)
-		if playbackBackupSkip(rel, d) {
-			return nil
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			return tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: rel + "/", Mode: int64(info.Mode().Perm()), ModTime: info.ModTime()})
-		}
-		if !info.Mode().IsRegular() {
-			return nil
-		}
-		f, err := os.Open(p)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		res.Files++
-		return backupfile.AddFile(tw, rel, f, info.Mode().Perm(), info.ModTime())
-	})
+	n, err := backupfile.AddDir(tw, dir, playbackBackupSkip)
+	res.Files += n
 	if err != nil {
 		return err
 	}

@@ -110,3 +110,51 @@ func ReadPassphrase(env, file, envName string) ([]byte, error) {
 	}
 	return []byte(p), nil
 }
+
+// Skip names what no backup holds: locks, temporary files, and anything but
+// files and directories (sockets, pipes, devices, symlinks).
+func Skip(rel string, d fs.DirEntry) bool {
+	base := path.Base(rel)
+	if strings.HasSuffix(base, ".lock") || strings.Contains(base, ".tmp") {
+		return true
+	}
+	return d.Type()&(fs.ModeSocket|fs.ModeNamedPipe|fs.ModeDevice|fs.ModeSymlink) != 0
+}
+
+// AddDir writes dir's directories and regular files into tw under their
+// slash-separated relative names, leaving out what skip names, and returns
+// the files written.
+func AddDir(tw *tar.Writer, dir string, skip func(rel string, d fs.DirEntry) bool) (int, error) {
+	n := 0
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil || rel == "." {
+			return err
+		}
+		rel = filepath.ToSlash(rel)
+		if skip(rel, d) {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			return tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: rel + "/", Mode: int64(info.Mode().Perm()), ModTime: info.ModTime()})
+		}
+		if !info.Mode().IsRegular() {
+			return nil
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		n++
+		return AddFile(tw, rel, f, info.Mode().Perm(), info.ModTime())
+	})
+	return n, err
+}
