@@ -304,6 +304,11 @@ func TestOpenErrors(t *testing.T) {
 		{name: "empty uri", uri: "", pass: "x", text: "empty"},
 	}
 	for _, tt := range tests {
+		if pkcs11Built && strings.HasPrefix(tt.uri, "pkcs11:") {
+			// With the driver built in, the module fails to open instead;
+			// the URI is still named and the PIN still hidden.
+			tt.want, tt.text = nil, "pkcs11:token=ca"
+		}
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := Open(context.Background(), tt.uri, []byte(tt.pass))
 			if err == nil {
