@@ -123,7 +123,7 @@ func startCA(t *testing.T, r *runner, dir, addr string, extra ...string) *exec.C
 		if !strings.Contains(line, "serving https://") {
 			t.Fatalf("serve said %q; log: %s", line, logBuf.String())
 		}
-	case <-time.After(20 * time.Second):
+	case <-time.After(90 * time.Second):
 		t.Fatalf("serve did not start; log: %s", logBuf.String())
 	}
 	t.Cleanup(func() {
