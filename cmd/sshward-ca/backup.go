@@ -76,28 +76,11 @@ func (e *env) cmdBackup(ctx context.Context, args []string) error {
 		return fmt.Errorf("backup: %w", err)
 	}
 
-	tmp := *to + ".tmp-" + backupfile.RandHex()
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return fmt.Errorf("backup: %w", err)
-	}
-	defer os.Remove(tmp) // after the rename, a no-op
 	res := backupResult{File: *to}
-	err = e.writeBackup(ctx, l, f, rcp, &res)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, *to)
-	}
-	if err != nil {
+	if res.Bytes, err = backupfile.Create(*to, func(w io.Writer) error {
+		return e.writeBackup(ctx, l, w, rcp, &res)
+	}); err != nil {
 		return fmt.Errorf("backup: %w", err)
-	}
-	if fi, err := os.Stat(*to); err == nil {
-		res.Bytes = fi.Size()
 	}
 	if *asJSON {
 		return cli.JSON(e.stdout, res)

@@ -76,27 +76,10 @@ func backup(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	res := playbackBackupResult{File: *to, Records: rep.Events, Head: rep.Head}
 
-	tmp := *to + ".tmp-" + backupfile.RandHex()
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
+	if res.Bytes, err = backupfile.Create(*to, func(w io.Writer) error {
+		return writePlaybackBackup(ctx, st, *dir, w, rcp, &res)
+	}); err != nil {
 		return fmt.Errorf("backup: %w", err)
-	}
-	defer os.Remove(tmp) // after the rename, a no-op
-	err = writePlaybackBackup(ctx, st, *dir, f, rcp, &res)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, *to)
-	}
-	if err != nil {
-		return fmt.Errorf("backup: %w", err)
-	}
-	if fi, err := os.Stat(*to); err == nil {
-		res.Bytes = fi.Size()
 	}
 	if *asJSON {
 		return cli.JSON(stdout, res)

@@ -85,6 +85,36 @@ func Untar(r io.Reader, dir string) (int, error) {
 	}
 }
 
+// Create writes a backup file at path through write, all or nothing: into
+// a 0600 temporary file beside it, synced, then renamed into place. It
+// answers the file's size.
+func Create(path string, write func(io.Writer) error) (int64, error) {
+	tmp := path + ".tmp-" + RandHex()
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return 0, err
+	}
+	defer os.Remove(tmp) // after the rename, a no-op
+	err = write(f)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		return 0, err
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0, nil // written and in place; only the size is unknown
+	}
+	return fi.Size(), nil
+}
+
 // RandHex is a short random name part for temporary files.
 func RandHex() string {
 	var b [6]byte
