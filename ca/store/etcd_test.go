@@ -23,16 +23,14 @@ import (
 // TestSuiteOnEtcd runs this package's whole test suite again with every
 // storetest store opened on a real 3-member etcd cluster: the etcd engine
 // must keep every promise the bbolt one keeps (tests about the bbolt file
-// itself skip themselves with storetest.BoltOnly).
+// itself skip themselves with storetest.BoltOnly). The TestEtcd* tests start
+// their own clusters and run once, here, not again inside the etcd run.
 func TestSuiteOnEtcd(t *testing.T) {
-	if storetest.OnEtcd() {
-		t.Skip("already the etcd run")
-	}
 	if testing.Short() {
 		t.Skip("runs the suite again")
 	}
 	c := etcdtest.Start(t, 3)
-	args := []string{"-test.count=1", "-test.skip=^(TestSuiteOnEtcd|Fuzz.*)$", "-test.timeout=5m", "-test.v"}
+	args := []string{"-test.count=1", "-test.skip=^(TestSuiteOnEtcd|TestEtcd.*|Fuzz.*)$", "-test.timeout=5m", "-test.v"}
 	cmd := exec.CommandContext(t.Context(), os.Args[0], args...)
 	cmd.Env = append(os.Environ(), storetest.EnvEtcd+"="+strings.Join(c.Endpoints(), ","))
 	out, err := cmd.CombinedOutput()
@@ -69,9 +67,6 @@ func openReplicas(t *testing.T, c *etcdtest.Cluster, n int, now func() time.Time
 // what must happen once happens once, and the audit chain stays one
 // verifying chain.
 func TestEtcdReplicasOnce(t *testing.T) {
-	if storetest.OnEtcd() {
-		t.Skip("starts its own cluster")
-	}
 	c := etcdtest.Start(t, 3)
 	dbs := openReplicas(t, c, 3, fixedNow)
 	ctx := t.Context()
@@ -224,9 +219,6 @@ func openReplicasB(b *testing.B, c *etcdtest.Cluster, n int) []*store.DB {
 // straight in etcd (as someone with cluster credentials could) and
 // expects VerifyAudit, through any replica, to name the broken seq.
 func TestEtcdAuditTamperDetected(t *testing.T) {
-	if storetest.OnEtcd() {
-		t.Skip("starts its own cluster")
-	}
 	c := etcdtest.Start(t, 3)
 	ctx := t.Context()
 	for _, tc := range []struct {
@@ -286,9 +278,6 @@ func TestEtcdAuditTamperDetected(t *testing.T) {
 // TestEtcdExpiredRecordsLeave: a session past its expiry and grace leaves
 // etcd by itself (a shared lease), while a certificate record stays.
 func TestEtcdExpiredRecordsLeave(t *testing.T) {
-	if storetest.OnEtcd() {
-		t.Skip("starts its own cluster")
-	}
 	c := etcdtest.Start(t, 3)
 	db, err := store.Open(t.Context(), store.Options{Etcd: &store.EtcdOptions{Endpoints: c.Endpoints(),
 		Prefix: fmt.Sprintf("expiry-%d", time.Now().UnixNano()), ExpiryGrace: time.Second}})
@@ -332,9 +321,6 @@ func TestEtcdExpiredRecordsLeave(t *testing.T) {
 // with EtcdOptions' CA, Cert and Key; without the client certificate the
 // store does not open.
 func TestEtcdTLS(t *testing.T) {
-	if storetest.OnEtcd() {
-		t.Skip("starts its own cluster")
-	}
 	c := etcdtest.StartTLS(t, 3)
 	prefix := fmt.Sprintf("tls-%d", time.Now().UnixNano())
 	db, err := store.Open(t.Context(), store.Options{Now: fixedNow, Etcd: &store.EtcdOptions{Endpoints: c.Endpoints(), Prefix: prefix,
