@@ -1,6 +1,7 @@
 package playback
 
 import (
+	"context"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -117,13 +118,34 @@ func (s *Server) handleStart(w http.ResponseWriter, r *http.Request, cert *ssh.C
 }
 
 func (s *Server) handleChunk(w http.ResponseWriter, r *http.Request, cert *ssh.Certificate, body []byte) {
+	s.ingestChunk(w, r, cert, body, chunkKind{
+		offsetMsg: "offset must be the byte offset of the chunk",
+		chunkMsg:  "a chunk must be whole asciicast lines, ending with a newline",
+		share:     true, // replica.go
+		append:    s.st.Append,
+	})
+}
+
+// chunkKind is what differs between a cast chunk and a side-blob chunk
+// (blob_ingest.go): the words of two refusals, whether other replicas
+// follow it live, and where it is stored.
+type chunkKind struct {
+	offsetMsg, chunkMsg string
+	share               bool
+	append              func(ctx context.Context, id, owner string, offset int64, data []byte) (int64, error)
+}
+
+// ingestChunk stores a chunk at ?offset=N whose body matches its sha256 in
+// recorder.ChunkDigestHeader, answering what is stored (409 with the
+// stored length when the offset is not where the stored bytes end).
+func (s *Server) ingestChunk(w http.ResponseWriter, r *http.Request, cert *ssh.Certificate, body []byte, k chunkKind) {
 	id, ok := sessionID(w, r)
 	if !ok {
 		return
 	}
 	offset, err := strconv.ParseInt(r.URL.Query().Get("offset"), 10, 64)
 	if err != nil || offset < 0 {
-		writeError(w, http.StatusBadRequest, api.CodeBadRequest, "offset must be the byte offset of the chunk")
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest, k.offsetMsg)
 		return
 	}
 	want := strings.ToLower(r.Header.Get(recorder.ChunkDigestHeader))
@@ -135,8 +157,10 @@ func (s *Server) handleChunk(w http.ResponseWriter, r *http.Request, cert *ssh.C
 		writeError(w, http.StatusUnprocessableEntity, CodeDigest, "the chunk does not match its digest: send it again")
 		return
 	}
-	s.shareChunk(r.Context(), id, offset, body) // replica.go
-	stored, err := s.st.Append(r.Context(), id, owner(cert), offset, body)
+	if k.share {
+		s.shareChunk(r.Context(), id, offset, body)
+	}
+	stored, err := k.append(r.Context(), id, owner(cert), offset, body)
 	var oe *store.OffsetError
 	switch {
 	case errors.As(err, &oe):
@@ -146,7 +170,7 @@ func (s *Server) handleChunk(w http.ResponseWriter, r *http.Request, cert *ssh.C
 	case errors.Is(err, store.ErrOwner):
 		writeError(w, http.StatusForbidden, CodeOwner, "session "+id+" belongs to another host")
 	case errors.Is(err, store.ErrChunk):
-		writeError(w, http.StatusBadRequest, api.CodeBadRequest, "a chunk must be whole asciicast lines, ending with a newline")
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest, k.chunkMsg)
 	case err != nil:
 		s.internal(w, r, err)
 	default:
