@@ -481,7 +481,7 @@ func (s *Shipper) step(ctx context.Context, st *shipState, maxChunks int) (done 
 			s.setCaughtUp(st, size) // a line is still being written
 			break
 		}
-		stored, err := s.sendChunk(ctx, st.id, offset, chunk)
+		stored, err := s.sendChunk(ctx, st.id, IngestChunk, offset, chunk)
 		switch {
 		case errors.Is(err, errCorrupted) && corrupt < maxCorruptResends:
 			corrupt++
@@ -562,8 +562,11 @@ func readChunk(f io.ReaderAt, offset, size int64, limit int) ([]byte, error) {
 // expired it); ship it again from the start.
 var errUnknownSession = errors.New("the playback server does not know this session")
 
-func (s *Shipper) sendChunk(ctx context.Context, id string, offset int64, chunk []byte) (int64, error) {
-	path := IngestPath(id, IngestChunk) + "?offset=" + strconv.FormatInt(offset, 10)
+// sendChunk puts a chunk of a recording's cast (action IngestChunk) or of
+// its side blob (IngestBlob, ship_blob.go) at offset, answering how much
+// the server holds.
+func (s *Shipper) sendChunk(ctx context.Context, id, action string, offset int64, chunk []byte) (int64, error) {
+	path := IngestPath(id, action) + "?offset=" + strconv.FormatInt(offset, 10)
 	status, body, err := s.do(ctx, http.MethodPut, path, chunk, func(h http.Header) {
 		h.Set("Content-Type", "application/octet-stream")
 		h.Set(ChunkDigestHeader, ChunkDigest(chunk))
@@ -576,7 +579,11 @@ func (s *Shipper) sendChunk(ctx context.Context, id string, offset int64, chunk 
 		// 409: the server holds a different amount; resume from there.
 		var out IngestStored
 		if err := json.Unmarshal(body, &out); err != nil || out.Stored < 0 {
-			return 0, fmt.Errorf("recorder: ship %s: undecodable answer to a chunk (%d)", id, status)
+			what := "a chunk"
+			if action == IngestBlob {
+				what = "a blob chunk"
+			}
+			return 0, fmt.Errorf("recorder: ship %s: undecodable answer to %s (%d)", id, what, status)
 		}
 		return out.Stored, nil
 	case http.StatusUnprocessableEntity:
@@ -584,7 +591,7 @@ func (s *Shipper) sendChunk(ctx context.Context, id string, offset int64, chunk 
 	case http.StatusNotFound:
 		return 0, errUnknownSession
 	}
-	return 0, statusError("chunk", id, status, body)
+	return 0, statusError(action, id, status, body)
 }
 
 // finish sends the final metadata with the host's signature. The digest is

@@ -2,13 +2,10 @@ package recorder
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
-	"net/http"
 	"os"
-	"strconv"
 )
 
 // shipBlob sends the side blob (blob.go) of st's recording from the offset
@@ -43,7 +40,7 @@ func (s *Shipper) shipBlob(ctx context.Context, st *shipState, maxChunks int) (d
 		if _, err := f.ReadAt(chunk, offset); err != nil {
 			return false, fmt.Errorf("recorder: read blob at %d: %w", offset, err)
 		}
-		stored, err := s.sendBlobChunk(ctx, st.id, offset, chunk)
+		stored, err := s.sendChunk(ctx, st.id, IngestBlob, offset, chunk)
 		switch {
 		case errors.Is(err, errCorrupted) && corrupt < maxCorruptResends:
 			corrupt++
@@ -70,30 +67,6 @@ func (s *Shipper) shipBlob(ctx context.Context, st *shipState, maxChunks int) (d
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return st.blobOffset >= fi.Size(), nil
-}
-
-func (s *Shipper) sendBlobChunk(ctx context.Context, id string, offset int64, chunk []byte) (int64, error) {
-	path := IngestPath(id, IngestBlob) + "?offset=" + strconv.FormatInt(offset, 10)
-	status, body, err := s.do(ctx, http.MethodPut, path, chunk, func(h http.Header) {
-		h.Set("Content-Type", "application/octet-stream")
-		h.Set(ChunkDigestHeader, ChunkDigest(chunk))
-	})
-	if err != nil {
-		return 0, err
-	}
-	switch status {
-	case http.StatusOK, http.StatusConflict:
-		var out IngestStored
-		if err := json.Unmarshal(body, &out); err != nil || out.Stored < 0 {
-			return 0, fmt.Errorf("recorder: ship %s: undecodable answer to a blob chunk (%d)", id, status)
-		}
-		return out.Stored, nil
-	case http.StatusUnprocessableEntity:
-		return 0, errCorrupted
-	case http.StatusNotFound:
-		return 0, errUnknownSession
-	}
-	return 0, statusError("blob", id, status, body)
 }
 
 // checkBlobForFinish is finish's check of the side blob: the digest is
