@@ -32,28 +32,13 @@ import (
 //     a revocation made through the survivor reaches the agent (its watch
 //     failed over), and the agent keeps admitting valid certificates.
 func TestCAReplicaFailover(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("the agent runs the session as root here (the test's principal): run as root (CI does)")
-	}
-	if _, err := exec.LookPath("ssh"); err != nil {
-		t.Fatal("ssh not found: apt-get install openssh-client")
-	}
+	c := newAgentCLI(t)
 	ec := etcdtest.Start(t, 1)
-	c := newAccessCLI(t)
-	if out, err := exec.Command("go", "build", "-o", c.bin+"/", "github.com/sshward/sshward/cmd/sshward-agent").CombinedOutput(); err != nil {
-		t.Fatalf("go build sshward-agent: %v\n%s", err, out)
-	}
 	work := t.TempDir()
 	initCA := c.initCAWithRoot
 	dir0, dir1, evilDir := filepath.Join(work, "ca0"), filepath.Join(work, "ca1"), filepath.Join(work, "evil")
 	fp := initCA(dir0)
-	cfg, err := os.OpenFile(filepath.Join(dir0, "config.yaml"), os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintf(cfg, "store:\n  etcd:\n    endpoints: [%s]\n    prefix: failover-%d\n", strings.Join(ec.Endpoints(), ", "), time.Now().UnixNano())
-	cfg.Close()
-	os.Remove(filepath.Join(dir0, "ca.db"))
+	useEtcd(t, dir0, ec.Endpoints(), "failover")
 	c.ok("", "pw-alice-123456\n", "sshward-ca", "users", "add", "alice", "--dir", dir0, "--groups", "engineers", "--password-stdin")
 	if out, err := exec.Command("cp", "-a", dir0, dir1).CombinedOutput(); err != nil {
 		t.Fatalf("cp: %v %s", err, out)
@@ -128,15 +113,7 @@ func TestCAReplicaFailover(t *testing.T) {
 	tok := strings.TrimSpace(c.ok("", "", "sshward-ca", "join-token", "--dir", dir0, "--host", "web1.staging", "--tier", "staging"))
 	agentAddr := freeLoopback(t)
 	agentLog := c.startAgentLog("staging", list, fp, tok, "web1.staging", filepath.Join(work, "agent"), agentAddr)
-	host, port, _ := net.SplitHostPort(agentAddr)
-	sshAs := func(cert certOut, word string) (string, error) {
-		cmd := exec.Command("ssh", "-F", "none", "-i", cert.Key, "-o", "CertificateFile="+cert.Certificate, "-o", "IdentitiesOnly=yes",
-			"-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10",
-			"-p", port, "root@"+host, "echo", word)
-		cmd.Env = append(os.Environ(), "SSH_AUTH_SOCK=")
-		out, err := cmd.CombinedOutput()
-		return string(out), err
-	}
+	sshAs := func(cert certOut, word string) (string, error) { return sshEcho(agentAddr, cert, word) }
 	if out, err := sshAs(first, "before-kill"); err != nil || !strings.Contains(out, "before-kill") {
 		t.Fatalf("ssh before the kill: %v\n%s", err, out)
 	}
@@ -195,6 +172,52 @@ func (c *accessCLI) initCAWithRoot(dir string) string {
 		t.Fatal(err)
 	}
 	return res.Fingerprint
+}
+
+// newAgentCLI is newAccessCLI with sshward-agent (and the packages in
+// more) built too, for tests that run a real agent and log in to it as
+// root with stock ssh; it skips when not root.
+func newAgentCLI(t *testing.T, more ...string) *accessCLI {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("the agent runs the session as root here (the test's principal): run as root (CI does)")
+	}
+	if _, err := exec.LookPath("ssh"); err != nil {
+		t.Fatal("ssh not found: apt-get install openssh-client")
+	}
+	c := newAccessCLI(t)
+	args := append([]string{"build", "-o", c.bin + "/", "github.com/sshward/sshward/cmd/sshward-agent"}, more...)
+	if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return c
+}
+
+// useEtcd moves the CA in dir onto etcd (store.etcd in config.yaml, a
+// prefix of its own) and removes its unused ca.db.
+func useEtcd(t *testing.T, dir string, endpoints []string, prefix string) {
+	t.Helper()
+	cfg, err := os.OpenFile(filepath.Join(dir, "config.yaml"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(cfg, "store:\n  etcd:\n    endpoints: [%s]\n    prefix: %s-%d\n", strings.Join(endpoints, ", "), prefix, time.Now().UnixNano())
+	if err := cfg.Close(); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(filepath.Join(dir, "ca.db"))
+}
+
+// sshEcho logs in to the agent at addr as root with cert (stock ssh) and
+// runs echo word.
+func sshEcho(addr string, cert certOut, word string) (string, error) {
+	host, port, _ := net.SplitHostPort(addr)
+	cmd := exec.Command("ssh", "-F", "none", "-i", cert.Key, "-o", "CertificateFile="+cert.Certificate, "-o", "IdentitiesOnly=yes",
+		"-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10",
+		"-p", port, "root@"+host, "echo", word)
+	cmd.Env = append(os.Environ(), "SSH_AUTH_SOCK=")
+	out, err := cmd.CombinedOutput()
+	return string(out), err
 }
 
 // certOut is what sshward cert --json prints.

@@ -3,7 +3,6 @@ package main_test
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,27 +28,12 @@ import (
 //     replica it was never given), and a certificate issued through the
 //     survivor is admitted.
 func TestAgentLearnsCAReplicas(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("the agent runs the session as root here (the test's principal): run as root (CI does)")
-	}
-	if _, err := exec.LookPath("ssh"); err != nil {
-		t.Fatal("ssh not found: apt-get install openssh-client")
-	}
+	c := newAgentCLI(t)
 	ec := etcdtest.Start(t, 1)
-	c := newAccessCLI(t)
-	if out, err := exec.Command("go", "build", "-o", c.bin+"/", "github.com/sshward/sshward/cmd/sshward-agent").CombinedOutput(); err != nil {
-		t.Fatalf("go build sshward-agent: %v\n%s", err, out)
-	}
 	work := t.TempDir()
 	dir0, dir1 := filepath.Join(work, "ca0"), filepath.Join(work, "ca1")
 	fp := c.initCAWithRoot(dir0)
-	cfg, err := os.OpenFile(filepath.Join(dir0, "config.yaml"), os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintf(cfg, "store:\n  etcd:\n    endpoints: [%s]\n    prefix: learn-%d\n", strings.Join(ec.Endpoints(), ", "), time.Now().UnixNano())
-	cfg.Close()
-	os.Remove(filepath.Join(dir0, "ca.db"))
+	useEtcd(t, dir0, ec.Endpoints(), "learn")
 	c.ok("", "pw-alice-123456\n", "sshward-ca", "users", "add", "alice", "--dir", dir0, "--groups", "engineers", "--password-stdin")
 	if out, err := exec.Command("cp", "-a", dir0, dir1).CombinedOutput(); err != nil {
 		t.Fatalf("cp: %v %s", err, out)
@@ -102,15 +86,7 @@ func TestAgentLearnsCAReplicas(t *testing.T) {
 		}
 		return res
 	}
-	host, port, _ := net.SplitHostPort(agentAddr)
-	sshAs := func(cert certOut, word string) (string, error) {
-		cmd := exec.Command("ssh", "-F", "none", "-i", cert.Key, "-o", "CertificateFile="+cert.Certificate, "-o", "IdentitiesOnly=yes",
-			"-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10",
-			"-p", port, "root@"+host, "echo", word)
-		cmd.Env = append(os.Environ(), "SSH_AUTH_SOCK=")
-		out, err := cmd.CombinedOutput()
-		return string(out), err
-	}
+	sshAs := func(cert certOut, word string) (string, error) { return sshEcho(agentAddr, cert, word) }
 	first := issue("first")
 	if out, err := sshAs(first, "before-kill"); err != nil || !strings.Contains(out, "before-kill") {
 		t.Fatalf("ssh before the kill: %v\n%s", err, out)

@@ -34,17 +34,8 @@ import (
 //     must end up serving the same complete, verified recording, taken from
 //     the bucket, not its stale partial copy.
 func TestPlaybackReplicaKill9(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("the agent runs the session as root here (the test's principal): run as root (CI does)")
-	}
-	if _, err := exec.LookPath("ssh"); err != nil {
-		t.Fatal("ssh not found: apt-get install openssh-client")
-	}
+	c := newAgentCLI(t, "github.com/sshward/sshward/cmd/sshward-playback")
 	s3 := s3test.Start(t)
-	c := newAccessCLI(t)
-	if out, err := exec.Command("go", "build", "-o", c.bin+"/", "github.com/sshward/sshward/cmd/sshward-agent", "github.com/sshward/sshward/cmd/sshward-playback").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
 	work := t.TempDir()
 	caDir := filepath.Join(work, "ca")
 	fp := c.initCAWithRoot(caDir)
