@@ -37,19 +37,7 @@ func TestReplicasOnEtcd(t *testing.T) {
 	work := t.TempDir()
 	r := &runner{t: t, env: []string{"SSHWARD_CA_PASSPHRASE=e2e-passphrase-123", "SSHWARD_HOME=" + filepath.Join(work, "home"), "SSH_AUTH_SOCK="}}
 	dir0 := filepath.Join(work, "ca0")
-	var initRes struct {
-		Fingerprint string `json:"fingerprint"`
-	}
-	if err := json.Unmarshal([]byte(r.ok("", "sshward-ca", "init", "--dir", dir0, "--json")), &initRes); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := os.OpenFile(filepath.Join(dir0, "config.yaml"), os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintf(cfg, "store:\n  etcd:\n    endpoints: [%s]\n    prefix: e2e-%d\n", strings.Join(ec.Endpoints(), ", "), time.Now().UnixNano())
-	cfg.Close()
-	os.Remove(filepath.Join(dir0, "ca.db")) // unused on etcd: nothing may read it by mistake
+	initRes := initOnEtcd(t, r, dir0, ec.Endpoints(), "e2e")
 
 	// Users, offline, straight into etcd.
 	secrets := map[string]string{}
@@ -405,19 +393,7 @@ func TestReplicasOnEtcdSurviveKills(t *testing.T) {
 	work := t.TempDir()
 	r := &runner{t: t, env: []string{"SSHWARD_CA_PASSPHRASE=e2e-passphrase-123", "SSHWARD_HOME=" + filepath.Join(work, "home"), "SSH_AUTH_SOCK="}}
 	dir0 := filepath.Join(work, "ca0")
-	var initRes struct {
-		Fingerprint string `json:"fingerprint"`
-	}
-	if err := json.Unmarshal([]byte(r.ok("", "sshward-ca", "init", "--dir", dir0, "--json")), &initRes); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := os.OpenFile(filepath.Join(dir0, "config.yaml"), os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintf(cfg, "store:\n  etcd:\n    endpoints: [%s]\n    prefix: kills-%d\n", strings.Join(ec.Endpoints(), ", "), time.Now().UnixNano())
-	cfg.Close()
-	os.Remove(filepath.Join(dir0, "ca.db"))
+	initRes := initOnEtcd(t, r, dir0, ec.Endpoints(), "kills")
 	r.ok("carol-password-1\n", "sshward-ca", "users", "add", "carol", "--dir", dir0, "--groups", "engineers", "--password-stdin")
 	dirs := []string{dir0, filepath.Join(work, "ca1"), filepath.Join(work, "ca2")}
 	for _, d := range dirs[1:] {
@@ -546,4 +522,25 @@ func TestReplicasOnEtcdSurviveKills(t *testing.T) {
 		}
 	}
 	t.Logf("%d acknowledged issuances (per replica %v), %d in the audit chain of %d records; etcd member %d and CA replica 2 killed mid-way", len(acked), perRepl, len(evs), v.Records, lead)
+}
+
+// initOnEtcd makes a CA in dir whose store is the etcd cluster at
+// endpoints (a prefix of its own), as the first of several replicas.
+func initOnEtcd(t *testing.T, r *runner, dir string, endpoints []string, prefix string) (res struct {
+	Fingerprint string `json:"fingerprint"`
+}) {
+	t.Helper()
+	if err := json.Unmarshal([]byte(r.ok("", "sshward-ca", "init", "--dir", dir, "--json")), &res); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := os.OpenFile(filepath.Join(dir, "config.yaml"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(cfg, "store:\n  etcd:\n    endpoints: [%s]\n    prefix: %s-%d\n", strings.Join(endpoints, ", "), prefix, time.Now().UnixNano())
+	if err := cfg.Close(); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(filepath.Join(dir, "ca.db")) // unused on etcd: nothing may read it by mistake
+	return res
 }
