@@ -8,7 +8,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"time"
 
 	"filippo.io/age"
@@ -153,55 +152,31 @@ func (e *env) cmdRestore(ctx context.Context, args []string) error {
 	if *dir == "" || *from == "" {
 		return fmtUsage("restore needs --from FILE and --dir DIR")
 	}
-	if des, err := os.ReadDir(*dir); err == nil && len(des) > 0 {
-		return fmt.Errorf("%s is not empty: restore into a new or empty directory", *dir)
+	if err := backupfile.EmptyTarget(*dir); err != nil {
+		return err
 	}
 	pass, err := e.passphrase(*passFile)
 	if err != nil {
 		return err
 	}
-	id, err := age.NewScryptIdentity(string(pass))
-	if err != nil {
-		return fmt.Errorf("restore: %w", err)
-	}
-	in, err := os.Open(*from)
-	if err != nil {
-		return fmt.Errorf("restore: %w", err)
-	}
-	defer in.Close()
-	dec, err := age.Decrypt(in, id)
-	if err != nil {
-		return fmt.Errorf("%s does not open with this passphrase, or is not an sshward-ca backup: %v", *from, err)
-	}
-	// Into a fresh directory beside the target, renamed at the end: a
-	// restore that fails half-way leaves nothing that looks like a CA.
-	if err := os.MkdirAll(filepath.Dir(filepath.Clean(*dir)), 0o755); err != nil {
-		return fmt.Errorf("restore: %w", err)
-	}
-	work, err := os.MkdirTemp(filepath.Dir(filepath.Clean(*dir)), ".sshward-ca-restore-")
-	if err != nil {
-		return fmt.Errorf("restore: %w", err)
-	}
-	defer os.RemoveAll(work)
 	res := restoreResult{Dir: *dir}
-	if res.Files, err = backupfile.Untar(dec, work); err != nil {
-		return fmt.Errorf("restore from %s: %w (nothing was restored)", *from, err)
-	}
-	l := layout{work}
-	if err := l.check(); err != nil {
-		return fmt.Errorf("restore from %s: the backup does not hold a CA: %w", *from, err)
-	}
-	rep, err := store.VerifyFile(ctx, l.db())
+	res.Files, err = backupfile.Restore(*from, *dir, pass, "sshward-ca", func(work string) error {
+		l := layout{work}
+		if err := l.check(); err != nil {
+			return fmt.Errorf("restore from %s: the backup does not hold a CA: %w", *from, err)
+		}
+		rep, err := store.VerifyFile(ctx, l.db())
+		if err != nil {
+			return fmt.Errorf("restore from %s: the store in the backup does not verify: %w (nothing was restored)", *from, err)
+		}
+		res.Records, res.Head = rep.Records, rep.Head
+		if _, err := keys.Open(ctx, l.hostCAKey(), pass); err != nil {
+			return fmt.Errorf("restore from %s: the passphrase does not open the restored CA keys: %w", *from, err)
+		}
+		return nil
+	})
 	if err != nil {
-		return fmt.Errorf("restore from %s: the store in the backup does not verify: %w (nothing was restored)", *from, err)
-	}
-	res.Records, res.Head = rep.Records, rep.Head
-	if _, err := keys.Open(ctx, l.hostCAKey(), pass); err != nil {
-		return fmt.Errorf("restore from %s: the passphrase does not open the restored CA keys: %w", *from, err)
-	}
-	os.Remove(*dir) // empty or missing: checked above
-	if err := os.Rename(work, *dir); err != nil {
-		return fmt.Errorf("restore: %w", err)
+		return err
 	}
 	if *asJSON {
 		return cli.JSON(e.stdout, res)

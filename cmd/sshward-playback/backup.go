@@ -142,57 +142,34 @@ func restore(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *dir == "" || *from == "" {
 		return cli.Usagef("restore needs --from FILE and --dir DIR")
 	}
-	if des, err := os.ReadDir(*dir); err == nil && len(des) > 0 {
-		return fmt.Errorf("%s is not empty: restore into a new or empty directory", *dir)
+	if err := backupfile.EmptyTarget(*dir); err != nil {
+		return err
 	}
 	pass, err := backupfile.ReadPassphrase(os.Getenv(passEnv), *passFile, passEnv)
 	if err != nil {
 		return err
 	}
-	id, err := age.NewScryptIdentity(string(pass))
-	if err != nil {
-		return fmt.Errorf("restore: %w", err)
-	}
-	in, err := os.Open(*from)
-	if err != nil {
-		return fmt.Errorf("restore: %w", err)
-	}
-	defer in.Close()
-	dec, err := age.Decrypt(in, id)
-	if err != nil {
-		return fmt.Errorf("%s does not open with this passphrase, or is not an sshward-playback backup: %v", *from, err)
-	}
-	parent := filepath.Dir(filepath.Clean(*dir))
-	if err := os.MkdirAll(parent, 0o755); err != nil {
-		return fmt.Errorf("restore: %w", err)
-	}
-	work, err := os.MkdirTemp(parent, ".sshward-playback-restore-")
-	if err != nil {
-		return fmt.Errorf("restore: %w", err)
-	}
-	defer os.RemoveAll(work)
 	res := playbackRestoreResult{Dir: *dir}
-	if res.Files, err = backupfile.Untar(dec, work); err != nil {
-		return fmt.Errorf("restore from %s: %w (nothing was restored)", *from, err)
-	}
-	if _, err := os.Stat(filepath.Join(work, store.SnapshotFiles[0])); err != nil {
-		return fmt.Errorf("restore from %s: the backup holds no playback index (nothing was restored)", *from)
-	}
-	st, err := store.Open(ctx, store.Config{Dir: work})
+	res.Files, err = backupfile.Restore(*from, *dir, pass, "sshward-playback", func(work string) error {
+		if _, err := os.Stat(filepath.Join(work, store.SnapshotFiles[0])); err != nil {
+			return fmt.Errorf("restore from %s: the backup holds no playback index (nothing was restored)", *from)
+		}
+		st, err := store.Open(ctx, store.Config{Dir: work})
+		if err != nil {
+			return fmt.Errorf("restore from %s: %w (nothing was restored)", *from, err)
+		}
+		rep, err := st.VerifyAudit(ctx)
+		if cerr := st.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("restore from %s: the audit log in the backup does not verify: %w (nothing was restored)", *from, err)
+		}
+		res.Records, res.Head = rep.Events, rep.Head
+		return nil
+	})
 	if err != nil {
-		return fmt.Errorf("restore from %s: %w (nothing was restored)", *from, err)
-	}
-	rep, err := st.VerifyAudit(ctx)
-	if cerr := st.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("restore from %s: the audit log in the backup does not verify: %w (nothing was restored)", *from, err)
-	}
-	res.Records, res.Head = rep.Events, rep.Head
-	os.Remove(*dir) // empty or missing: checked above
-	if err := os.Rename(work, *dir); err != nil {
-		return fmt.Errorf("restore: %w", err)
+		return err
 	}
 	if *asJSON {
 		return cli.JSON(stdout, res)

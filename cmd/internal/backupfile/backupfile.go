@@ -15,6 +15,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"filippo.io/age"
 )
 
 // AddFile writes f (from its start) into tw as name.
@@ -113,6 +115,55 @@ func Create(path string, write func(io.Writer) error) (int64, error) {
 		return 0, nil // written and in place; only the size is unknown
 	}
 	return fi.Size(), nil
+}
+
+// EmptyTarget refuses a restore into a directory that holds anything.
+func EmptyTarget(dir string) error {
+	if des, err := os.ReadDir(dir); err == nil && len(des) > 0 {
+		return fmt.Errorf("%s is not empty: restore into a new or empty directory", dir)
+	}
+	return nil
+}
+
+// Restore decrypts the backup at from with pass and unpacks it into a
+// fresh directory beside dir; check (given that directory) must accept
+// what it holds, and only then does it become dir (empty or missing, see
+// EmptyTarget): a restore that fails half-way leaves nothing that looks
+// like a server directory. what names the program whose backup it is.
+func Restore(from, dir string, pass []byte, what string, check func(work string) error) (files int, err error) {
+	id, err := age.NewScryptIdentity(string(pass))
+	if err != nil {
+		return 0, fmt.Errorf("restore: %w", err)
+	}
+	in, err := os.Open(from)
+	if err != nil {
+		return 0, fmt.Errorf("restore: %w", err)
+	}
+	defer in.Close()
+	dec, err := age.Decrypt(in, id)
+	if err != nil {
+		return 0, fmt.Errorf("%s does not open with this passphrase, or is not an %s backup: %v", from, what, err)
+	}
+	parent := filepath.Dir(filepath.Clean(dir))
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return 0, fmt.Errorf("restore: %w", err)
+	}
+	work, err := os.MkdirTemp(parent, "."+what+"-restore-")
+	if err != nil {
+		return 0, fmt.Errorf("restore: %w", err)
+	}
+	defer os.RemoveAll(work)
+	if files, err = Untar(dec, work); err != nil {
+		return 0, fmt.Errorf("restore from %s: %w (nothing was restored)", from, err)
+	}
+	if err := check(work); err != nil {
+		return 0, err
+	}
+	os.Remove(dir) // empty or missing: EmptyTarget
+	if err := os.Rename(work, dir); err != nil {
+		return 0, fmt.Errorf("restore: %w", err)
+	}
+	return files, nil
 }
 
 // RandHex is a short random name part for temporary files.
