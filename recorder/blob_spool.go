@@ -1,14 +1,12 @@
 package recorder
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sync"
 )
 
 // blobBuffer is the write buffer of a live blob; larger writes go straight
@@ -25,92 +23,18 @@ func BlobPath(castPath string) string {
 func (s *Spool) blobPath(id string) string { return filepath.Join(s.cfg.Dir, id+".blob") }
 
 // newBlobSink returns the blob file of a new recording, created (0600,
-// exclusively) on its first byte: text sessions never have one.
-func (s *Spool) newBlobSink(id string) *blobSink {
+// exclusively) on its first byte: text sessions never have one. It is
+// flushed by the spool's flusher before the cast, so that the file holds
+// every byte a flushed marker references.
+func (s *Spool) newBlobSink(id string) *fileSink {
 	path := s.blobPath(id)
-	return &blobSink{open: func() (File, error) {
-		return s.cfg.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
-	}}
-}
-
-// blobSink is the io.Writer of a recording's side blob: a buffered file,
-// opened on the first write, flushed by the spool's flusher before the cast
-// (so that the file holds every byte a flushed marker references).
-type blobSink struct {
-	open func() (File, error)
-
-	mu     sync.Mutex // guards the fields below
-	f      File       // nil until the first write
-	bw     *bufio.Writer
-	size   int64
-	err    error // first open, write, flush, sync or close error; sticky
-	closed bool
-}
-
-func (k *blobSink) Write(p []byte) (int, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.err != nil {
-		return 0, k.err
-	}
-	if k.closed {
-		return 0, ErrClosed
-	}
-	if k.f == nil {
-		f, err := k.open()
+	return &fileSink{bufSize: blobBuffer, open: func() (File, error) {
+		f, err := s.cfg.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
 		if err != nil {
-			k.err = fmt.Errorf("open blob: %w", err)
-			return 0, k.err
+			return nil, fmt.Errorf("open blob: %w", err)
 		}
-		k.f, k.bw = f, bufio.NewWriterSize(f, blobBuffer)
-	}
-	n, err := k.bw.Write(p)
-	k.size += int64(n)
-	if err != nil {
-		k.err = err
-	}
-	return n, err
-}
-
-func (k *blobSink) flush() error {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.err != nil || k.closed || k.f == nil {
-		return k.err
-	}
-	k.err = k.bw.Flush()
-	return k.err
-}
-
-// close flushes, fsyncs and closes the file, if there is one.
-func (k *blobSink) close() error {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.closed {
-		return ErrClosed
-	}
-	k.closed = true
-	if k.f == nil {
-		return k.err
-	}
-	if k.err == nil {
-		k.err = k.bw.Flush()
-	}
-	if k.err == nil {
-		k.err = k.f.Sync()
-	}
-	if err := k.f.Close(); k.err == nil {
-		k.err = err
-	}
-	k.bw = nil
-	return k.err
-}
-
-// Err returns the first failure.
-func (k *blobSink) Err() error {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return k.err
+		return f, nil
+	}}
 }
 
 // flushBlob references every blob byte written so far from the cast and

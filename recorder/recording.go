@@ -32,7 +32,7 @@ type Recording struct {
 	meta               Metadata // as created; counts and end are filled on Close
 	castPath, metaPath string
 	sink               *fileSink
-	blob               *blobSink // side blob, opened on its first byte (blob_spool.go)
+	blob               *fileSink // side blob, opened on its first byte (blob_spool.go)
 	w                  *Writer
 
 	bytesOut, bytesIn atomic.Int64
@@ -342,14 +342,19 @@ func (r *Recording) addCounts(m *Metadata) {
 
 // fileSink is the io.Writer under a recording's Writer: a buffered file that
 // the spool's flusher flushes from another goroutine, which also hashes and
-// counts what it is given.
+// counts what it is given. The side blob's sink (blob_spool.go) has no
+// file until its first byte (open makes it then) and no hash (the Writer
+// hashes blob bytes).
 type fileSink struct {
+	open    func() (File, error) // with f nil: makes the file on the first write
+	bufSize int                  // of bw when open makes the file
+
 	mu     sync.Mutex // guards the fields below
 	f      File
 	bw     *bufio.Writer
-	hash   hash.Hash // sha256 of every byte accepted, i.e. of the file when no write failed
+	hash   hash.Hash // nil, or sha256 of every byte accepted, i.e. of the file when no write failed
 	size   int64
-	err    error // first write, flush, sync or close error; sticky
+	err    error // first open, write, flush, sync or close error; sticky
 	closed bool
 }
 
@@ -362,8 +367,18 @@ func (k *fileSink) Write(p []byte) (int, error) {
 	if k.closed {
 		return 0, ErrClosed
 	}
+	if k.f == nil {
+		f, err := k.open()
+		if err != nil {
+			k.err = err
+			return 0, err
+		}
+		k.f, k.bw = f, bufio.NewWriterSize(f, k.bufSize)
+	}
 	n, err := k.bw.Write(p)
-	k.hash.Write(p[:n])
+	if k.hash != nil {
+		k.hash.Write(p[:n])
+	}
 	k.size += int64(n)
 	if err != nil {
 		k.err = err
@@ -374,14 +389,14 @@ func (k *fileSink) Write(p []byte) (int, error) {
 func (k *fileSink) flush() error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if k.err != nil || k.closed {
+	if k.err != nil || k.closed || k.f == nil {
 		return k.err
 	}
 	k.err = k.bw.Flush()
 	return k.err
 }
 
-// close flushes, fsyncs and closes the file.
+// close flushes, fsyncs and closes the file, if there is one.
 func (k *fileSink) close() error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -389,6 +404,9 @@ func (k *fileSink) close() error {
 		return ErrClosed
 	}
 	k.closed = true
+	if k.f == nil {
+		return k.err
+	}
 	if k.err == nil {
 		k.err = k.bw.Flush()
 	}
