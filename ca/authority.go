@@ -9,6 +9,7 @@ import (
 	"maps"
 	"net/http"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -99,8 +100,12 @@ type Authority struct {
 	throttle *loginThrottle // failed logins per (name, address) and per address
 
 	// lastSerial is the highest serial handed out (atomic; seeded from the
-	// store at New so a restart with a clock set back never repeats one).
+	// store at New so a restart with a clock set back never repeats one,
+	// and raised to the store's high-water mark at least every
+	// serialSync; see serial).
 	lastSerial atomic.Uint64
+	serialMu   sync.Mutex // one re-read of the high-water mark at a time
+	serialRead time.Time  // when it was last read (monotonic); under serialMu
 
 	oncall onCallState  // wakes RunOnCall (oncall.go)
 	terms  terminateHub // recent signed terminate orders (terminate.go)
@@ -134,15 +139,33 @@ func New(cfg Config) (*Authority, error) {
 	} else if n > 0 {
 		cfg.Logger.Info("encrypted TOTP secrets stored in clear", "count", n)
 	}
-	err = cfg.Store.View(context.Background(), func(tx *store.Tx) error {
-		maxSerial, err := tx.MaxSerial()
-		a.lastSerial.Store(maxSerial)
+	if err := a.syncSerial(context.Background()); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// serialSync is how often serial re-reads the store's serial high-water
+// mark: a tenth of the least time a certificate record stays in the store.
+func (a *Authority) serialSync() time.Duration { return a.cfg.Store.CertKeepFloor() / 10 }
+
+// syncSerial raises lastSerial to the store's high-water mark (the highest
+// serial any replica ever recorded, also after its record left).
+func (a *Authority) syncSerial(ctx context.Context) error {
+	read := time.Now()
+	var hw uint64
+	err := a.cfg.Store.View(ctx, func(tx *store.Tx) error {
+		var err error
+		hw, err = tx.MaxSerial()
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("ca: read last serial: %w", err)
+		return fmt.Errorf("ca: read last serial: %w", err)
 	}
-	return a, nil
+	for last := a.lastSerial.Load(); last < hw && !a.lastSerial.CompareAndSwap(last, hw); last = a.lastSerial.Load() {
+	}
+	a.serialRead = read
+	return nil
 }
 
 // Trust returns the public trust material (public endpoint).
@@ -230,7 +253,7 @@ func (a *Authority) issueUserCert(ctx context.Context, sess *store.Session, req 
 		reqID = "-"
 	}
 	for attempt := 0; ; attempt++ {
-		serial, err := a.serial()
+		serial, err := a.serial(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -330,7 +353,28 @@ func sourceOf(s *store.Session) string {
 // the store appends at the right edge of its B+tree instead of splitting
 // random pages: that halves the write cost per issuance. A duplicate across
 // CA replicas is still caught by the store (ErrDuplicateSerial → re-sign).
-func (a *Authority) serial() (uint64, error) {
+//
+// Unique also after certificate records leave the store (etcd,
+// EtcdOptions.CertKeep), whatever the replicas' clocks say. Say serial S
+// was recorded at t1 and a replica draws S again at t2 and records it. The
+// record of S must be gone by then, or the commit finds it
+// (ErrDuplicateSerial), and a record stays at least store.MinCertKeep, so
+// t1 + K < t2 (K = Store.CertKeepFloor(), 10 minutes unless CertKeep is
+// shorter). This replica re-read the store's high-water mark (which never
+// goes down and was >= S from t1 on) within K/10 before drawing, on its
+// monotonic clock, so after t1 as long as the draw reaches the store
+// within 0.9 K (the store gives up long before); then its lastSerial >= S,
+// and it draws above S.
+// A restart seeds lastSerial from the same mark.
+func (a *Authority) serial(ctx context.Context) (uint64, error) {
+	a.serialMu.Lock()
+	if time.Since(a.serialRead) >= a.serialSync() {
+		if err := a.syncSerial(ctx); err != nil {
+			a.serialMu.Unlock()
+			return 0, err
+		}
+	}
+	a.serialMu.Unlock()
 	var b [4]byte
 	if _, err := io.ReadFull(a.cfg.Rand, b[:]); err != nil {
 		return 0, fmt.Errorf("ca: draw serial: %w", err)

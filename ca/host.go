@@ -96,7 +96,7 @@ func (a *Authority) signHost(ctx context.Context, pub ssh.PublicKey, names []str
 	ttl := a.hostCertTTL()
 	now := a.cfg.Now()
 	for attempt := 0; ; attempt++ {
-		serial, err := a.serial()
+		serial, err := a.serial(ctx)
 		if err != nil {
 			return nil, err
 		}

@@ -136,7 +136,7 @@ func (a *Authority) issueWorkloadCert(ctx context.Context, req api.WorkloadCertR
 	}
 	signer := a.userCA(grant.Tier)
 	for attempt := 0; ; attempt++ {
-		serial, err := a.serial()
+		serial, err := a.serial(ctx)
 		if err != nil {
 			return nil, err
 		}

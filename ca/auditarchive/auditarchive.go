@@ -63,6 +63,13 @@ type Bucket interface {
 type Log interface {
 	Audit(ctx context.Context, f store.AuditFilter) ([]store.AuditEvent, error)
 	AuditHeadSeq(ctx context.Context) (uint64, error)
+	AuditCheckpoint(ctx context.Context) (store.AuditCheckpoint, error)
+}
+
+// Pruner is a Log that drops archived events (store.DB).
+type Pruner interface {
+	Log
+	PruneAudit(ctx context.Context, first uint64, cp store.AuditCheckpoint) (int, error)
 }
 
 // Seal closes a segment.
@@ -110,6 +117,13 @@ func Archive(ctx context.Context, log Log, b Bucket, segment int) (int, error) {
 		}
 		next, prevSeal = seal.Last+1, sealHash(line)
 	}
+	cp, err := log.AuditCheckpoint(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("auditarchive: read the audit checkpoint: %w", err)
+	}
+	if next <= cp.Seq {
+		return 0, fmt.Errorf("auditarchive: the store pruned the events up to %d but the bucket's archive ends at %d: segments are missing from the bucket (sshward-ca audit verify)", cp.Seq, next-1)
+	}
 	wrote := 0
 	for next+uint64(segment)-1 <= head {
 		evs, err := log.Audit(ctx, store.AuditFilter{AfterSeq: next - 1, Limit: segment})
@@ -133,17 +147,102 @@ func Archive(ctx context.Context, log Log, b Bucket, segment int) (int, error) {
 	return wrote, nil
 }
 
-// Run archives every interval until ctx ends, logging failures.
-func Run(ctx context.Context, log Log, b Bucket, segment int, every time.Duration, logger *slog.Logger) {
-	t := time.NewTicker(every)
+// Prune drops from the store the events of every segment in the bucket
+// that follows the store's checkpoint and ends at or before floor (the
+// lowest event someone still has to read from the store, such as a
+// notifier's cursor), in order. Each segment is confirmed first: read back
+// from the bucket, it must be byte for byte the segment encoded from the
+// store's own events, chained to the checkpoint's seal. A segment that
+// differs stops the prune with an error and nothing of it is dropped. It
+// also finishes a prune that was cut short, and returns how many segments
+// it pruned.
+func Prune(ctx context.Context, p Pruner, b Bucket, segment int, floor uint64) (int, error) {
+	if segment <= 0 {
+		segment = DefaultSegment
+	}
+	if _, err := p.PruneAudit(ctx, 0, store.AuditCheckpoint{}); err != nil {
+		return 0, fmt.Errorf("auditarchive: finish the last prune: %w", err)
+	}
+	cp, err := p.AuditCheckpoint(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("auditarchive: read the audit checkpoint: %w", err)
+	}
+	keys, err := segmentKeys(ctx, b)
+	if err != nil {
+		return 0, err
+	}
+	byFirst := make(map[uint64]segKey, len(keys))
+	for _, k := range keys {
+		byFirst[k.first] = k
+	}
+	next, prevSeal, pruned := cp.Seq+1, cp.Seal, 0
+	for k, ok := byFirst[next]; ok && k.last <= floor; k, ok = byFirst[next] {
+		data, err := readObject(ctx, b, k.key)
+		if err != nil {
+			return pruned, err
+		}
+		evs, err := p.Audit(ctx, store.AuditFilter{AfterSeq: next - 1, Limit: segment})
+		if err != nil {
+			return pruned, fmt.Errorf("auditarchive: read events from %d: %w", next, err)
+		}
+		if len(evs) == 0 || evs[len(evs)-1].Seq != k.last {
+			return pruned, fmt.Errorf("auditarchive: %s does not match the store's events from %d: not pruned", k.key, next)
+		}
+		want, line, err := encodeSegment(evs, prevSeal, segment)
+		if err != nil {
+			return pruned, err
+		}
+		if !bytes.Equal(data, want) {
+			return pruned, fmt.Errorf("auditarchive: %s in the bucket differs from the store's events: not pruned (sshward-ca audit verify --from-s3)", k.key)
+		}
+		seal := sealHash(line)
+		if _, err := p.PruneAudit(ctx, next, store.AuditCheckpoint{Seq: k.last, Hash: evs[len(evs)-1].Hash, Seal: seal}); err != nil {
+			return pruned, fmt.Errorf("auditarchive: prune %s: %w", k.key, err)
+		}
+		pruned++
+		next, prevSeal = k.last+1, seal
+	}
+	return pruned, nil
+}
+
+// RunOptions are Run's settings.
+type RunOptions struct {
+	Segment int           // events per segment (DefaultSegment when 0)
+	Every   time.Duration // how often to look for full segments
+	// Prune drops archived events from the store (Prune) after each pass.
+	Prune bool
+	// Floor, when set, is the last event that may be pruned (e.g. the
+	// lowest notifier cursor); nil: every archived event.
+	Floor func(ctx context.Context) (uint64, error)
+}
+
+// Run archives (and prunes, with o.Prune) every o.Every until ctx ends,
+// logging failures.
+func Run(ctx context.Context, log Pruner, b Bucket, o RunOptions, logger *slog.Logger) {
+	t := time.NewTicker(o.Every)
 	defer t.Stop()
 	for {
-		n, err := Archive(ctx, log, b, segment)
+		n, err := Archive(ctx, log, b, o.Segment)
 		switch {
 		case err != nil && ctx.Err() == nil:
 			logger.WarnContext(ctx, "audit archive: cannot archive the audit log; retrying", "err", err)
 		case n > 0:
 			logger.InfoContext(ctx, "audit archive: sealed segments written", "count", n)
+		}
+		if o.Prune && err == nil {
+			floor := ^uint64(0)
+			if o.Floor != nil {
+				floor, err = o.Floor(ctx)
+			}
+			if err == nil {
+				n, err = Prune(ctx, log, b, o.Segment, floor)
+			}
+			switch {
+			case err != nil && ctx.Err() == nil:
+				logger.WarnContext(ctx, "audit archive: cannot prune archived events from the store; retrying", "err", err)
+			case n > 0:
+				logger.InfoContext(ctx, "audit archive: archived segments pruned from the store", "count", n)
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -264,6 +363,21 @@ type Report struct {
 // first violation is returned as a *store.ChainError naming the event, or
 // the first event of the segment, where it is.
 func Verify(ctx context.Context, b Bucket) (Report, error) {
+	rep, _, err := verify(ctx, b)
+	return rep, err
+}
+
+// sealed is what verify remembers of a segment: its last event's hash and
+// its seal's hash.
+type sealed struct{ head, seal string }
+
+func verify(ctx context.Context, b Bucket) (Report, map[uint64]sealed, error) {
+	ends := map[uint64]sealed{}
+	rep, err := verifyInto(ctx, b, ends)
+	return rep, ends, err
+}
+
+func verifyInto(ctx context.Context, b Bucket, ends map[uint64]sealed) (Report, error) {
 	var rep Report
 	keys, err := segmentKeys(ctx, b)
 	if err != nil {
@@ -327,8 +441,100 @@ func Verify(ctx context.Context, b Bucket) (Report, error) {
 			return bad(s.Last, "the seal's head does not match the last event")
 		}
 		prevSeal = sealHash(sealRaw)
+		ends[s.Last] = sealed{head: prevHash, seal: prevSeal}
 		rep.Segments++
 	}
 	rep.Records, rep.Head, rep.LastSeal = want-1, prevHash, prevSeal
 	return rep, nil
+}
+
+// VerifyWithStore checks the archive and the store's log as one chain:
+// the bucket's segments (Verify), the store's chain from its checkpoint
+// (srep, from store.DB.VerifyAudit, already intact), and the link: the
+// bucket holds the segment the checkpoint names (same last event hash,
+// same seal), and where the bucket goes past the checkpoint its last
+// archived event is the store's event of that seq. A segment deleted,
+// edited or replaced, or a bucket that stops short of the checkpoint, is a
+// *store.ChainError.
+func VerifyWithStore(ctx context.Context, b Bucket, srep store.AuditReport, log interface {
+	Audit(ctx context.Context, f store.AuditFilter) ([]store.AuditEvent, error)
+}) (Report, error) {
+	rep, ends, err := verify(ctx, b)
+	if err != nil {
+		return rep, err
+	}
+	cp := srep.Archived
+	if cp.Seq > 0 {
+		e, ok := ends[cp.Seq]
+		switch {
+		case rep.Records < cp.Seq:
+			return rep, &store.ChainError{Seq: rep.Records + 1, Reason: fmt.Sprintf("the store pruned the events up to %d but the bucket's archive ends at %d (segments missing)", cp.Seq, rep.Records)}
+		case !ok || e.head != cp.Hash || e.seal != cp.Seal:
+			return rep, &store.ChainError{Seq: cp.Seq, Reason: "the bucket's segment ending at the store's checkpoint is not the one archived (segment replaced)"}
+		}
+	}
+	if rep.Records > uint64(srep.Records) {
+		return rep, &store.ChainError{Seq: uint64(srep.Records) + 1, Reason: fmt.Sprintf("the bucket's archive runs to %d, past the store's head %d", rep.Records, srep.Records)}
+	}
+	if rep.Records > cp.Seq {
+		evs, err := log.Audit(ctx, store.AuditFilter{AfterSeq: rep.Records - 1, Limit: 1})
+		if err != nil {
+			return rep, fmt.Errorf("auditarchive: read event %d from the store: %w", rep.Records, err)
+		}
+		if len(evs) != 1 || evs[0].Seq != rep.Records || evs[0].Hash != rep.Head {
+			return rep, &store.ChainError{Seq: rep.Records, Reason: "the bucket's last archived event is not the store's event of that seq"}
+		}
+	}
+	return rep, nil
+}
+
+// Events returns the archived events after afterSeq (of type typ when not
+// empty), at most limit (<= 0: no cap), read from the bucket's segments;
+// each segment read is checked against its seal's digest. through is the
+// last seq the bucket holds.
+func Events(ctx context.Context, b Bucket, afterSeq uint64, typ string, limit int) (evs []store.AuditEvent, through uint64, err error) {
+	keys, err := segmentKeys(ctx, b)
+	if err != nil {
+		return nil, 0, err
+	}
+	if len(keys) > 0 {
+		through = keys[len(keys)-1].last
+	}
+	for _, k := range keys {
+		if k.last <= afterSeq {
+			continue
+		}
+		data, err := readObject(ctx, b, k.key)
+		if err != nil {
+			return nil, through, err
+		}
+		events, sealRaw, err := splitSegment(data)
+		var sl sealLine
+		if err == nil {
+			err = json.Unmarshal(sealRaw, &sl)
+		}
+		sum := sha256.Sum256(events)
+		if err != nil || sl.Seal == nil || hex.EncodeToString(sum[:]) != sl.Seal.EventsSHA256 {
+			return nil, through, &store.ChainError{Seq: k.first, Reason: k.key + ": the events do not match the seal's digest (sshward-ca audit verify)"}
+		}
+		sc := bufio.NewScanner(bytes.NewReader(events))
+		sc.Buffer(make([]byte, 64<<10), 16<<20)
+		for sc.Scan() {
+			var ev store.AuditEvent
+			if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+				return nil, through, fmt.Errorf("auditarchive: %s: event does not decode: %w", k.key, err)
+			}
+			if ev.Seq <= afterSeq || typ != "" && ev.Type != typ {
+				continue
+			}
+			evs = append(evs, ev)
+			if limit > 0 && len(evs) >= limit {
+				return evs, through, nil
+			}
+		}
+		if err := sc.Err(); err != nil {
+			return nil, through, fmt.Errorf("auditarchive: %s: %w", k.key, err)
+		}
+	}
+	return evs, through, nil
 }

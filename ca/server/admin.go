@@ -46,6 +46,9 @@ type VerifyResult struct {
 	Head    string `json:"head,omitempty"`
 	Error   string `json:"error,omitempty"`
 	Seq     uint64 `json:"seq,omitempty"`
+	// Archived: records up to Archived.Seq were archived and pruned from
+	// the store; the chain in the store was checked from there.
+	Archived *store.AuditCheckpoint `json:"archived,omitempty"`
 }
 
 func (s *Server) adminRoutes() http.Handler {
@@ -160,6 +163,9 @@ func (s *Server) adminRoutes() http.Handler {
 // VerifyResultOf turns a chain check into its wire form.
 func VerifyResultOf(rep store.AuditReport, err error) VerifyResult {
 	v := VerifyResult{OK: err == nil, Records: rep.Records, Head: rep.Head}
+	if rep.Archived.Seq > 0 {
+		v.Archived = &rep.Archived
+	}
 	if err != nil {
 		v.Error = err.Error()
 		var ce *store.ChainError

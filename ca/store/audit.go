@@ -202,7 +202,8 @@ type AuditFilter struct {
 	Type     string // only this event type; "" for all
 }
 
-// Audit returns audit records in Seq order.
+// Audit returns audit records in Seq order: those the store holds, after
+// its AuditCheckpoint (the ones before are in the archive, see PruneAudit).
 func (db *DB) Audit(ctx context.Context, f AuditFilter) ([]AuditEvent, error) {
 	var out []AuditEvent
 	err := db.View(ctx, func(tx *Tx) error {
@@ -210,8 +211,12 @@ func (db *DB) Audit(ctx context.Context, f AuditFilter) ([]AuditEvent, error) {
 		if b == nil || f.AfterSeq == ^uint64(0) {
 			return nil
 		}
+		cp, err := readCheckpoint(tx.kv)
+		if err != nil {
+			return fmt.Errorf("store: audit: %w", err)
+		}
 		c := b.Cursor()
-		for k, raw := c.Seek(serialKey(f.AfterSeq + 1)); k != nil; k, raw = c.Next() {
+		for k, raw := c.Seek(serialKey(max(f.AfterSeq, cp.Seq) + 1)); k != nil; k, raw = c.Next() {
 			var ev AuditEvent
 			if err := json.Unmarshal(raw, &ev); err != nil {
 				return fmt.Errorf("store: audit: record %x: %w", k, err)
@@ -233,6 +238,137 @@ func (db *DB) Audit(ctx context.Context, f AuditFilter) ([]AuditEvent, error) {
 type AuditReport struct {
 	Records int    // number of records (= Seq of the last one)
 	Head    string // Hash of the last record; "" for an empty log
+	// Archived is the checkpoint: records 1 … Archived.Seq were archived
+	// and pruned (PruneAudit), so only the chain after it was checked
+	// here; the archive holds the rest (auditarchive.VerifyWithStore).
+	Archived AuditCheckpoint
+}
+
+// AuditCheckpoint is where the audit log in the store begins once its
+// start was archived: the last archived event and the seal of its segment
+// (ca/auditarchive). The chain in the store goes on from Hash.
+type AuditCheckpoint struct {
+	Seq  uint64 `json:"seq"`            // last archived event (0: none)
+	Hash string `json:"hash,omitempty"` // its Hash
+	Seal string `json:"seal,omitempty"` // hash of the seal line of the segment that ends with it
+	// Pruned is how far the records were deleted (Pruned < Seq while a
+	// prune is under way or was cut short; the rest is deleted next time).
+	Pruned uint64 `json:"pruned"`
+}
+
+func readCheckpoint(kv kvTx) (AuditCheckpoint, error) {
+	var cp AuditCheckpoint
+	in := kv.Bucket(bucketInternal)
+	if in == nil {
+		return cp, nil
+	}
+	v := in.Get(keyAuditCkpt)
+	if v == nil {
+		return cp, nil
+	}
+	if err := json.Unmarshal(v, &cp); err != nil || cp.Pruned > cp.Seq || cp.Seq > 0 && len(cp.Hash) != 2*sha256.Size {
+		return AuditCheckpoint{}, fmt.Errorf("malformed audit checkpoint")
+	}
+	return cp, nil
+}
+
+// AuditCheckpoint returns where the store's audit log begins (zero when
+// nothing was pruned).
+func (db *DB) AuditCheckpoint(ctx context.Context) (AuditCheckpoint, error) {
+	var cp AuditCheckpoint
+	err := db.View(ctx, func(tx *Tx) error {
+		var err error
+		cp, err = readCheckpoint(tx.kv)
+		return err
+	})
+	return cp, err
+}
+
+// pruneBatch is how many records one transaction deletes (etcd's default
+// --max-txn-ops is 128).
+const pruneBatch = 100
+
+// PruneAudit drops archived records from the store. With cp.Seq above the
+// current checkpoint it first moves the checkpoint to cp, which must
+// continue it (first, the first seq of the archived segment, is the
+// checkpoint's Seq + 1) and name a record of the log by its hash; then it
+// deletes every record up to the checkpoint, pruneBatch per transaction,
+// noting how far it got in each. Call it with a zero cp to finish a prune
+// that was cut short. It returns how many records it deleted.
+//
+// Replicas may prune at once: every step reads the checkpoint and commits
+// only if it did not change meanwhile (one transaction), so steps run one
+// at a time, and a crash between two leaves a checkpoint that the log
+// verifies from, with records not yet deleted before it (ignored by Audit
+// and VerifyAudit, deleted by the next prune).
+func (db *DB) PruneAudit(ctx context.Context, first uint64, cp AuditCheckpoint) (int, error) {
+	const op = "prune audit"
+	if cp.Seq > 0 {
+		err := db.Update(ctx, func(tx *Tx) error {
+			cur, err := readCheckpoint(tx.kv)
+			if err != nil {
+				return err
+			}
+			if cp.Seq <= cur.Seq {
+				return nil // done already (another replica)
+			}
+			if first != cur.Seq+1 {
+				return fmt.Errorf("segment starts at %d, the checkpoint is at %d: %w", first, cur.Seq, ErrInvalid)
+			}
+			b, err := tx.writeBucket(op, bucketAudit)
+			if err != nil {
+				return err
+			}
+			var ev AuditEvent
+			if found, err := getJSON(b, serialKey(cp.Seq), &ev); err != nil || !found || ev.Hash != cp.Hash {
+				return fmt.Errorf("the log's record %d does not have the archived hash: %w", cp.Seq, ErrInvalid)
+			}
+			in, err := tx.writeBucket(op, bucketInternal)
+			if err != nil {
+				return err
+			}
+			next := AuditCheckpoint{Seq: cp.Seq, Hash: cp.Hash, Seal: cp.Seal, Pruned: cur.Pruned}
+			return putJSON(in, keyAuditCkpt, &next)
+		})
+		if err != nil {
+			return 0, fmt.Errorf("store: %s to %d: %w", op, cp.Seq, err)
+		}
+	}
+	deleted := 0
+	for {
+		n := 0
+		err := db.Update(ctx, func(tx *Tx) error {
+			n = 0
+			cur, err := readCheckpoint(tx.kv)
+			if err != nil || cur.Pruned >= cur.Seq {
+				return err
+			}
+			b, err := tx.writeBucket(op, bucketAudit)
+			if err != nil {
+				return err
+			}
+			in, err := tx.writeBucket(op, bucketInternal)
+			if err != nil {
+				return err
+			}
+			to := min(cur.Seq, cur.Pruned+pruneBatch)
+			for seq := cur.Pruned + 1; seq <= to; seq++ {
+				if err := b.Delete(serialKey(seq)); err != nil {
+					return err
+				}
+			}
+			n = int(to - cur.Pruned)
+			cur.Pruned = to
+			return putJSON(in, keyAuditCkpt, &cur)
+		})
+		if err != nil {
+			return deleted, fmt.Errorf("store: %s: %w", op, err)
+		}
+		if n == 0 {
+			return deleted, nil
+		}
+		deleted += n
+	}
 }
 
 // VerifyAudit walks the whole audit log in one read transaction and checks
@@ -271,14 +407,18 @@ func VerifyFile(ctx context.Context, path string) (AuditReport, error) {
 }
 
 func verifyChain(ctx context.Context, kv kvTx) (AuditReport, error) {
+	cp, err := readCheckpoint(kv)
+	if err != nil {
+		return AuditReport{}, &ChainError{Seq: 1, Reason: err.Error()}
+	}
 	var (
-		want uint64 = 1
-		prev string
+		want = cp.Seq + 1 // the chain in the store goes on from the checkpoint
+		prev = cp.Hash
 		ev   AuditEvent
 	)
 	if b := kv.Bucket(bucketAudit); b != nil {
 		c := b.Cursor()
-		for k, raw := c.First(); k != nil; k, raw = c.Next() {
+		for k, raw := c.Seek(serialKey(want)); k != nil; k, raw = c.Next() {
 			if want%4096 == 0 {
 				if err := ctx.Err(); err != nil {
 					return AuditReport{}, fmt.Errorf("store: verify audit: %w", err)
@@ -310,6 +450,8 @@ func verifyChain(ctx context.Context, kv kvTx) (AuditReport, error) {
 	last := want - 1
 	head, found, err := readHead(kv)
 	switch {
+	case cp.Seq > 0 && head.seq < cp.Seq:
+		return AuditReport{}, &ChainError{Seq: head.seq + 1, Reason: fmt.Sprintf("the archive checkpoint names seq %d beyond the head %d", cp.Seq, head.seq)}
 	case err != nil:
 		return AuditReport{}, &ChainError{Seq: last + 1, Reason: err.Error()}
 	case !found && last == 0:
@@ -323,7 +465,7 @@ func verifyChain(ctx context.Context, kv kvTx) (AuditReport, error) {
 	case head.hash != prev:
 		return AuditReport{}, &ChainError{Seq: last, Reason: "head hash does not match the last record (record replaced)"}
 	}
-	return AuditReport{Records: int(last), Head: prev}, nil
+	return AuditReport{Records: int(last), Head: prev, Archived: cp}, nil
 }
 
 // AuditHeadSeq returns the sequence number of the last audit record (0 for

@@ -122,14 +122,49 @@ func (tx *Tx) PutCert(c *CertRecord) error {
 	// half-empty (bbolt's default suits random inserts). Fewer pages per
 	// commit and a smaller file.
 	b.AppendOnly()
-	if err := putJSON(b, k, c); err != nil {
+	// On etcd the record and its index entry leave CertKeep after the
+	// certificate expires, and never sooner than MinCertKeep after now;
+	// bbolt keeps them (see EtcdOptions.CertKeep).
+	until := c.ValidBefore.Add(tx.certKeep)
+	if floor := tx.now().Add(certKeepFloor(tx.certKeep)); until.Before(floor) {
+		until = floor
+	}
+	if err := putJSONExpiring(b, k, c, until); err != nil {
 		return fmt.Errorf("store: %s %d: %w", op, c.Serial, err)
 	}
-	if err := idx.Put(keyIDIndexKey(c.KeyID, c.Serial), nil); err != nil {
+	if err := idx.PutExpiring(keyIDIndexKey(c.KeyID, c.Serial), nil, until); err != nil {
 		return fmt.Errorf("store: %s %d: index: %w", op, c.Serial, err)
+	}
+	// The serial high-water mark outlives the records: MaxSerial never
+	// goes back when they leave, so no serial is handed out twice.
+	in, err := tx.writeBucket(op, bucketInternal)
+	if err != nil {
+		return err
+	}
+	if hw := in.Get(keySerialMax); len(hw) != 8 || binary.BigEndian.Uint64(hw) < c.Serial {
+		if err := in.Put(keySerialMax, k); err != nil {
+			return fmt.Errorf("store: %s %d: serial high-water mark: %w", op, c.Serial, err)
+		}
 	}
 	return nil
 }
+
+// MinCertKeep bounds the least time a certificate record stays in the
+// store after it is written, whatever its validity: the smaller of it and
+// EtcdOptions.CertKeep (DB.CertKeepFloor). ca.Authority.serial re-reads
+// MaxSerial more often than that.
+const MinCertKeep = 10 * time.Minute
+
+func certKeepFloor(keep time.Duration) time.Duration {
+	if keep > 0 {
+		return min(keep, MinCertKeep)
+	}
+	return MinCertKeep
+}
+
+// CertKeepFloor is the least time a certificate record stays in the store
+// after PutCert (bbolt keeps them all).
+func (db *DB) CertKeepFloor() time.Duration { return certKeepFloor(db.certKeep) }
 
 // GetCert returns the certificate with this serial, or an error wrapping
 // ErrNotFound.
@@ -145,23 +180,34 @@ func (tx *Tx) GetCert(serial uint64) (*CertRecord, error) {
 	return c, nil
 }
 
-// MaxSerial returns the highest recorded serial (0 when none). A CA that
-// hands out increasing serials can seed its counter from it at start;
-// increasing serials also make PutCert append instead of insert at random,
-// which keeps commits small.
+// MaxSerial returns the highest serial ever recorded (0 when none), also
+// after its record left the store: the high-water mark PutCert keeps, or
+// the last record of a store written before the mark existed. A CA that
+// hands out increasing serials seeds its counter from it; increasing
+// serials also make PutCert append instead of insert at random, which
+// keeps commits small.
 func (tx *Tx) MaxSerial() (uint64, error) {
+	var hw uint64
+	if in := tx.bucket(bucketInternal); in != nil {
+		if v := in.Get(keySerialMax); v != nil {
+			if len(v) != 8 {
+				return 0, fmt.Errorf("store: max serial: malformed high-water mark: %w", ErrInvalid)
+			}
+			hw = binary.BigEndian.Uint64(v)
+		}
+	}
 	b := tx.bucket(bucketCerts)
 	if b == nil {
-		return 0, nil
+		return hw, nil
 	}
 	k, _ := b.Cursor().Last()
 	if k == nil {
-		return 0, nil
+		return hw, nil
 	}
 	if len(k) != 8 {
 		return 0, fmt.Errorf("store: max serial: malformed key: %w", ErrInvalid)
 	}
-	return binary.BigEndian.Uint64(k), nil
+	return max(hw, binary.BigEndian.Uint64(k)), nil
 }
 
 // CertsByKeyID returns every certificate issued with this key id, by
@@ -180,10 +226,12 @@ func (tx *Tx) CertsByKeyID(keyID string) ([]CertRecord, error) {
 			return nil, fmt.Errorf("store: certs by key id %q: malformed index key: %w", keyID, ErrInvalid)
 		}
 		rec, err := tx.GetCert(serial)
+		if errors.Is(err, ErrNotFound) {
+			// On etcd the record and its index entry leave on leases
+			// that may end a lease step apart.
+			continue
+		}
 		if err != nil {
-			if errors.Is(err, ErrNotFound) {
-				err = fmt.Errorf("index names a missing cert: %w", err)
-			}
 			return nil, fmt.Errorf("store: certs by key id %q: %w", keyID, err)
 		}
 		out = append(out, *rec)

@@ -247,7 +247,7 @@ func (db *DB) runBatch(batch []*call) {
 		var err error
 		if db.etcd != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), etcdUpdateTimeout)
-			err = db.etcd.update(ctx, func(kv kvTx) error { return run(&Tx{kv: kv, now: db.now, live: &db.live}) })
+			err = db.etcd.update(ctx, func(kv kvTx) error { return run(&Tx{kv: kv, now: db.now, live: &db.live, certKeep: db.certKeep}) })
 			cancel()
 			if errors.Is(err, errTooLarge) && len(live) > 1 {
 				// More operations than one etcd Txn may carry: halve.

@@ -46,8 +46,10 @@ var (
 		bucketTokens, bucketRevoked, bucketAudit, bucketMeta, bucketInternal, bucketRequests, bucketClaims,
 		bucketUsedTokens, bucketOnCall, bucketLoginFailures}
 
-	keySchema    = []byte("schema")     // uint64 BE
-	keyAuditHead = []byte("audit_head") // uint64 BE seq ‖ hex hash
+	keySchema    = []byte("schema")         // uint64 BE
+	keyAuditHead = []byte("audit_head")     // uint64 BE seq ‖ hex hash
+	keySerialMax = []byte("serial_max")     // uint64 BE: highest serial ever recorded
+	keyAuditCkpt = []byte("audit_archived") // JSON AuditCheckpoint
 )
 
 // Options configure Open. The zero value of every field but Path is usable.
@@ -94,7 +96,8 @@ func (o Options) Check() error {
 // group-commits Update closures, any number of concurrent readers.
 type DB struct {
 	bolt     *bolt.DB
-	etcd     *etcdEngine // instead of bolt when Options.Etcd is set
+	etcd     *etcdEngine   // instead of bolt when Options.Etcd is set
+	certKeep time.Duration // EtcdOptions.CertKeep
 	path     string
 	now      func() time.Time
 	log      *slog.Logger
@@ -323,7 +326,7 @@ func (db *DB) View(ctx context.Context, fn func(*Tx) error) error {
 		if closed {
 			return fmt.Errorf("store: view: %w", ErrClosed)
 		}
-		return db.etcd.view(ctx, func(kv kvTx) error { return fn(&Tx{kv: kv, now: db.now, live: &db.live}) })
+		return db.etcd.view(ctx, func(kv kvTx) error { return fn(&Tx{kv: kv, now: db.now, live: &db.live, certKeep: db.certKeep}) })
 	}
 	err := db.bolt.View(func(btx *bolt.Tx) error {
 		return fn(&Tx{kv: boltTx{btx}, now: db.now, live: &db.live})
@@ -377,7 +380,10 @@ func openEtcdDB(ctx context.Context, o Options) (*DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	db := &DB{etcd: e, now: o.Now, log: o.Logger, maxBatch: o.MaxBatch, exited: make(chan struct{})}
+	db := &DB{etcd: e, now: o.Now, log: o.Logger, maxBatch: o.MaxBatch, exited: make(chan struct{}), certKeep: o.Etcd.CertKeep}
+	if db.certKeep <= 0 {
+		db.certKeep = DefaultCertKeep
+	}
 	err = e.update(ctx, func(kv kvTx) error {
 		in := kv.Bucket(bucketInternal)
 		if v := in.Get(keySchema); kv.Err() == nil && v == nil {

@@ -340,3 +340,57 @@ func TestEtcdTLS(t *testing.T) {
 		t.Fatal("the store opened on a cluster requiring client certificates without one")
 	}
 }
+
+// TestEtcdCertRecordsLeave: with CertKeep a certificate record and its key
+// id index entry leave etcd that long after the certificate expires (a
+// shared lease); the serial high-water mark stays, so MaxSerial does not
+// go back, and revocation by key id finds nothing rather than failing.
+func TestEtcdCertRecordsLeave(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	db, err := store.Open(t.Context(), store.Options{Etcd: &store.EtcdOptions{Endpoints: c.Endpoints(),
+		Prefix: fmt.Sprintf("certkeep-%d", time.Now().UnixNano()), ExpiryGrace: time.Second, CertKeep: time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if got := db.CertKeepFloor(); got != time.Second {
+		t.Fatalf("CertKeepFloor = %v, want min(CertKeep, MinCertKeep) = 1s", got)
+	}
+	mustUpdate(t, db, func(tx *store.Tx) error {
+		for s := uint64(1); s <= 20; s++ {
+			if err := tx.PutCert(&store.CertRecord{Serial: 1000 + s, KeyID: "k", Kind: store.CertKindUser, ValidBefore: time.Now().Add(time.Second)}); err != nil {
+				return err
+			}
+		}
+		// Not expiring soon: stays.
+		return tx.PutCert(&store.CertRecord{Serial: 7, KeyID: "long", Kind: store.CertKindUser, ValidBefore: time.Now().Add(time.Hour)})
+	})
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var left []store.CertRecord
+		mustView(t, db, func(tx *store.Tx) error {
+			var err error
+			left, err = tx.ListCerts(store.CertFilter{})
+			return err
+		})
+		if len(left) == 1 && left[0].Serial == 7 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d certificate records in etcd 60 s after expiry + 1 s keep + 1 s grace; want only serial 7", len(left))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	mustView(t, db, func(tx *store.Tx) error {
+		if max, err := tx.MaxSerial(); err != nil || max != 1020 {
+			t.Errorf("MaxSerial after the records left = %d, %v; want 1020 (the high-water mark)", max, err)
+		}
+		if recs, err := tx.CertsByKeyID("k"); err != nil || len(recs) != 0 {
+			t.Errorf("CertsByKeyID of expired records = %v, %v; want none", recs, err)
+		}
+		if _, err := tx.GetCert(1005); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("GetCert(1005) = %v, want ErrNotFound", err)
+		}
+		return nil
+	})
+}

@@ -74,10 +74,24 @@ type EtcdOptions struct {
 	// told apart from "unknown"); default 1 h. Records expiring within the
 	// same sixth of it (at most 10 min) share one lease.
 	ExpiryGrace time.Duration
+	// CertKeep is how long a certificate record (and its key id index
+	// entry) stays in etcd after the certificate expires; default
+	// DefaultCertKeep. Nothing needs it after that: the KRL lists only
+	// unexpired serials, and the issuance stays in the audit log (and its
+	// archive). What it serves meanwhile: `sshward-ca review` (certificates
+	// issued in the review period), revocation by serial or key id (the
+	// tier), single-use claims and host renewal (both of unexpired ones).
+	// Serials never repeat after their records leave (Tx.MaxSerial). A
+	// record stays at least min(CertKeep, MinCertKeep) after it is written.
+	CertKeep time.Duration
 	// MaxTxnOps is the cluster's --max-txn-ops (default 128): a batch
 	// whose transaction would need more operations is split.
 	MaxTxnOps int
 }
+
+// DefaultCertKeep is EtcdOptions.CertKeep's default: an access review of
+// the last month still sees every certificate of it.
+const DefaultCertKeep = 30 * 24 * time.Hour
 
 const (
 	defaultEtcdPrefix   = "sshward"
@@ -660,14 +674,19 @@ func (t *etcdTx) commit() error {
 		return errTooLarge
 	}
 	ops := make([]clientv3.Op, 0, len(t.writes))
+	leases := map[time.Time]clientv3.LeaseID{} // one lease per expiry in a commit (a record and its index entry)
 	for k, w := range t.writes {
 		switch {
 		case w.del:
 			ops = append(ops, clientv3.OpDelete(k))
 		case !w.expire.IsZero():
-			id, err := t.e.lease(t.ctx, w.expire)
-			if err != nil {
-				return err
+			id, ok := leases[w.expire]
+			if !ok {
+				var err error
+				if id, err = t.e.lease(t.ctx, w.expire); err != nil {
+					return err
+				}
+				leases[w.expire] = id
 			}
 			ops = append(ops, clientv3.OpPut(k, string(w.val), clientv3.WithLease(id)))
 		default:

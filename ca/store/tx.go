@@ -12,9 +12,10 @@ import (
 // is valid only inside the closure it was passed to. Records it returns are
 // decoded copies that the caller owns.
 type Tx struct {
-	kv   kvTx
-	now  func() time.Time
-	live *liveMemo // the DB's; see SessionNotRevoked
+	kv       kvTx
+	now      func() time.Time
+	live     *liveMemo     // the DB's; see SessionNotRevoked
+	certKeep time.Duration // EtcdOptions.CertKeep (bbolt: unused, records stay)
 }
 
 // maxNameLen bounds user names, key ids, tiers and meta keys, far below

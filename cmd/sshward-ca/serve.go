@@ -146,7 +146,7 @@ func (e *env) cmdServe(ctx context.Context, args []string) error {
 	}
 	if archive != nil {
 		log.Info("archiving the audit log to object storage", "endpoint", cfg.Audit.Archive.S3.Endpoint, "bucket", cfg.Audit.Archive.S3.Bucket,
-			"prefix", cfg.Audit.Archive.S3.Prefix, "segment", segment, "every", every)
+			"prefix", cfg.Audit.Archive.S3.Prefix, "segment", segment, "every", every, "prune", cfg.Audit.Archive.Prune)
 	}
 	plugs, err := startPlugins(ctx, l.dir, cfg.Plugins, db, log)
 	if err != nil {
@@ -223,7 +223,8 @@ func (e *env) cmdServe(ctx context.Context, args []string) error {
 	g.Go(func() error { return runOnCall(gctx, a, sched, log) })
 	g.Go(func() error { return a.RunKeyRetirement(gctx, 0) })
 	if archive != nil {
-		g.Go(func() error { auditarchive.Run(gctx, db, archive, segment, every, log); return nil })
+		o := auditarchive.RunOptions{Segment: segment, Every: every, Prune: cfg.Audit.Archive.Prune, Floor: notifierFloor(db, cfg.Plugins)}
+		g.Go(func() error { auditarchive.Run(gctx, db, archive, o, log); return nil })
 	}
 	if cfg.Store.Etcd != nil {
 		// Replicas share the store: terminate orders signed by another

@@ -28,14 +28,42 @@ type etcdStoreConfig struct {
 		Key  string `yaml:"key"`
 	} `yaml:"tls"` // paths relative to the CA directory
 	MaxTxnOps int `yaml:"max_txn_ops"` // the members' --max-txn-ops; default 128
+	// CertKeep: how long a certificate record stays after the certificate
+	// expires (default 720h); ExpiryGrace: how long sessions, claims, join
+	// tokens and used ID tokens stay after theirs (default 1h).
+	CertKeep    string `yaml:"cert_keep"`
+	ExpiryGrace string `yaml:"expiry_grace"`
+}
+
+// durations parses cert_keep and expiry_grace (zero when unset).
+func (e *etcdStoreConfig) durations() (keep, grace time.Duration, err error) {
+	for _, f := range []struct {
+		name, v string
+		d       *time.Duration
+	}{{"cert_keep", e.CertKeep, &keep}, {"expiry_grace", e.ExpiryGrace, &grace}} {
+		if f.v == "" {
+			continue
+		}
+		d, perr := time.ParseDuration(f.v)
+		if perr != nil || d < time.Second {
+			return 0, 0, fmt.Errorf("config.yaml: store.etcd.%s %q must be a duration of at least 1s", f.name, f.v)
+		}
+		*f.d = d
+	}
+	return keep, grace, nil
 }
 
 // errBackupEtcd is sshward-ca backup's answer for a CA on etcd.
 var errBackupEtcd = errors.New("this CA keeps its state on etcd, which sshward-ca backup cannot copy: back up the cluster with `etcdctl snapshot save FILE` and the CA directory (keys, config) with your file backups")
 
 func (c *config) checkStore() error {
-	if e := c.Store.Etcd; e != nil && len(e.Endpoints) == 0 {
-		return errors.New("config.yaml: store.etcd.endpoints is empty: list the etcd members' client URLs")
+	if e := c.Store.Etcd; e != nil {
+		if len(e.Endpoints) == 0 {
+			return errors.New("config.yaml: store.etcd.endpoints is empty: list the etcd members' client URLs")
+		}
+		if _, _, err := e.durations(); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -52,8 +80,10 @@ func (l layout) storeOptions(cfg *config) store.Options {
 		}
 		return filepath.Join(l.dir, p)
 	}
+	keep, grace, _ := e.durations() // checked by checkStore
 	return store.Options{Etcd: &store.EtcdOptions{Endpoints: e.Endpoints, Prefix: e.Prefix,
-		CA: rel(e.TLS.CA), Cert: rel(e.TLS.Cert), Key: rel(e.TLS.Key), MaxTxnOps: e.MaxTxnOps}}
+		CA: rel(e.TLS.CA), Cert: rel(e.TLS.Cert), Key: rel(e.TLS.Key), MaxTxnOps: e.MaxTxnOps,
+		CertKeep: keep, ExpiryGrace: grace}}
 }
 
 // openStore opens the store config.yaml names (the bbolt file by default).

@@ -335,9 +335,12 @@ func (e *env) cmdAudit(ctx context.Context, args []string) error {
 			return err
 		}
 		return e.withAdmin(ctx, *dir, func(a admin) error {
-			evs, err := a.Audit(ctx, store.AuditFilter{AfterSeq: *after, Limit: *limit, Type: *typ})
+			evs, note, err := e.auditEvents(ctx, *dir, a, store.AuditFilter{AfterSeq: *after, Limit: *limit, Type: *typ})
 			if err != nil {
 				return err
+			}
+			if note != "" {
+				fmt.Fprintln(e.stderr, note)
 			}
 			if *asJSON {
 				if evs == nil {
@@ -366,11 +369,13 @@ func (e *env) cmdAudit(ctx context.Context, args []string) error {
 			return e.verifyAuditArchive(ctx, *dir, *asJSON)
 		}
 		var res struct {
-			OK      bool   `json:"ok"`
-			Records int    `json:"records"`
-			Head    string `json:"head,omitempty"`
-			Error   string `json:"error,omitempty"`
-			Seq     uint64 `json:"seq,omitempty"`
+			OK       bool                   `json:"ok"`
+			Records  int                    `json:"records"`
+			Head     string                 `json:"head,omitempty"`
+			Error    string                 `json:"error,omitempty"`
+			Seq      uint64                 `json:"seq,omitempty"`
+			Archived *store.AuditCheckpoint `json:"archived,omitempty"`
+			Segments *int                   `json:"segments,omitempty"` // checked in the archive, when records were pruned
 		}
 		if *dbPath != "" {
 			rep, err := store.VerifyFile(ctx, *dbPath)
@@ -384,7 +389,21 @@ func (e *env) cmdAudit(ctx context.Context, args []string) error {
 			}
 		} else if err := e.withAdmin(ctx, *dir, func(a admin) error {
 			v := a.VerifyAudit(ctx)
-			res.OK, res.Records, res.Head, res.Error, res.Seq = v.OK, v.Records, v.Head, v.Error, v.Seq
+			res.OK, res.Records, res.Head, res.Error, res.Seq, res.Archived = v.OK, v.Records, v.Head, v.Error, v.Seq, v.Archived
+			if !v.OK || v.Archived == nil {
+				return nil
+			}
+			// The start of the chain is in the archive: check it there
+			// and the link to the store's part.
+			n, err := e.verifyArchivedPart(ctx, *dir, a, v)
+			if err != nil {
+				res.OK, res.Error = false, err.Error()
+				var ce *store.ChainError
+				if errors.As(err, &ce) {
+					res.Seq = ce.Seq
+				}
+			}
+			res.Segments = &n
 			return nil
 		}); err != nil {
 			return err
@@ -393,6 +412,9 @@ func (e *env) cmdAudit(ctx context.Context, args []string) error {
 			if err := cli.JSON(e.stdout, res); err != nil {
 				return err
 			}
+		} else if res.OK && res.Archived != nil {
+			fmt.Fprintf(e.stdout, "audit chain intact: %d records, head %s; records 1-%d from %d archived segments, the rest from the store\n",
+				res.Records, shortHash(res.Head), res.Archived.Seq, *res.Segments)
 		} else if res.OK {
 			fmt.Fprintf(e.stdout, "audit chain intact: %d records, head %s\n", res.Records, shortHash(res.Head))
 		}
