@@ -473,16 +473,24 @@ func VerifyWithStore(ctx context.Context, b Bucket, srep store.AuditReport, log 
 			return rep, &store.ChainError{Seq: cp.Seq, Reason: "the bucket's segment ending at the store's checkpoint is not the one archived (segment replaced)"}
 		}
 	}
-	if rep.Records > uint64(srep.Records) {
-		return rep, &store.ChainError{Seq: uint64(srep.Records) + 1, Reason: fmt.Sprintf("the bucket's archive runs to %d, past the store's head %d", rep.Records, srep.Records)}
-	}
-	if rep.Records > cp.Seq {
-		evs, err := log.Audit(ctx, store.AuditFilter{AfterSeq: rep.Records - 1, Limit: 1})
-		if err != nil {
-			return rep, fmt.Errorf("auditarchive: read event %d from the store: %w", rep.Records, err)
+	// Past the checkpoint the bucket and the store overlap (archived, not
+	// pruned yet): the last segment end within what srep covered must be
+	// the store's event. The archiver may have written more since srep
+	// was read, and pruned it: an event no longer in the store was
+	// confirmed byte for byte when it was pruned.
+	var x uint64
+	for last := range ends {
+		if last > cp.Seq && last <= uint64(srep.Records) && last > x {
+			x = last
 		}
-		if len(evs) != 1 || evs[0].Seq != rep.Records || evs[0].Hash != rep.Head {
-			return rep, &store.ChainError{Seq: rep.Records, Reason: "the bucket's last archived event is not the store's event of that seq"}
+	}
+	if x > 0 {
+		evs, err := log.Audit(ctx, store.AuditFilter{AfterSeq: x - 1, Limit: 1})
+		if err != nil {
+			return rep, fmt.Errorf("auditarchive: read event %d from the store: %w", x, err)
+		}
+		if len(evs) == 1 && evs[0].Seq == x && evs[0].Hash != ends[x].head {
+			return rep, &store.ChainError{Seq: x, Reason: "the bucket's archived event is not the store's event of that seq"}
 		}
 	}
 	return rep, nil
