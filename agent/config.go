@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	mathrand "math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -73,6 +74,10 @@ func DefaultTierSettings(tier string) TierSettings {
 // Defaults of Config fields.
 const (
 	DefaultRevocationInterval = 30 * time.Second
+	// DefaultHostCARenewSpread: a host-CA rotation's overlap is at least
+	// the host certificate lifetime (a day by default), so renewals have
+	// room to spread.
+	DefaultHostCARenewSpread = 5 * time.Minute
 	// DefaultHandshakeTimeout bounds key exchange and authentication
 	// (sshd's LoginGraceTime is 120 s; certificates need no typing).
 	DefaultHandshakeTimeout = 15 * time.Second
@@ -178,6 +183,15 @@ type Config struct {
 	SFTPServerPath string
 	// RevocationInterval is how often the revocation list is polled.
 	RevocationInterval time.Duration
+	// HostCARenewSpread bounds how long after the CA starts signing with a
+	// new host-CA key the agent renews its host certificate onto it (a
+	// random time within it, so that a fleet does not renew at once);
+	// default DefaultHostCARenewSpread. Orders of either key are obeyed
+	// meanwhile (hostcatrust.go).
+	HostCARenewSpread time.Duration
+	// renewJitter picks the delay within a spread (default uniform at
+	// random); tests fix it.
+	renewJitter func(spread time.Duration) time.Duration
 	// HandshakeTimeout bounds the SSH handshake and authentication, from
 	// accept (sshd's LoginGraceTime); default DefaultHandshakeTimeout.
 	HandshakeTimeout time.Duration
@@ -232,7 +246,7 @@ func (c *Config) Check() error {
 		return errors.New("agent: config: DataDir is required")
 	case c.CA == nil:
 		return errors.New("agent: config: CA is required")
-	case c.RevocationInterval < 0, c.HandshakeTimeout < 0, c.BannerTimeout < 0, c.MaxSessions < 0,
+	case c.RevocationInterval < 0, c.HostCARenewSpread < 0, c.HandshakeTimeout < 0, c.BannerTimeout < 0, c.MaxSessions < 0,
 		c.MaxHandshakes < 0, c.MaxStartupsPerSource < 0:
 		return errors.New("agent: config: intervals and limits must not be negative")
 	}
@@ -292,6 +306,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.RevocationInterval == 0 {
 		c.RevocationInterval = DefaultRevocationInterval
+	}
+	if c.HostCARenewSpread == 0 {
+		c.HostCARenewSpread = DefaultHostCARenewSpread
+	}
+	if c.renewJitter == nil {
+		c.renewJitter = mathrand.N[time.Duration]
 	}
 	if c.HandshakeTimeout == 0 {
 		c.HandshakeTimeout = DefaultHandshakeTimeout

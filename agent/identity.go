@@ -277,21 +277,23 @@ func (s *Server) renewOnce(ctx context.Context, id *hostIdentity) (*hostIdentity
 	return acceptHostCert(&s.cfg, id.key, resp)
 }
 
-// renewLoop renews the host certificate at two thirds of its lifetime,
-// retrying with backoff while the CA is unreachable. Owned by Serve; it
-// returns when ctx ends.
+// renewLoop renews the host certificate at two thirds of its lifetime, or
+// sooner onto a new host-CA key (hostcatrust.go), retrying with backoff
+// while the CA is unreachable. Owned by Serve; it returns when ctx ends.
 func (s *Server) renewLoop(ctx context.Context) {
 	const minRetry, maxRetry = 5 * time.Second, 5 * time.Minute
 	retry := minRetry
 	for {
 		id := s.identity()
 		at := renewAt(id.cert)
-		if at.IsZero() {
-			return
+		if due, ok := s.hostCARenewDue(id); ok && (at.IsZero() || due.Before(at)) {
+			at = due
 		}
-		wait := at.Sub(s.cfg.Now())
-		if !sleep(ctx, wait) {
+		switch s.waitRenewal(ctx, at) {
+		case waitDone:
 			return
+		case waitKicked:
+			continue // a new host-CA key: when to renew changed
 		}
 		renewed, err := s.renewOnce(ctx, id)
 		if err != nil {
@@ -322,6 +324,32 @@ func (s *Server) renewLoop(ctx context.Context) {
 			continue
 		}
 		retry = minRetry
+	}
+}
+
+// Outcomes of waitRenewal.
+const (
+	waitElapsed = iota
+	waitKicked
+	waitDone
+)
+
+// waitRenewal waits until at (forever when zero), a renewal onto a new
+// host-CA key is scheduled, or ctx ends.
+func (s *Server) waitRenewal(ctx context.Context, at time.Time) int {
+	var timer <-chan time.Time
+	if !at.IsZero() {
+		t := time.NewTimer(max(0, at.Sub(s.cfg.Now())))
+		defer t.Stop()
+		timer = t.C
+	}
+	select {
+	case <-ctx.Done():
+		return waitDone
+	case <-s.hostCA.kick:
+		return waitKicked
+	case <-timer:
+		return waitElapsed
 	}
 }
 

@@ -97,7 +97,8 @@ func (s *Server) applyRevocationEvent(ctx context.Context, ev api.RevocationEven
 		s.setFlagRules(ev.Flags.Rules) // flags.go
 	}
 	if ev.Type == api.EventHello || ev.Type == api.EventTrust {
-		s.applyTrust(ctx, ev.Trust) // trustrotate.go
+		s.applyTrust(ctx, ev.Trust)       // trustrotate.go
+		s.applyHostCATrust(ctx, ev.Trust) // hostcatrust.go
 		if ev.Type == api.EventTrust {
 			return
 		}

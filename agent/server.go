@@ -50,7 +50,8 @@ type Server struct {
 
 	serving atomic.Bool
 
-	retired retiredKeys // user-CA keys retired by a rotation (trustrotate.go)
+	retired retiredKeys   // user-CA keys retired by a rotation (trustrotate.go)
+	hostCA  hostCARenewal // host-CA keys orders are verified with (hostcatrust.go)
 }
 
 // New checks cfg and returns a Server. It does no I/O: Serve joins the CA,
@@ -75,6 +76,7 @@ func New(cfg Config) (*Server, error) {
 		preauth: newPreauth(cfg.MaxStartupsPerSource, cfg.MaxStartups, cfg.PerSourcePenalty, seed),
 		ready:   make(chan struct{}),
 		conns:   make(map[*serverConn]struct{}),
+		hostCA:  hostCARenewal{kick: make(chan struct{}, 1)},
 	}, nil
 }
 

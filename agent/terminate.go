@@ -12,9 +12,11 @@ import (
 
 // Terminating live sessions (issue 13 §1). An auditor's order reaches the
 // agent on its revocation stream (api.EventTerminate). The agent acts only
-// on an order that verifies with the host CA key that signed its own host
-// certificate, that names this host and that has not expired
-// (api.TerminateOrder.Verify): the TLS channel is not the only guard, so a
+// on an order that verifies with a host CA key it trusts now (the keys the
+// CA named on the stream, a previous one until it retires: hostcatrust.go;
+// the key that signed its own host certificate before the CA named any),
+// that names this host and that has not expired
+// (api.TerminateOrder.VerifyAny): the TLS channel is not the only guard, so a
 // forged or replayed order, from a CA impostor or a recorded stream, ends
 // nothing. The connection carrying the session ends with the auditor's
 // name and reason on the user's terminal, in the recording (marker and end
@@ -41,7 +43,7 @@ func (s *Server) applyTerminate(ctx context.Context, o *api.TerminateOrder) {
 		return
 	}
 	now := s.cfg.Now()
-	if err := o.Verify(id.cert.SignatureKey, s.cfg.HostName, now); err != nil {
+	if err := o.VerifyAny(s.orderKeys(id, now), s.cfg.HostName, now); err != nil {
 		if !errors.Is(err, api.ErrOrderHost) {
 			// What the order says is not logged: it is unverified.
 			s.log.WarnContext(ctx, "agent: terminate order ignored", "reason", err.Error())

@@ -21,7 +21,8 @@ import (
 // certificate lifetime, a second rotation and an early retirement without
 // force are refused. After retirement only the new key is trusted and a
 // certificate of the old key no longer authenticates a renewal (an
-// attacker holding a stolen old-key host certificate gets nothing).
+// attacker holding a stolen old-key host certificate gets nothing). The
+// revocation stream's host trust names both keys, then the new one.
 func TestHostCARotation(t *testing.T) {
 	ctx := context.Background()
 	rot := &catest.MemRotator{}
@@ -60,6 +61,11 @@ func TestHostCARotation(t *testing.T) {
 	if len(tr.HostCAKeys) != 2 || tr.HostCAKeys[0] != newLine || !sameLine(t, tr.HostCAKeys[1], oldKey) || sameLine(t, newLine, oldKey) {
 		t.Fatalf("trust during the overlap: host_ca %q host_ca_keys %q", tr.HostCA, tr.HostCAKeys)
 	}
+	// Agents get both keys on their stream, the old one with its retirement.
+	if ht := w.Authority.HostTrust("staging").HostCA; len(ht) != 2 || ht[0].Key != newLine || !ht[0].NotAfter.IsZero() ||
+		!sameLine(t, ht[1].Key, oldKey) || !ht[1].NotAfter.Equal(res.RetireAt) {
+		t.Fatalf("host trust during the overlap: %+v (retire at %s)", ht, res.RetireAt)
+	}
 	if _, err := w.Authority.RotateHostCA(ctx, 48*time.Hour, "test"); !errors.Is(err, ca.ErrRotationPending) {
 		t.Fatalf("second rotation during the overlap: %v", err)
 	}
@@ -88,6 +94,9 @@ func TestHostCARotation(t *testing.T) {
 	}
 	if len(tr.HostCAKeys) != 1 || tr.HostCAKeys[0] != newLine {
 		t.Fatalf("trust after retirement: %q", tr.HostCAKeys)
+	}
+	if ht := w.Authority.HostTrust("staging").HostCA; len(ht) != 1 || ht[0].Key != newLine {
+		t.Fatalf("host trust after retirement: %+v", ht)
 	}
 	if _, err := anon.RenewHost(ctx, oldCert, signer, api.RenewRequest{}); err == nil {
 		t.Fatal("a certificate of the retired host-CA key renewed")

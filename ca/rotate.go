@@ -22,8 +22,9 @@ import (
 // retirement time from the revocation stream and drop the old key by
 // themselves at RetireAt. The host CA rotates the same way: its previous
 // key stays in the trust endpoint's host_ca_keys (clients' known_hosts,
-// playback) for at least the host certificate lifetime, and agents get a
-// certificate of the new key at their next renewal.
+// playback, and the revocation stream's HostTrust.HostCA, with which
+// agents verify the CA's orders) for at least the host certificate
+// lifetime; agents renew onto the new key soon after they learn it.
 
 // PreviousKey is a replaced CA key (a tier's user CA, or the host CA)
 // during its overlap.
@@ -167,9 +168,24 @@ func (a *Authority) HostCAKeys() []ssh.PublicKey { return a.trusted(HostKey) }
 // TrustChanged returns a channel closed at the next rotation or retirement.
 func (a *Authority) TrustChanged() <-chan struct{} { return a.keys.hub.changed() }
 
-// HostTrust is what a host of tier trusts now (sent on its revocation stream).
+// HostTrust is what a host of tier trusts now (sent on its revocation
+// stream): its user-CA keys, and the host-CA keys orders are signed with.
 func (a *Authority) HostTrust(tier string) *api.HostTrust {
-	return &api.HostTrust{UserCA: a.hostUserCAs(tier), UserCALimits: a.hostUserCALimits(tier)}
+	return &api.HostTrust{UserCA: a.hostUserCAs(tier), UserCALimits: a.hostUserCALimits(tier), HostCA: a.hostCATrust()}
+}
+
+// hostCATrust lists the host-CA keys trusted now, the signing key first,
+// the previous one during its overlap with its retirement time.
+func (a *Authority) hostCATrust() []api.HostCAKey {
+	s := a.hostCA()
+	if s == nil {
+		return nil
+	}
+	out := []api.HostCAKey{{Key: authorizedKey(s.PublicKey())}}
+	if p, ok := a.previousKey(HostKey, a.cfg.Now()); ok {
+		out = append(out, api.HostCAKey{Key: authorizedKey(p.Key), NotAfter: p.RetireAt.UTC()})
+	}
+	return out
 }
 
 // hostCertTTL is the lifetime of host certificates.
@@ -191,7 +207,8 @@ func (a *Authority) RotateUserCA(ctx context.Context, tier string, overlap time.
 }
 
 // RotateHostCA gives the host CA a new signing key: host certificates are
-// signed by it from now on (agents get one at their next renewal); the
+// signed by it from now on (agents renew onto it once the revocation
+// stream brings it, spread over a few minutes); the
 // current key stays trusted (trust endpoint, `sshward ssh-config`,
 // playback) for overlap, which must cover the host certificate lifetime.
 func (a *Authority) RotateHostCA(ctx context.Context, overlap time.Duration, actor string) (*KeyRotation, error) {

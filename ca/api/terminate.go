@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -24,9 +25,10 @@ import (
 // disables the user (no new certificates until `sshward-ca users enable`),
 // signs a TerminateOrder with the host CA key and pushes it to the agents
 // of the session's tier on their revocation stream (EventTerminate). The
-// agent acts only on an order whose signature verifies with the host CA key
-// that signed its own host certificate, that names its host and that has
-// not expired: an order from anyone else is ignored.
+// agent acts only on an order whose signature verifies with a host CA key
+// it trusts now (HostTrust.HostCA: the signing key, and the previous one
+// until it retires), that names its host and that has not expired: an
+// order from anyone else is ignored.
 const PathSessionsTerminate = "/v1/sessions/{id}/terminate"
 
 // EventTerminate is the revocation-stream event that carries a
@@ -134,15 +136,22 @@ func (o *TerminateOrder) Sign(rand io.Reader, signer ssh.Signer) error {
 
 // Errors of TerminateOrder.Verify.
 var (
-	ErrOrderSignature = errors.New("terminate order: signature does not verify with the host CA key")
+	ErrOrderSignature = errors.New("terminate order: signature does not verify with a trusted host CA key")
 	ErrOrderExpired   = errors.New("terminate order: expired or not yet valid")
 	ErrOrderHost      = errors.New("terminate order: for another host")
 )
 
-// Verify checks the order's signature with key (the host CA key that
-// signed the verifier's own host certificate), that it names host (when
-// host is set) and that it is valid at now.
+// Verify checks the order's signature with key (a host CA key the
+// verifier trusts), that it names host (when host is set) and that it is
+// valid at now.
 func (o *TerminateOrder) Verify(key ssh.PublicKey, host string, now time.Time) error {
+	return o.VerifyAny([]ssh.PublicKey{key}, host, now)
+}
+
+// VerifyAny is Verify with every host CA key the verifier trusts now (two
+// during a host-CA rotation's overlap): the signature must verify with one
+// of them.
+func (o *TerminateOrder) VerifyAny(keys []ssh.PublicKey, host string, now time.Time) error {
 	raw, err := base64.StdEncoding.DecodeString(o.Signature)
 	if err != nil {
 		return ErrOrderSignature
@@ -151,7 +160,8 @@ func (o *TerminateOrder) Verify(key ssh.PublicKey, host string, now time.Time) e
 	if err := ssh.Unmarshal(raw, &sig); err != nil {
 		return ErrOrderSignature
 	}
-	if key == nil || key.Verify(o.SignedBytes(), &sig) != nil {
+	signed := o.SignedBytes()
+	if !slices.ContainsFunc(keys, func(k ssh.PublicKey) bool { return k != nil && k.Verify(signed, &sig) == nil }) {
 		return ErrOrderSignature
 	}
 	// The CA backdates nothing here; allow a minute of clock skew.

@@ -163,7 +163,7 @@ func (e *env) cmdKeys(ctx context.Context, args []string) error {
 	}
 	switch {
 	case verb == "rotate" && id.Host:
-		fmt.Fprintf(e.stdout, "rotated the host CA: host certificates are signed by %s from now on (agents get one at their next renewal); %s stays trusted until %s: clients run `sshward ssh-config` to trust both (sshward-ca keys retire --host-ca then, or the CA retires it by itself)\n",
+		fmt.Fprintf(e.stdout, "rotated the host CA: host certificates are signed by %s from now on (agents renew onto it within minutes); %s stays trusted until %s: clients run `sshward ssh-config` to trust both (sshward-ca keys retire --host-ca then, or the CA retires it by itself)\n",
 			res.Current, res.Previous, res.RetireAt.Format(time.RFC3339))
 	case verb == "rotate":
 		fmt.Fprintf(e.stdout, "rotated the %s user CA: new certificates are signed by %s; %s stays trusted until %s (sshward-ca keys retire --tier %s then, or the CA retires it by itself)\n",
