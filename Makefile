@@ -5,7 +5,7 @@ STATICCHECK_VERSION := v0.8.2
 TEST_TIMEOUT ?= 12m
 PKGS      := ./...
 
-.PHONY: all build build-pkcs11 package test test-short test-future demo demo-ha bench lint deps clean fuzz web plugins
+.PHONY: all build build-pkcs11 package test test-short test-future demo demo-ha bench soak lint deps clean fuzz web plugins
 
 all: build
 
@@ -72,6 +72,13 @@ demo-ha: build
 
 bench: deps build
 	@bash .ci/bench
+
+# soak: the whole system on loopback under bounded load for DURATION while
+# faults are injected at random (cmd/sshward-soak; the seed is printed,
+# SOAK_ARGS="--seed N" repeats a run); exits 1 if anything was lost.
+DURATION ?= 10m
+soak: build
+	@$(BIN)/sshward-soak --duration $(DURATION) --bin $(BIN) $(SOAK_ARGS)
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }

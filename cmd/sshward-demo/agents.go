@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/sshward/sshward/cmd/internal/netwait"
 )
 
 // engineerAccount picks the demo engineer's name. The agent runs sessions
@@ -49,7 +51,7 @@ func (d *demo) startAgents(ctx context.Context, log io.Writer, caDir string, st 
 		if err != nil {
 			return err
 		}
-		addr, err := freeAddr("127.0.0.1:0")
+		addr, err := netwait.FreeAddr("127.0.0.1:0")
 		if err != nil {
 			return err
 		}
@@ -63,7 +65,7 @@ func (d *demo) startAgents(ctx context.Context, log io.Writer, caDir string, st 
 			"--join-token-file", tokFile, "--tier", h.Tier, "--data", h.Data, "--listen", addr, "--host-name", h.Name, "--label", h.Labels); err != nil {
 			return err
 		}
-		if err := waitTCP(ctx, addr); err != nil {
+		if err := netwait.TCP(ctx, addr, 20*time.Second); err != nil {
 			return fmt.Errorf("agent %s did not come up (see %s/ca.log): %w", h.Name, d.dir, err)
 		}
 	}
@@ -151,22 +153,6 @@ func (d *demo) output(ctx context.Context, name string, args ...string) (string,
 	return string(out), nil
 }
 
-func waitTCP(ctx context.Context, addr string) error {
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
-			c.Close()
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-	return fmt.Errorf("nothing listens on %s", addr)
-}
-
 func homeOf(st state, user string) string { return filepath.Join(st.Dir, "home-"+user) }
 
 // startPlayback joins a playback server to the CA; agents find it through
@@ -176,7 +162,7 @@ func (d *demo) startPlayback(ctx context.Context, log io.Writer, caDir string, s
 	if err != nil {
 		return err
 	}
-	addr, err := freeAddr("127.0.0.1:8444")
+	addr, err := netwait.FreeAddr("127.0.0.1:8444")
 	if err != nil {
 		return err
 	}
@@ -190,7 +176,7 @@ func (d *demo) startPlayback(ctx context.Context, log io.Writer, caDir string, s
 		"--fingerprint", st.Fingerprint, "--join-token-file", tokFile, "--listen", addr); err != nil {
 		return err
 	}
-	return waitTCP(ctx, addr)
+	return netwait.TCP(ctx, addr, 20*time.Second)
 }
 
 // seedRecording runs one short staging session as the engineer (from a

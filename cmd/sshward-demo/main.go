@@ -8,14 +8,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,6 +24,7 @@ import (
 	"github.com/pquerna/otp/totp"
 
 	"github.com/sshward/sshward/cmd/internal/cli"
+	"github.com/sshward/sshward/cmd/internal/netwait"
 )
 
 func main() {
@@ -172,7 +170,7 @@ func (d *demo) run(ctx context.Context, listen string) error {
 	if st.OnCall, err = setupOnCall(caDir, engineer, time.Now()); err != nil {
 		return err
 	}
-	addr, err := freeAddr(listen)
+	addr, err := netwait.FreeAddr(listen)
 	if err != nil {
 		return err
 	}
@@ -193,7 +191,7 @@ func (d *demo) run(ctx context.Context, listen string) error {
 	if _, err := d.start(ctx, logf, "sshward-ca", "serve", "--dir", caDir, "--listen", addr, "--passphrase-file", passFile); err != nil {
 		return err
 	}
-	if err := waitHealthy(ctx, st.CA); err != nil {
+	if err := netwait.HTTPS(ctx, st.CA, 20*time.Second); err != nil {
 		return fmt.Errorf("the CA did not come up (see %s): %w", logf.Name(), err)
 	}
 	if err := d.startPlayback(ctx, logf, caDir, &st); err != nil {
@@ -333,41 +331,6 @@ func (d *demo) stopAll() {
 			<-done
 		}
 	}
-}
-
-func waitHealthy(ctx context.Context, base string) error {
-	// The demo only checks liveness here; clients verify the root by fingerprint.
-	hc := &http.Client{Timeout: time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		resp, err := hc.Get(base + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-	return errors.New("no answer on /healthz within 20s")
-}
-
-// freeAddr returns want when it is free, else a free loopback port.
-func freeAddr(want string) (string, error) {
-	if ln, err := net.Listen("tcp", want); err == nil {
-		defer ln.Close()
-		return ln.Addr().String(), nil
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
 }
 
 func randomWord(n int) string {

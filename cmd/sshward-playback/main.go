@@ -42,6 +42,8 @@ usage:
   sshward-playback purge --dir DIR --reason TEXT ID...
       Deletes recordings for good (cast, metadata, search index; the index files are compacted so
       no free page keeps their text) and audits each purge. Stop the server first.
+  sshward-playback audit verify --dir DIR [--json]
+      Checks the hash chain of the playback audit log (views, ingests, purges). Stop the server first.
 
 Exit status: 0 ok, 1 failed, 2 usage.
 `
@@ -72,6 +74,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return backup(ctx, args[1:], stdout, stderr)
 	case "restore":
 		return restore(ctx, args[1:], stdout, stderr)
+	case "audit":
+		return audit(ctx, args[1:], stdout)
 	}
 	return cli.Usagef("unknown verb %q", args[0])
 }
