@@ -38,10 +38,7 @@ func audit(ctx context.Context, args []string, stdout io.Writer) error {
 	if *dir == "" {
 		return cli.Usagef("--dir is required")
 	}
-	st, err := store.Open(ctx, store.Config{Dir: *dir})
-	if errors.Is(err, store.ErrLocked) {
-		return fmt.Errorf("the index in %s is in use: stop sshward-playback first", *dir)
-	}
+	st, err := openStopped(ctx, *dir)
 	if err != nil {
 		return err
 	}
@@ -67,4 +64,14 @@ func audit(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("audit chain broken: %s", res.Error)
 	}
 	return nil
+}
+
+// openStopped opens the index in dir for an offline verb: bbolt lets one
+// process hold it, so a running server must be stopped first.
+func openStopped(ctx context.Context, dir string) (*store.Store, error) {
+	st, err := store.Open(ctx, store.Config{Dir: dir})
+	if errors.Is(err, store.ErrLocked) {
+		return nil, fmt.Errorf("the index in %s is in use: stop sshward-playback first", dir)
+	}
+	return st, err
 }

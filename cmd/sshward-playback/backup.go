@@ -3,7 +3,6 @@ package main
 import (
 	"archive/tar"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -62,10 +61,7 @@ func backup(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return fmt.Errorf("backup: %w", err)
 	}
-	st, err := store.Open(ctx, store.Config{Dir: *dir})
-	if errors.Is(err, store.ErrLocked) {
-		return fmt.Errorf("the index in %s is in use: stop sshward-playback first", *dir)
-	}
+	st, err := openStopped(ctx, *dir)
 	if err != nil {
 		return err
 	}

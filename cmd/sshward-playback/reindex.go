@@ -2,13 +2,11 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 
 	"github.com/sshward/sshward/cmd/internal/cli"
 	"github.com/sshward/sshward/playback"
-	"github.com/sshward/sshward/playback/store"
 )
 
 // reindex rebuilds DIR's store from the bucket of recordings.s3: every
@@ -35,10 +33,7 @@ func reindex(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	st, err := store.Open(ctx, store.Config{Dir: *dir})
-	if errors.Is(err, store.ErrLocked) {
-		return fmt.Errorf("the index in %s is in use: stop sshward-playback first", *dir)
-	}
+	st, err := openStopped(ctx, *dir)
 	if err != nil {
 		return err
 	}

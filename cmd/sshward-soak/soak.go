@@ -132,22 +132,23 @@ func agentProcs(s *system) []*proc {
 }
 
 // progressLine is the status line printed every --status-every; it fits
-// an 80-column terminal in a normal run.
+// an 80-column terminal up to three-digit counts. The fault in effect has
+// a star.
 func progressLine(elapsed, total time.Duration, st loadStats, in *injector) string {
 	counts, current, errs := in.snapshot()
-	var f []string
+	var f strings.Builder
 	for _, k := range allFaults {
 		if n := counts[k]; n > 0 {
-			f = append(f, fmt.Sprintf("%s %d", faultAbbrev[k], n))
+			fmt.Fprintf(&f, " %s%d", faultAbbrev[k], n)
+			if k == current {
+				f.WriteString("*")
+			}
 		}
 	}
-	line := fmt.Sprintf("[%s/%s] ssh %d (%d run) certs %d bg %d faults: %s",
-		elapsed.Round(time.Second), total, st.started, st.running, st.certs, st.requests, strings.Join(f, " "))
-	if current != "" {
-		line += " now " + current
-	}
+	line := fmt.Sprintf("[%s/%s] ssh %d (%d live) certs %d bg %d | faults%s",
+		elapsed.Round(time.Second), total, st.started, st.running, st.certs, st.requests, f.String())
 	if len(errs) > 0 {
-		line += fmt.Sprintf(" FAILED %d", len(errs))
+		line += fmt.Sprintf(" | %d RECOVERIES FAILED", len(errs))
 	}
 	return line
 }
