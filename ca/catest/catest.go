@@ -48,6 +48,9 @@ type Options struct {
 	OnCallLoop *ca.OnCallLoop
 	// Keys rotates user-CA keys (nil: the CA cannot rotate).
 	Keys ca.KeyRotator
+	// Store, when set, is the CA's store (e.g. one of several replicas'
+	// on etcd); the caller closes it. Nil: a fresh one (storetest).
+	Store *store.DB
 }
 
 // CA is a running test CA.
@@ -83,7 +86,10 @@ func New(t testing.TB, o Options) *CA {
 		c.UserCAs[tier.Name] = NewSigner(t)
 	}
 	c.HostCA = NewSigner(t)
-	c.Store = storetest.MustOpen(t)
+	c.Store = o.Store
+	if c.Store == nil {
+		c.Store = storetest.MustOpen(t)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	root, err := tlsca.CreateRoot(ctx, c.Dir, []byte("catest-passphrase"), "catest root", time.Now())
 	if err != nil {
