@@ -258,7 +258,7 @@ func (sum *summary) count(sessions []*clientSession, recs []*recording) {
 		switch {
 		case len(cs.Seen) == 0:
 			ss.Refused++
-			if len(ss.RefusedWhy) < 5 {
+			if len(ss.RefusedWhy) < 3 {
 				ss.RefusedWhy = append(ss.RefusedWhy, fmt.Sprintf("%s on %s at %s: %s", cs.Tag, cs.Host, cs.Start.UTC().Format(time.TimeOnly), cs.Err))
 			}
 			continue
@@ -355,6 +355,9 @@ func (sum *summary) print(w io.Writer) {
 		f = append(f, fmt.Sprintf("%s %d", k, sum.Faults[k]))
 	}
 	fmt.Fprintf(w, "  faults       %s\n", strings.Join(f, ", "))
+	for _, why := range s.RefusedWhy {
+		fmt.Fprintf(w, "  · refused %s\n", why)
+	}
 	for _, l := range [][]string{sum.Notes, sum.FaultErrors, sum.Undrained, sum.Problems, r.Detail} {
 		for _, x := range l {
 			fmt.Fprintf(w, "  ! %s\n", x)
