@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"time"
 
 	"github.com/sshward/sshward/ca"
@@ -139,25 +138,4 @@ func (s *Server) serve(ctx context.Context, ln net.Listener, h http.Handler) err
 		return fmt.Errorf("server: %w", err)
 	}
 	return nil
-}
-
-// ListenAdminSocket creates the admin unix socket with mode 0600, replacing
-// a stale socket file left by a crash.
-func ListenAdminSocket(path string) (net.Listener, error) {
-	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
-		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-			c.Close()
-			return nil, fmt.Errorf("server: admin socket %s is in use: is another sshward-ca serving this directory?", path)
-		}
-		os.Remove(path)
-	}
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("server: admin socket: %w", err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("server: admin socket: %w", err)
-	}
-	return ln, nil
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -18,6 +17,7 @@ import (
 	"github.com/sshward/sshward/ca/keys"
 	"github.com/sshward/sshward/ca/server"
 	"github.com/sshward/sshward/ca/store"
+	"github.com/sshward/sshward/cmd/internal/adminsock"
 )
 
 // admin is what the admin verbs need; a running CA serves it on its unix
@@ -47,8 +47,7 @@ func openAdmin(ctx context.Context, l layout, passphrase []byte) (admin, error) 
 	if err := l.check(); err != nil {
 		return nil, err
 	}
-	if c, err := net.DialTimeout("unix", l.socket(), time.Second); err == nil {
-		c.Close()
+	if adminsock.Answers(l.socket()) {
 		return newSocketAdmin(l.socket()), nil
 	}
 	pol, err := loadPolicy(l.policy())
@@ -108,11 +107,7 @@ func (l *localAdmin) Close() error { return l.db.Close() }
 type socketAdmin struct{ hc *http.Client }
 
 func newSocketAdmin(path string) *socketAdmin {
-	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", path)
-	}}
-	return &socketAdmin{hc: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
+	return &socketAdmin{hc: adminsock.Client(path, 30*time.Second)}
 }
 
 func (s *socketAdmin) Close() error { return nil }

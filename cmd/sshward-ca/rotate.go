@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -20,6 +19,7 @@ import (
 	"github.com/sshward/sshward/ca/policy"
 	"github.com/sshward/sshward/ca/server"
 	"github.com/sshward/sshward/ca/store"
+	"github.com/sshward/sshward/cmd/internal/adminsock"
 	"github.com/sshward/sshward/cmd/internal/cli"
 )
 
@@ -144,8 +144,7 @@ func (e *env) cmdKeys(ctx context.Context, args []string) error {
 		id, minOverlap, minWhat = ca.UserKey(pt.Name), pt.MaxTTL, "tier "+pt.Name+"'s max_ttl"
 	}
 	var res ca.KeyRotation
-	if c, err := net.DialTimeout("unix", l.socket(), time.Second); err == nil {
-		c.Close()
+	if adminsock.Answers(l.socket()) {
 		sa := newSocketAdmin(l.socket())
 		if verb == "rotate" {
 			err = sa.call(ctx, http.MethodPost, server.AdminKeysRotate, server.KeyRotateRequest{Tier: id.Tier, HostCA: id.Host, Overlap: api.Duration(*overlap)}, &res)

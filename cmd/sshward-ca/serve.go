@@ -23,6 +23,7 @@ import (
 	"github.com/sshward/sshward/ca/server"
 	"github.com/sshward/sshward/ca/store"
 	"github.com/sshward/sshward/ca/tlsca"
+	"github.com/sshward/sshward/cmd/internal/adminsock"
 	"github.com/sshward/sshward/cmd/internal/cli"
 	"github.com/sshward/sshward/cmd/internal/metricsrv"
 )
@@ -202,7 +203,7 @@ func (e *env) cmdServe(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
-	aln, err := server.ListenAdminSocket(l.socket())
+	aln, err := adminsock.Listen(l.socket(), "sshward-ca")
 	if err != nil {
 		ln.Close()
 		return err

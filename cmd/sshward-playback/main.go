@@ -36,7 +36,7 @@ usage:
   sshward-playback backup --dir DIR --to FILE [--passphrase-file FILE] [--json]
       One file with snapshots of the index and search databases, the TLS identity, config.yaml
       and the recordings in DIR, encrypted with age to the passphrase ($SSHWARD_PLAYBACK_BACKUP_PASSPHRASE).
-      Stop the server first.
+      Works while the server runs (through DIR/admin.sock) and while it is stopped.
   sshward-playback restore --from FILE --dir NEWDIR [--passphrase-file FILE] [--json]
       Restores a backup into a new or empty directory after verifying its audit chain.
   sshward-playback purge --dir DIR --reason TEXT ID...
@@ -136,6 +136,11 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer st.Close()
+	stopAdmin, err := serveAdmin(ctx, *dir, st, log) // backup.go
+	if err != nil {
+		return err
+	}
+	defer stopAdmin()
 	caClient, err := playback.NewCAClient(id.CAURL, id.RootPEM)
 	if err != nil {
 		return err

@@ -169,6 +169,17 @@ type AuditReport struct {
 func (s *Store) VerifyAudit(ctx context.Context) (AuditReport, error) {
 	var rep AuditReport
 	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		rep, err = verifyAuditTx(tx)
+		return err
+	})
+	return rep, err
+}
+
+// verifyAuditTx is VerifyAudit in tx.
+func verifyAuditTx(tx *bolt.Tx) (AuditReport, error) {
+	var rep AuditReport
+	err := func() error {
 		prev := ""
 		var want uint64 = 1
 		c := tx.Bucket(bucketAudit).Cursor()
@@ -201,6 +212,6 @@ func (s *Store) VerifyAudit(ctx context.Context) (AuditReport, error) {
 		}
 		rep = AuditReport{Events: want - 1, Head: prev}
 		return nil
-	})
+	}()
 	return rep, err
 }

@@ -47,6 +47,8 @@ func (s *Store) Expired(ctx context.Context, now time.Time, retention func(tier 
 // and the record. A crash midway leaves the mark, and Expired returns the
 // recording again. Live recordings are refused.
 func (s *Store) Delete(ctx context.Context, id string) (*Record, error) {
+	s.deletes.RLock()
+	defer s.deletes.RUnlock()
 	b, err := s.lockBlob(id)
 	if err != nil {
 		return nil, err

@@ -1,41 +1,15 @@
 package store
 
-import (
-	"context"
-	"fmt"
-	"io"
+import "strings"
 
-	bolt "go.etcd.io/bbolt"
-)
+// IndexFile is the name of the store's index (records and audit chain) in
+// its directory: a backup holds no store without it.
+const IndexFile = indexDB
 
-// SnapshotFiles are the store's database files, in the order WriteSnapshot
-// takes them; a backup holds a snapshot of each in place of the live file.
-var SnapshotFiles = []string{indexDB, searchDB}
-
-// WriteSnapshot writes a consistent copy of one database file of the store
-// (a name in SnapshotFiles) to w in one read transaction, without stopping
-// writers, and returns the bytes written.
-func (s *Store) WriteSnapshot(ctx context.Context, name string, w io.Writer) (int64, error) {
-	var db *bolt.DB
-	switch name {
-	case indexDB:
-		db = s.db
-	case searchDB:
-		db = s.sdb
-	default:
-		return 0, fmt.Errorf("store: snapshot: no database %q", name)
-	}
-	if err := ctx.Err(); err != nil {
-		return 0, err
-	}
-	var n int64
-	err := db.View(func(tx *bolt.Tx) error {
-		var err error
-		n, err = tx.WriteTo(w)
-		return err
-	})
-	if err != nil {
-		return n, fmt.Errorf("store: snapshot %s: %w", name, err)
-	}
-	return n, nil
+// Owns reports whether rel (slash-separated, relative to the store's
+// directory) is the store's, which Backup copies: the database files and
+// the recordings' files under blobs/. The rest of a server directory
+// (identity, configuration) is its caller's to copy.
+func Owns(rel string) bool {
+	return rel == indexDB || rel == searchDB || rel == legacyTextDB || rel == "blobs" || strings.HasPrefix(rel, "blobs/")
 }

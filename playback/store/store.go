@@ -95,6 +95,11 @@ type Store struct {
 	// read, and writes text.db under the same lock.
 	textLocks [64]sync.Mutex
 
+	// deletes is held shared by Delete and exclusively by Backup, so that
+	// the files of every recording a backup's index snapshot lists stay
+	// until it has copied them (backup.go).
+	deletes sync.RWMutex
+
 	mu     sync.Mutex       // guards the fields below
 	blobs  map[string]*blob // recordings touched while live
 	closed bool

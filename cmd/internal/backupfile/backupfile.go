@@ -28,14 +28,13 @@ func AddFile(tw *tar.Writer, name string, f *os.File, mode fs.FileMode, mtime ti
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return err
 	}
-	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Size: fi.Size(), Mode: int64(mode), ModTime: mtime}); err != nil {
+	return TarAdd(tw, mtime)(name, fi.Size(), mode, func(w io.Writer) error {
+		n, err := io.Copy(w, f)
+		if err == nil && n != fi.Size() {
+			err = fmt.Errorf("%s changed size while it was read", name)
+		}
 		return err
-	}
-	n, err := io.Copy(tw, f)
-	if err == nil && n != fi.Size() {
-		err = fmt.Errorf("%s changed size while it was read", name)
-	}
-	return err
+	})
 }
 
 // Untar extracts r into dir: regular files and directories only, names
@@ -238,4 +237,16 @@ func AddDir(tw *tar.Writer, dir string, skip func(rel string, d fs.DirEntry) boo
 		return AddFile(tw, rel, f, info.Mode().Perm(), info.ModTime())
 	})
 	return n, err
+}
+
+// TarAdd returns a function that writes each file it is given into tw
+// (the shape of playback/store.BackupAdd): a header of size bytes with
+// mode and mtime, then what write writes.
+func TarAdd(tw *tar.Writer, mtime time.Time) func(name string, size int64, mode fs.FileMode, write func(io.Writer) error) error {
+	return func(name string, size int64, mode fs.FileMode, write func(io.Writer) error) error {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Size: size, Mode: int64(mode.Perm()), ModTime: mtime}); err != nil {
+			return err
+		}
+		return write(tw)
+	}
 }
