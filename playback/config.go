@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sshward/sshward/playback/objstore"
+	"github.com/sshward/sshward/recorder/atrest"
 	"gopkg.in/yaml.v3"
 )
 
@@ -45,6 +46,14 @@ sweep_interval: 1h
 #     access_key: sshward-playback
 #     secret_key_file: /etc/sshward/s3-secret-key
 #     ca_file: /etc/sshward/s3-ca.pem     # when the server's certificate is not publicly trusted
+# encryption: recordings encrypted at rest (age X25519) on this disk, in the
+# bucket and in the agents' spools. recipients encrypt what is written from
+# now on; identity_file (0600; age-keygen output, several keys allowed) or
+# identities (key URIs, file:PATH) decrypt. Rotation: add the new recipient
+# and its identity; keep the old identity while old recordings are kept.
+#   encryption:
+#     recipients: [age1...]
+#     identity_file: /etc/sshward/recordings.key
 `
 
 // Settings are the contents of DIR/config.yaml.
@@ -54,6 +63,46 @@ type Settings struct {
 	SweepInterval time.Duration
 	// S3, when set, is the bucket finished recordings are archived to.
 	S3 *S3Settings
+	// Encryption, when set, encrypts recordings at rest (recorder/atrest).
+	Encryption *atrest.Keys
+}
+
+// EncryptionSettings are recordings.encryption of config.yaml.
+type EncryptionSettings struct {
+	Recipients   []string `yaml:"recipients"`
+	IdentityFile string   `yaml:"identity_file"` // a path
+	Identity     string   `yaml:"identity"`      // a key URI (file:PATH)
+	Identities   []string `yaml:"identities"`    // key URIs, for several files
+}
+
+// keys parses the recipients and loads the identities.
+func (e *EncryptionSettings) keys() (*atrest.Keys, error) {
+	if len(e.Recipients) == 0 {
+		return nil, errors.New("recordings.encryption.recipients: at least one age1... recipient is required")
+	}
+	rcpts, err := atrest.ParseRecipients(e.Recipients)
+	if err != nil {
+		return nil, fmt.Errorf("recordings.encryption.recipients: %w", err)
+	}
+	uris := append([]string(nil), e.Identities...)
+	if e.Identity != "" {
+		uris = append(uris, e.Identity)
+	}
+	if e.IdentityFile != "" {
+		uris = append(uris, "file:"+e.IdentityFile)
+	}
+	if len(uris) == 0 {
+		return nil, errors.New("recordings.encryption: identity_file (or identity, identities) is required: the server decrypts what it shows")
+	}
+	k := &atrest.Keys{Recipients: rcpts, RecipientStrings: e.Recipients}
+	for _, u := range uris {
+		ids, err := atrest.LoadIdentities(u)
+		if err != nil {
+			return nil, fmt.Errorf("recordings.encryption: %w", err)
+		}
+		k.Identities = append(k.Identities, ids...)
+	}
+	return k, nil
 }
 
 // S3Settings are recordings.s3 of config.yaml (objstore.Settings).
@@ -102,7 +151,8 @@ func ParseSettings(data []byte) (*Settings, error) {
 		Default       string            `yaml:"default"`
 		SweepInterval string            `yaml:"sweep_interval"`
 		Recordings    struct {
-			S3 *S3Settings `yaml:"s3"`
+			S3         *S3Settings         `yaml:"s3"`
+			Encryption *EncryptionSettings `yaml:"encryption"`
 		} `yaml:"recordings"`
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -137,6 +187,13 @@ func ParseSettings(data []byte) (*Settings, error) {
 			return nil, err
 		}
 		st.S3 = s3
+	}
+	if e := raw.Recordings.Encryption; e != nil {
+		k, err := e.keys()
+		if err != nil {
+			return nil, err
+		}
+		st.Encryption = k
 	}
 	return st, nil
 }

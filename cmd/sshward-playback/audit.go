@@ -8,6 +8,7 @@ import (
 
 	"github.com/sshward/sshward/cmd/internal/cli"
 	"github.com/sshward/sshward/playback/store"
+	"github.com/sshward/sshward/recorder/atrest"
 )
 
 const auditUsage = "sshward-playback audit verify --dir DIR [--json]"
@@ -38,7 +39,7 @@ func audit(ctx context.Context, args []string, stdout io.Writer) error {
 	if *dir == "" {
 		return cli.Usagef("--dir is required")
 	}
-	st, err := openStopped(ctx, *dir)
+	st, err := openStopped(ctx, *dir, nil)
 	if err != nil {
 		return err
 	}
@@ -68,8 +69,9 @@ func audit(ctx context.Context, args []string, stdout io.Writer) error {
 
 // openStopped opens the index in dir for an offline verb: bbolt lets one
 // process hold it, so a running server must be stopped first.
-func openStopped(ctx context.Context, dir string) (*store.Store, error) {
-	st, err := store.Open(ctx, store.Config{Dir: dir})
+// keys (config.yaml's recordings.encryption) reads encrypted recordings.
+func openStopped(ctx context.Context, dir string, keys *atrest.Keys) (*store.Store, error) {
+	st, err := store.Open(ctx, store.Config{Dir: dir, Keys: keys})
 	if errors.Is(err, store.ErrLocked) {
 		return nil, fmt.Errorf("the index in %s is in use: stop sshward-playback first", dir)
 	}

@@ -116,7 +116,7 @@ type storePart func(tw *tar.Writer) (*store.BackupReport, int, error)
 // offlineStorePart opens the store itself (no server runs on dir).
 func offlineStorePart(ctx context.Context, dir string) storePart {
 	return func(tw *tar.Writer) (*store.BackupReport, int, error) {
-		st, err := openStopped(ctx, dir) // audit.go; a server that answers on the socket is asked instead
+		st, err := openStopped(ctx, dir, nil) // audit.go; a server that answers on the socket is asked instead
 		if err != nil {
 			return nil, 0, err
 		}

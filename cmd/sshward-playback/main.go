@@ -128,7 +128,12 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("refusing to start: %w", err)
 	}
-	st, err := store.Open(ctx, store.Config{Dir: *dir, Logger: log})
+	if settings.Encryption == nil {
+		log.Warn("recordings are stored in plaintext: set recordings.encryption in config.yaml to encrypt them at rest (README, Security guarantees)")
+	} else {
+		log.Info("recordings are encrypted at rest", "recipients", len(settings.Encryption.Recipients), "identities", len(settings.Encryption.Identities))
+	}
+	st, err := store.Open(ctx, store.Config{Dir: *dir, Logger: log, Keys: settings.Encryption})
 	if errors.Is(err, store.ErrLocked) {
 		return fmt.Errorf("the index in %s is in use: is another sshward-playback serving it?", *dir)
 	}
@@ -164,7 +169,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Retention: settings.Retention, SweepInterval: settings.SweepInterval, UI: ui, Logger: log,
 	}
 	if bucket != nil {
-		cfg.Objects = bucket
+		cfg.Objects = playback.EncryptObjects(bucket, settings.Encryption)
 		log.Info("archiving finished recordings to object storage", "endpoint", settings.S3.Endpoint, "bucket", settings.S3.Bucket, "prefix", settings.S3.Prefix)
 	}
 	var srvp atomic.Pointer[playback.Server] // read by scrapes, set once below

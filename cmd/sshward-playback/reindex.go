@@ -33,13 +33,13 @@ func reindex(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	st, err := openStopped(ctx, *dir)
+	st, err := openStopped(ctx, *dir, settings.Encryption)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
 	last := -1
-	res, err := playback.Reindex(ctx, st, bucket, func(done, total int) {
+	res, err := playback.Reindex(ctx, st, playback.EncryptObjects(bucket, settings.Encryption), func(done, total int) {
 		if pct := done * 100 / max(total, 1); pct/10 != last/10 || done == total {
 			last = pct
 			fmt.Fprintf(stderr, "reindex: %d of %d recordings (%d%%)\n", done, total, pct)

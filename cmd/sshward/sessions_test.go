@@ -113,7 +113,7 @@ func testTampered(t *testing.T, w *playbackWorld) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	name := f.Name()
+	name := f.(*os.File).Name() // stored in plaintext here
 	f.Close()
 	fi, err := os.Stat(name)
 	if err != nil {

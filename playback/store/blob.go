@@ -40,6 +40,8 @@ type blob struct {
 	// The side blob (sideblob.go): committed size and, while live, digest.
 	bsize int64
 	bhash hash.Hash
+	// The files on disk, while live (atrest.go).
+	cf, bf appendFile
 }
 
 // notifyLocked wakes everyone waiting for the cast to change.
@@ -116,7 +118,7 @@ func (s *Store) load(b *blob) error {
 	if err != nil {
 		return fmt.Errorf("store: open cast %s: %w", b.id, err)
 	}
-	size, h, err := recoverCast(f)
+	size, h, cf, err := s.recoverFile(f, true)
 	if err == nil && !s.cfg.InsecureSkipSync {
 		err = f.Sync()
 	}
@@ -124,7 +126,7 @@ func (s *Store) load(b *blob) error {
 		f.Close()
 		return fmt.Errorf("store: recover cast %s: %w", b.id, err)
 	}
-	b.size, b.hash = size, h
+	b.size, b.hash, b.cf = size, h, cf
 	if err := f.Close(); err != nil {
 		return err
 	}
@@ -224,6 +226,7 @@ func (s *Store) Start(ctx context.Context, req StartRequest) (int64, error) {
 		return fail(err)
 	}
 	b.exists, b.owner, b.finished, b.size, b.hash = true, req.Owner, false, 0, sha256.New()
+	b.cf = s.newAppendFile()
 	s.mu.Lock()
 	if s.blobs[req.ID] == nil && !s.closed {
 		s.blobs[req.ID] = b
@@ -258,20 +261,15 @@ func (s *Store) Append(ctx context.Context, id, owner string, offset int64, data
 	if err != nil {
 		return 0, fmt.Errorf("store: append to %s: %w", id, err)
 	}
-	_, err = f.WriteAt(data, b.size)
-	if err == nil {
-		err = s.sync(f)
-	}
-	if err != nil {
-		// Nothing of a failed chunk may stay: the next one starts at size.
-		_ = f.Truncate(b.size)
-	}
+	// Nothing of a failed chunk stays: the next one starts at size.
+	cf, err := s.writeChunk(f, b.cf, data)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
 		return 0, fmt.Errorf("store: append to %s: %w", id, err)
 	}
+	b.cf = cf
 	b.hash.Write(data)
 	b.size += int64(len(data))
 	b.notifyLocked()
@@ -389,7 +387,7 @@ func (s *Store) discardLocked(b *blob) error {
 		return fmt.Errorf("store: discard %s: %w", b.id, err)
 	}
 	b.size, b.gen = 0, b.gen+1
-	b.hash = sha256.New()
+	b.hash, b.cf = sha256.New(), s.newAppendFile()
 	if err := s.resetSideBlobLocked(b); err != nil {
 		return fmt.Errorf("store: discard %s: %w", b.id, err)
 	}
@@ -437,7 +435,7 @@ func (s *Store) Cast(id string) (CastState, <-chan struct{}, error) {
 
 // OpenCast opens the cast file for reading. Read at most CastState.Size
 // bytes: a live cast may hold the start of a chunk being written.
-func (s *Store) OpenCast(id string) (*os.File, error) {
+func (s *Store) OpenCast(id string) (File, error) {
 	return s.openFile(id, "cast", s.castPath)
 }
 
@@ -449,7 +447,7 @@ func (s *Store) Digest(id string) (string, int64, error) {
 
 // openFile opens one of a recording's files (path gives its name) for
 // reading; ErrNotFound for a malformed id or a missing file.
-func (s *Store) openFile(id, what string, path func(string) string) (*os.File, error) {
+func (s *Store) openFile(id, what string, path func(string) string) (File, error) {
 	if err := recorder.CheckSessionID(id); err != nil {
 		return nil, ErrNotFound
 	}
@@ -457,11 +455,18 @@ func (s *Store) openFile(id, what string, path func(string) string) (*os.File, e
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("store: open %s %s: %w", what, id, ErrNotFound)
 	}
-	return f, err
+	if err != nil {
+		return nil, err
+	}
+	pf, err := s.openPlain(f)
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s %s: %w", what, id, err)
+	}
+	return pf, nil
 }
 
 // digestFile returns the sha256 (hex) and size of what open opens.
-func digestFile(what, id string, open func(string) (*os.File, error)) (string, int64, error) {
+func digestFile(what, id string, open func(string) (File, error)) (string, int64, error) {
 	f, err := open(id)
 	if err != nil {
 		return "", 0, err

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -28,8 +27,8 @@ func (s *Store) sideBlobPath(id string) string { return filepath.Join(s.blobDir,
 // digest was checked before it was written, so all of them count; finish
 // compares the whole with the signed digest anyway.
 func (s *Store) loadSideBlob(b *blob) error {
-	b.bsize, b.bhash = 0, sha256.New()
-	f, err := os.Open(s.sideBlobPath(b.id))
+	b.bsize, b.bhash, b.bf = 0, sha256.New(), s.newAppendFile()
+	f, err := os.OpenFile(s.sideBlobPath(b.id), os.O_RDWR, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
@@ -37,11 +36,11 @@ func (s *Store) loadSideBlob(b *blob) error {
 		return fmt.Errorf("store: open blob %s: %w", b.id, err)
 	}
 	defer f.Close()
-	n, err := io.Copy(b.bhash, f)
+	n, h, bf, err := s.recoverFile(f, false)
 	if err != nil {
 		return fmt.Errorf("store: read blob %s: %w", b.id, err)
 	}
-	b.bsize = n
+	b.bsize, b.bhash, b.bf = n, h, bf
 	return nil
 }
 
@@ -51,7 +50,7 @@ func (s *Store) resetSideBlobLocked(b *blob) error {
 	if err := os.Remove(s.sideBlobPath(b.id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("store: reset blob %s: %w", b.id, err)
 	}
-	b.bsize, b.bhash = 0, sha256.New()
+	b.bsize, b.bhash, b.bf = 0, sha256.New(), s.newAppendFile()
 	return nil
 }
 
@@ -89,13 +88,7 @@ func (s *Store) AppendBlob(ctx context.Context, id, owner string, offset int64, 
 	if err != nil {
 		return 0, fmt.Errorf("store: append to blob %s: %w", id, err)
 	}
-	_, err = f.WriteAt(data, b.bsize)
-	if err == nil {
-		err = s.sync(f)
-	}
-	if err != nil {
-		_ = f.Truncate(b.bsize)
-	}
+	bf, err := s.writeChunk(f, b.bf, data)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -105,6 +98,7 @@ func (s *Store) AppendBlob(ctx context.Context, id, owner string, offset int64, 
 	if err != nil {
 		return 0, fmt.Errorf("store: append to blob %s: %w", id, err)
 	}
+	b.bf = bf
 	b.bhash.Write(data)
 	b.bsize += int64(len(data))
 	return b.bsize, nil
@@ -126,7 +120,7 @@ func (s *Store) BlobStored(id string) int64 {
 
 // OpenBlob opens a recording's side blob for reading; ErrNotFound when it
 // has none.
-func (s *Store) OpenBlob(id string) (*os.File, error) {
+func (s *Store) OpenBlob(id string) (File, error) {
 	return s.openFile(id, "blob", s.sideBlobPath)
 }
 

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sshward/sshward/recorder/atrest"
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 )
@@ -67,6 +68,12 @@ type Config struct {
 	// until it is closed: tests use it to watch a store whose search index is
 	// behind. Nil: indexing starts at once.
 	IndexingGate <-chan struct{}
+	// Keys, when it has recipients, encrypts every cast and side blob
+	// written from now on (recorder/atrest); its identities decrypt them,
+	// and the encrypted files of earlier keys they hold. Nil: files are
+	// written in plaintext (files already encrypted still need Keys to be
+	// read).
+	Keys *atrest.Keys
 }
 
 // Check names the first bad field.
