@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -19,8 +20,9 @@ import (
 
 // playbackProc is a running sshward-playback serve.
 type playbackProc struct {
-	cmd *exec.Cmd
-	log *lockedBuffer
+	cmd  *exec.Cmd
+	log  *lockedBuffer
+	stop func() // interrupts it and waits for it to exit (also on cleanup)
 }
 
 // startPlayback runs sshward-playback serve on dir and addr with args
@@ -40,15 +42,43 @@ func (c *accessCLI) startPlayback(dir, addr string, env []string, args ...string
 		c.t.Fatal(err)
 	}
 	cmd, log := p.cmd, p.log
+	var once sync.Once
+	p.stop = func() {
+		once.Do(func() {
+			cmd.Process.Signal(os.Interrupt)
+			cmd.Wait()
+		})
+	}
 	c.t.Cleanup(func() {
-		cmd.Process.Signal(os.Interrupt)
-		cmd.Wait()
+		p.stop()
 		if c.t.Failed() {
 			c.t.Logf("playback %s (%s) log:\n%s", addr, dir, log.String())
 		}
 	})
 	waitServing(c.t, stdout, p.log)
 	return p
+}
+
+// numberedSession runs stock ssh as root on the agent at addr with cert,
+// printing n lines "prefix 00001"… about 30 ms apart; it answers what the
+// terminal shows and a channel with ssh's exit. ssh is killed on cleanup.
+func numberedSession(t *testing.T, addr string, cert certOut, prefix string, n int) (*lockedBuffer, <-chan error) {
+	t.Helper()
+	host, port, _ := net.SplitHostPort(addr)
+	script := fmt.Sprintf(`for i in $(seq 1 %d); do printf '%s %%05d\n' $i; sleep 0.03; done`, n, prefix)
+	ssh := exec.Command("ssh", "-F", "none", "-i", cert.Key, "-o", "CertificateFile="+cert.Certificate, "-o", "IdentitiesOnly=yes",
+		"-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10",
+		"-tt", "-p", port, "root@"+host, script)
+	ssh.Env = append(os.Environ(), "SSH_AUTH_SOCK=")
+	seen := &lockedBuffer{}
+	ssh.Stdout, ssh.Stderr = seen, seen
+	if err := ssh.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- ssh.Wait() }()
+	t.Cleanup(func() { ssh.Process.Kill() })
+	return seen, done
 }
 
 // TestPlaybackOnlineBackup (issue 14): a real CA, a real sshward-playback
@@ -94,6 +124,25 @@ func TestPlaybackOnlineBackup(t *testing.T) {
 	sock := filepath.Join(pbDir, "admin.sock")
 	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o600 || fi.Mode()&os.ModeSocket == 0 {
 		t.Fatalf("admin socket: %v %v", fi, err)
+	}
+	// Another local user cannot use the socket, even with the directory
+	// open to them: its mode alone keeps them out (curl as nobody).
+	for d := pbDir; d != filepath.Dir(filepath.Dir(work)); d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nobody := []string{"--reuid=65534", "--regid=65534", "--clear-groups"}
+	if out, err := exec.Command("setpriv", append(nobody, "stat", "-c", "%A", sock)...).CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "srw-------" {
+		t.Fatalf("the socket's path is not open to another user, the check below would prove nothing: %v %q", err, out)
+	}
+	out, err := exec.Command("setpriv", append(nobody, "curl", "-sS", "--max-time", "20", "--unix-socket", sock,
+		"http://sshward-playback/admin/backup", "-o", "/dev/null")...).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "Couldn't connect") {
+		t.Fatalf("another user reached the admin socket: %v %q", err, out)
+	}
+	if err := os.Chmod(pbDir, 0o700); err != nil {
+		t.Fatal(err)
 	}
 
 	hostTok := strings.TrimSpace(c.ok("", "", "sshward-ca", "join-token", "--dir", caDir, "--host", "web1.staging", "--tier", "staging"))
@@ -141,19 +190,7 @@ func TestPlaybackOnlineBackup(t *testing.T) {
 
 	// A live session printing numbered lines.
 	const lines = 700
-	host, port, _ := net.SplitHostPort(agentAddr)
-	script := fmt.Sprintf(`for i in $(seq 1 %d); do printf 'backup line %%05d\n' $i; sleep 0.03; done`, lines)
-	ssh := exec.Command("ssh", "-F", "none", "-i", cert.Key, "-o", "CertificateFile="+cert.Certificate, "-o", "IdentitiesOnly=yes",
-		"-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10",
-		"-tt", "-p", port, "root@"+host, script)
-	ssh.Env = append(os.Environ(), "SSH_AUTH_SOCK=")
-	var seen lockedBuffer
-	ssh.Stdout, ssh.Stderr = &seen, &seen
-	if err := ssh.Start(); err != nil {
-		t.Fatal(err)
-	}
-	sshDone := make(chan error, 1)
-	go func() { sshDone <- ssh.Wait() }()
+	seen, sshDone := numberedSession(t, agentAddr, cert, "backup line", lines)
 	var liveID string
 	waitFor(t, "60 lines printed and the session live on the playback server", 60*time.Second, func() bool {
 		if !strings.Contains(seen.String(), "backup line 00060") {
@@ -215,7 +252,7 @@ func TestPlaybackOnlineBackup(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(restored, "admin.sock")); err == nil {
 		t.Fatal("the restored directory holds the old admin socket")
 	}
-	c.startPlayback(restored, pbAddr, nil)
+	rp := c.startPlayback(restored, pbAddr, nil)
 	t.Logf("restored server serving; the session is at %q", lastLine(seen.String()))
 
 	select {
@@ -224,7 +261,6 @@ func TestPlaybackOnlineBackup(t *testing.T) {
 			t.Fatalf("ssh: %v\n%s", err, seen.String())
 		}
 	case <-time.After(3 * time.Minute):
-		ssh.Process.Kill()
 		t.Fatalf("the session did not finish:\n%s", seen.String())
 	}
 	t.Logf("session ended")
@@ -248,28 +284,29 @@ func TestPlaybackOnlineBackup(t *testing.T) {
 		t.Fatalf("the finished recordings lost their content:\n%s", all)
 	}
 
-	// The restored audit chain, with the views since, verifies (read with
-	// the server stopped).
+	// The restored audit chain, with the auditor's exports since, verifies
+	// (sshward-playback audit verify, with the server stopped).
 	if _, err := os.Stat(filepath.Join(restored, "admin.sock")); err != nil {
 		t.Fatalf("the restored server has no admin socket: %v", err)
 	}
-	stopBackup := filepath.Join(work, "after.backup")
-	if out := c.ok("", "", "sshward-playback", "backup", "--dir", restored, "--to", stopBackup); !strings.Contains(out, "online") {
-		t.Fatalf("second online backup said %q", out)
+	rp.stop()
+	var av struct {
+		OK      bool   `json:"ok"`
+		Records uint64 `json:"records"`
+	}
+	if err := json.Unmarshal([]byte(c.ok("", "", "sshward-playback", "audit", "verify", "--dir", restored, "--json")), &av); err != nil {
+		t.Fatal(err)
+	}
+	if !av.OK || av.Records <= res.Records {
+		t.Fatalf("audit verify of the restored directory: %+v (the backup held %d events)", av, res.Records)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	check := filepath.Join(work, "check")
-	c.ok("", "", "sshward-playback", "restore", "--from", stopBackup, "--dir", check)
-	st, err := store.Open(ctx, store.Config{Dir: check})
+	st, err := store.Open(ctx, store.Config{Dir: restored})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	rep, err := st.VerifyAudit(ctx)
-	if err != nil || rep.Events <= res.Records {
-		t.Fatalf("audit chain after the restore: %+v %v (the backup held %d events)", rep, err, res.Records)
-	}
 	evs, err := st.Audit(ctx, store.AuditFilter{Type: "export"})
 	if err != nil {
 		t.Fatal(err)

@@ -3,7 +3,6 @@ package main_test
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -52,7 +51,7 @@ func TestPlaybackReplicaKill9(t *testing.T) {
 	}
 	startReplica := func(r *replica, join bool) {
 		t.Helper()
-		args := []string{"serve", "--dir", r.dir, "--listen", r.addr}
+		var args []string
 		if join {
 			tok := strings.TrimSpace(c.ok("", "", "sshward-ca", "join-token", "--dir", caDir, "--playback", "127.0.0.1"))
 			tokFile := filepath.Join(r.dir, "join-token")
@@ -61,26 +60,8 @@ func TestPlaybackReplicaKill9(t *testing.T) {
 			}
 			args = append(args, "--ca", caURL, "--fingerprint", fp, "--join-token-file", tokFile)
 		}
-		r.cmd = exec.Command(filepath.Join(c.bin, "sshward-playback"), args...)
-		r.cmd.Env = append(os.Environ(), "SSHWARD_S3_SECRET_KEY="+s3.SecretKey)
-		r.log = &lockedBuffer{}
-		stdout, err := r.cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.cmd.Stderr = r.log
-		if err := r.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		cmd, log := r.cmd, r.log
-		t.Cleanup(func() {
-			cmd.Process.Signal(os.Interrupt)
-			cmd.Wait()
-			if t.Failed() {
-				t.Logf("playback %s log:\n%s", r.addr, log.String())
-			}
-		})
-		waitServing(t, stdout, r.log)
+		p := c.startPlayback(r.dir, r.addr, []string{"SSHWARD_S3_SECRET_KEY=" + s3.SecretKey}, args...)
+		r.cmd, r.log = p.cmd, p.log
 	}
 	reps := make([]*replica, 2)
 	for i := range reps {
@@ -125,19 +106,7 @@ func TestPlaybackReplicaKill9(t *testing.T) {
 
 	// A session printing 400 numbered lines over about 12 s.
 	const lines = 400
-	host, port, _ := net.SplitHostPort(agentAddr)
-	script := fmt.Sprintf(`for i in $(seq 1 %d); do printf 'output line %%05d\n' $i; sleep 0.03; done`, lines)
-	ssh := exec.Command("ssh", "-F", "none", "-i", cert.Key, "-o", "CertificateFile="+cert.Certificate, "-o", "IdentitiesOnly=yes",
-		"-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10",
-		"-tt", "-p", port, "root@"+host, script)
-	ssh.Env = append(os.Environ(), "SSH_AUTH_SOCK=")
-	var seen lockedBuffer
-	ssh.Stdout, ssh.Stderr = &seen, &seen
-	if err := ssh.Start(); err != nil {
-		t.Fatal(err)
-	}
-	sshDone := make(chan error, 1)
-	go func() { sshDone <- ssh.Wait() }()
+	seen, sshDone := numberedSession(t, agentAddr, cert, "output line", lines)
 
 	// Kill the receiving replica once the upload's parts reach the bucket
 	// and the session is still printing.
@@ -172,7 +141,6 @@ func TestPlaybackReplicaKill9(t *testing.T) {
 			t.Fatalf("ssh: %v\n%s", err, seen.String())
 		}
 	case <-time.After(2 * time.Minute):
-		ssh.Process.Kill()
 		t.Fatalf("the session did not finish:\n%s", seen.String())
 	}
 	for i := 1; i <= lines; i++ {
