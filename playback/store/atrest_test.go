@@ -47,6 +47,31 @@ func openKeys(t testing.TB, dir string, keys *atrest.Keys) *Store {
 	return s
 }
 
+// assertNoMarker fails if any file under dir holds one of the markers.
+func assertNoMarker(t testing.TB, dir string, markers ...string) {
+	t.Helper()
+	n := 0
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		n++
+		for _, m := range markers {
+			if bytes.Contains(data, []byte(m)) {
+				t.Errorf("%s holds %q in the clear", p, m)
+			}
+		}
+		return nil
+	})
+	if err != nil || n == 0 {
+		t.Fatalf("walk %s: %d files, %v", dir, n, err)
+	}
+}
+
 func readAll(t testing.TB, s *Store, id string) []byte {
 	t.Helper()
 	f, err := s.OpenCast(id)
@@ -99,6 +124,9 @@ func TestEncryptedAtRest(t *testing.T) {
 	if hits, err := s.Search(ctx, Query{Text: "zebra"}); err != nil || len(hits) != 1 {
 		t.Fatalf("search over an encrypted cast: %+v %v", hits, err)
 	}
+	// No file of the store holds the text (search.db's values are
+	// encrypted with search.key, itself encrypted to the recipients).
+	assertNoMarker(t, dir, "zebra", "secret-typed")
 
 	// A live recording torn mid-frame by a crash: the torn frame is cut,
 	// the stored size is the acknowledged plaintext.

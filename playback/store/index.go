@@ -203,6 +203,10 @@ func (s *Store) Markers(ctx context.Context, id string) ([]Marker, error) {
 		c := tx.Bucket(bucketMarkers).Cursor()
 		prefix := append([]byte(id), 0)
 		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			v, err := s.vs.open(v)
+			if err != nil {
+				continue
+			}
 			if t, label, ok := decodeMarkerValue(v); ok {
 				out = append(out, Marker{Time: t, Label: label})
 			}

@@ -494,7 +494,7 @@ func (s *Store) commitText(id string, start time.Time, enc *segEncoder, st, next
 			return errStale
 		}
 		n := next
-		if err := putText(tx, enc, id, start, &n, lines, st.MSeq, markers); err != nil {
+		if err := putText(tx, s.vs, enc, id, start, &n, lines, st.MSeq, markers); err != nil {
 			return err
 		}
 		return putIndexState(tx, id, &n)
@@ -600,7 +600,7 @@ func putIndexState(tx *bolt.Tx, id string, st *indexState) error {
 // putText appends a batch of lines to the recording's segments (filling
 // its last one, then starting new ones) and stores its markers numbered
 // from mseq. st's Segs and SegLines are advanced.
-func putText(tx *bolt.Tx, enc *segEncoder, id string, start time.Time, st *indexState, lines []Line, mseq uint32, markers []Marker) error {
+func putText(tx *bolt.Tx, vs *valueSealer, enc *segEncoder, id string, start time.Time, st *indexState, lines []Line, mseq uint32, markers []Marker) error {
 	sb, bb := tx.Bucket(bucketSegments), tx.Bucket(bucketBlocks)
 	sb.FillPercent, bb.FillPercent = 0.9, 0.9 // keys grow with time: mostly appended
 	doc := docKey(start, id)
@@ -616,9 +616,16 @@ func putText(tx *bolt.Tx, enc *segEncoder, id string, start time.Time, st *index
 			if old = sb.Get(key); old == nil {
 				return fmt.Errorf("%w: segment %d of %s is missing", errSegment, seg, id)
 			}
+			var err error
+			if old, err = vs.open(old); err != nil {
+				return fmt.Errorf("%w: segment %d of %s: %w", errSegment, seg, id, err)
+			}
 			if st.SegLines%linesPerBlock != 0 {
 				if tail = bb.Get(blockKey(doc, seg, st.SegLines/linesPerBlock)); tail == nil {
 					return fmt.Errorf("%w: a block of segment %d of %s is missing", errSegment, seg, id)
+				}
+				if tail, err = vs.open(tail); err != nil {
+					return fmt.Errorf("%w: segment %d of %s: %w", errSegment, seg, id, err)
 				}
 			}
 		}
@@ -627,11 +634,11 @@ func putText(tx *bolt.Tx, enc *segEncoder, id string, start time.Time, st *index
 		if err != nil {
 			return err
 		}
-		if err := sb.Put(key, head); err != nil {
+		if err := sb.Put(key, vs.seal(head)); err != nil {
 			return err
 		}
 		for i, z := range blocks {
-			if err := bb.Put(blockKey(doc, seg, uint32(first+i)), z); err != nil {
+			if err := bb.Put(blockKey(doc, seg, uint32(first+i)), vs.seal(z)); err != nil {
 				return err
 			}
 		}
@@ -640,7 +647,7 @@ func putText(tx *bolt.Tx, enc *segEncoder, id string, start time.Time, st *index
 	}
 	mb := tx.Bucket(bucketMarkers)
 	for i, m := range markers {
-		if err := mb.Put(markerKey(id, mseq+uint32(i)), encodeMarkerValue(m.Time, m.Label)); err != nil {
+		if err := mb.Put(markerKey(id, mseq+uint32(i)), vs.seal(encodeMarkerValue(m.Time, m.Label))); err != nil {
 			return err
 		}
 	}

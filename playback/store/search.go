@@ -64,7 +64,7 @@ func (s *Store) Search(ctx context.Context, q Query) ([]Hit, error) {
 			driver = w
 		}
 	}
-	sr := &searcher{q: q, driver: []byte(driver), phrase: normalize(q.Text), hits: []Hit{}}
+	sr := &searcher{vs: s.vs, q: q, driver: []byte(driver), phrase: normalize(q.Text), hits: []Hit{}}
 	err := s.db.View(func(itx *bolt.Tx) error {
 		sessions := itx.Bucket(bucketSessions)
 		sr.allowed = func(id string) bool { return s.searchable(sessions, id, q.Filter) }
@@ -106,6 +106,7 @@ type segRef struct{ key, head []byte }
 
 // searcher is the state of one Search.
 type searcher struct {
+	vs       *valueSealer
 	blocksOf *bolt.Bucket
 	q        Query
 	driver   []byte
@@ -132,7 +133,8 @@ func (sr *searcher) session(doc []byte, segs []segRef) {
 	id := ""
 	for _, ref := range segs {
 		var sg segment
-		if parseSegmentInto(&sg, ref.head) != nil {
+		head, err := sr.vs.open(ref.head)
+		if err != nil || parseSegmentInto(&sg, head) != nil {
 			continue // a damaged segment: nothing to find in it
 		}
 		sr.cand = sr.cand[:0]
@@ -176,10 +178,11 @@ func (sr *searcher) blocks(sg *segment, key []byte, id string, first int) bool {
 			break
 		}
 		z := sr.blocksOf.Get(binary.BigEndian.AppendUint32(append(sr.key[:0], key...), uint32(b)))
-		if z == nil {
+		z, err := sr.vs.open(z)
+		if z == nil || err != nil {
 			continue // a damaged index: nothing to find there
 		}
-		err := sr.br.each(z, sg.blockLines(b), func(code byte, t float64, text []byte) bool {
+		err = sr.br.each(z, sg.blockLines(b), func(code byte, t float64, text []byte) bool {
 			// The line must hold the phrase, and a word that starts with
 			// the query's longest word (what finds a line: "xfoo bar"
 			// holds "foo bar" but no word starting with "foo"). Most lines

@@ -95,6 +95,7 @@ type Store struct {
 	blobDir string
 	writers atomic.Int32 // write transactions in flight on db, see update
 	idx     *indexer
+	vs      *valueSealer // search.db's values, with Config.Keys (searchkey.go)
 
 	// textLocks serialize, per recording (by a hash of its id), the
 	// indexer's batches with Delete, which spans both files: a batch checks
@@ -139,12 +140,17 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	vs, err := prepareSearchKey(cfg)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
 	sdb, err := openBolt(filepath.Join(cfg.Dir, searchDB), cfg, searchBuckets)
 	if err != nil {
 		db.Close()
 		return nil, err
 	}
-	s := &Store{cfg: cfg, db: db, sdb: sdb, blobDir: blobDir, blobs: map[string]*blob{}}
+	s := &Store{cfg: cfg, db: db, sdb: sdb, vs: vs, blobDir: blobDir, blobs: map[string]*blob{}}
 	s.idx = newIndexer(s)
 	go s.idx.run()
 	return s, nil
