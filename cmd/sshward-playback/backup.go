@@ -62,6 +62,9 @@ type playbackBackupResult struct {
 	// those live at the snapshot with the committed bytes it holds.
 	Finished int              `json:"finished_recordings"`
 	Live     []store.LiveCopy `json:"live_recordings,omitempty"`
+	// Remote counts finished recordings whose files are only in object
+	// storage (recordings.s3): the bucket keeps them, not the backup.
+	Remote int `json:"remote_recordings,omitempty"`
 }
 
 func backup(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -191,7 +194,7 @@ func writePlaybackBackup(dir string, w io.Writer, rcp age.Recipient, part storeP
 	}
 	res.Files += n
 	res.Records, res.Head = rep.Audit.Events, rep.Audit.Head
-	res.Finished, res.Live = rep.Finished, rep.Live
+	res.Finished, res.Live, res.Remote = rep.Finished, rep.Live, rep.Remote
 	n, err = backupfile.AddDir(tw, dir, playbackBackupSkip)
 	res.Files += n
 	if err != nil {
