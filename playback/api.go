@@ -13,11 +13,13 @@ import (
 	"syscall"
 	"time"
 
+	"filippo.io/age"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/sshward/sshward/ca/api"
 	"github.com/sshward/sshward/playback/store"
 	"github.com/sshward/sshward/recorder"
+	"github.com/sshward/sshward/recorder/atrest"
 )
 
 // Integrity of a recording (SessionSummary.Integrity).
@@ -33,6 +35,12 @@ const (
 	// CodeIntegrityFailed is the error code of an export refused because the
 	// recording fails its integrity check.
 	CodeIntegrityFailed = "integrity_failed"
+	// CodeKeyMissing is the error code of a view or export of a recording
+	// encrypted to a recipient whose identity the server does not hold.
+	CodeKeyMissing = "key_missing"
+	// CodeNotEncrypting is the error code of an encrypted export asked of a
+	// server without recordings.encryption.
+	CodeNotEncrypting = "not_encrypting"
 )
 
 // SessionSummary is one recording in GET /api/sessions.
@@ -437,6 +445,18 @@ func (s *Server) serveCast(w http.ResponseWriter, r *http.Request, who *reader, 
 		}
 		from = n
 	}
+	encrypted := export && truthy(r.URL.Query().Get("encrypted"))
+	if encrypted && len(s.cfg.ExportRecipients) == 0 {
+		writeError(w, http.StatusConflict, CodeNotEncrypting,
+			"this playback server has no recordings.encryption recipients: an encrypted export is encrypted to them; export the plain cast instead")
+		return
+	}
+	if err := s.st.Readable(rec.ID); errors.Is(err, atrest.ErrNoIdentity) {
+		s.audit(r, store.AuditEvent{Type: map[bool]string{true: "export", false: "view"}[export], Actor: who.user, Subject: rec.ID, Outcome: "refused", Reason: "no identity decrypts it"})
+		writeError(w, http.StatusServiceUnavailable, CodeKeyMissing,
+			"recording "+rec.ID+" is encrypted to a recipient whose identity this server does not hold: add that identity to recordings.encryption (identity_file or identities) and restart; the recording is kept")
+		return
+	}
 	integrity := IntegrityPending
 	if rec.Finished {
 		integrity = s.verify(r.Context(), rec, true).integrity()
@@ -469,7 +489,7 @@ func (s *Server) serveCast(w http.ResponseWriter, r *http.Request, who *reader, 
 	}
 	s.audit(r, store.AuditEvent{Type: typ, Actor: who.user, Subject: rec.ID, Details: map[string]string{
 		"user": rec.Meta.Identity, "tier": rec.Meta.Tier, "live": strconv.FormatBool(!cs.Finished), "follow": strconv.FormatBool(follow),
-		"integrity": integrity, "offset": strconv.FormatInt(from, 10)}})
+		"integrity": integrity, "offset": strconv.FormatInt(from, 10), "encrypted": strconv.FormatBool(encrypted)}})
 	w.Header().Set("Content-Type", "application/x-asciicast")
 	w.Header().Set("Cache-Control", "no-store")
 	if export {
@@ -477,6 +497,23 @@ func (s *Server) serveCast(w http.ResponseWriter, r *http.Request, who *reader, 
 	}
 	if cs.Finished {
 		from = min(from, cs.Size)
+	}
+	if encrypted {
+		// The whole cast, age-encrypted to the configured recipients.
+		w.Header().Set("Content-Type", "application/age")
+		w.Header().Set("Content-Disposition", `attachment; filename="`+rec.ID+`.cast.age"`)
+		w.Header().Set(HeaderOffset, "0")
+		aw, err := age.Encrypt(w, s.cfg.ExportRecipients...)
+		if err != nil {
+			s.internal(w, r, err)
+			return
+		}
+		if _, err := io.Copy(aw, io.NewSectionReader(f, 0, cs.Size)); err != nil {
+			s.log.WarnContext(r.Context(), "playback: encrypted export stopped", "session_id", rec.ID, "err", err)
+			return
+		}
+		aw.Close()
+		return
 	}
 	w.Header().Set(HeaderOffset, strconv.FormatInt(from, 10))
 	if cs.Finished {

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"filippo.io/age"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/sshward/sshward/ca/api"
@@ -36,6 +37,10 @@ type Config struct {
 	// SetHostCAs, when set, receives the host CA keys of every trust
 	// refresh (Identity.SetHostCAs).
 	SetHostCAs func(lines []string) error
+	// ExportRecipients are what an encrypted export (export?encrypted=1,
+	// sshward export --encrypted) is encrypted to: recordings.encryption's
+	// recipients. None: encrypted exports are refused.
+	ExportRecipients []age.Recipient
 	// TLS serves HTTPS (Identity.TLSConfig); required by Serve.
 	TLS *tls.Config
 	// Retention per tier; the zero value keeps everything.

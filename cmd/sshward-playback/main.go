@@ -168,6 +168,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Store: st, CA: caClient, HostCAs: id.HostCAs, SetHostCAs: id.SetHostCAs, TLS: id.TLSConfig(), RevokedHosts: revoked,
 		Retention: settings.Retention, SweepInterval: settings.SweepInterval, UI: ui, Logger: log,
 	}
+	if settings.Encryption != nil {
+		cfg.ExportRecipients = settings.Encryption.Recipients
+	}
 	if bucket != nil {
 		cfg.Objects = playback.EncryptObjects(bucket, settings.Encryption)
 		log.Info("archiving finished recordings to object storage", "endpoint", settings.S3.Endpoint, "bucket", settings.S3.Bucket, "prefix", settings.S3.Prefix)

@@ -21,11 +21,12 @@ import (
 // and side blob put back together, recorder.ExactOutputBytes). --blob FILE
 // also saves the side blob, the raw binary output the cast references.
 func (e *env) cmdExport(ctx context.Context, args []string) error {
-	fs := cli.NewFlagSet("sshward export ID [--playback URL] [--allow-tampered] [--blob FILE] [--output-bytes] > FILE")
+	fs := cli.NewFlagSet("sshward export ID [--playback URL] [--allow-tampered] [--blob FILE] [--output-bytes] [--encrypted] > FILE")
 	override := fs.String("playback", "", "playback server URL (default: the one the CA knows)")
 	allowTampered := fs.Bool("allow-tampered", false, "export a recording that fails its integrity check, to examine it")
 	outputBytes := fs.Bool("output-bytes", false, "write the exact bytes the session sent to the client (stdout and stderr as recorded), not the asciicast")
 	blobPath := fs.String("blob", "", "also save the recording's side blob (its binary output, raw) to `FILE`")
+	encrypted := fs.Bool("encrypted", false, "write the asciicast age-encrypted to the playback server's recordings.encryption recipients (decrypt with age -d -i KEY)")
 	pos, err := cli.Parse(fs, args)
 	if err != nil {
 		return err
@@ -33,6 +34,9 @@ func (e *env) cmdExport(ctx context.Context, args []string) error {
 	id, err := sessionArg(pos)
 	if err != nil {
 		return err
+	}
+	if *encrypted && (*outputBytes || *blobPath != "") {
+		return cli.Usagef("export --encrypted writes the encrypted asciicast only: it cannot be combined with --output-bytes or --blob")
 	}
 	if f, ok := e.stdout.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		if *outputBytes {
@@ -44,9 +48,12 @@ func (e *env) cmdExport(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	var q url.Values
+	q := url.Values{}
 	if *allowTampered {
-		q = url.Values{"allow_tampered": {"1"}}
+		q.Set("allow_tampered", "1")
+	}
+	if *encrypted {
+		q.Set("encrypted", "1")
 	}
 	if !*outputBytes && *blobPath == "" {
 		return e.exportCast(ctx, pc, id, q, e.stdout)

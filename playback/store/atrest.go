@@ -133,3 +133,22 @@ func (s *Store) openPlain(f *os.File) (File, error) {
 	}
 	return x, nil
 }
+
+// Readable reads the first byte of a recording's cast: an error wrapping
+// atrest.ErrNoIdentity says no configured identity decrypts it. A missing
+// or empty cast is readable.
+func (s *Store) Readable(id string) error {
+	f, err := s.OpenCast(id)
+	if err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		return err
+	}
+	defer f.Close()
+	var b [1]byte
+	if _, err := f.ReadAt(b[:], 0); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("store: read cast %s: %w", id, err)
+	}
+	return nil
+}
