@@ -210,6 +210,22 @@ func TestEncryptionRotation(t *testing.T) {
 	}
 }
 
+// benchStore is a store without fsync or indexing, holding a started
+// recording "bench".
+func benchStore(b *testing.B, keys *atrest.Keys) (*Store, context.Context) {
+	s, err := Open(context.Background(), Config{Dir: b.TempDir(), InsecureSkipSync: true, Keys: keys,
+		IndexingGate: make(chan struct{})})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	ctx := context.Background()
+	if _, err := s.Start(ctx, StartRequest{ID: "bench", Owner: "h", Meta: meta("bench", "staging", nil)}); err != nil {
+		b.Fatal(err)
+	}
+	return s, ctx
+}
+
 // BenchmarkAppendAtRest measures what encryption at rest costs a chunk of
 // ingest and a whole read back: plain and encrypted side by side (no fsync,
 // so that the CPU cost shows). 16 KiB chunks of lines, as agents ship.
@@ -222,17 +238,9 @@ func BenchmarkAppendAtRest(b *testing.B) {
 		keys *atrest.Keys
 	}{{"plain", nil}, {"encrypted", keysOf([]*age.X25519Identity{k}, k)}} {
 		b.Run("append/"+mode.name, func(b *testing.B) {
-			s, err := Open(context.Background(), Config{Dir: b.TempDir(), InsecureSkipSync: true, Keys: mode.keys,
-				IndexingGate: make(chan struct{})})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer s.Close()
-			ctx := context.Background()
-			if _, err := s.Start(ctx, StartRequest{ID: "bench", Owner: "h", Meta: meta("bench", "staging", nil)}); err != nil {
-				b.Fatal(err)
-			}
+			s, ctx := benchStore(b, mode.keys)
 			var off int64
+			var err error
 			b.SetBytes(int64(len(chunk)))
 			b.ResetTimer()
 			for b.Loop() {
@@ -245,17 +253,9 @@ func BenchmarkAppendAtRest(b *testing.B) {
 			b.ReportMetric(float64(fi.Size())/float64(off), "disk/plain")
 		})
 		b.Run("read/"+mode.name, func(b *testing.B) {
-			s, err := Open(context.Background(), Config{Dir: b.TempDir(), InsecureSkipSync: true, Keys: mode.keys,
-				IndexingGate: make(chan struct{})})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer s.Close()
-			ctx := context.Background()
-			if _, err := s.Start(ctx, StartRequest{ID: "bench", Owner: "h", Meta: meta("bench", "staging", nil)}); err != nil {
-				b.Fatal(err)
-			}
+			s, ctx := benchStore(b, mode.keys)
 			var off int64
+			var err error
 			for range 256 { // a 4 MiB cast
 				if off, err = s.Append(ctx, "bench", "h", off, chunk); err != nil {
 					b.Fatal(err)
