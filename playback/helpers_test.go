@@ -27,6 +27,7 @@ import (
 	"github.com/sshward/sshward/playback"
 	"github.com/sshward/sshward/playback/store"
 	"github.com/sshward/sshward/recorder"
+	"github.com/sshward/sshward/recorder/atrest"
 )
 
 const pw = "correct horse battery"
@@ -97,6 +98,7 @@ type serverOpts struct {
 	indexGate <-chan struct{}  // store.Config.IndexingGate
 	objects   playback.Objects // the S3 bucket recordings are archived to
 	sweep     time.Duration    // retention sweep interval (default the server's)
+	keys      *atrest.Keys     // recordings.encryption: the store and the bucket encrypted
 }
 
 func (w *world) startServer(t testing.TB, o serverOpts) *server {
@@ -121,7 +123,7 @@ func (w *world) startServer(t testing.TB, o serverOpts) *server {
 	if err != nil {
 		t.Fatalf("identity: %v", err)
 	}
-	st, err := store.Open(ctx, store.Config{Dir: o.dir, IndexingGate: o.indexGate})
+	st, err := store.Open(ctx, store.Config{Dir: o.dir, IndexingGate: o.indexGate, Keys: o.keys})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +137,7 @@ func (w *world) startServer(t testing.TB, o serverOpts) *server {
 	}
 	srv, err := playback.New(playback.Config{Store: st, CA: cac, HostCAs: id.HostCAs, SetHostCAs: id.SetHostCAs,
 		TLS: id.TLSConfig(), Now: o.now, Retention: o.retention, RevokedHosts: revoked,
-		Objects: o.objects, ArchiveRetry: 100 * time.Millisecond, SweepInterval: o.sweep})
+		Objects: playback.EncryptObjects(o.objects, o.keys), ArchiveRetry: 100 * time.Millisecond, SweepInterval: o.sweep})
 	if err != nil {
 		t.Fatal(err)
 	}
