@@ -49,6 +49,7 @@ func TestArchiveToObjectStorage(t *testing.T) {
 	s3 := s3test.Start(t)
 	bucket := openBucket(t, s3)
 	w := newWorld(t)
+	w.plaintextOnly(t)
 	var offset atomic.Int64 // the server's clock runs ahead by this much (retention, below)
 	srv := w.startServer(t, serverOpts{objects: bucket, now: func() time.Time { return time.Now().Add(time.Duration(offset.Load())) },
 		retention: playback.Retention{ByTier: map[string]time.Duration{"staging": time.Hour}}, sweep: 50 * time.Millisecond})

@@ -100,6 +100,7 @@ func hexSum(b []byte) string {
 // refuse or say so, and the audit chain records it.
 func TestBlobShippedVerifiedAndTamperRefused(t *testing.T) {
 	w := newWorld(t)
+	w.plaintextOnly(t)
 	srv := w.startServer(t, serverOpts{})
 	h := newHost(t, "web1.staging", w.ca.HostCA, ssh.HostCert)
 	a := w.startAgent(t, h, srv.url, agentOpts{chunkBytes: 256 << 10})
@@ -264,6 +265,7 @@ func TestBlobArchivedAndReindexed(t *testing.T) {
 	s3 := s3test.Start(t)
 	bucket := openBucket(t, s3)
 	w := newWorld(t)
+	w.plaintextOnly(t)
 	srv := w.startServer(t, serverOpts{objects: bucket})
 	h := newHost(t, "web1.staging", w.ca.HostCA, ssh.HostCert)
 	a := w.startAgent(t, h, srv.url, agentOpts{})

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"filippo.io/age"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/sshward/sshward/ca"
@@ -59,6 +60,11 @@ type world struct {
 	ca       *catest.CA
 	auditor  string // session tokens
 	engineer string
+	// keys encrypt every server's store and bucket when the tests run
+	// with SSHWARD_TEST_ENCRYPT=1 (SSHWARD_TEST_ENCRYPT=1 go test
+	// ./playback: the whole package again, encrypted at rest); nil
+	// otherwise.
+	keys *atrest.Keys
 }
 
 func newWorld(t testing.TB) *world {
@@ -67,7 +73,27 @@ func newWorld(t testing.TB) *world {
 	c.AddUser(t, "audrey", pw, []string{"auditors"}, false)
 	c.AddUser(t, "eve", pw, []string{"engineers"}, false)
 	// Readers hand the playback server reader tokens, never login sessions.
-	return &world{ca: c, auditor: c.ReaderToken(t, c.Login(t, "audrey", pw, "")), engineer: c.ReaderToken(t, c.Login(t, "eve", pw, ""))}
+	w := &world{ca: c, auditor: c.ReaderToken(t, c.Login(t, "audrey", pw, "")), engineer: c.ReaderToken(t, c.Login(t, "eve", pw, ""))}
+	if os.Getenv("SSHWARD_TEST_ENCRYPT") != "" {
+		k, err := age.GenerateX25519Identity()
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.keys = &atrest.Keys{Recipients: []age.Recipient{k.Recipient()}, Identities: []age.Identity{k}}
+	}
+	return w
+}
+
+// plaintextOnly skips a test that reads or edits the stored bytes
+// directly (in the bucket or the store's files) when the package runs
+// encrypted at rest (SSHWARD_TEST_ENCRYPT=1): TestArchiveEncrypted,
+// TestRecordingsEncryptedAtRest and the store's tests cover those bytes
+// encrypted.
+func (w *world) plaintextOnly(t testing.TB) {
+	t.Helper()
+	if w.keys != nil {
+		t.Skip("reads the stored bytes in plaintext; runs without SSHWARD_TEST_ENCRYPT")
+	}
 }
 
 // playbackToken makes a one-time playback join token for 127.0.0.1.
@@ -109,6 +135,9 @@ func (w *world) startServer(t testing.TB, o serverOpts) *server {
 	}
 	if o.addr == "" {
 		o.addr = "127.0.0.1:0"
+	}
+	if o.keys == nil {
+		o.keys = w.keys
 	}
 	ln, err := net.Listen("tcp", o.addr)
 	if err != nil {

@@ -22,6 +22,7 @@ import (
 // the failed check.
 func TestTamperedRecordingFailsEverywhere(t *testing.T) {
 	w := newWorld(t)
+	w.plaintextOnly(t)
 	srv := w.startServer(t, serverOpts{})
 	h := newHost(t, "web1.staging", w.ca.HostCA, ssh.HostCert)
 	a := w.startAgent(t, h, srv.url, agentOpts{})
