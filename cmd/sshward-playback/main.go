@@ -112,6 +112,12 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := os.MkdirAll(*dir, 0o700); err != nil {
 		return err
 	}
+	// The settings first: a bad file (an identity file others can read)
+	// is refused before anything else happens.
+	settings, err := playback.LoadSettings(*dir)
+	if err != nil {
+		return fmt.Errorf("refusing to start: %w", err)
+	}
 	tok, err := cli.JoinToken(*token, *tokenFile, os.Getenv)
 	if err != nil {
 		return err
@@ -123,10 +129,6 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	id, err := playback.EnsureIdentity(ctx, jc, time.Now())
 	if err != nil {
 		return err
-	}
-	settings, err := playback.LoadSettings(*dir)
-	if err != nil {
-		return fmt.Errorf("refusing to start: %w", err)
 	}
 	if settings.Encryption == nil {
 		log.Warn("recordings are stored in plaintext: set recordings.encryption in config.yaml to encrypt them at rest (README, Security guarantees)")
