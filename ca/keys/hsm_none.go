@@ -15,3 +15,8 @@ func openHSM(context.Context, string) (*Key, error) {
 }
 
 func createHSM(ctx context.Context, keyURI string) (*Key, error) { return openHSM(ctx, keyURI) }
+
+func deleteHSM(ctx context.Context, keyURI string) error {
+	_, err := openHSM(ctx, keyURI)
+	return err
+}

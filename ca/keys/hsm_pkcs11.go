@@ -56,3 +56,14 @@ func hsmKey(keyURI string, signer crypto.Signer, km *pkcs11.PKCS11) (*Key, error
 	k.closer = km
 	return k, nil
 }
+
+// deleteHSM destroys the key pair the URI names in its token (a retired
+// CA key); a key that is not there is no error.
+func deleteHSM(ctx context.Context, keyURI string) error {
+	km, err := pkcs11.New(ctx, apiv1.Options{Type: apiv1.PKCS11, URI: keyURI})
+	if err != nil {
+		return fmt.Errorf("open module: %w", err)
+	}
+	defer km.Close()
+	return km.DeleteKey(keyURI)
+}

@@ -19,41 +19,12 @@ import (
 	"github.com/miekg/pkcs11"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/sshward/sshward/ca/catest"
 	"github.com/sshward/sshward/ca/keys"
 )
 
-// softHSMModule is Debian's SoftHSM2 (package softhsm2, installed by
-// make deps): a real PKCS#11 module; its token files stand for the hardware.
-const softHSMModule = "/usr/lib/softhsm/libsofthsm2.so"
-
-// softHSM inits a token "sshward" in a temp dir of its own (SOFTHSM2_CONF)
-// and returns the base key URI (module, token, pin-source) and the PIN.
-func softHSM(t *testing.T) (base, pin string) {
-	t.Helper()
-	if _, err := os.Stat(softHSMModule); err != nil {
-		t.Fatal("SoftHSM2 not found: install softhsm2 (make deps)")
-	}
-	dir := t.TempDir()
-	tokens := filepath.Join(dir, "tokens")
-	if err := os.Mkdir(tokens, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	conf := filepath.Join(dir, "softhsm2.conf")
-	if err := os.WriteFile(conf, []byte("directories.tokendir = "+tokens+"\nobjectstore.backend = file\nlog.level = ERROR\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("SOFTHSM2_CONF", conf)
-	pin = "5678-hsm-pin"
-	out, err := exec.Command("softhsm2-util", "--init-token", "--free", "--label", "sshward", "--so-pin", "so-1234-pin", "--pin", pin).CombinedOutput()
-	if err != nil {
-		t.Fatalf("softhsm2-util --init-token: %v\n%s", err, out)
-	}
-	pinFile := filepath.Join(dir, "pin")
-	if err := os.WriteFile(pinFile, []byte(pin), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return "pkcs11:module-path=" + softHSMModule + ";token=sshward", pinFile
-}
+// softHSM is catest.SoftHSM: a fresh SoftHSM2 token "sshward".
+func softHSM(t *testing.T) (base, pinFile string) { return catest.SoftHSM(t) }
 
 // TestPKCS11KeyInSoftHSM: sshward's key code makes a CA key inside a real
 // PKCS#11 token (SoftHSM2), signs an SSH certificate with it that
@@ -103,7 +74,7 @@ func TestPKCS11KeyInSoftHSM(t *testing.T) {
 	signAndVerify(t, first, dataDir, "three")
 
 	// Never extractable, checked on the module itself.
-	p := pkcs11.New(softHSMModule)
+	p := pkcs11.New(catest.SoftHSMModule)
 	if p == nil {
 		t.Fatal("load the module")
 	}
@@ -252,4 +223,84 @@ func signAndVerify(t *testing.T, k *keys.Key, dir, name string) string {
 		t.Fatalf("ssh-keygen -L: %v\n%s", err, out)
 	}
 	return pubLine
+}
+
+// TestPKCS11RingRotateRetire: a CA key kept in a token rotates the way a
+// key file does: DIR holds only NAME.uri and NAME.pub (no private
+// material), Rotate makes the new key in the same token as a new object
+// while the old one still opens and signs, a reload after the rotation
+// signs with the new key, and Retire destroys the old key in the token.
+// A pin-value URI and a pin file others can read are refused.
+func TestPKCS11RingRotateRetire(t *testing.T) {
+	ctx := context.Background()
+	base, pinFile := softHSM(t)
+	dir := t.TempDir()
+	now := time.Unix(1_900_000_000, 0)
+	first, err := keys.TokenKeyURI(base+"?pin-source="+pinFile, "user-ca-staging", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := keys.AddToken(ctx, keys.TokenRequest{Dir: dir, Name: "user-ca-staging", URI: first, Create: true, Comment: "staging"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.Close()
+	ring, err := keys.LoadRing(ctx, dir, "user-ca-staging", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldPub := signAndVerify(t, ring.Current, dir, "old")
+	ring.Current.Close()
+
+	rotated, err := keys.Rotate(ctx, keys.RotateRequest{Dir: dir, Name: "user-ca-staging", Now: now, RetireAt: now.Add(time.Hour), Comment: "staging"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	newPub := signAndVerify(t, rotated.Current, dir, "new")
+	rotated.Current.Close()
+	if newPub == oldPub || keys.PublicLine(rotated.Previous) != oldPub {
+		t.Fatalf("rotation: new %s old %s previous %s", newPub, oldPub, keys.PublicLine(rotated.Previous))
+	}
+	cur, err := keys.TokenURI(dir, "user-ca-staging")
+	if err != nil || !strings.Contains(cur, "object=sshward-user-ca-staging-") || strings.Contains(cur, "pin") {
+		t.Fatalf("signing key uri after rotation: %q %v", cur, err)
+	}
+	// The old key is still in the token during the overlap.
+	old, err := keys.Open(ctx, first, nil)
+	if err != nil {
+		t.Fatalf("the previous key no longer opens during the overlap: %v", err)
+	}
+	old.Close()
+	reloaded, err := keys.LoadRing(ctx, dir, "user-ca-staging", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := signAndVerify(t, reloaded.Current, dir, "reloaded"); got != newPub || reloaded.Previous == nil {
+		t.Fatalf("reloaded ring signs with %s (want %s), previous %v", got, newPub, reloaded.Previous)
+	}
+	reloaded.Current.Close()
+
+	if _, err := keys.Retire(ctx, dir, "user-ca-staging"); err != nil {
+		t.Fatal(err)
+	}
+	if k, err := keys.Open(ctx, first, nil); err == nil {
+		k.Close()
+		t.Fatal("the retired key still opens in the token")
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), ".key") || strings.Contains(e.Name(), ".prev.") {
+			t.Errorf("left in the key directory: %s", e.Name())
+		}
+	}
+
+	if err := keys.CheckTokenURI(base + ";id=01;object=x?pin-value=" + catest.SoftHSMPIN); err == nil || strings.Contains(err.Error(), catest.SoftHSMPIN) {
+		t.Errorf("a pin-value uri: %v", err)
+	}
+	if err := os.Chmod(pinFile, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := keys.CheckTokenURI(base + "?pin-source=" + pinFile); !errors.Is(err, keys.ErrInsecureFile) {
+		t.Errorf("a pin file others can read: %v", err)
+	}
 }

@@ -23,6 +23,10 @@ import (
 //	DIR/NAME.prev.key, NAME.prev.pub   the previous key, still trusted
 //	DIR/NAME.prev.json                 when it retires, both fingerprints
 //
+// A key in a hardware module has NAME.uri (its pkcs11 URI, token.go) where
+// a key file has NAME.key; it moves the same way, and its rotation makes
+// the new key in the same token as a new object.
+//
 // Only one previous key at a time: a second rotation waits for the first
 // to retire. Retire removes the three .prev files. Every step leaves a
 // state that LoadRing reads back (a rotation cut short by a crash is
@@ -64,7 +68,7 @@ func LoadRing(ctx context.Context, dir, name string, passphrase []byte) (*Ring, 
 	if err := repairRotation(dir, name); err != nil {
 		return nil, fmt.Errorf("keys: load %s: %w", name, err)
 	}
-	cur, err := Open(ctx, filepath.Join(dir, name+".key"), passphrase)
+	cur, err := openCurrent(ctx, dir, name, passphrase)
 	if err != nil {
 		return nil, err
 	}
@@ -75,6 +79,19 @@ func LoadRing(ctx context.Context, dir, name string, passphrase []byte) (*Ring, 
 	}
 	r.Previous, r.Rotation = prev, rot
 	return r, nil
+}
+
+// openCurrent opens NAME's signing key: the token key DIR/NAME.uri names,
+// else the key file DIR/NAME.key.
+func openCurrent(ctx context.Context, dir, name string, passphrase []byte) (*Key, error) {
+	u, err := readTokenURI(dir, name)
+	if err != nil {
+		return nil, fmt.Errorf("keys: load %s: %w", name, err)
+	}
+	if u != "" {
+		return Open(ctx, u, nil)
+	}
+	return Open(ctx, filepath.Join(dir, name+".key"), passphrase)
 }
 
 // ReadPrevious returns the previous key of NAME and its rotation record,
@@ -118,14 +135,13 @@ func readPrevious(dir, name string) (ssh.PublicKey, Rotation, error) {
 // one. A NAME.next with no record is a rotation that never started: removed.
 func repairRotation(dir, name string) error {
 	nk := filepath.Join(dir, nextName(name)+".key")
-	np := filepath.Join(dir, nextName(name)+".pub")
-	if _, err := os.Lstat(nk); errors.Is(err, fs.ErrNotExist) {
-		return nil
+	next, err := RingExists(dir, nextName(name))
+	if err != nil || !next {
+		return err
 	}
 	data, err := os.ReadFile(prevJSONPath(dir, name))
 	if errors.Is(err, fs.ErrNotExist) {
-		_ = os.Remove(np)
-		return os.Remove(nk)
+		return removeKey(dir, nextName(name))
 	}
 	if err != nil {
 		return err
@@ -135,9 +151,13 @@ func repairRotation(dir, name string) error {
 		return err
 	}
 	cur := filepath.Join(dir, name+".key")
-	if _, err := os.Lstat(cur); err == nil {
-		if _, err := os.Lstat(prevKeyPath(dir, name)); err == nil {
-			return fmt.Errorf("%s, %s and %s all exist: move one away by hand", cur, nk, prevKeyPath(dir, name))
+	if exists, err := RingExists(dir, name); err != nil {
+		return err
+	} else if exists {
+		if prev, err := RingExists(dir, name+".prev"); err != nil {
+			return err
+		} else if prev {
+			return fmt.Errorf("%s, %s and %s (or their .uri) all exist: move one away by hand", cur, nk, prevKeyPath(dir, name))
 		}
 		if err := moveKey(dir, name, name+".prev"); err != nil {
 			return err
@@ -146,16 +166,36 @@ func repairRotation(dir, name string) error {
 	return moveKey(dir, nextName(name), name)
 }
 
-// moveKey renames FROM.key and FROM.pub to TO.key and TO.pub (.pub first is
-// not needed: NAME.key decides which key is current).
+// moveKey renames FROM.pub and FROM.key (or FROM.uri) to TO.* (.pub first
+// is not needed: NAME.key or NAME.uri decides which key is current).
 func moveKey(dir, from, to string) error {
 	if err := os.Rename(filepath.Join(dir, from+".pub"), filepath.Join(dir, to+".pub")); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	if err := os.Rename(filepath.Join(dir, from+".key"), filepath.Join(dir, to+".key")); err != nil {
-		return err
+	moved := false
+	for _, ext := range []string{".uri", ".key"} {
+		err := os.Rename(filepath.Join(dir, from+ext), filepath.Join(dir, to+ext))
+		if err == nil {
+			moved = true
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	if !moved {
+		return fmt.Errorf("%s: %w", filepath.Join(dir, from+".key"), fs.ErrNotExist)
 	}
 	return syncDir(dir)
+}
+
+// removeKey removes NAME.key, NAME.uri and NAME.pub (the private half or
+// the reference to it first).
+func removeKey(dir, name string) error {
+	for _, ext := range []string{".key", ".uri", ".pub"} {
+		if err := os.Remove(filepath.Join(dir, name+ext)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
 }
 
 func syncDir(dir string) error {
@@ -197,11 +237,13 @@ func Rotate(ctx context.Context, r RotateRequest) (*Ring, error) {
 	if err != nil {
 		return nil, fmt.Errorf("keys: rotate %s: %w", r.Name, err)
 	}
-	next, err := Create(ctx, CreateRequest{Dir: r.Dir, Name: nextName(r.Name), Passphrase: r.Passphrase, Comment: r.Comment})
+	old.Current.Close()
+	next, err := createNext(ctx, r)
 	if err != nil {
 		return nil, fmt.Errorf("keys: rotate %s: %w", r.Name, err)
 	}
 	newPub, err := ssh.NewPublicKey(next.Public())
+	next.Close()
 	if err != nil {
 		return nil, fmt.Errorf("keys: rotate %s: %w", r.Name, err)
 	}
@@ -214,24 +256,48 @@ func Rotate(ctx context.Context, r RotateRequest) (*Ring, error) {
 	// The record first: with it on disk, repairRotation finishes the
 	// renames below if the process dies between them.
 	if err := writeNew(prevJSONPath(r.Dir, r.Name), append(data, '\n'), 0o644); err != nil {
-		_ = os.Remove(filepath.Join(r.Dir, nextName(r.Name)+".key"))
-		_ = os.Remove(filepath.Join(r.Dir, nextName(r.Name)+".pub"))
+		_ = removeKey(r.Dir, nextName(r.Name))
 		return nil, fmt.Errorf("keys: rotate %s: %w", r.Name, err)
 	}
 	if err := repairRotation(r.Dir, r.Name); err != nil {
 		return nil, fmt.Errorf("keys: rotate %s: %w", r.Name, err)
 	}
-	cur, err := Open(ctx, filepath.Join(r.Dir, r.Name+".key"), r.Passphrase)
+	cur, err := openCurrent(ctx, r.Dir, r.Name, r.Passphrase)
 	if err != nil {
 		return nil, fmt.Errorf("keys: rotate %s: %w", r.Name, err)
 	}
 	return &Ring{Current: cur, Previous: oldPub, Rotation: rot}, nil
 }
 
-// Retire removes the previous key of NAME (private half first) and its
-// record. It returns the record of what was retired; ErrNoRotation when
-// there is no previous key.
-func Retire(dir, name string) (Rotation, error) {
+// createNext makes NAME.next: a new key file, or, when NAME is a key in a
+// token, a new key in the same token (a new id and object label).
+func createNext(ctx context.Context, r RotateRequest) (*Key, error) {
+	curURI, err := readTokenURI(r.Dir, r.Name)
+	if err != nil {
+		return nil, err
+	}
+	if curURI == "" {
+		return Create(ctx, CreateRequest{Dir: r.Dir, Name: nextName(r.Name), Passphrase: r.Passphrase, Comment: r.Comment})
+	}
+	newURI, err := TokenKeyURI(curURI, r.Name, r.Now)
+	if err != nil {
+		return nil, err
+	}
+	k, err := CreateInToken(ctx, newURI)
+	if err != nil {
+		return nil, err
+	}
+	if err := writeTokenRef(r.Dir, nextName(r.Name), newURI, k, r.Comment); err != nil {
+		k.Close()
+		return nil, err
+	}
+	return k, nil
+}
+
+// Retire removes the previous key of NAME (private half first: a key in a
+// token is destroyed there) and its record. It returns the record of what
+// was retired; ErrNoRotation when there is no previous key.
+func Retire(ctx context.Context, dir, name string) (Rotation, error) {
 	prev, rot, err := readPrevious(dir, name)
 	if err != nil {
 		return rot, fmt.Errorf("keys: retire %s: %w", name, err)
@@ -239,7 +305,10 @@ func Retire(dir, name string) (Rotation, error) {
 	if prev == nil {
 		return rot, fmt.Errorf("keys: retire %s: %w", name, ErrNoRotation)
 	}
-	for _, p := range []string{prevKeyPath(dir, name), prevPubPath(dir, name), prevJSONPath(dir, name)} {
+	if err := deleteTokenKey(ctx, dir, name+".prev"); err != nil {
+		return rot, fmt.Errorf("keys: retire %s: %w", name, err)
+	}
+	for _, p := range []string{prevKeyPath(dir, name), uriPath(dir, name+".prev"), prevPubPath(dir, name), prevJSONPath(dir, name)} {
 		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return rot, fmt.Errorf("keys: retire %s: %w", name, err)
 		}

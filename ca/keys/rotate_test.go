@@ -55,7 +55,7 @@ func TestRotateAndRetire(t *testing.T) {
 	if _, err := Rotate(ctx, RotateRequest{Dir: dir, Name: "user-ca-production", Passphrase: []byte("wrong"), Now: now, RetireAt: now.Add(time.Hour)}); !errors.Is(err, ErrBadPassphrase) {
 		t.Fatalf("rotation with a wrong passphrase: %v", err)
 	}
-	rot, err := Retire(dir, "user-ca-production")
+	rot, err := Retire(ctx, dir, "user-ca-production")
 	if err != nil || rot.Previous != ssh.FingerprintSHA256(firstPub) {
 		t.Fatalf("retire: %+v %v", rot, err)
 	}
@@ -65,7 +65,7 @@ func TestRotateAndRetire(t *testing.T) {
 			t.Fatalf("%s left after retire", e.Name())
 		}
 	}
-	if _, err := Retire(dir, "user-ca-production"); !errors.Is(err, ErrNoRotation) {
+	if _, err := Retire(ctx, dir, "user-ca-production"); !errors.Is(err, ErrNoRotation) {
 		t.Fatalf("retire twice: %v", err)
 	}
 }

@@ -14,7 +14,6 @@ import (
 
 	"github.com/sshward/sshward/ca"
 	"github.com/sshward/sshward/ca/api"
-	"github.com/sshward/sshward/ca/keys"
 	"github.com/sshward/sshward/ca/server"
 	"github.com/sshward/sshward/ca/store"
 	"github.com/sshward/sshward/cmd/internal/adminsock"
@@ -65,7 +64,7 @@ func openAdmin(ctx context.Context, l layout, passphrase []byte) (admin, error) 
 	if len(passphrase) > 0 {
 		// A wrong passphrase would seal secrets the CA cannot open: check it
 		// against the host CA key first.
-		if _, err := keys.Open(ctx, l.hostCAKey(), passphrase); err != nil {
+		if _, err := openPassphraseCheck(ctx, l, passphrase); err != nil {
 			db.Close()
 			return nil, errors.New("$SSHWARD_CA_PASSPHRASE does not open the CA keys: set the CA's passphrase (it encrypts TOTP secrets) or unset it")
 		}

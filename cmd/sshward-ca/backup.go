@@ -12,7 +12,6 @@ import (
 
 	"filippo.io/age"
 
-	"github.com/sshward/sshward/ca/keys"
 	"github.com/sshward/sshward/ca/store"
 	"github.com/sshward/sshward/cmd/internal/backupfile"
 	"github.com/sshward/sshward/cmd/internal/cli"
@@ -64,7 +63,7 @@ func (e *env) cmdBackup(ctx context.Context, args []string) error {
 	}
 	// Only the CA's own passphrase: the backup must open with what opens
 	// its keys, and nobody should have to remember a second one.
-	if _, err := keys.Open(ctx, l.hostCAKey(), pass); err != nil {
+	if _, err := openPassphraseCheck(ctx, l, pass); err != nil {
 		return errors.New("the passphrase does not open the CA keys in " + *dir + ": give the CA's passphrase")
 	}
 	if _, err := os.Lstat(*to); err == nil {
@@ -170,7 +169,7 @@ func (e *env) cmdRestore(ctx context.Context, args []string) error {
 			return fmt.Errorf("restore from %s: the store in the backup does not verify: %w (nothing was restored)", *from, err)
 		}
 		res.Records, res.Head = rep.Records, rep.Head
-		if _, err := keys.Open(ctx, l.hostCAKey(), pass); err != nil {
+		if _, err := openPassphraseCheck(ctx, l, pass); err != nil {
 			return fmt.Errorf("restore from %s: the passphrase does not open the restored CA keys: %w", *from, err)
 		}
 		return nil

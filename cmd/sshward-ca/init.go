@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/sshward/sshward/ca"
 	"github.com/sshward/sshward/ca/keys"
 	"github.com/sshward/sshward/ca/policy"
 	"github.com/sshward/sshward/ca/store"
@@ -41,6 +43,7 @@ func (e *env) cmdInit(ctx context.Context, args []string) error {
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	passFile := fs.String("passphrase-file", "", "file holding the passphrase that encrypts the CA keys (else $SSHWARD_CA_PASSPHRASE)")
 	name := fs.String("name", "sshward", "name of the X.509 root")
+	kms := fs.String("kms", "", "make the CA keys in this PKCS#11 token: pkcs11:module-path=…;token=…?pin-source=FILE (needs make build-pkcs11)")
 	var tlsNames cli.StringList
 	fs.Var(&tlsNames, "tls-name", "extra DNS name or IP for the CA's TLS certificate (repeatable)")
 	if _, err := cli.Parse(fs, args); err != nil {
@@ -57,6 +60,15 @@ func (e *env) cmdInit(ctx context.Context, args []string) error {
 	if _, err := os.Stat(l.config()); err == nil {
 		return fmt.Errorf("%s already holds a CA (config.yaml exists): pick another --dir", *dir)
 	}
+	kc := keysConfig{KMS: *kms}
+	if err := kc.check(); err != nil {
+		return fmt.Errorf("--kms%s", trimPrefix(err.Error(), "keys.kms"))
+	}
+	if *kms != "" {
+		if err := keys.CheckTokenURI(*kms); err != nil {
+			return fmt.Errorf("--kms: %w", err)
+		}
+	}
 	if err := os.MkdirAll(l.keys(), 0o700); err != nil {
 		return fmt.Errorf("create %s: %w", l.keys(), err)
 	}
@@ -69,20 +81,11 @@ func (e *env) cmdInit(ctx context.Context, args []string) error {
 	}
 	res := initResult{Dir: *dir, UserCA: map[string]string{}}
 	for _, t := range pol.Tiers {
-		k, err := keys.Create(ctx, keys.CreateRequest{Dir: l.keys(), Name: l.userCAName(t.Name), Passphrase: pass, Comment: "sshward " + t.Name + " user CA"})
-		if err != nil {
-			return fmt.Errorf("create %s user CA: %w", t.Name, err)
-		}
-		res.UserCA[t.Name], err = pubLine(k)
-		if err != nil {
+		if res.UserCA[t.Name], err = newCAKey(ctx, l, kc, ca.UserKey(t.Name), pass); err != nil {
 			return err
 		}
 	}
-	hk, err := keys.Create(ctx, keys.CreateRequest{Dir: l.keys(), Name: hostCAName, Passphrase: pass, Comment: "sshward host CA"})
-	if err != nil {
-		return fmt.Errorf("create host CA: %w", err)
-	}
-	if res.HostCA, err = pubLine(hk); err != nil {
+	if res.HostCA, err = newCAKey(ctx, l, kc, ca.HostKey, pass); err != nil {
 		return err
 	}
 	res.KnownHosts = "@cert-authority * " + res.HostCA
@@ -97,6 +100,9 @@ func (e *env) cmdInit(ctx context.Context, args []string) error {
 	cfg := defaultConfig
 	if len(tlsNames) > 0 {
 		cfg = strings.Replace(cfg, `tls_names: [localhost, 127.0.0.1, "::1"]`, `tls_names: [localhost, 127.0.0.1, "::1", `+quoteList(tlsNames)+`]`, 1)
+	}
+	if *kms != "" {
+		cfg += "keys:\n  kms: " + strconv.Quote(*kms) + "\n"
 	}
 	if err := writeFileNew(l.config(), []byte(cfg), 0o600); err != nil {
 		return err
@@ -121,6 +127,27 @@ func (e *env) cmdInit(ctx context.Context, args []string) error {
 	fmt.Fprintf(w, "\nhost CA (clients: known_hosts):\n  %s\n\n", res.KnownHosts)
 	fmt.Fprintf(w, "next:\n  sshward-ca users add alice --groups engineers --totp --password-stdin --dir %s\n  sshward-ca serve --dir %s\n", *dir, *dir)
 	return nil
+}
+
+// newCAKey makes id's key (in the kms token when kc names one, else an
+// encrypted file) and returns its public line.
+func newCAKey(ctx context.Context, l layout, kc keysConfig, id ca.KeyID, pass []byte) (string, error) {
+	if kc.KMS == "" && id.Host {
+		k, err := keys.Create(ctx, keys.CreateRequest{Dir: l.keys(), Name: l.keyName(id), Passphrase: pass, Comment: keyComment(id)})
+		if err != nil {
+			return "", fmt.Errorf("create %s: %w", id, err)
+		}
+		return pubLine(k)
+	}
+	if _, err := ensureKey(ctx, l, kc, id, pass, time.Now()); err != nil {
+		return "", err
+	}
+	ring, err := keys.LoadRing(ctx, l.keys(), l.keyName(id), pass)
+	if err != nil {
+		return "", err
+	}
+	defer ring.Current.Close()
+	return pubLine(ring.Current)
 }
 
 func pubLine(k *keys.Key) (string, error) {

@@ -63,6 +63,10 @@ func newIssuer(t *testing.T, r *runner, dir, addr string) *issuer {
 func (is *issuer) issue() (serial uint64, status int, body string, err error) {
 	pub, _, _ := ed25519.GenerateKey(rand.Reader)
 	sp, _ := ssh.NewPublicKey(pub)
+	return is.issueFor(sp)
+}
+
+func (is *issuer) issueFor(sp ssh.PublicKey) (serial uint64, status int, body string, err error) {
 	reqBody, _ := json.Marshal(map[string]any{"tier": "staging", "public_key": strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sp))), "principals": []string{"bench"}})
 	req, _ := http.NewRequest(http.MethodPost, is.url+"/v1/cert", bytes.NewReader(reqBody))
 	req.Header.Set("Content-Type", "application/json")

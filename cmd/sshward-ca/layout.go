@@ -22,11 +22,8 @@ func (l layout) tls() string                { return filepath.Join(l.dir, "tls")
 func (l layout) db() string                 { return filepath.Join(l.dir, "ca.db") }
 func (l layout) socket() string             { return filepath.Join(l.dir, "admin.sock") }
 func (l layout) userCAName(t string) string { return "user-ca-" + t }
-func (l layout) userCAKey(t string) string  { return filepath.Join(l.keys(), l.userCAName(t)+".key") }
 
 const hostCAName = "host-ca"
-
-func (l layout) hostCAKey() string { return filepath.Join(l.keys(), hostCAName+".key") }
 
 func (l layout) check() error {
 	if l.dir == "" {
@@ -52,6 +49,8 @@ type config struct {
 	Store storeConfig `yaml:"store"`
 	// Audit archives the audit log to object storage (auditarchive.go).
 	Audit auditConfig `yaml:"audit"`
+	// Keys puts the CA keys in a hardware module (keys.go).
+	Keys keysConfig `yaml:"keys"`
 }
 
 type oidcConfig struct {
@@ -118,6 +117,15 @@ plugins: []
 #     endpoints: [https://etcd1:2379, https://etcd2:2379, https://etcd3:2379]
 #     prefix: sshward
 #     tls: {ca: etcd-ca.pem, cert: etcd-client.pem, key: etcd-client-key.pem}
+# keys: CA keys in a hardware module (PKCS#11; sshward-ca built with
+# make build-pkcs11). kms: the token new keys are made in (sshward-ca init
+# --kms, keys rotate, a tier added later); host, tiers: keys already in a
+# token to use as the host CA or a tier's user CA when keys/ holds none yet.
+# The PIN comes from the file pin-source names (mode 0600), never pin-value.
+# keys:
+#   kms: "pkcs11:module-path=/usr/lib/softhsm/libsofthsm2.so;token=sshward?pin-source=/etc/sshward/hsm.pin"
+#   host: "pkcs11:module-path=…;token=sshward;id=01;object=host-ca?pin-source=/etc/sshward/hsm.pin"
+#   tiers: {production: "pkcs11:module-path=…;token=sshward;id=02;object=prod-ca?pin-source=/etc/sshward/hsm.pin"}
 `
 
 func loadConfig(path string) (*config, error) {
@@ -133,6 +141,9 @@ func loadConfig(path string) (*config, error) {
 	}
 	if c.Listen == "" {
 		c.Listen = "127.0.0.1:8443"
+	}
+	if err := c.Keys.check(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
 	return &c, nil
 }

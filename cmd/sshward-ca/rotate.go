@@ -60,8 +60,8 @@ func (d *dirKeys) Rotate(ctx context.Context, id ca.KeyID, now, retireAt time.Ti
 	return ring.Current.SSHSigner()
 }
 
-func (d *dirKeys) Retire(_ context.Context, id ca.KeyID) error {
-	_, err := keys.Retire(d.l.keys(), d.l.keyName(id))
+func (d *dirKeys) Retire(ctx context.Context, id ca.KeyID) error {
+	_, err := keys.Retire(ctx, d.l.keys(), d.l.keyName(id))
 	return err
 }
 
@@ -215,7 +215,7 @@ func (e *env) offlineKeyStep(ctx context.Context, l layout, verb string, id ca.K
 			}
 			reason = "forced"
 		}
-		if _, err := keys.Retire(l.keys(), l.keyName(id)); err != nil {
+		if _, err := keys.Retire(ctx, l.keys(), l.keyName(id)); err != nil {
 			return err
 		}
 		res.Previous, res.Current, res.RetireAt = rot.Previous, rot.Current, rot.RetireAt
@@ -251,6 +251,9 @@ type keyInfo struct {
 	Current  string    `json:"current_fingerprint"`
 	Previous string    `json:"previous_fingerprint,omitempty"`
 	RetireAt time.Time `json:"retire_at,omitzero"`
+	// URI is the signing key's pkcs11 URI (without the pin-source) when
+	// it is in a token; empty for a key file.
+	URI string `json:"uri,omitempty"`
 }
 
 // hostCertTTL is the lifetime of the host certificates the policy gives.
@@ -278,6 +281,9 @@ func (e *env) listKeys(l layout, tiers []string, asJSON bool) error {
 			return fmt.Errorf("%s: %w", path, err)
 		}
 		ki := keyInfo{Tier: id.Tier, HostCA: id.Host, Current: ssh.FingerprintSHA256(pub)}
+		if ki.URI, err = keys.TokenURI(l.keys(), l.keyName(id)); err != nil {
+			return err
+		}
 		if prev, rot, err := keys.ReadPrevious(l.keys(), l.keyName(id)); err != nil {
 			return err
 		} else if prev != nil {
@@ -289,7 +295,7 @@ func (e *env) listKeys(l layout, tiers []string, asJSON bool) error {
 		return cli.JSON(e.stdout, out)
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "TIER\tSIGNING KEY\tPREVIOUS KEY\tRETIRES")
+	fmt.Fprintln(tw, "TIER\tSIGNING KEY\tPREVIOUS KEY\tRETIRES\tIN")
 	for _, k := range out {
 		prev, at := "-", "-"
 		if k.Previous != "" {
@@ -299,7 +305,11 @@ func (e *env) listKeys(l layout, tiers []string, asJSON bool) error {
 		if k.HostCA {
 			name = "(host CA)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", name, k.Current, prev, at)
+		in := "file"
+		if k.URI != "" {
+			in = k.URI
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", name, k.Current, prev, at, in)
 	}
 	return tw.Flush()
 }

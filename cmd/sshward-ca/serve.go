@@ -19,7 +19,6 @@ import (
 	"github.com/sshward/sshward/ca/api"
 	"github.com/sshward/sshward/ca/auditarchive"
 	"github.com/sshward/sshward/ca/identity"
-	"github.com/sshward/sshward/ca/keys"
 	"github.com/sshward/sshward/ca/server"
 	"github.com/sshward/sshward/ca/store"
 	"github.com/sshward/sshward/ca/tlsca"
@@ -78,21 +77,14 @@ func (e *env) cmdServe(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	// A tier added to the policy after init gets its own CA key; a key
+	// config.yaml names in a token is taken up (keys.go).
+	if err := ensureKeys(ctx, l, cfg.Keys, pol.TierNames(), pass, log); err != nil {
+		return fmt.Errorf("refusing to start: %w", err)
+	}
 	userCAs := map[string]ssh.Signer{}
 	prevCAs := map[string]ca.PreviousKey{}
 	for _, t := range pol.Tiers {
-		if _, err := os.Stat(l.userCAKey(t.Name)); errors.Is(err, os.ErrNotExist) {
-			// A tier added to the policy after init gets its own CA key.
-			k, err := keys.Create(ctx, keys.CreateRequest{Dir: l.keys(), Name: l.userCAName(t.Name), Passphrase: pass, Comment: "sshward " + t.Name + " user CA"})
-			if err != nil {
-				return fmt.Errorf("create %s user CA: %w", t.Name, err)
-			}
-			log.Info("created user CA for new tier", "tier", t.Name)
-			if userCAs[t.Name], err = k.SSHSigner(); err != nil {
-				return err
-			}
-			continue
-		}
 		// The key ring: the signing key and, during a rotation's
 		// overlap, the previous one (rotate.go).
 		s, prev, err := loadCA(ctx, l, ca.UserKey(t.Name), pass)
