@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"strconv"
@@ -13,6 +12,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/sshward/sshward/ca"
+	"github.com/sshward/sshward/ca/server"
 	"github.com/sshward/sshward/ca/store"
 	"github.com/sshward/sshward/cmd/internal/cli"
 )
@@ -369,53 +369,39 @@ func (e *env) cmdAudit(ctx context.Context, args []string) error {
 			return e.verifyAuditArchive(ctx, *dir, *asJSON)
 		}
 		var res struct {
-			OK       bool                   `json:"ok"`
-			Records  int                    `json:"records"`
-			Head     string                 `json:"head,omitempty"`
-			Error    string                 `json:"error,omitempty"`
-			Seq      uint64                 `json:"seq,omitempty"`
-			Archived *store.AuditCheckpoint `json:"archived,omitempty"`
-			Segments *int                   `json:"segments,omitempty"` // checked in the archive, when records were pruned
+			server.VerifyResult
+			Segments *int `json:"segments,omitempty"` // checked in the archive, when records were pruned
 		}
 		if *dbPath != "" {
-			rep, err := store.VerifyFile(ctx, *dbPath)
-			res.OK, res.Records, res.Head = err == nil, rep.Records, rep.Head
-			if err != nil {
-				res.Error = err.Error()
-				var ce *store.ChainError
-				if errors.As(err, &ce) {
-					res.Seq = ce.Seq
-				}
-			}
+			res.VerifyResult = server.VerifyResultOf(store.VerifyFile(ctx, *dbPath))
 		} else if err := e.withAdmin(ctx, *dir, func(a admin) error {
-			v := a.VerifyAudit(ctx)
-			res.OK, res.Records, res.Head, res.Error, res.Seq, res.Archived = v.OK, v.Records, v.Head, v.Error, v.Seq, v.Archived
-			if !v.OK || v.Archived == nil {
+			res.VerifyResult = a.VerifyAudit(ctx)
+			if !res.OK || res.Archived == nil {
 				return nil
 			}
 			// The start of the chain is in the archive: check it there
 			// and the link to the store's part.
-			n, err := e.verifyArchivedPart(ctx, *dir, a, v)
+			n, err := e.verifyArchivedPart(ctx, *dir, a, res.VerifyResult)
 			if err != nil {
-				res.OK, res.Error = false, err.Error()
-				var ce *store.ChainError
-				if errors.As(err, &ce) {
-					res.Seq = ce.Seq
-				}
+				res.VerifyResult = server.VerifyResultOf(store.AuditReport{Records: res.Records, Head: res.Head, Archived: *res.Archived}, err)
 			}
 			res.Segments = &n
 			return nil
 		}); err != nil {
 			return err
 		}
-		if *asJSON {
+		switch {
+		case *asJSON:
 			if err := cli.JSON(e.stdout, res); err != nil {
 				return err
 			}
-		} else if res.OK && res.Archived != nil {
+		case res.OK && res.Archived != nil && res.Segments != nil:
 			fmt.Fprintf(e.stdout, "audit chain intact: %d records, head %s; records 1-%d from %d archived segments, the rest from the store\n",
 				res.Records, shortHash(res.Head), res.Archived.Seq, *res.Segments)
-		} else if res.OK {
+		case res.OK && res.Archived != nil:
+			fmt.Fprintf(e.stdout, "audit chain intact from record %d on: %d records, head %s; records 1-%d are archived (not checked here: audit verify --dir DIR)\n",
+				res.Archived.Seq+1, res.Records, shortHash(res.Head), res.Archived.Seq)
+		case res.OK:
 			fmt.Fprintf(e.stdout, "audit chain intact: %d records, head %s\n", res.Records, shortHash(res.Head))
 		}
 		if !res.OK {
