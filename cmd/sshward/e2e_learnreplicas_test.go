@@ -26,7 +26,10 @@ import (
 //   - failover without configuration: a revocation made through the
 //     survivor must reach the agent (its revocation stream reopens on a
 //     replica it was never given), and a certificate issued through the
-//     survivor is admitted.
+//     survivor is admitted;
+//   - the CLI, logged in with the first URL only, saves the second from
+//     the bundle beside its pinned root and issues through it once the
+//     first is dead.
 func TestAgentLearnsCAReplicas(t *testing.T) {
 	c := newAgentCLI(t)
 	ec := etcdtest.Start(t, 1)
@@ -86,6 +89,19 @@ func TestAgentLearnsCAReplicas(t *testing.T) {
 		}
 		return res
 	}
+	// A CLI given only the first replica learns the second at login.
+	home0 := filepath.Join(work, "home0")
+	c.ok(home0, "pw-alice-123456\n", "sshward", "login", "--ca", url0, "--fingerprint", fp, "--user", "alice", "--password-stdin")
+	var saved struct {
+		CA         string   `json:"ca"`
+		CAReplicas []string `json:"ca_replicas"`
+	}
+	if b, err := os.ReadFile(filepath.Join(home0, "config.json")); err != nil || json.Unmarshal(b, &saved) != nil {
+		t.Fatalf("read the CLI config: %v", err)
+	}
+	if saved.CA != url0 || !slices.Equal(saved.CAReplicas, []string{url1}) {
+		t.Fatalf("the CLI config after login with %s: ca %q, ca_replicas %v; want the second replica learned", url0, saved.CA, saved.CAReplicas)
+	}
 	sshAs := func(cert certOut, word string) (string, error) { return sshEcho(agentAddr, cert, word) }
 	first := issue("first")
 	if out, err := sshAs(first, "before-kill"); err != nil || !strings.Contains(out, "before-kill") {
@@ -105,6 +121,14 @@ func TestAgentLearnsCAReplicas(t *testing.T) {
 		out, err := sshAs(first, "revoked")
 		return err != nil && !strings.Contains(out, "revoked")
 	})
+	// The CLI given only the dead replica issues through the learned one.
+	var viaLearned certOut
+	if err := json.Unmarshal([]byte(c.ok(home0, "", "sshward", "cert", "--tier", "staging", "--json")), &viaLearned); err != nil {
+		t.Fatalf("sshward cert after the kill, configured with %s only: %v", url0, err)
+	}
+	if viaLearned.Serial == 0 || viaLearned.Serial == first.Serial {
+		t.Fatalf("sshward cert through the learned replica: serial %d", viaLearned.Serial)
+	}
 	second := issue("second")
 	if out, err := sshAs(second, "after-kill"); err != nil || !strings.Contains(out, "after-kill") {
 		t.Fatalf("ssh with a certificate issued after the kill: %v\n%s", err, out)

@@ -67,6 +67,10 @@ type clientConfig struct {
 	Fingerprint string `json:"fingerprint"`
 	User        string `json:"user,omitempty"`
 	OIDC        bool   `json:"oidc,omitempty"`
+	// CAReplicas are the CA replicas the trust bundle named at login
+	// (ca_replicas): tried after CA when it fails, with the same saved
+	// root, so a URL learned here gets no trust of its own.
+	CAReplicas []string `json:"ca_replicas,omitempty"`
 }
 
 // session is the saved CA session. The token is a secret: the file is 0600.
@@ -114,6 +118,7 @@ func (h home) client(token string) (*client.Client, *clientConfig, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	c.LearnReplicas(cfg.CAReplicas)
 	return c, cfg, nil
 }
 

@@ -64,6 +64,15 @@ func (e *env) cmdLogin(ctx context.Context, args []string) error {
 	if cfg.User == "" {
 		cfg.User = resp.User
 	}
+	// The trust bundle names the CA replicas (remembered beside the pinned
+	// root, which alone decides whom to trust) and the host CA line of the
+	// ssh-config block; both best effort.
+	tr, trErr := c.Trust(ctx)
+	if trErr == nil {
+		cfg.CAReplicas = learnedReplicas(cfg.CA, tr.CAReplicas)
+	} else if saved != nil && saved.CA == cfg.CA {
+		cfg.CAReplicas = saved.CAReplicas
+	}
 	if err := writeAtomic(h.rootPath(), c.RootPEM(), 0o644); err != nil {
 		return err
 	}
@@ -74,9 +83,7 @@ func (e *env) cmdLogin(ctx context.Context, args []string) error {
 	if err := writeJSON(h.sessionPath(), sess); err != nil {
 		return err
 	}
-	// Keep the host CA line current for the ssh-config block (best effort:
-	// `sshward ssh-config` writes it too).
-	if tr, err := c.Trust(ctx); err == nil {
+	if trErr == nil {
 		_ = h.writeKnownHosts(tr)
 	}
 	if *asJSON {
@@ -90,6 +97,19 @@ func (e *env) cmdLogin(ctx context.Context, args []string) error {
 		cfg.CA, resp.User, strings.Join(resp.Groups, ", "), mfa, resp.ExpiresAt.Local().Format("Mon 15:04"))
 	fmt.Fprintln(e.stdout, "next: sshward cert --tier TIER, or add `sshward ssh-config` to ~/.ssh/config and use plain ssh")
 	return nil
+}
+
+// learnedReplicas is the bundle's CA replicas that --ca did not name.
+func learnedReplicas(given string, bundle []string) []string {
+	have, _ := client.SplitURLs(given)
+	var out []string
+	for _, u := range bundle {
+		u = strings.TrimRight(u, "/")
+		if strings.HasPrefix(u, "https://") && !slices.Contains(have, u) && !slices.Contains(out, u) {
+			out = append(out, u)
+		}
+	}
+	return out
 }
 
 // pinCA returns a client for caURL (default: the remembered CA) that trusts
