@@ -2,7 +2,7 @@
 GO        ?= go
 BIN       := bin
 STATICCHECK_VERSION := v0.8.2
-TEST_TIMEOUT ?= 12m
+TEST_TIMEOUT ?= 18m
 PKGS      := ./...
 
 .PHONY: all build build-pkcs11 package test test-short test-future demo demo-ha bench soak lint deps clean fuzz web plugins
