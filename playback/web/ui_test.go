@@ -32,6 +32,11 @@ func fakeDetail(id, user string, liveOutput bool) map[string]any {
 	}
 }
 
+// earlyLineJS is true once the player shows a line of genCast numbered
+// below 3000.
+const earlyLineJS = `Array.from(document.querySelectorAll("pre.ap-term-text > span.ap-line")).some(l => {
+	const m = l.textContent.match(/(\d{8}) the quick/); return m !== null && Number(m[1]) < 3000 })`
+
 // TestUIAgainstFakeAPI drives the pages in real Chromium against fakeAPI:
 // the list, search hits that open the player at the moment, the metadata
 // panel, a refusal, and a live session followed as it grows.
@@ -134,7 +139,13 @@ func TestUIAgainstFakeAPI(t *testing.T) {
 		b.do(t, "open hit at the end", chromedp.Navigate(srv.URL+"/session/s-big?t="+bigLast))
 		b.waitTerminal(t, bigLastText, 30*time.Second)
 		b.do(t, "open from the start", chromedp.Navigate(srv.URL+"/session/s-big"))
-		b.waitTerminal(t, "00000001", 30*time.Second)
+		// Lines come 100 a second and the screen holds 40, so line 1 is
+		// on screen for well under a second: a loaded machine's poll can
+		// miss it. Starting early means any line of the first 30 s (the
+		// recording runs past line 18,000) while the rest still loads.
+		if err := b.waitTrue(earlyLineJS, 50*time.Millisecond, 30*time.Second); err != nil {
+			t.Fatalf("the player did not start at the beginning: %v (screen %q)", err, b.text(t, "pre.ap-term-text"))
+		}
 		if err := b.waitTrue(`document.getElementById("status").hidden`, 50*time.Millisecond, 30*time.Second); err != nil {
 			t.Fatalf("the rest never loaded: %v (status %q)", err, b.text(t, "#status"))
 		}
