@@ -39,6 +39,9 @@ type Config struct {
 	PreviousUserCAs map[string]PreviousKey
 	// Keys, when set, rotates and retires user-CA keys (rotate.go).
 	Keys KeyRotator
+	// KeySet, when set, is the CA key set in a store shared by replicas
+	// (keysync.go): rotations made through any replica reach this one.
+	KeySet KeySet
 	// HostCA signs host certificates.
 	HostCA ssh.Signer
 	// PreviousHostCA is the replaced host-CA key still trusted (rotate.go).
@@ -107,9 +110,10 @@ type Authority struct {
 	serialMu   sync.Mutex // one re-read of the high-water mark at a time
 	serialRead time.Time  // when it was last read (monotonic); under serialMu
 
-	oncall onCallState  // wakes RunOnCall (oncall.go)
-	terms  terminateHub // recent signed terminate orders (terminate.go)
-	keys   keyState     // user-CA keys, swapped by rotation (rotate.go)
+	oncall  onCallState  // wakes RunOnCall (oncall.go)
+	terms   terminateHub // recent signed terminate orders (terminate.go)
+	keys    keyState     // user-CA keys, swapped by rotation (rotate.go)
+	keySync keySyncState // the shared key set's last read (keysync.go)
 
 	workloads        *identity.WorkloadVerifier // workload issuers' keys (workload.go)
 	workloadThrottle *loginThrottle             // refused workload tokens per address
@@ -276,6 +280,10 @@ func (a *Authority) issueUserCert(ctx context.Context, sess *store.Session, req 
 			if err := sessionStillLive(tx, sess.ID); err != nil {
 				return err
 			}
+			// Another replica may have rotated the tier's key (keysync.go).
+			if err := a.stillSigns(tx, UserKey(grant.Tier), signer); err != nil {
+				return err
+			}
 			if err := tx.PutCert(rec); err != nil {
 				return err
 			}
@@ -291,6 +299,14 @@ func (a *Authority) issueUserCert(ctx context.Context, sess *store.Session, req 
 			return nil
 		})
 		if errors.Is(err, store.ErrDuplicateSerial) && attempt < 3 {
+			continue
+		}
+		if errors.Is(err, ErrKeysChanged) && attempt < 3 {
+			// Sign again with the key the store holds now.
+			if err := a.SyncKeys(ctx); err != nil {
+				return nil, err
+			}
+			signer = a.userCA(grant.Tier)
 			continue
 		}
 		if errors.Is(err, ErrSessionInvalid) {

@@ -16,6 +16,9 @@ func (a *Authority) Ready(ctx context.Context) error {
 	if _, err := a.cfg.Store.AuditHeadSeq(ctx); err != nil {
 		return fmt.Errorf("store not answering: %w", err)
 	}
+	if err := a.keySyncErr(); err != nil {
+		return fmt.Errorf("the CA keys in the shared store cannot be used: %w", err)
+	}
 	if a.cfg.HostCA == nil {
 		return fmt.Errorf("no host CA key")
 	}

@@ -219,6 +219,9 @@ func (a *Authority) rotateKey(ctx context.Context, id KeyID, overlap, minOverlap
 	if a.cfg.Keys == nil {
 		return nil, ErrNoKeyRotator
 	}
+	if err := a.SyncKeys(ctx); err != nil {
+		return nil, err
+	}
 	if overlap < minOverlap {
 		return nil, refuse(api.CodeBadRequest, http.StatusBadRequest, ErrOverlapTooShort,
 			"the overlap %s is shorter than %s %s: certificates of the old key would be refused before they expire; pass --overlap %s or more", overlap, minWhat, minOverlap, minOverlap)
@@ -269,6 +272,9 @@ func (a *Authority) RetireHostCA(ctx context.Context, force bool, actor string) 
 func (a *Authority) retireKey(ctx context.Context, id KeyID, force bool, actor string) (*KeyRotation, error) {
 	if a.cfg.Keys == nil {
 		return nil, ErrNoKeyRotator
+	}
+	if err := a.SyncKeys(ctx); err != nil {
+		return nil, err
 	}
 	a.keys.mu.Lock()
 	defer a.keys.mu.Unlock()

@@ -83,27 +83,9 @@ func Create(ctx context.Context, r CreateRequest) (*Key, error) {
 	}
 
 	alg, _ := r.Type.algorithm() // checked by Check
-	km, err := softkms.New(ctx, apiv1.Options{Type: apiv1.SoftKMS})
+	signer, block, err := generate(ctx, alg, r.Passphrase, keyPath)
 	if err != nil {
 		return nil, fmt.Errorf("keys: create %s: %w", keyPath, err)
-	}
-	defer km.Close()
-	// softkms generates the key but does not store it (CreateKey returns it
-	// in memory); we serialize it ourselves.
-	resp, err := km.CreateKey(&apiv1.CreateKeyRequest{Name: keyPath, SignatureAlgorithm: alg})
-	if err != nil {
-		return nil, fmt.Errorf("keys: create %s: %w", keyPath, err)
-	}
-	signer, ok := resp.PrivateKey.(crypto.Signer)
-	if !ok {
-		return nil, fmt.Errorf("keys: create %s: softkms returned %T, not a signer", keyPath, resp.PrivateKey)
-	}
-	// PKCS#8 for both types: pemutil then encrypts with PBES2 (PBKDF2-SHA256,
-	// AES-256-CBC) rather than the legacy MD5-based PEM encryption it uses
-	// for "EC PRIVATE KEY" blocks.
-	block, err := pemutil.Serialize(signer, pemutil.WithPassword(r.Passphrase), pemutil.WithPKCS8(true))
-	if err != nil {
-		return nil, fmt.Errorf("keys: create %s: encrypt: %w", keyPath, err)
 	}
 	k, err := newKey(softURI(keyPath), signer)
 	if err != nil {
@@ -167,4 +149,70 @@ func writeNew(path string, data []byte, perm os.FileMode) (err error) {
 		return err
 	}
 	return f.Sync()
+}
+
+// GeneratePEM makes a new ed25519 key in memory and returns it with its
+// encrypted PKCS#8 PEM (the key file format, under passphrase), for a CA
+// key kept in a store shared by replicas instead of a file.
+func GeneratePEM(ctx context.Context, passphrase []byte) (*Key, []byte, error) {
+	if len(passphrase) == 0 {
+		return nil, nil, fmt.Errorf("keys: generate: %w", ErrNoPassphrase)
+	}
+	signer, block, err := generate(ctx, apiv1.PureEd25519, passphrase, "shared")
+	if err != nil {
+		return nil, nil, fmt.Errorf("keys: generate: %w", err)
+	}
+	k, err := newKey("shared", signer)
+	if err != nil {
+		return nil, nil, fmt.Errorf("keys: generate: %w", err)
+	}
+	return k, pem.EncodeToMemory(block), nil
+}
+
+// ReadKeyPEM returns the encrypted PEM of the key file DIR/NAME.key as it
+// is on disk (never decrypted), e.g. to share it with other replicas.
+func ReadKeyPEM(dir, name string) ([]byte, error) {
+	data, err := readSecretFile(filepath.Join(dir, name+".key"), maxKeyFileSize)
+	if err != nil {
+		return nil, fmt.Errorf("keys: read %s: %w", name, err)
+	}
+	return data, nil
+}
+
+// TokenKeyURIOf returns the full pkcs11 URI (with its pin-source) of NAME's
+// signing key when it is in a token, "" for a key file.
+func TokenKeyURIOf(dir, name string) (string, error) {
+	u, err := readTokenURI(dir, name)
+	if err != nil {
+		return "", fmt.Errorf("keys: %s: %w", name, err)
+	}
+	return u, nil
+}
+
+// generate makes a key with softkms, in memory, and its encrypted PKCS#8
+// PEM block under passphrase.
+func generate(ctx context.Context, alg apiv1.SignatureAlgorithm, passphrase []byte, name string) (crypto.Signer, *pem.Block, error) {
+	km, err := softkms.New(ctx, apiv1.Options{Type: apiv1.SoftKMS})
+	if err != nil {
+		return nil, nil, err
+	}
+	defer km.Close()
+	// softkms generates the key but does not store it (CreateKey returns it
+	// in memory); we serialize it ourselves.
+	resp, err := km.CreateKey(&apiv1.CreateKeyRequest{Name: name, SignatureAlgorithm: alg})
+	if err != nil {
+		return nil, nil, err
+	}
+	signer, ok := resp.PrivateKey.(crypto.Signer)
+	if !ok {
+		return nil, nil, fmt.Errorf("softkms returned %T, not a signer", resp.PrivateKey)
+	}
+	// PKCS#8 for both types: pemutil then encrypts with PBES2 (PBKDF2-SHA256,
+	// AES-256-CBC) rather than the legacy MD5-based PEM encryption it uses
+	// for "EC PRIVATE KEY" blocks.
+	block, err := pemutil.Serialize(signer, pemutil.WithPassword(passphrase), pemutil.WithPKCS8(true))
+	if err != nil {
+		return nil, nil, fmt.Errorf("encrypt: %w", err)
+	}
+	return signer, block, nil
 }

@@ -48,3 +48,7 @@ func redactURI(raw string) string {
 	}
 	return strings.Join(out, ";")
 }
+
+// RedactURI is what logs and listings show of a key URI: a pkcs11 URI
+// without its query (pin-source, pin-value) or any pin-value attribute.
+func RedactURI(raw string) string { return redactURI(raw) }

@@ -158,6 +158,20 @@ func openSoft(ctx context.Context, path string, passphrase []byte) (*Key, error)
 	if err != nil {
 		return nil, fmt.Errorf("keys: open %s: %w", path, err)
 	}
+	return openPEM(ctx, data, passphrase, path)
+}
+
+// OpenPEM opens an encrypted PKCS#8 PEM key held elsewhere than in a file
+// (a CA key kept in the store CA replicas share); name is what errors call
+// it.
+func OpenPEM(ctx context.Context, data, passphrase []byte, name string) (*Key, error) {
+	if len(passphrase) == 0 {
+		return nil, fmt.Errorf("keys: open %s: %w", name, ErrNoPassphrase)
+	}
+	return openPEM(ctx, data, passphrase, name)
+}
+
+func openPEM(ctx context.Context, data, passphrase []byte, path string) (*Key, error) {
 	// Check the envelope ourselves before softkms parses it: a plaintext key
 	// would load without the passphrase, and only an encrypted PKCS#8 block
 	// tells a wrong passphrase apart from other damage.

@@ -109,3 +109,33 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// TestGeneratePEMForSharedStore: a key made for the store CA replicas
+// share is the encrypted PEM of a key file: it opens with the passphrase
+// into the same public key, is refused with another one, and its bytes
+// hold no plaintext private key.
+func TestGeneratePEMForSharedStore(t *testing.T) {
+	ctx := context.Background()
+	k, data, err := GeneratePEM(ctx, []byte("shared-pass-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), "BEGIN ENCRYPTED PRIVATE KEY") {
+		t.Fatalf("not an encrypted PKCS#8 PEM:\n%s", data)
+	}
+	again, err := OpenPEM(ctx, data, []byte("shared-pass-1"), "shared")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := ssh.NewPublicKey(k.Public())
+	b, _ := ssh.NewPublicKey(again.Public())
+	if PublicLine(a) != PublicLine(b) {
+		t.Fatal("the PEM opens into another key")
+	}
+	if _, err := OpenPEM(ctx, data, []byte("other-pass-2"), "shared"); !errors.Is(err, ErrBadPassphrase) {
+		t.Fatalf("another passphrase: %v", err)
+	}
+	if _, _, err := GeneratePEM(ctx, nil); !errors.Is(err, ErrNoPassphrase) {
+		t.Fatalf("no passphrase: %v", err)
+	}
+}

@@ -190,8 +190,14 @@ func deleteTokenKey(ctx context.Context, dir, name string) error {
 	if err != nil || u == "" {
 		return err
 	}
-	if err := deleteHSM(ctx, u); err != nil {
-		return fmt.Errorf("delete %s from its token: %w", redactURI(u), err)
+	return DeleteInToken(ctx, u)
+}
+
+// DeleteInToken destroys the key pair a pkcs11 URI names in its token (a
+// retired CA key); a key that is not there is no error.
+func DeleteInToken(ctx context.Context, keyURI string) error {
+	if err := deleteHSM(ctx, keyURI); err != nil {
+		return fmt.Errorf("keys: delete %s from its token: %w", redactURI(keyURI), err)
 	}
 	return nil
 }

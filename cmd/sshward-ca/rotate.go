@@ -121,7 +121,7 @@ func (e *env) cmdKeys(ctx context.Context, args []string) error {
 		return err
 	}
 	if verb == "list" {
-		return e.listKeys(l, pol.TierNames(), *asJSON)
+		return e.listKeys(ctx, l, pol.TierNames(), *asJSON)
 	}
 	if verb != "rotate" && verb != "retire" {
 		return fmtUsage(fmt.Sprintf("unknown keys verb %q: rotate, retire or list", verb))
@@ -178,6 +178,11 @@ func (e *env) cmdKeys(ctx context.Context, args []string) error {
 // offlineKeyStep rotates or retires with the CA stopped: the files here,
 // the audit record in the store.
 func (e *env) offlineKeyStep(ctx context.Context, l layout, verb string, id ca.KeyID, minOverlap time.Duration, minWhat string, overlap time.Duration, force bool, passFile string, res *ca.KeyRotation) error {
+	if cfg, err := loadConfig(l.config()); err != nil {
+		return err
+	} else if cfg.Store.Etcd != nil {
+		return fmt.Errorf("the CA at %s is not running: on etcd the CA keys are in the store the replicas share, so keys %s goes through a running replica (any one: sshward-ca keys %s --dir DIR-of-a-replica)", l.dir, verb, verb)
+	}
 	now := time.Now()
 	res.Tier, res.HostCA = id.Tier, id.Host
 	var reason string
@@ -264,13 +269,24 @@ func hostCertTTL(pol *policy.Policy) time.Duration {
 	return ca.DefaultHostCertTTL
 }
 
-func (e *env) listKeys(l layout, tiers []string, asJSON bool) error {
+func (e *env) listKeys(ctx context.Context, l layout, tiers []string, asJSON bool) error {
+	ks, err := openKeySource(ctx, l)
+	if err != nil {
+		return err
+	}
+	defer ks.Close()
 	var out []keyInfo
 	ids := []ca.KeyID{}
 	for _, t := range tiers {
 		ids = append(ids, ca.UserKey(t))
 	}
 	for _, id := range append(ids, ca.HostKey) {
+		if ki, ok, err := ks.info(ctx, id); err != nil {
+			return err
+		} else if ok {
+			out = append(out, ki)
+			continue
+		}
 		path := filepath.Join(l.keys(), l.keyName(id)+".pub")
 		b, err := os.ReadFile(path)
 		if err != nil {

@@ -155,6 +155,14 @@ func (e *env) cmdServe(ctx context.Context, args []string) error {
 	}
 	acfg := ca.Config{Store: db, Policy: pol, UserCAs: userCAs, HostCA: hostCA, TLSRoot: root, Logger: log, ApprovalPolicy: plugs.approval, Secrets: box,
 		PreviousUserCAs: prevCAs, PreviousHostCA: prevHostCA, Keys: rotator}
+	if db.Shared() {
+		// Replicas share the CA key set through the store (sharedkeys.go).
+		shared := &sharedKeys{db: db, l: l, pass: rotator.pass, log: log}
+		if err := shared.seed(ctx, pol.TierNames()); err != nil {
+			return fmt.Errorf("refusing to start: %w", err)
+		}
+		acfg.Keys, acfg.KeySet = shared, shared
+	}
 	if cfg.OIDC.Issuer != "" {
 		v, err := identity.NewOIDCVerifier(ctx, identity.OIDCConfig{
 			Issuer: cfg.OIDC.Issuer, ClientID: cfg.OIDC.ClientID, Scopes: cfg.OIDC.Scopes,
@@ -172,6 +180,10 @@ func (e *env) cmdServe(ctx context.Context, args []string) error {
 	a, err := ca.New(acfg)
 	if err != nil {
 		return err
+	}
+	if err := a.SyncKeys(ctx); err != nil {
+		// Not ready (GET /readyz says why) until a sync works.
+		log.Error("sshward-ca: the CA keys in the shared store cannot be used", "err", err)
 	}
 	// Opening the keys and the secret box (argon2id, 64 MiB) grew the heap;
 	// hand it back before serving so the budget starts from the live set.
@@ -215,6 +227,7 @@ func (e *env) cmdServe(ctx context.Context, args []string) error {
 	g.Go(func() error { return plugs.run(gctx) })
 	g.Go(func() error { return runOnCall(gctx, a, sched, log) })
 	g.Go(func() error { return a.RunKeyRetirement(gctx, 0) })
+	g.Go(func() error { return a.RunKeySync(gctx, 0) })
 	if archive != nil {
 		o := auditarchive.RunOptions{Segment: segment, Every: every, Prune: cfg.Audit.Archive.Prune, Floor: notifierFloor(db, cfg.Plugins)}
 		g.Go(func() error { auditarchive.Run(gctx, db, archive, o, log); return nil })

@@ -187,7 +187,7 @@ func (e *env) cmdUsers(ctx context.Context, args []string) error {
 	return fmtUsage("unknown users verb %q (add, list, remove, disable, enable, passwd)", verb)
 }
 
-func (e *env) cmdTrust(_ context.Context, args []string) error {
+func (e *env) cmdTrust(ctx context.Context, args []string) error {
 	fs := cli.NewFlagSet("sshward-ca trust --dir DIR --tier T | --hosts")
 	dir := e.dirFlag(fs)
 	tier := fs.String("tier", "", "print the TrustedUserCAKeys lines for hosts of this tier")
@@ -202,9 +202,15 @@ func (e *env) cmdTrust(_ context.Context, args []string) error {
 	if (*tier == "") == !*hosts {
 		return fmtUsage("trust needs exactly one of --tier T or --hosts")
 	}
+	// On etcd the key set is the shared store's, whichever replica rotated.
+	ks, err := openKeySource(ctx, l)
+	if err != nil {
+		return err
+	}
+	defer ks.Close()
 	if *hosts {
 		// During a host-CA rotation's overlap, both keys (rotate.go).
-		lines, err := trustedPubLines(l, ca.HostKey, time.Now())
+		lines, err := ks.lines(ctx, ca.HostKey, time.Now())
 		if err != nil {
 			return err
 		}
@@ -223,7 +229,7 @@ func (e *env) cmdTrust(_ context.Context, args []string) error {
 	// A host of tier trusts its own user CA and every tier trusted on it.
 	// During a key rotation's overlap, both keys of a tier (rotate.go).
 	for _, t := range pol.HostTrust(*tier) {
-		lines, err := trustedPubLines(l, ca.UserKey(t), time.Now())
+		lines, err := ks.lines(ctx, ca.UserKey(t), time.Now())
 		if err != nil {
 			return err
 		}
