@@ -11,7 +11,6 @@ import (
 	"strings"
 	"testing"
 
-
 	"github.com/sshward/sshward/ca/catest"
 	"github.com/sshward/sshward/ca/keys"
 )
