@@ -7,12 +7,14 @@ import (
 	"encoding/json"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/sshward/sshward/ca/catest"
 	"github.com/sshward/sshward/ca/keys"
+	"github.com/sshward/sshward/ca/store/etcdtest"
 )
 
 // TestPKCS11CAKeysInSoftHSM: an operator makes a CA whose SSH CA keys are
@@ -195,4 +197,56 @@ func tokenURI(t *testing.T, r *runner, caDir, tier string) string {
 	}
 	t.Fatalf("keys list has no tier %s", tier)
 	return ""
+}
+
+// TestPKCS11ReplicasShareTokenKeys: two real sshward-ca replicas (built
+// with -tags pkcs11) on a real etcd use CA keys in one SoftHSM2 token. A
+// rotation through replica A makes the new key in the token, and the
+// next certificate through replica B is signed by it (B reaches the same
+// token key by the URI in the shared store; no key file anywhere); `trust`
+// through B lists both; retired through B, the old key is destroyed in
+// the token and the shared trust lists only the new one.
+func TestPKCS11ReplicasShareTokenKeys(t *testing.T) {
+	base, pinFile := catest.SoftHSM(t)
+	ec := etcdtest.Start(t, 1)
+	work := t.TempDir()
+	r := &runner{t: t, env: []string{"SSHWARD_CA_PASSPHRASE=hsm-replicas-pass-3", "SSHWARD_HOME=" + filepath.Join(work, "home"), "SSH_AUTH_SOCK="}}
+	dirA, dirB := filepath.Join(work, "caA"), filepath.Join(work, "caB")
+	initOnEtcd(t, r, dirA, ec.Endpoints(), "hsm", "--kms", base+"?pin-source="+pinFile)
+	r.ok("bench-Secret-pw1\n", "sshward-ca", "users", "add", "bench", "--dir", dirA, "--groups", "engineers", "--password-stdin")
+	if out, err := exec.Command("cp", "-a", dirA, dirB).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v %s", err, out)
+	}
+	addrA, addrB := freeAddr(t), freeAddr(t)
+	startCA(t, r, dirA, addrA)
+	startCA(t, r, dirB, addrB)
+	isB := newIssuer(t, r, dirB, addrB)
+	oldURI := tokenURI(t, r, dirB, "staging")
+
+	var rot struct {
+		Previous string `json:"previous_fingerprint"`
+		Current  string `json:"current_fingerprint"`
+	}
+	if err := json.Unmarshal([]byte(r.ok("", "sshward-ca", "keys", "rotate", "--dir", dirA, "--tier", "staging", "--json")), &rot); err != nil {
+		t.Fatal(err)
+	}
+	if got := signingCA(t, userCert(t, isB, work, "b1").cert); got != rot.Current {
+		t.Fatalf("certificate through B right after the rotation through A signed by %s, want the new token key %s", got, rot.Current)
+	}
+	if newURI := tokenURI(t, r, dirB, "staging"); newURI == oldURI || !strings.Contains(newURI, "token=sshward") {
+		t.Fatalf("keys list through B: signing key %q (old %q)", newURI, oldURI)
+	}
+	if got := nonEmptyLines(r.ok("", "sshward-ca", "trust", "--dir", dirB, "--tier", "staging")); len(got) != 2 {
+		t.Fatalf("trust through B during the overlap: %q", got)
+	}
+	r.ok("", "sshward-ca", "keys", "retire", "--dir", dirB, "--tier", "staging", "--force")
+	if got := nonEmptyLines(r.ok("", "sshward-ca", "trust", "--dir", dirA, "--tier", "staging")); len(got) != 1 || lineFingerprint(t, got[0]) != rot.Current {
+		t.Fatalf("trust through A after retirement: %q", got)
+	}
+	if k, err := keys.Open(context.Background(), oldURI+"?pin-source="+pinFile, nil); err == nil {
+		k.Close()
+		t.Fatal("the retired key still opens in the token")
+	}
+	noSecretsIn(t, dirA)
+	noSecretsIn(t, dirB)
 }

@@ -531,12 +531,13 @@ func TestReplicasOnEtcdSurviveKills(t *testing.T) {
 }
 
 // initOnEtcd makes a CA in dir whose store is the etcd cluster at
-// endpoints (a prefix of its own), as the first of several replicas.
-func initOnEtcd(t *testing.T, r *runner, dir string, endpoints []string, prefix string) (res struct {
+// endpoints (a prefix of its own), as the first of several replicas;
+// initArgs go to sshward-ca init.
+func initOnEtcd(t *testing.T, r *runner, dir string, endpoints []string, prefix string, initArgs ...string) (res struct {
 	Fingerprint string `json:"fingerprint"`
 }) {
 	t.Helper()
-	if err := json.Unmarshal([]byte(r.ok("", "sshward-ca", "init", "--dir", dir, "--json")), &res); err != nil {
+	if err := json.Unmarshal([]byte(r.ok("", "sshward-ca", append([]string{"init", "--dir", dir, "--json"}, initArgs...)...)), &res); err != nil {
 		t.Fatal(err)
 	}
 	cfg, err := os.OpenFile(filepath.Join(dir, "config.yaml"), os.O_APPEND|os.O_WRONLY, 0)
