@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/sshward/sshward/ca/catest"
@@ -22,7 +23,8 @@ import (
 // a stock sshd with the refreshed trust refuses the old key's certificate.
 // The audit chain records the rotation and the retirement once each; A,
 // restarted with its stale key files, signs with the shared new key; a
-// second rotation during the overlap is refused through either replica.
+// second rotation during the overlap is refused through either replica;
+// two rotations raced through A and B at once: exactly one succeeds.
 func TestReplicasRotateKeysOnEtcd(t *testing.T) {
 	catest.NeedOpenSSH(t)
 	ec := etcdtest.Start(t, 1)
@@ -124,6 +126,25 @@ func TestReplicasRotateKeysOnEtcd(t *testing.T) {
 	}
 	if count["key.rotate"] != 1 || count["key.retire"] != 1 {
 		t.Fatalf("audit records of the key steps: %v, want one rotate and one retire", count)
+	}
+
+	// Two operators rotate production at once through A and B: etcd takes
+	// one rotation, the other is refused, and one new key is trusted.
+	var wg sync.WaitGroup
+	results := make([]result, 2)
+	for i, d := range []string{dirA, dirB} {
+		wg.Go(func() { results[i] = r.run("", "sshward-ca", "keys", "rotate", "--dir", d, "--tier", "production") })
+	}
+	wg.Wait()
+	if ok := (results[0].code == 0) != (results[1].code == 0); !ok {
+		t.Fatalf("concurrent rotations through A and B: exit %d (%q) and %d (%q), want exactly one to succeed",
+			results[0].code, results[0].stderr, results[1].code, results[1].stderr)
+	}
+	if got := nonEmptyLines(r.ok("", "sshward-ca", "trust", "--dir", dirB, "--tier", "production")); len(got) != 3 { // production's two and break-glass's
+		t.Fatalf("trust --tier production after the race: %q", got)
+	}
+	if got := r.ok("", "sshward-ca", "audit", "list", "--dir", dirA, "--type", "key.rotate"); strings.Count(got, "production") != 1 {
+		t.Fatalf("key.rotate records of production after the race:\n%s", got)
 	}
 	if out := r.ok("", "sshward-ca", "audit", "verify", "--dir", dirA); !strings.Contains(out, "audit chain intact") {
 		t.Errorf("audit verify: %q", out)
