@@ -3,8 +3,9 @@
 // A key lives in a KMS named by a URI. The default and only built-in driver is
 // softkms: an encrypted PKCS#8 PEM file (PBES2, PBKDF2-HMAC-SHA256, AES-256-CBC,
 // written with pemutil) with mode 0600 beside an authorized_keys-style .pub
-// file. Other drivers (PKCS#11, YubiKey, cloud KMS) plug in by URI scheme in
-// Open; until they do, their URIs fail with ErrUnsupportedKMS.
+// file. A key in a PKCS#11 token (pkcs11: URIs, hsm.go, token.go) needs a
+// build with the pkcs11 tag; other drivers (YubiKey, cloud KMS) plug in by
+// URI scheme in Open; until they do, their URIs fail with ErrUnsupportedKMS.
 //
 // Happy path at `sshward-ca init`:
 //

@@ -157,8 +157,8 @@ func (e *env) cmdServe(ctx context.Context, args []string) error {
 		PreviousUserCAs: prevCAs, PreviousHostCA: prevHostCA, Keys: rotator}
 	if db.Shared() {
 		// Replicas share the CA key set through the store (sharedkeys.go).
-		shared := &sharedKeys{db: db, l: l, pass: rotator.pass, log: log}
-		if err := shared.seed(ctx, pol.TierNames()); err != nil {
+		shared := &sharedKeys{db: db, l: l, pass: rotator.pass, log: log, tiers: pol.TierNames()}
+		if err := shared.seed(ctx); err != nil {
 			return fmt.Errorf("refusing to start: %w", err)
 		}
 		acfg.Keys, acfg.KeySet = shared, shared

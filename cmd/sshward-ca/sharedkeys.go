@@ -31,10 +31,11 @@ import (
 // key directory does. A replica whose passphrase does not open the new key
 // keeps its old keys and answers /readyz with the reason.
 type sharedKeys struct {
-	db   *store.DB
-	l    layout
-	pass []byte
-	log  *slog.Logger
+	db    *store.DB
+	l     layout
+	pass  []byte
+	log   *slog.Logger
+	tiers []string // the policy's tiers
 
 	mu   sync.Mutex
 	open map[string]ssh.Signer // signers opened, by authorized_keys line
@@ -83,9 +84,9 @@ func putKeyRecord(tx *store.Tx, l layout, id ca.KeyID, r *keyRecord) error {
 	return tx.PutMeta(keyRecordName(l, id), b)
 }
 
-func (k *sharedKeys) ids(tiers []string) []ca.KeyID {
+func (k *sharedKeys) ids() []ca.KeyID {
 	out := []ca.KeyID{ca.HostKey}
-	for _, t := range tiers {
+	for _, t := range k.tiers {
 		out = append(out, ca.UserKey(t))
 	}
 	return out
@@ -95,8 +96,8 @@ func (k *sharedKeys) ids(tiers []string) []ca.KeyID {
 // the store has no record of yet (the first replica to start on a new
 // cluster, a tier added later). A record already there wins over the
 // files: it may hold a rotation made through another replica.
-func (k *sharedKeys) seed(ctx context.Context, tiers []string) error {
-	for _, id := range k.ids(tiers) {
+func (k *sharedKeys) seed(ctx context.Context) error {
+	for _, id := range k.ids() {
 		name := k.l.keyName(id)
 		ring, err := keys.LoadRing(ctx, k.l.keys(), name, k.pass)
 		if err != nil {
@@ -173,12 +174,8 @@ func (k *sharedKeys) signer(ctx context.Context, id ca.KeyID, m keyMaterial) (ss
 // Load is ca.KeySet: the keys the store holds now.
 func (k *sharedKeys) Load(ctx context.Context) (map[ca.KeyID]ssh.Signer, map[ca.KeyID]ca.PreviousKey, error) {
 	recs := map[ca.KeyID]*keyRecord{}
-	pol, err := loadPolicy(k.l.policy())
-	if err != nil {
-		return nil, nil, err
-	}
-	err = k.db.View(ctx, func(tx *store.Tx) error {
-		for _, id := range k.ids(pol.TierNames()) {
+	err := k.db.View(ctx, func(tx *store.Tx) error {
+		for _, id := range k.ids() {
 			r, err := getKeyRecord(tx, k.l, id)
 			if err != nil {
 				return err
