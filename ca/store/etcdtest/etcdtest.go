@@ -86,9 +86,30 @@ func start(t testing.TB, n int, withTLS bool) *Cluster {
 		tlsFlags = []string{"--cert-file", filepath.Join(dir, "server.pem"), "--key-file", filepath.Join(dir, "server-key.pem"),
 			"--trusted-ca-file", c.TLS.CA, "--client-cert-auth"}
 	}
+	// Ports are picked free and released before etcd binds them, so another
+	// process on the machine can take one in between; a member that loses
+	// that race exits with "address already in use" and the whole cluster
+	// starts again on fresh ports in a fresh directory.
+	for attempt := 1; ; attempt++ {
+		err := c.startMembers(filepath.Join(dir, fmt.Sprintf("try%d", attempt)), n, scheme, tlsFlags)
+		if err == nil {
+			break
+		}
+		c.Stop()
+		if attempt == 5 || !strings.Contains(err.Error(), "address already in use") {
+			t.Fatal(err)
+		}
+		t.Logf("etcdtest: port taken before etcd bound it; new ports (attempt %d)", attempt+1)
+	}
+	t.Cleanup(c.Stop)
+	return c
+}
+
+func (c *Cluster) startMembers(dir string, n int, scheme string, tlsFlags []string) error {
+	c.members = nil
 	var initial []string
 	for i := range n {
-		m := &Member{Name: fmt.Sprintf("n%d", i+1), ClientURL: scheme + freeAddr(t), PeerURL: "http://" + freeAddr(t)}
+		m := &Member{Name: fmt.Sprintf("n%d", i+1), ClientURL: scheme + freeAddr(c.t), PeerURL: "http://" + freeAddr(c.t)}
 		c.members = append(c.members, m)
 		initial = append(initial, m.Name+"="+m.PeerURL)
 	}
@@ -100,11 +121,12 @@ func start(t testing.TB, n int, withTLS bool) *Cluster {
 			"--initial-cluster-token", "sshward-test"}, append(tlsFlags, Flags...)...)
 		c.start(m)
 	}
-	t.Cleanup(c.Stop)
 	for _, m := range c.members {
-		c.waitHealthy(m)
+		if err := c.waitHealthy(m); err != nil {
+			return err
+		}
 	}
-	return c
+	return nil
 }
 
 func freeAddr(t testing.TB) string {
@@ -130,8 +152,7 @@ func (c *Cluster) start(m *Member) {
 }
 
 // waitHealthy polls the member's /health until it reports a leader.
-func (c *Cluster) waitHealthy(m *Member) {
-	c.t.Helper()
+func (c *Cluster) waitHealthy(m *Member) error {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		resp, err := c.hc.Get(m.ClientURL + "/health")
@@ -140,16 +161,16 @@ func (c *Cluster) waitHealthy(m *Member) {
 			buf.ReadFrom(resp.Body)
 			resp.Body.Close()
 			if strings.Contains(buf.String(), `"health":"true"`) {
-				return
+				return nil
 			}
 		}
 		select {
 		case <-m.done:
-			c.t.Fatalf("etcdtest: %s exited: %s", m.Name, m.logs.String())
+			return fmt.Errorf("etcdtest: %s exited: %s", m.Name, m.logs.String())
 		default:
 		}
 		if time.Now().After(deadline) {
-			c.t.Fatalf("etcdtest: %s not healthy: %v\n%s", m.Name, err, m.logs.String())
+			return fmt.Errorf("etcdtest: %s not healthy: %v\n%s", m.Name, err, m.logs.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -193,7 +214,9 @@ func (c *Cluster) Restart(i int) {
 	}
 	m.args = args
 	c.start(m)
-	c.waitHealthy(m)
+	if err := c.waitHealthy(m); err != nil {
+		c.t.Fatal(err)
+	}
 }
 
 // Leader returns the index of the member that is leader now, or -1.
