@@ -122,12 +122,7 @@ func TestRecordingsEncryptedAtRest(t *testing.T) {
 	c := newAgentCLI(t, "github.com/sshward/sshward/cmd/sshward-playback")
 	s3 := s3test.Start(t)
 	work := t.TempDir()
-	caDir := filepath.Join(work, "ca")
-	fp := c.initCAWithRoot(caDir)
-	c.ok("", "pw-alice-123456\n", "sshward-ca", "users", "add", "alice", "--dir", caDir, "--groups", "engineers", "--password-stdin")
-	c.ok("", "pw-audrey-123456\n", "sshward-ca", "users", "add", "audrey", "--dir", caDir, "--groups", "auditors", "--password-stdin")
-	caURL := "https://" + freeLoopback(t)
-	c.serveProc(caDir, strings.TrimPrefix(caURL, "https://"))
+	ca := c.startRecordingCA(t, work)
 
 	k1, _ := age.GenerateX25519Identity()
 	k2, _ := age.GenerateX25519Identity()
@@ -157,29 +152,16 @@ func TestRecordingsEncryptedAtRest(t *testing.T) {
 	pbAddr := freeLoopback(t)
 	pbURL := "https://" + pbAddr
 	env := []string{"SSHWARD_S3_SECRET_KEY=" + s3.SecretKey}
-	tok := strings.TrimSpace(c.ok("", "", "sshward-ca", "join-token", "--dir", caDir, "--playback", "127.0.0.1"))
-	tokFile := filepath.Join(work, "playback-join-token")
-	os.WriteFile(tokFile, []byte(tok+"\n"), 0o600)
-	pb := c.startPlayback(pbDir, pbAddr, env, "--ca", caURL, "--fingerprint", fp, "--join-token-file", tokFile)
-
-	hostTok := strings.TrimSpace(c.ok("", "", "sshward-ca", "join-token", "--dir", caDir, "--host", "web1.staging", "--tier", "staging"))
-	agentAddr := freeLoopback(t)
-	c.startAgentTier("staging", caURL, fp, hostTok, "web1.staging", filepath.Join(work, "agent"), agentAddr, "--playback", pbURL)
-	home := filepath.Join(work, "home-alice")
-	c.ok(home, "pw-alice-123456\n", "sshward", "login", "--ca", caURL, "--fingerprint", fp, "--user", "alice", "--password-stdin")
-	var cert certOut
-	if err := json.Unmarshal([]byte(c.ok(home, "", "sshward", "cert", "--tier", "staging", "--json")), &cert); err != nil {
-		t.Fatal(err)
-	}
-	auditor := filepath.Join(work, "home-audrey")
-	c.ok(auditor, "pw-audrey-123456\n", "sshward", "login", "--ca", caURL, "--fingerprint", fp, "--user", "audrey", "--password-stdin")
+	pb := c.startPlayback(pbDir, pbAddr, env, c.playbackJoinArgs(t, ca, work)...)
+	host := c.startRecordedHost(t, ca, work, pbURL)
+	auditor := host.auditor
 
 	// record runs a session and returns its id once it is finished,
 	// verified and archived (its record object is in the bucket).
 	known := map[string]bool{}
 	record := func(lines ...string) string {
 		t.Helper()
-		typedSession(t, agentAddr, cert, lines...)
+		typedSession(t, host.agentAddr, host.cert, lines...)
 		var id string
 		waitFor(t, "the new recording finished and verified", 90*time.Second, func() bool {
 			res := c.run(auditor, "", "sshward", "sessions", "--json", "--playback", pbURL)

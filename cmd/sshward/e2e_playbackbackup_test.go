@@ -102,12 +102,7 @@ func numberedSession(t *testing.T, addr string, cert certOut, prefix string, n i
 func TestPlaybackOnlineBackup(t *testing.T) {
 	c := newAgentCLI(t, "github.com/sshward/sshward/cmd/sshward-playback")
 	work := t.TempDir()
-	caDir := filepath.Join(work, "ca")
-	fp := c.initCAWithRoot(caDir)
-	c.ok("", "pw-alice-123456\n", "sshward-ca", "users", "add", "alice", "--dir", caDir, "--groups", "engineers", "--password-stdin")
-	c.ok("", "pw-audrey-123456\n", "sshward-ca", "users", "add", "audrey", "--dir", caDir, "--groups", "auditors", "--password-stdin")
-	caURL := "https://" + freeLoopback(t)
-	c.serveProc(caDir, strings.TrimPrefix(caURL, "https://"))
+	ca := c.startRecordingCA(t, work)
 
 	pbDir := filepath.Join(work, "playback")
 	if err := os.MkdirAll(pbDir, 0o700); err != nil {
@@ -115,12 +110,7 @@ func TestPlaybackOnlineBackup(t *testing.T) {
 	}
 	pbAddr := freeLoopback(t)
 	pbURL := "https://" + pbAddr
-	tok := strings.TrimSpace(c.ok("", "", "sshward-ca", "join-token", "--dir", caDir, "--playback", "127.0.0.1"))
-	tokFile := filepath.Join(work, "playback-join-token")
-	if err := os.WriteFile(tokFile, []byte(tok+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	pb := c.startPlayback(pbDir, pbAddr, nil, "--ca", caURL, "--fingerprint", fp, "--join-token-file", tokFile)
+	pb := c.startPlayback(pbDir, pbAddr, nil, c.playbackJoinArgs(t, ca, work)...)
 	sock := filepath.Join(pbDir, "admin.sock")
 	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o600 || fi.Mode()&os.ModeSocket == 0 {
 		t.Fatalf("admin socket: %v %v", fi, err)
@@ -145,17 +135,8 @@ func TestPlaybackOnlineBackup(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	hostTok := strings.TrimSpace(c.ok("", "", "sshward-ca", "join-token", "--dir", caDir, "--host", "web1.staging", "--tier", "staging"))
-	agentAddr := freeLoopback(t)
-	c.startAgentTier("staging", caURL, fp, hostTok, "web1.staging", filepath.Join(work, "agent"), agentAddr, "--playback", pbURL)
-	home := filepath.Join(work, "home-alice")
-	c.ok(home, "pw-alice-123456\n", "sshward", "login", "--ca", caURL, "--fingerprint", fp, "--user", "alice", "--password-stdin")
-	var cert certOut
-	if err := json.Unmarshal([]byte(c.ok(home, "", "sshward", "cert", "--tier", "staging", "--json")), &cert); err != nil {
-		t.Fatal(err)
-	}
-	auditor := filepath.Join(work, "home-audrey")
-	c.ok(auditor, "pw-audrey-123456\n", "sshward", "login", "--ca", caURL, "--fingerprint", fp, "--user", "audrey", "--password-stdin")
+	host := c.startRecordedHost(t, ca, work, pbURL)
+	auditor := host.auditor
 	sessions := func() []sessionSummaryOut {
 		res := c.run(auditor, "", "sshward", "sessions", "--json", "--playback", pbURL)
 		var list []sessionSummaryOut
@@ -172,7 +153,7 @@ func TestPlaybackOnlineBackup(t *testing.T) {
 
 	// Two finished recordings.
 	for _, word := range []string{"finished-one-7kq", "finished-two-8lr"} {
-		if out, err := sshEcho(agentAddr, cert, word); err != nil || !strings.Contains(out, word) {
+		if out, err := sshEcho(host.agentAddr, host.cert, word); err != nil || !strings.Contains(out, word) {
 			t.Fatalf("ssh echo %s: %v %q", word, err, out)
 		}
 	}
@@ -190,7 +171,7 @@ func TestPlaybackOnlineBackup(t *testing.T) {
 
 	// A live session printing numbered lines.
 	const lines = 700
-	seen, sshDone := numberedSession(t, agentAddr, cert, "backup line", lines)
+	seen, sshDone := numberedSession(t, host.agentAddr, host.cert, "backup line", lines)
 	var liveID string
 	waitFor(t, "60 lines printed and the session live on the playback server", 60*time.Second, func() bool {
 		if !strings.Contains(seen.String(), "backup line 00060") {
