@@ -350,6 +350,9 @@ func (s *Server) record(w http.ResponseWriter, r *http.Request) (*store.Record, 
 }
 
 func (s *Server) handleGet(w http.ResponseWriter, r *http.Request, who *reader) {
+	if s.proxyLive(w, r) { // live_replicas.go
+		return
+	}
 	rec, ok := s.record(w, r)
 	if !ok {
 		return
@@ -416,6 +419,9 @@ func (s *Server) handleAudit(w http.ResponseWriter, r *http.Request, who *reader
 }
 
 func (s *Server) handleCast(w http.ResponseWriter, r *http.Request, who *reader) {
+	if s.proxyLive(w, r) { // live_replicas.go
+		return
+	}
 	s.serveCast(w, r, who, false)
 }
 

@@ -125,6 +125,8 @@ type serverOpts struct {
 	objects   playback.Objects // the S3 bucket recordings are archived to
 	sweep     time.Duration    // retention sweep interval (default the server's)
 	keys      *atrest.Keys     // recordings.encryption: the store and the bucket encrypted
+	// replicaSync is Config.ReplicaSync (default the server's).
+	replicaSync time.Duration
 }
 
 func (w *world) startServer(t testing.TB, o serverOpts) *server {
@@ -166,7 +168,8 @@ func (w *world) startServer(t testing.TB, o serverOpts) *server {
 	}
 	srv, err := playback.New(playback.Config{Store: st, CA: cac, HostCAs: id.HostCAs, SetHostCAs: id.SetHostCAs,
 		TLS: id.TLSConfig(), Now: o.now, Retention: o.retention, RevokedHosts: revoked,
-		Objects: playback.EncryptObjects(o.objects, o.keys), ArchiveRetry: 100 * time.Millisecond, SweepInterval: o.sweep})
+		Objects: playback.EncryptObjects(o.objects, o.keys), ArchiveRetry: 100 * time.Millisecond, SweepInterval: o.sweep,
+		URL: id.URL, PeerRootPEM: id.RootPEM, ReplicaSync: o.replicaSync})
 	if err != nil {
 		t.Fatal(err)
 	}

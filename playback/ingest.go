@@ -106,6 +106,7 @@ func (s *Server) handleStart(w http.ResponseWriter, r *http.Request, cert *ssh.C
 	stored, err := s.st.Start(r.Context(), sreq)
 	if err == nil {
 		s.shareStart(r.Context(), sreq)
+		s.hold(id) // live_replicas.go
 	}
 	switch {
 	case errors.Is(err, store.ErrOwner):
@@ -174,6 +175,9 @@ func (s *Server) ingestChunk(w http.ResponseWriter, r *http.Request, cert *ssh.C
 	case err != nil:
 		s.internal(w, r, err)
 	default:
+		if k.share {
+			s.hold(id) // live_replicas.go
+		}
 		writeJSON(w, http.StatusOK, recorder.IngestStored{Stored: stored})
 	}
 }
@@ -228,6 +232,7 @@ func (s *Server) handleFinish(w http.ResponseWriter, r *http.Request, cert *ssh.
 		if s.archive != nil {
 			s.archive.enqueue(id)
 		}
+		s.release(r.Context(), id) // live_replicas.go
 		writeJSON(w, http.StatusOK, map[string]string{"status": "stored"})
 	}
 }

@@ -18,6 +18,9 @@ type CommandsResponse struct {
 // handleCommands serves a session's command timeline (issue 13 §3,
 // recorder.Commands), extracted from its stored cast. Audited like a view.
 func (s *Server) handleCommands(w http.ResponseWriter, r *http.Request, who *reader) {
+	if s.proxyLive(w, r) { // live_replicas.go
+		return
+	}
 	rec, ok := s.record(w, r)
 	if !ok {
 		return

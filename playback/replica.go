@@ -42,9 +42,11 @@ import (
 //     any replica find a recording ingested through another within a few
 //     seconds. The upload parts are deleted once the record is archived.
 //
-// What stays per replica: a live (unfinished) recording is followed and
-// searched only on the replica receiving it; side blobs in progress are not
-// shared (a host that fails over sends its blob again from the start, which
+// A live (unfinished) recording is listed, followed and terminated on any
+// replica (live_replicas.go: announced in the bucket, the follow forwarded
+// to the replica receiving it). What stays per replica: a live recording's
+// text is searched only on the replica receiving it; side blobs in
+// progress are not shared (a host that fails over sends its blob again from the start, which
 // the receiving replica takes from offset 0).
 
 const uploadsPrefix = "uploads/"

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 
 	"github.com/sshward/sshward/ca/api"
 	"github.com/sshward/sshward/ca/hostauth"
+	"github.com/sshward/sshward/ca/tlsca"
 	"github.com/sshward/sshward/playback/store"
 	"github.com/sshward/sshward/recorder"
 )
@@ -78,6 +80,16 @@ type Config struct {
 	// ReplicaSync is how often, with Objects, recordings other replicas
 	// archived are imported (replica.go; default 2s, negative: never).
 	ReplicaSync time.Duration
+	// URL is this replica's advertised URL (Identity.URL, as the CA lists
+	// it in playback_replicas). With Objects, it turns on live recordings
+	// across replicas (live_replicas.go): this replica announces the live
+	// recordings it receives, lists those of the others, and forwards the
+	// follow of one to the replica receiving it.
+	URL string
+	// PeerRootPEM is the CA's root (Identity.RootPEM): the certificate of a
+	// replica a follow is forwarded to must chain to it. None: nothing is
+	// forwarded (live recordings of other replicas are still listed).
+	PeerRootPEM []byte
 	// Middleware, when set, wraps every handler (metrics).
 	Middleware func(http.Handler) http.Handler
 }
@@ -108,6 +120,8 @@ type Server struct {
 	handler  http.Handler
 	archive  *archiver // nil without Config.Objects
 	replica  replicaStats
+	live     liveState
+	peers    http.RoundTripper // to other replicas; nil without Config.PeerRootPEM
 
 	mu        sync.Mutex // guards integrity
 	integrity map[string]integrityCheck
@@ -143,7 +157,18 @@ func New(cfg Config) (*Server, error) {
 	if cfg.SessionCacheTTL == 0 {
 		cfg.SessionCacheTTL = 30 * time.Second
 	}
-	s := &Server{cfg: cfg, st: cfg.Store, log: cfg.Logger, integrity: map[string]integrityCheck{}}
+	cfg.URL = strings.TrimRight(cfg.URL, "/")
+	s := &Server{cfg: cfg, st: cfg.Store, log: cfg.Logger, integrity: map[string]integrityCheck{},
+		live: liveState{held: map[string]*liveHold{}, remote: map[string]announcement{}}}
+	if len(cfg.PeerRootPEM) > 0 {
+		tc, err := tlsca.ClientConfigFromPEM(cfg.PeerRootPEM)
+		if err != nil {
+			return nil, fmt.Errorf("playback: Config.PeerRootPEM: %w", err)
+		}
+		s.peers = &http.Transport{TLSClientConfig: tc, MaxIdleConnsPerHost: 16, IdleConnTimeout: 90 * time.Second,
+			TLSHandshakeTimeout: 5 * time.Second, ResponseHeaderTimeout: 30 * time.Second,
+			DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext}
+	}
 	if cfg.Objects != nil {
 		s.archive = newArchiver(cfg.Store, cfg.Objects, cfg.Logger, cfg.ArchiveRetry)
 	}
@@ -183,6 +208,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if s.archive != nil {
 		wg.Go(func() { s.archive.run(bg, s.finishedIDs) })
 		wg.Go(func() { s.syncLoop(bg) })
+		wg.Go(func() { s.liveLoop(bg) })
 	}
 	defer func() {
 		stopBg()

@@ -175,6 +175,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if bucket != nil {
 		cfg.Objects = playback.EncryptObjects(bucket, settings.Encryption)
+		// Live recordings are listed and followed on every replica.
+		cfg.URL, cfg.PeerRootPEM = id.URL, id.RootPEM
 		log.Info("archiving finished recordings to object storage", "endpoint", settings.S3.Endpoint, "bucket", settings.S3.Bucket, "prefix", settings.S3.Prefix)
 	}
 	var srvp atomic.Pointer[playback.Server] // read by scrapes, set once below
