@@ -363,4 +363,8 @@ type PlaybackConfig struct {
 	// RootPEM is the CA's X.509 root: the playback server's TLS certificate
 	// chains to it.
 	RootPEM []byte
+	// SpoolRecipients (age1…) seal the spool until the playback server
+	// has named its own recipients (spoolkeys.go), e.g. on a host that
+	// records before it first reaches the server.
+	SpoolRecipients []string
 }

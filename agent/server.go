@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -25,6 +26,8 @@ import (
 type Server struct {
 	cfg Config
 	log *slog.Logger
+
+	spoolKeys *spoolKeys // what the spool seals to (spoolkeys.go); set by Serve with its own spool
 
 	id     atomic.Pointer[hostIdentity] // set by Serve before accepting; swapped on renewal
 	revs   atomic.Pointer[revocations]  // nil until a list is cached or fetched
@@ -150,9 +153,18 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.spool = s.cfg.Spool
 	var shipSpool *recorder.Spool
 	if s.spool == nil {
+		var configured []string
+		if s.cfg.Playback != nil {
+			configured = s.cfg.Playback.SpoolRecipients
+		}
+		s.spoolKeys, err = openSpoolKeys(ctx, s.cfg.DataDir, configured, rand.Reader, s.log) // spoolkeys.go
+		if err != nil {
+			return err
+		}
 		sp, err := recorder.OpenSpool(ctx, recorder.SpoolConfig{
 			Dir: SpoolDir(s.cfg.DataDir), Now: s.cfg.Now, Logger: s.log, Rand: s.cfg.Rand, Redaction: s.redact,
 			FlushInterval: liveFlushInterval, // live.go
+			Recipients:    s.spoolKeys.recipients,
 		})
 		if err != nil {
 			return fmt.Errorf("agent: open spool: %w", err)

@@ -46,7 +46,8 @@ func (s *Server) ship(ctx context.Context, sp *recorder.Spool) {
 	}
 	sh, err := recorder.NewShipper(recorder.ShipperConfig{
 		Spool: sp, URL: urls[0], Fallbacks: urls[1:], RootPEM: s.cfg.Playback.RootPEM, Logger: s.log, Now: s.cfg.Now, Rand: s.cfg.Rand,
-		PollInterval: liveShipInterval, // live.go
+		PollInterval: liveShipInterval,  // live.go
+		OnRecipients: s.spoolKeys.learn, // spoolkeys.go
 		Cert: func() (*ssh.Certificate, ssh.Signer) {
 			id := s.identity()
 			return id.cert, id.key

@@ -1,6 +1,7 @@
 package playback
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -17,6 +18,7 @@ import (
 	"github.com/sshward/sshward/ca/api"
 	"github.com/sshward/sshward/playback/store"
 	"github.com/sshward/sshward/recorder"
+	"github.com/sshward/sshward/recorder/atrest"
 )
 
 // Error codes of the ingest API beyond ca/api's.
@@ -25,6 +27,7 @@ const (
 	CodeOffset       = "offset_mismatch"
 	CodeOwner        = "session_owned_by_another_host"
 	CodeBadSignature = "bad_signature"
+	CodeSealed       = "sealed_chunk_refused"
 )
 
 type hostHandler func(w http.ResponseWriter, r *http.Request, cert *ssh.Certificate, body []byte)
@@ -114,7 +117,11 @@ func (s *Server) handleStart(w http.ResponseWriter, r *http.Request, cert *ssh.C
 	case err != nil:
 		s.internal(w, r, err)
 	default:
-		writeJSON(w, http.StatusOK, recorder.IngestStored{Stored: stored, BlobStored: s.st.BlobStored(id)})
+		out := recorder.IngestStored{Stored: stored, BlobStored: s.st.BlobStored(id)}
+		if k := s.cfg.SpoolKeys; k != nil {
+			out.SpoolRecipients = k.RecipientStrings
+		}
+		writeJSON(w, http.StatusOK, out)
 	}
 }
 
@@ -127,6 +134,50 @@ func (s *Server) handleChunk(w http.ResponseWriter, r *http.Request, cert *ssh.C
 	})
 }
 
+// handleSealedChunk stores a chunk of a sealed spool cast: whole
+// recorder/atrest frames, opened with recordings.encryption's identities
+// and stored as the cast chunk they hold (the store encrypts it again for
+// its own disk when it encrypts at rest).
+func (s *Server) handleSealedChunk(w http.ResponseWriter, r *http.Request, cert *ssh.Certificate, body []byte) {
+	s.ingestChunk(w, r, cert, body, chunkKind{
+		offsetMsg: "offset must be the plaintext byte offset of the first frame",
+		chunkMsg:  "the frames must hold whole asciicast lines, ending with a newline",
+		share:     true,
+		append:    s.st.Append,
+		open:      s.openSealed,
+	})
+}
+
+// errSealed is a sealed chunk that does not open.
+type errSealed struct{ msg string }
+
+func (e errSealed) Error() string { return e.msg }
+
+// openSealed returns the plaintext of a body of whole atrest frames.
+func (s *Server) openSealed(body []byte) ([]byte, error) {
+	k := s.cfg.SpoolKeys
+	if k == nil || len(k.Identities) == 0 {
+		return nil, errSealed{"this playback server has no recordings.encryption identity to open a sealed spool chunk"}
+	}
+	buf := append([]byte(atrest.Magic), body...)
+	var idx atrest.Index
+	if err := atrest.Scan(bytes.NewReader(buf), int64(len(buf)), &idx); err != nil || idx.End != int64(len(buf)) || len(idx.Frames) == 0 {
+		return nil, errSealed{"a sealed chunk must be whole frames (recorder/atrest): this one is cut or corrupt"}
+	}
+	out := make([]byte, 0, idx.Size)
+	for i, fr := range idx.Frames {
+		p, err := atrest.Open(buf[fr.Disk:fr.Disk+int64(fr.Len)], fr.PLen, k.Identities)
+		if errors.Is(err, atrest.ErrNoIdentity) {
+			return nil, errSealed{fmt.Sprintf("frame %d of the sealed chunk was sealed to a recipient whose identity this server does not hold (recordings.encryption)", i)}
+		}
+		if err != nil {
+			return nil, errSealed{fmt.Sprintf("frame %d of the sealed chunk does not decrypt: it was tampered with or damaged", i)}
+		}
+		out = append(out, p...)
+	}
+	return out, nil
+}
+
 // chunkKind is what differs between a cast chunk and a side-blob chunk
 // (blob_ingest.go): the words of two refusals, whether other replicas
 // follow it live, and where it is stored.
@@ -134,6 +185,8 @@ type chunkKind struct {
 	offsetMsg, chunkMsg string
 	share               bool
 	append              func(ctx context.Context, id, owner string, offset int64, data []byte) (int64, error)
+	// open, when set, turns the body into what is stored (sealed chunks).
+	open func(body []byte) ([]byte, error)
 }
 
 // ingestChunk stores a chunk at ?offset=N whose body matches its sha256 in
@@ -157,6 +210,16 @@ func (s *Server) ingestChunk(w http.ResponseWriter, r *http.Request, cert *ssh.C
 	if recorder.ChunkDigest(body) != want {
 		writeError(w, http.StatusUnprocessableEntity, CodeDigest, "the chunk does not match its digest: send it again")
 		return
+	}
+	if k.open != nil {
+		plain, err := k.open(body)
+		if err != nil {
+			s.audit(r, store.AuditEvent{Type: "recording.sealed_refused", Actor: "host:" + owner(cert), Subject: id, Outcome: "refused", Reason: err.Error()})
+			s.log.WarnContext(r.Context(), "playback: sealed chunk refused", "session_id", id, "host", owner(cert), "reason", err.Error())
+			writeError(w, http.StatusBadRequest, CodeSealed, err.Error())
+			return
+		}
+		body = plain
 	}
 	if k.share {
 		s.shareChunk(r.Context(), id, offset, body)

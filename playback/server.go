@@ -24,6 +24,7 @@ import (
 	"github.com/sshward/sshward/ca/tlsca"
 	"github.com/sshward/sshward/playback/store"
 	"github.com/sshward/sshward/recorder"
+	"github.com/sshward/sshward/recorder/atrest"
 )
 
 // Config configures a Server.
@@ -43,6 +44,11 @@ type Config struct {
 	// sshward export --encrypted) is encrypted to: recordings.encryption's
 	// recipients. None: encrypted exports are refused.
 	ExportRecipients []age.Recipient
+	// SpoolKeys are recordings.encryption's keys: agents are told to seal
+	// their spool to its RecipientStrings (the answer to ingest start), and
+	// its Identities open what they ship sealed (ingest "sealed"). Nil:
+	// agents are told nothing and sealed chunks are refused.
+	SpoolKeys *atrest.Keys
 	// TLS serves HTTPS (Identity.TLSConfig); required by Serve.
 	TLS *tls.Config
 	// Retention per tier; the zero value keeps everything.
@@ -300,6 +306,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("POST "+recorder.IngestPathPrefix+"{id}/"+recorder.IngestStart, s.withHost(recorder.MaxIngestJSONBytes, s.handleStart))
 	mux.HandleFunc("PUT "+recorder.IngestPathPrefix+"{id}/"+recorder.IngestChunk, s.withHost(recorder.MaxChunkBytes, s.handleChunk))
 	mux.HandleFunc("POST "+recorder.IngestPathPrefix+"{id}/"+recorder.IngestFinish, s.withHost(recorder.MaxIngestJSONBytes, s.handleFinish))
+	mux.HandleFunc("PUT "+recorder.IngestPathPrefix+"{id}/"+recorder.IngestSealed, s.withHost(recorder.MaxChunkBytes, s.handleSealedChunk))
 	mux.HandleFunc("PUT "+recorder.IngestPathPrefix+"{id}/"+recorder.IngestBlob, s.withHost(recorder.MaxChunkBytes, s.handleBlobChunk)) // blob_ingest.go
 	s.unrecordedRoutes(mux)
 	// Unknown paths under the API prefixes authenticate first, so that they

@@ -22,6 +22,8 @@ import (
 //	     header X-Sshward-Chunk-SHA256: hex sha256 of the body; whole lines only
 //	     409 IngestStored when N is not the stored size (resume from it)
 //	     422 when the body does not match its digest (send it again)
+//	PUT  /v1/ingest/{id}/sealed?offset=N whole recorder/atrest frames of a sealed spool cast
+//	     (sealed.go), N in plaintext bytes -> as chunk; 400 when a frame does not open
 //	PUT  /v1/ingest/{id}/blob?offset=N  raw side blob bytes (blob.go) -> 200 IngestStored of the blob
 //	     once fsynced; same digest header, 409 and 422 as chunk; any byte boundary
 //	POST /v1/ingest/{id}/finish         IngestFinish    -> 200 when digest, size and signature verify
@@ -48,6 +50,10 @@ const (
 	IngestChunk  = "chunk"
 	IngestFinish = "finish"
 	IngestBlob   = "blob" // a chunk of the side blob (blob.go)
+	// IngestSealed is a chunk of a sealed cast (sealed.go): whole
+	// recorder/atrest frames, which the server opens with its identities
+	// and stores as a cast chunk at ?offset=N (plaintext bytes).
+	IngestSealed = "sealed"
 )
 
 // IngestPath returns the path of an ingest action for a session.
@@ -62,6 +68,10 @@ type IngestStored struct {
 	// BlobStored is, in the answer to start, how many bytes of the side
 	// blob the server holds (servers older than side blobs omit it).
 	BlobStored int64 `json:"blob_stored,omitempty"`
+	// SpoolRecipients are, in the answer to start from a server that
+	// encrypts recordings at rest, the age recipients (age1…) agents seal
+	// their spool to (SpoolConfig.Recipients).
+	SpoolRecipients []string `json:"spool_recipients,omitempty"`
 }
 
 // IngestFinishRequest closes a shipped recording. Metadata is the final

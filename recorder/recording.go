@@ -14,6 +14,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"filippo.io/age"
+
+	"github.com/sshward/sshward/recorder/atrest"
 )
 
 // fileBuffer is the write buffer of one live recording: big enough that a
@@ -97,7 +101,7 @@ func (s *Spool) Create(ctx context.Context, m Metadata, h Header) (*Recording, e
 
 func (s *Spool) create(m Metadata, h Header) (*Recording, error) {
 	castPath, metaPath := s.castPath(m.SessionID), s.metaPath(m.SessionID)
-	for _, p := range []string{castPath, metaPath, s.blobPath(m.SessionID)} {
+	for _, p := range []string{castPath, metaPath, s.blobPath(m.SessionID), sealedStatePath(castPath)} {
 		if _, err := os.Lstat(p); err == nil {
 			return nil, ErrExists
 		} else if !errors.Is(err, fs.ErrNotExist) {
@@ -132,13 +136,30 @@ func (s *Spool) startCast(m Metadata, h Header, castPath string) (*Recording, er
 		return nil, fmt.Errorf("open cast: %w", err)
 	}
 	sink := &fileSink{f: f, bw: bufio.NewWriterSize(f, fileBuffer), hash: sha256.New()}
+	r := &Recording{spool: s, meta: m, castPath: castPath, sink: sink, done: make(chan struct{})}
+	var rcpts []age.Recipient
+	if s.cfg.Recipients != nil {
+		rcpts = s.cfg.Recipients()
+	}
+	if len(rcpts) > 0 {
+		if err := s.sealSink(r, rcpts); err != nil {
+			_ = f.Close()
+			return nil, err
+		}
+	}
 	blob := s.newBlobSink(m.SessionID)
+	r.blob = blob
 	w, err := NewWriter(sink, h, m.Start, s.cfg.Now)
+	r.w = w
 	if err == nil {
 		w.SetRedaction(s.cfg.Redaction)
 		w.SetOutputCRLF(m.OutputNewlines == NewlinesCRLF)
-		// Binary output goes to the side blob, losslessly (blob.go).
-		w.SetBlob(blob, m.BulkKeepBytes, m.OutputNewlines == NewlinesCRLF)
+		// Binary output goes to the side blob, losslessly (blob.go); a
+		// sealed cast keeps it in the cast (as U+FFFD) rather than leave
+		// it readable beside.
+		if sink.sealer == nil {
+			w.SetBlob(blob, m.BulkKeepBytes, m.OutputNewlines == NewlinesCRLF)
+		}
 		err = w.Marker(startMarker(m))
 	}
 	if err == nil {
@@ -148,12 +169,30 @@ func (s *Spool) startCast(m Metadata, h Header, castPath string) (*Recording, er
 	}
 	if err != nil {
 		_ = f.Close()
+		if sink.sealer != nil {
+			_ = sink.sealer.state.Close()
+			_ = os.Remove(sealedStatePath(castPath))
+		}
 		return nil, err
 	}
-	return &Recording{
-		spool: s, meta: m, castPath: castPath, sink: sink, blob: blob, w: w,
-		done: make(chan struct{}),
-	}, nil
+	return r, nil
+}
+
+// sealSink makes r's cast sealed to rcpts (sealed.go): Magic first, and
+// the state file beside.
+func (s *Spool) sealSink(r *Recording, rcpts []age.Recipient) error {
+	k := r.sink
+	if err := writeAll(k.f, []byte(atrest.Magic)); err != nil {
+		return fmt.Errorf("open cast: %w", err)
+	}
+	st, err := s.cfg.OpenFile(sealedStatePath(r.castPath), os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("open cast state: %w", err)
+	}
+	k.bw = nil
+	k.sealer = &sealer{recipients: rcpts, state: st, now: s.cfg.Now, fileEnd: int64(len(atrest.Magic)),
+		counts: func() (int64, int64) { return r.bytesOut.Load(), r.bytesIn.Load() }}
+	return nil
 }
 
 // SessionID returns the id the recording was created with.
@@ -308,13 +347,26 @@ func (r *Recording) finish(end EndInfo, incomplete string) (*Metadata, error) {
 		m.Incomplete = "recording failed: " + failed.Error()
 		// A failed write may have left part of a line: cut it off, as a
 		// crash repair would, and digest what is really on disk.
-		if _, err := cutToLastNewline(r.castPath); err != nil {
-			errs = append(errs, err)
-		}
-		if sum, size, err := Digest(r.castPath); err != nil {
-			errs = append(errs, err)
+		if r.sink.sealer != nil {
+			if rec, ok, err := sealedOnDisk(r.castPath); err != nil {
+				errs = append(errs, err)
+			} else {
+				m.SHA256, m.CastBytes = emptySHA256, 0
+				if ok {
+					m.CastBytes = rec.PlainEnd
+					m.SHA256, err = rec.digest()
+					errs = append(errs, err)
+				}
+			}
 		} else {
-			m.SHA256, m.CastBytes = sum, size
+			if _, err := cutToLastNewline(r.castPath); err != nil {
+				errs = append(errs, err)
+			}
+			if sum, size, err := Digest(r.castPath); err != nil {
+				errs = append(errs, err)
+			} else {
+				m.SHA256, m.CastBytes = sum, size
+			}
 		}
 		blob, err := blobInfoOnDisk(BlobPath(r.castPath), blobStreamEnd(r.castPath))
 		if err != nil {
@@ -352,6 +404,7 @@ type fileSink struct {
 	mu     sync.Mutex // guards the fields below
 	f      File
 	bw     *bufio.Writer
+	sealer *sealer   // a sealed cast (sealed.go): no bw; frames instead
 	hash   hash.Hash // nil, or sha256 of every byte accepted, i.e. of the file when no write failed
 	size   int64
 	err    error // first open, write, flush, sync or close error; sticky
@@ -375,6 +428,15 @@ func (k *fileSink) Write(p []byte) (int, error) {
 		}
 		k.f, k.bw = f, bufio.NewWriterSize(f, k.bufSize)
 	}
+	if z := k.sealer; z != nil {
+		z.pend = append(z.pend, p...)
+		if len(z.pend) >= fileBuffer && p[len(p)-1] == '\n' {
+			if err := k.sealLocked(); err != nil {
+				return 0, err
+			}
+		}
+		return len(p), nil
+	}
 	n, err := k.bw.Write(p)
 	if k.hash != nil {
 		k.hash.Write(p[:n])
@@ -392,6 +454,9 @@ func (k *fileSink) flush() error {
 	if k.err != nil || k.closed || k.f == nil {
 		return k.err
 	}
+	if k.sealer != nil {
+		return k.sealLocked()
+	}
 	k.err = k.bw.Flush()
 	return k.err
 }
@@ -407,7 +472,9 @@ func (k *fileSink) close() error {
 	if k.f == nil {
 		return k.err
 	}
-	if k.err == nil {
+	if k.err == nil && k.sealer != nil {
+		k.err = k.sealLocked()
+	} else if k.err == nil {
 		k.err = k.bw.Flush()
 	}
 	if k.err == nil {
@@ -415,6 +482,15 @@ func (k *fileSink) close() error {
 	}
 	if err := k.f.Close(); k.err == nil {
 		k.err = err
+	}
+	if z := k.sealer; z != nil {
+		if k.err == nil {
+			k.err = z.state.Sync()
+		}
+		if err := z.state.Close(); k.err == nil {
+			k.err = err
+		}
+		z.pend = nil
 	}
 	k.bw = nil // the buffer is not needed any more
 	return k.err

@@ -66,6 +66,9 @@ func (s *Spool) repair(m *Metadata) error {
 	m.BytesOut, m.BytesIn, m.CastBytes, m.SHA256, m.Blob = 0, 0, 0, "", nil
 
 	castPath := s.castPath(m.SessionID)
+	if sealed, err := isSealed(castPath); err == nil && sealed {
+		return s.repairSealed(m, castPath)
+	}
 	_, err := cutToLastNewline(castPath)
 	if errors.Is(err, fs.ErrNotExist) {
 		m.Incomplete += "; the cast file is missing"
@@ -201,4 +204,24 @@ func Digest(path string) (string, int64, error) {
 		return "", 0, fmt.Errorf("recorder: digest %s: %w", path, err)
 	}
 	return hex.EncodeToString(h.Sum(nil)), n, nil
+}
+
+// repairSealed is repair for a sealed cast (sealed.go), which the agent
+// cannot read: the frames up to the last record are kept, and the digest,
+// counts and end come from that record.
+func (s *Spool) repairSealed(m *Metadata, castPath string) error {
+	rec, ok, err := sealedOnDisk(castPath)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		m.Incomplete += "; no complete line was written"
+		m.SHA256, m.CastBytes, m.End = emptySHA256, 0, m.Start
+		return s.writeFinal(context.Background(), *m)
+	}
+	if m.SHA256, err = rec.digest(); err != nil {
+		return err
+	}
+	m.CastBytes, m.BytesOut, m.BytesIn, m.End = rec.PlainEnd, rec.BytesOut, rec.BytesIn, rec.Time.UTC()
+	return s.writeFinal(context.Background(), *m)
 }

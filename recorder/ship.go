@@ -26,6 +26,7 @@ import (
 
 	"github.com/sshward/sshward/ca/hostauth"
 	"github.com/sshward/sshward/ca/tlsca"
+	"github.com/sshward/sshward/recorder/atrest"
 )
 
 // Shipper defaults.
@@ -85,6 +86,10 @@ type ShipperConfig struct {
 	Workers int
 	// RequestTimeout bounds each request (default 30s).
 	RequestTimeout time.Duration
+	// OnRecipients, when set, receives the age recipients the playback
+	// server asks spools to be sealed to (IngestStored.SpoolRecipients),
+	// from each answer to start that names any.
+	OnRecipients func(recipients []string)
 }
 
 // Check names the first bad field.
@@ -155,6 +160,10 @@ type shipState struct {
 	// from the answer to /start; valid while started.
 	blobOffset int64
 	blobSize   int64 // side blob size last seen
+	// sealed: the cast is sealed (sealed.go); offset is then in plaintext
+	// bytes and fileSize, caughtUp in file bytes. sealIdx caches its frames.
+	sealed  bool
+	sealIdx atrest.Index
 }
 
 // NewShipper returns a Shipper; Run starts it.
@@ -294,6 +303,9 @@ func (s *Shipper) scan(ctx context.Context) {
 func (st *shipState) dueLocked(now time.Time) bool {
 	if st.working || now.Before(st.nextTry) {
 		return false
+	}
+	if st.sealed {
+		return !st.started || !st.live || st.fileSize > st.caughtUp
 	}
 	return !st.started || !st.live || st.fileSize > max(st.offset, st.caughtUp)
 }
@@ -440,6 +452,9 @@ func (s *Shipper) step(ctx context.Context, st *shipState, maxChunks int) (done 
 		s.mu.Lock()
 		st.blobOffset = out.BlobStored
 		s.mu.Unlock()
+		if len(out.SpoolRecipients) > 0 && s.cfg.OnRecipients != nil {
+			s.cfg.OnRecipients(out.SpoolRecipients)
+		}
 		s.setOffset(st, offset, true)
 		s.cfg.Logger.DebugContext(ctx, "recorder: shipping recording", "session_id", st.id, "stored", offset)
 	}
@@ -459,8 +474,20 @@ func (s *Shipper) step(ctx context.Context, st *shipState, maxChunks int) (done 
 	if err != nil {
 		return false, err
 	}
+	sealed, err := atrest.IsEncrypted(f)
+	if err != nil {
+		return false, err
+	}
+	s.mu.Lock()
+	st.sealed = sealed
+	s.mu.Unlock()
+	if sealed {
+		if offset, err = s.shipSealed(ctx, st, f, offset, maxChunks); err != nil {
+			return false, err
+		}
+	}
 	corrupt, sent := 0, 0
-	for sent < maxChunks {
+	for sent < maxChunks && !sealed {
 		fi, err := f.Stat()
 		if err != nil {
 			return false, err
@@ -509,7 +536,13 @@ func (s *Shipper) step(ctx context.Context, st *shipState, maxChunks int) (done 
 	if err != nil {
 		return false, err
 	}
-	if offset < fi.Size() || !blobDone {
+	castEnd := fi.Size()
+	if sealed {
+		if _, castEnd, err = sealedDigest(castPath); err != nil {
+			return false, err
+		}
+	}
+	if offset < castEnd || !blobDone {
 		return false, nil // more to send: next round
 	}
 	if err := s.finish(ctx, st, m, castPath); err != nil {
@@ -599,7 +632,7 @@ func (s *Shipper) sendChunk(ctx context.Context, id, action string, offset int64
 // after the recording closed, the metadata says so rather than the upload
 // failing for ever.
 func (s *Shipper) finish(ctx context.Context, st *shipState, m Metadata, castPath string) error {
-	sum, size, err := Digest(castPath)
+	sum, size, err := castDigest(castPath)
 	if err != nil {
 		return err
 	}
@@ -885,4 +918,61 @@ func ReadShipStatus(spoolDir string) (*ShipReport, error) {
 		return nil, fmt.Errorf("recorder: read shipping status: %w", err)
 	}
 	return &r, nil
+}
+
+// shipSealed sends whole frames of a sealed cast (sealed.go) from the
+// plaintext offset the server holds, up to the last frame the state file
+// vouches for (a frame a crash may still cut is not sent), at most
+// maxChunks chunks, and returns the new offset.
+func (s *Shipper) shipSealed(ctx context.Context, st *shipState, f *os.File, offset int64, maxChunks int) (int64, error) {
+	statePath := sealedStatePath(f.Name())
+	corrupt := 0
+	for sent := 0; sent < maxChunks; {
+		fileEnd := int64(len(atrest.Magic))
+		rec, ok, err := lastSealedRecord(statePath)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return offset, err
+		}
+		if ok {
+			fileEnd = rec.FileEnd
+		}
+		fi, err := f.Stat()
+		if err != nil {
+			return offset, err
+		}
+		if fi.Size() < fileEnd {
+			return offset, fmt.Errorf("recorder: sealed cast %s is %d bytes, its state file vouches for %d: it was truncated; the rest cannot be shipped", f.Name(), fi.Size(), fileEnd)
+		}
+		s.mu.Lock()
+		st.fileSize = fi.Size()
+		idx := &st.sealIdx
+		s.mu.Unlock()
+		chunk, _, err := readSealedChunk(f, idx, offset, fileEnd, s.cfg.ChunkBytes)
+		if err != nil {
+			return offset, err
+		}
+		if len(chunk) == 0 {
+			s.setCaughtUp(st, fileEnd)
+			return offset, nil
+		}
+		stored, err := s.sendChunk(ctx, st.id, IngestSealed, offset, chunk)
+		switch {
+		case errors.Is(err, errCorrupted) && corrupt < maxCorruptResends:
+			corrupt++
+			continue
+		case errors.Is(err, errUnknownSession):
+			s.setOffset(st, 0, false)
+			return offset, err
+		case err != nil:
+			return offset, err
+		}
+		corrupt = 0
+		sent++
+		offset = stored
+		s.setOffset(st, offset, true)
+		if ctx.Err() != nil {
+			return offset, ctx.Err()
+		}
+	}
+	return offset, nil
 }

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"filippo.io/age"
 	"golang.org/x/sys/unix"
 )
 
@@ -58,6 +59,12 @@ type SpoolConfig struct {
 	// written (see Redaction); nil means DefaultRedactPatterns. A
 	// Redaction without patterns turns redaction off.
 	Redaction *Redaction
+	// Recipients, when set and returning any, are the age recipients each
+	// new recording's cast is sealed to (sealed.go): the playback server's,
+	// so that the spool holds no session text. Called once per Create.
+	// Sealed recordings keep binary output in the cast (as U+FFFD), not in
+	// a side blob.
+	Recipients func() []age.Recipient
 }
 
 // Check names the first invalid field.
@@ -315,6 +322,9 @@ func (s *Spool) Remove(ctx context.Context, sessionID string) error {
 		return fmt.Errorf("recorder: remove %s: %w", sessionID, err)
 	}
 	if err := os.Remove(s.blobPath(sessionID)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("recorder: remove %s: %w", sessionID, err)
+	}
+	if err := os.Remove(sealedStatePath(s.castPath(sessionID))); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("recorder: remove %s: %w", sessionID, err)
 	}
 	if err := os.Remove(s.metaPath(sessionID)); err != nil {

@@ -73,6 +73,8 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	bannerTimeout := fs.Duration("banner-timeout", agent.DefaultBannerTimeout, "time for a client to send its SSH version line; idle connections are closed")
 	var labels cli.StringList
 	fs.Var(&labels, "label", "KEY=VALUE: a label of this host (repeatable), e.g. app=billing; certificates scoped to labels are admitted only where all match")
+	var spoolRecipients cli.StringList
+	fs.Var(&spoolRecipients, "spool-recipients", "age1…: seal the spool to this recipient until the playback server names its own (repeatable; the server's set, once learned, is cached in DIR/spool-recipients and wins)")
 	var redact cli.StringList
 	fs.Var(&redact, "redact", "NAME=REGEXP: also redact matches of REGEXP (RE2, starting with literal text) from recordings, as [REDACTED:NAME] (repeatable; private keys, AWS, GitHub, Slack and bearer tokens always are)")
 	penalty := fs.Duration("per-source-penalty", agent.DefaultPerSourcePenalty, "penalty a source earns per connection closed by a pre-auth timeout; past 15s its connections are closed at once (0 turns penalties off)")
@@ -134,7 +136,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 		Redact: patterns,
 		// The playback server's TLS certificate chains to the CA root; with
 		// no --playback the agent asks the CA where it registered.
-		Playback: &agent.PlaybackConfig{URL: *playback, RootPEM: ca.RootPEM()},
+		Playback: &agent.PlaybackConfig{URL: *playback, RootPEM: ca.RootPEM(), SpoolRecipients: spoolRecipients},
 	})
 	if err != nil {
 		return err

@@ -172,6 +172,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if settings.Encryption != nil {
 		cfg.ExportRecipients = settings.Encryption.Recipients
+		cfg.SpoolKeys = settings.Encryption // agents seal their spool to it
 	}
 	if bucket != nil {
 		cfg.Objects = playback.EncryptObjects(bucket, settings.Encryption)
