@@ -226,6 +226,14 @@ func (s *Server) pollLive(ctx context.Context) error {
 			others = append(others, id)
 		}
 	}
+	// A recording whose announcement is gone finished (or its holder
+	// died): its holder still serves it until this replica imports it
+	// (proxyLive forwards only while the local copy is unfinished).
+	for id, old := range s.live.remote {
+		if _, ok := remote[id]; !ok && s.live.held[id] == nil && now.Sub(old.refreshed) <= liveTTL {
+			remote[id] = old
+		}
+	}
 	s.live.remote = remote
 	s.live.mu.Unlock()
 

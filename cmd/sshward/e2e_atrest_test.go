@@ -24,6 +24,27 @@ import (
 // returns what the terminal showed.
 func typedSession(t *testing.T, addr string, cert certOut, lines ...string) string {
 	t.Helper()
+	in, seen, done := openTypedSession(t, addr, cert)
+	for _, l := range lines {
+		io.WriteString(in, l+"\n")
+	}
+	io.WriteString(in, "exit\n")
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("ssh: %v\n%s", err, seen.String())
+		}
+	case <-time.After(90 * time.Second):
+		t.Fatalf("the session did not end:\n%s", seen.String())
+	}
+	return seen.String()
+}
+
+// openTypedSession starts stock ssh with a terminal on the agent at addr:
+// what is written to in is typed into the shell; it returns what the
+// terminal shows and ssh's exit. ssh is killed on cleanup.
+func openTypedSession(t *testing.T, addr string, cert certOut) (io.Writer, *lockedBuffer, <-chan error) {
+	t.Helper()
 	host, port, _ := net.SplitHostPort(addr)
 	ssh := exec.Command("ssh", "-F", "none", "-i", cert.Key, "-o", "CertificateFile="+cert.Certificate, "-o", "IdentitiesOnly=yes",
 		"-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10",
@@ -41,19 +62,7 @@ func typedSession(t *testing.T, addr string, cert certOut, lines ...string) stri
 	done := make(chan error, 1)
 	go func() { done <- ssh.Wait() }()
 	t.Cleanup(func() { ssh.Process.Kill() })
-	for _, l := range lines {
-		io.WriteString(in, l+"\n")
-	}
-	io.WriteString(in, "exit\n")
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("ssh: %v\n%s", err, seen.String())
-		}
-	case <-time.After(90 * time.Second):
-		t.Fatalf("the session did not end:\n%s", seen.String())
-	}
-	return seen.String()
+	return in, seen, done
 }
 
 // writeKey writes an age identity file (0600) holding keys.
@@ -134,8 +143,7 @@ func TestRecordingsEncryptedAtRest(t *testing.T) {
 
 	pbDir := filepath.Join(work, "playback")
 	os.MkdirAll(pbDir, 0o700)
-	s3cfg := fmt.Sprintf("  s3:\n    endpoint: %s\n    bucket: %s\n    region: us-east-1\n    access_key: %s\n    ca_file: %s\n",
-		s3.Endpoint, s3.Bucket, s3.AccessKey, s3.CertFile())
+	s3cfg := s3RecordingsYAML(s3)
 	configure := func(recipients []*age.X25519Identity, identityFiles ...string) {
 		t.Helper()
 		var rs []string

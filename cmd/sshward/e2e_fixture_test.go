@@ -2,10 +2,13 @@ package main_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/sshward/sshward/playback/objstore/s3test"
 )
 
 // recordingCA is a real sshward-ca served on loopback, its TLS root pinned
@@ -57,4 +60,11 @@ func (c *accessCLI) startRecordedHost(t *testing.T, ca recordingCA, work, playba
 	}
 	c.ok(h.auditor, "pw-audrey-123456\n", "sshward", "login", "--ca", ca.url, "--fingerprint", ca.fp, "--user", "audrey", "--password-stdin")
 	return h
+}
+
+// s3RecordingsYAML is the recordings.s3 block of a playback config.yaml
+// for the bucket of s3 (its secret key goes in SSHWARD_S3_SECRET_KEY).
+func s3RecordingsYAML(s3 *s3test.Server) string {
+	return fmt.Sprintf("  s3:\n    endpoint: %s\n    bucket: %s\n    region: us-east-1\n    access_key: %s\n    ca_file: %s\n",
+		s3.Endpoint, s3.Bucket, s3.AccessKey, s3.CertFile())
 }

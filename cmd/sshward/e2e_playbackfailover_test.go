@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -36,52 +35,14 @@ func TestPlaybackReplicaKill9(t *testing.T) {
 	c := newAgentCLI(t, "github.com/sshward/sshward/cmd/sshward-playback")
 	s3 := s3test.Start(t)
 	work := t.TempDir()
-	caDir := filepath.Join(work, "ca")
-	fp := c.initCAWithRoot(caDir)
-	c.ok("", "pw-alice-123456\n", "sshward-ca", "users", "add", "alice", "--dir", caDir, "--groups", "engineers", "--password-stdin")
-	c.ok("", "pw-audrey-123456\n", "sshward-ca", "users", "add", "audrey", "--dir", caDir, "--groups", "auditors", "--password-stdin")
-	caURL := "https://" + freeLoopback(t)
-	c.serveProc(caDir, strings.TrimPrefix(caURL, "https://"))
+	ca := c.startRecordingCA(t, work)
 
 	// Two playback replicas, one bucket.
-	type replica struct {
-		dir, addr, url string
-		cmd            *exec.Cmd
-		log            *lockedBuffer
-	}
-	startReplica := func(r *replica, join bool) {
-		t.Helper()
-		var args []string
-		if join {
-			tok := strings.TrimSpace(c.ok("", "", "sshward-ca", "join-token", "--dir", caDir, "--playback", "127.0.0.1"))
-			tokFile := filepath.Join(r.dir, "join-token")
-			if err := os.WriteFile(tokFile, []byte(tok+"\n"), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			args = append(args, "--ca", caURL, "--fingerprint", fp, "--join-token-file", tokFile)
-		}
-		p := c.startPlayback(r.dir, r.addr, []string{"SSHWARD_S3_SECRET_KEY=" + s3.SecretKey}, args...)
-		r.cmd, r.log = p.cmd, p.log
-	}
-	reps := make([]*replica, 2)
-	for i := range reps {
-		r := &replica{dir: filepath.Join(work, fmt.Sprintf("playback%d", i)), addr: freeLoopback(t)}
-		r.url = "https://" + r.addr
-		if err := os.MkdirAll(r.dir, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		cfg := fmt.Sprintf("recordings:\n  s3:\n    endpoint: %s\n    bucket: %s\n    region: us-east-1\n    access_key: %s\n    ca_file: %s\n",
-			s3.Endpoint, s3.Bucket, s3.AccessKey, s3.CertFile())
-		if err := os.WriteFile(filepath.Join(r.dir, "config.yaml"), []byte(cfg), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		startReplica(r, true)
-		reps[i] = r
-	}
-	a, b := reps[0], reps[1]
+	a := c.startS3Replica(t, ca, s3, filepath.Join(work, "playback0"))
+	b := c.startS3Replica(t, ca, s3, filepath.Join(work, "playback1"))
 	// The trust bundle names both playback replicas (an agent without
 	// --playback ships to them in turn).
-	cc, err := client.New(client.Config{URL: caURL, Fingerprint: fp})
+	cc, err := client.New(client.Config{URL: ca.url, Fingerprint: ca.fp})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,17 +53,8 @@ func TestPlaybackReplicaKill9(t *testing.T) {
 	if !slices.Contains(tr.PlaybackReplicas, a.url) || !slices.Contains(tr.PlaybackReplicas, b.url) {
 		t.Fatalf("the trust bundle lists playback replicas %v, want %s and %s", tr.PlaybackReplicas, a.url, b.url)
 	}
-
-	tok := strings.TrimSpace(c.ok("", "", "sshward-ca", "join-token", "--dir", caDir, "--host", "web1.staging", "--tier", "staging"))
-	agentAddr := freeLoopback(t)
-	c.startAgentTier("staging", caURL, fp, tok, "web1.staging", filepath.Join(work, "agent"), agentAddr, "--playback", a.url+","+b.url)
-
-	home := filepath.Join(work, "home-alice")
-	c.ok(home, "pw-alice-123456\n", "sshward", "login", "--ca", caURL, "--fingerprint", fp, "--user", "alice", "--password-stdin")
-	var cert certOut
-	if err := json.Unmarshal([]byte(c.ok(home, "", "sshward", "cert", "--tier", "staging", "--json")), &cert); err != nil {
-		t.Fatal(err)
-	}
+	host := c.startRecordedHost(t, ca, work, a.url+","+b.url)
+	agentAddr, cert := host.agentAddr, host.cert
 
 	// A session printing 400 numbered lines over about 12 s.
 	const lines = 400
@@ -129,10 +81,10 @@ func TestPlaybackReplicaKill9(t *testing.T) {
 	if strings.Contains(seen.String(), fmt.Sprintf("output line %05d", lines)) {
 		t.Fatal("the session ended before the kill: nothing was tested")
 	}
-	if err := a.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := a.proc.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	a.cmd.Wait()
+	a.proc.cmd.Wait()
 	t.Logf("killed the receiving replica in session %s after %q", id, lastLine(seen.String()))
 
 	select {
@@ -149,11 +101,10 @@ func TestPlaybackReplicaKill9(t *testing.T) {
 		}
 	}
 
-	auditor := filepath.Join(work, "home-audrey")
-	c.ok(auditor, "pw-audrey-123456\n", "sshward", "login", "--ca", caURL, "--fingerprint", fp, "--user", "audrey", "--password-stdin")
+	auditor := host.auditor
 	// checkOn waits for the finished, verified recording on one replica
 	// and checks every line is in it exactly once.
-	checkOn := func(r *replica, what string) {
+	checkOn := func(r *s3Replica, what string) {
 		t.Helper()
 		waitFor(t, "a complete, verified recording on "+what, 90*time.Second, func() bool {
 			res := c.run(auditor, "", "sshward", "sessions", "--json", "--playback", r.url)
@@ -179,7 +130,7 @@ func TestPlaybackReplicaKill9(t *testing.T) {
 
 	// The killed replica again, on its own directory (it holds a partial
 	// copy of the upload it was receiving).
-	startReplica(a, false)
+	a.start(c, false)
 	checkOn(a, "the killed replica, restarted")
 	waitFor(t, "the upload's parts to leave the bucket", 30*time.Second, func() bool {
 		parts, _ := filepath.Glob(filepath.Join(uploads, id, "*.part"))
@@ -198,4 +149,39 @@ type sessionSummaryOut struct {
 func lastLine(s string) string {
 	s = strings.TrimRight(s, "\r\n")
 	return s[strings.LastIndexAny(s, "\n")+1:]
+}
+
+// s3Replica is a sshward-playback serve process on its own directory and
+// address, its recordings in the bucket of a real S3-compatible server.
+type s3Replica struct {
+	dir, addr, url string
+	ca             recordingCA
+	s3             *s3test.Server
+	proc           *playbackProc
+}
+
+// startS3Replica configures dir for the bucket of s3 and starts the
+// replica, joining ca.
+func (c *accessCLI) startS3Replica(t *testing.T, ca recordingCA, s3 *s3test.Server, dir string) *s3Replica {
+	t.Helper()
+	r := &s3Replica{dir: dir, addr: freeLoopback(t), ca: ca, s3: s3}
+	r.url = "https://" + r.addr
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "config.yaml"), []byte("recordings:\n"+s3RecordingsYAML(s3)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r.start(c, true)
+	return r
+}
+
+// start runs the replica (again), joining the CA first when join is set.
+func (r *s3Replica) start(c *accessCLI, join bool) {
+	c.t.Helper()
+	var args []string
+	if join {
+		args = c.playbackJoinArgs(c.t, r.ca, r.dir)
+	}
+	r.proc = c.startPlayback(r.dir, r.addr, []string{"SSHWARD_S3_SECRET_KEY=" + r.s3.SecretKey}, args...)
 }
