@@ -24,10 +24,12 @@ var benchInputs = []struct {
 
 // BenchmarkRecordingOutput measures the recording path of a busy session
 // into a spool file.
-func BenchmarkRecordingOutput(b *testing.B) {
+func BenchmarkRecordingOutput(b *testing.B) { benchRecording(b, recorder.SpoolConfig{}) }
+
+func benchRecording(b *testing.B, cfg recorder.SpoolConfig) {
 	for _, tc := range benchInputs {
 		b.Run(tc.name, func(b *testing.B) {
-			s := recordertest.MustSpool(b, recorder.SpoolConfig{})
+			s := recordertest.MustSpool(b, cfg)
 			r, err := s.Create(context.Background(), testMetadata(fmt.Sprint("bench-", b.N)), testHeader)
 			if err != nil {
 				b.Fatal(err)

@@ -239,3 +239,13 @@ func TestSealedSpoolTornState(t *testing.T) {
 		t.Errorf("cast cut to %d bytes, want %d (the first frame)", fi.Size(), len(cast))
 	}
 }
+
+// BenchmarkSealedRecordingOutput is BenchmarkRecordingOutput into a
+// sealed spool: one age frame (an X25519 exchange) per 32 KiB of cast.
+func BenchmarkSealedRecordingOutput(b *testing.B) {
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchRecording(b, recorder.SpoolConfig{Recipients: func() []age.Recipient { return []age.Recipient{id.Recipient()} }})
+}

@@ -170,22 +170,7 @@ func TestRecordingsEncryptedAtRest(t *testing.T) {
 	record := func(lines ...string) string {
 		t.Helper()
 		typedSession(t, host.agentAddr, host.cert, lines...)
-		var id string
-		waitFor(t, "the new recording finished and verified", 90*time.Second, func() bool {
-			res := c.run(auditor, "", "sshward", "sessions", "--json", "--playback", pbURL)
-			var list []sessionSummaryOut
-			if res.code != 0 || json.Unmarshal([]byte(res.stdout), &list) != nil {
-				return false
-			}
-			for _, s := range list {
-				if !known[s.ID] && !s.Live && s.Integrity == "verified" {
-					id = s.ID
-					return true
-				}
-			}
-			return false
-		})
-		known[id] = true
+		id := c.waitNewVerified(t, auditor, pbURL, known)
 		waitFor(t, "the recording archived to the bucket", 60*time.Second, func() bool {
 			_, err := os.Stat(filepath.Join(s3.Dir, s3.Bucket, "records", id+".json"))
 			return err == nil

@@ -4,9 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sshward/sshward/playback/objstore/s3test"
 )
@@ -47,13 +49,23 @@ type recordedHost struct {
 	cert      certOut // alice's staging certificate
 	alice     string  // alice's home
 	auditor   string  // audrey's home
+	dataDir   string  // the agent's --data
+	// agent is the running sshward-agent; restart starts it again on the
+	// same data directory (after the test killed it) and sets agent.
+	agent   *exec.Cmd
+	restart func()
 }
 
-func (c *accessCLI) startRecordedHost(t *testing.T, ca recordingCA, work, playback string) recordedHost {
+func (c *accessCLI) startRecordedHost(t *testing.T, ca recordingCA, work, playback string) *recordedHost {
 	t.Helper()
-	h := recordedHost{agentAddr: freeLoopback(t), alice: filepath.Join(work, "home-alice"), auditor: filepath.Join(work, "home-audrey")}
+	h := &recordedHost{agentAddr: freeLoopback(t), alice: filepath.Join(work, "home-alice"), auditor: filepath.Join(work, "home-audrey"),
+		dataDir: filepath.Join(work, "agent")}
 	hostTok := strings.TrimSpace(c.ok("", "", "sshward-ca", "join-token", "--dir", ca.dir, "--host", "web1.staging", "--tier", "staging"))
-	c.startAgentTier("staging", ca.url, ca.fp, hostTok, "web1.staging", filepath.Join(work, "agent"), h.agentAddr, "--playback", playback)
+	h.restart = func() {
+		t.Helper()
+		h.agent = c.startAgentProc("staging", ca.url, ca.fp, hostTok, "web1.staging", h.dataDir, h.agentAddr, "--playback", playback)
+	}
+	h.restart()
 	c.ok(h.alice, "pw-alice-123456\n", "sshward", "login", "--ca", ca.url, "--fingerprint", ca.fp, "--user", "alice", "--password-stdin")
 	if err := json.Unmarshal([]byte(c.ok(h.alice, "", "sshward", "cert", "--tier", "staging", "--json")), &h.cert); err != nil {
 		t.Fatal(err)
@@ -67,4 +79,28 @@ func (c *accessCLI) startRecordedHost(t *testing.T, ca recordingCA, work, playba
 func s3RecordingsYAML(s3 *s3test.Server) string {
 	return fmt.Sprintf("  s3:\n    endpoint: %s\n    bucket: %s\n    region: us-east-1\n    access_key: %s\n    ca_file: %s\n",
 		s3.Endpoint, s3.Bucket, s3.AccessKey, s3.CertFile())
+}
+
+// waitNewVerified waits for a recording not in known to be finished and
+// verified on the playback server at url, as auditor sees it, adds it to
+// known and returns its id.
+func (c *accessCLI) waitNewVerified(t *testing.T, auditor, url string, known map[string]bool) string {
+	t.Helper()
+	var id string
+	waitFor(t, "a new recording finished and verified", 90*time.Second, func() bool {
+		res := c.run(auditor, "", "sshward", "sessions", "--json", "--playback", url)
+		var list []sessionSummaryOut
+		if res.code != 0 || json.Unmarshal([]byte(res.stdout), &list) != nil {
+			return false
+		}
+		for _, s := range list {
+			if !known[s.ID] && !s.Live && s.Integrity == "verified" {
+				id = s.ID
+				return true
+			}
+		}
+		return false
+	})
+	known[id] = true
+	return id
 }

@@ -356,6 +356,12 @@ func (c *accessCLI) startAgent(caURL, fingerprint, token, name, dataDir, addr st
 // ends, with more flags if given.
 func (c *accessCLI) startAgentTier(tier, caURL, fingerprint, token, name, dataDir, addr string, more ...string) {
 	c.t.Helper()
+	c.startAgentProc(tier, caURL, fingerprint, token, name, dataDir, addr, more...)
+}
+
+// startAgentProc is startAgentTier returning the process (to kill it).
+func (c *accessCLI) startAgentProc(tier, caURL, fingerprint, token, name, dataDir, addr string, more ...string) *exec.Cmd {
+	c.t.Helper()
 	cmd := exec.Command(filepath.Join(c.bin, "sshward-agent"), append([]string{"--ca", caURL, "--fingerprint", fingerprint, "--join-token", token,
 		"--tier", tier, "--data", dataDir, "--listen", addr, "--host-name", name}, more...)...)
 	var logBuf lockedBuffer
@@ -377,6 +383,7 @@ func (c *accessCLI) startAgentTier(tier, caURL, fingerprint, token, name, dataDi
 		}
 		return err == nil
 	})
+	return cmd
 }
 
 func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
