@@ -508,19 +508,13 @@ func (s *Shipper) step(ctx context.Context, st *shipState, maxChunks int) (done 
 			s.setCaughtUp(st, size) // a line is still being written
 			break
 		}
-		stored, err := s.sendChunk(ctx, st.id, IngestChunk, offset, chunk)
-		switch {
-		case errors.Is(err, errCorrupted) && corrupt < maxCorruptResends:
-			corrupt++
-			s.cfg.Logger.WarnContext(ctx, "recorder: chunk corrupted in transit; sending it again", "session_id", st.id, "offset", offset)
-			continue
-		case errors.Is(err, errUnknownSession):
-			s.setOffset(st, 0, false)
-			return false, err
-		case err != nil:
+		stored, again, err := s.sendCounted(ctx, st, IngestChunk, offset, chunk, &corrupt)
+		if err != nil {
 			return false, err
 		}
-		corrupt = 0
+		if again {
+			continue
+		}
 		sent++
 		offset = stored
 		s.setOffset(st, offset, true)
@@ -568,6 +562,27 @@ func (s *Shipper) setOffset(st *shipState, offset int64, started bool) {
 	s.mu.Lock()
 	st.offset, st.started = offset, started
 	s.mu.Unlock()
+}
+
+// sendCounted sends a chunk (sendChunk) of st's recording. again means
+// the server found it corrupted in transit and it is to be sent again at
+// once (at most maxCorruptResends times in a row, counted in *corrupt); an
+// unknown session starts the recording over.
+func (s *Shipper) sendCounted(ctx context.Context, st *shipState, action string, offset int64, chunk []byte, corrupt *int) (stored int64, again bool, err error) {
+	stored, err = s.sendChunk(ctx, st.id, action, offset, chunk)
+	switch {
+	case errors.Is(err, errCorrupted) && *corrupt < maxCorruptResends:
+		*corrupt++
+		s.cfg.Logger.WarnContext(ctx, "recorder: chunk corrupted in transit; sending it again", "session_id", st.id, "action", action, "offset", offset)
+		return 0, true, nil
+	case errors.Is(err, errUnknownSession):
+		s.setOffset(st, 0, false)
+		return 0, false, err
+	case err != nil:
+		return 0, false, err
+	}
+	*corrupt = 0
+	return stored, false, nil
 }
 
 // readChunk returns the bytes of f from offset up to the last '\n' within
@@ -955,18 +970,13 @@ func (s *Shipper) shipSealed(ctx context.Context, st *shipState, f *os.File, off
 			s.setCaughtUp(st, fileEnd)
 			return offset, nil
 		}
-		stored, err := s.sendChunk(ctx, st.id, IngestSealed, offset, chunk)
-		switch {
-		case errors.Is(err, errCorrupted) && corrupt < maxCorruptResends:
-			corrupt++
-			continue
-		case errors.Is(err, errUnknownSession):
-			s.setOffset(st, 0, false)
-			return offset, err
-		case err != nil:
+		stored, again, err := s.sendCounted(ctx, st, IngestSealed, offset, chunk, &corrupt)
+		if err != nil {
 			return offset, err
 		}
-		corrupt = 0
+		if again {
+			continue
+		}
 		sent++
 		offset = stored
 		s.setOffset(st, offset, true)

@@ -40,18 +40,13 @@ func (s *Shipper) shipBlob(ctx context.Context, st *shipState, maxChunks int) (d
 		if _, err := f.ReadAt(chunk, offset); err != nil {
 			return false, fmt.Errorf("recorder: read blob at %d: %w", offset, err)
 		}
-		stored, err := s.sendChunk(ctx, st.id, IngestBlob, offset, chunk)
-		switch {
-		case errors.Is(err, errCorrupted) && corrupt < maxCorruptResends:
-			corrupt++
-			continue
-		case errors.Is(err, errUnknownSession):
-			s.setOffset(st, 0, false)
-			return false, err
-		case err != nil:
+		stored, again, err := s.sendCounted(ctx, st, IngestBlob, offset, chunk, &corrupt)
+		if err != nil {
 			return false, err
 		}
-		corrupt = 0
+		if again {
+			continue
+		}
 		sent++
 		s.mu.Lock()
 		st.blobOffset = stored
