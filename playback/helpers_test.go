@@ -79,7 +79,7 @@ func newWorld(t testing.TB) *world {
 		if err != nil {
 			t.Fatal(err)
 		}
-		w.keys = &atrest.Keys{Recipients: []age.Recipient{k.Recipient()}, Identities: []age.Identity{k}}
+		w.keys = &atrest.Keys{Recipients: []age.Recipient{k.Recipient()}, Identities: []age.Identity{k}, RecipientStrings: []string{k.Recipient().String()}}
 	}
 	return w
 }
@@ -169,7 +169,7 @@ func (w *world) startServer(t testing.TB, o serverOpts) *server {
 	srv, err := playback.New(playback.Config{Store: st, CA: cac, HostCAs: id.HostCAs, SetHostCAs: id.SetHostCAs,
 		TLS: id.TLSConfig(), Now: o.now, Retention: o.retention, RevokedHosts: revoked,
 		Objects: playback.EncryptObjects(o.objects, o.keys), ArchiveRetry: 100 * time.Millisecond, SweepInterval: o.sweep,
-		URL: id.URL, PeerRootPEM: id.RootPEM, ReplicaSync: o.replicaSync})
+		URL: id.URL, PeerRootPEM: id.RootPEM, ReplicaSync: o.replicaSync, SpoolKeys: o.keys})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -341,6 +341,9 @@ type agentOpts struct {
 	noShipper  bool
 	openFile   func(name string, flag int, perm os.FileMode) (recorder.File, error) // the spool's files (fault injection)
 	fallbacks  []string                                                             // more playback servers (ShipperConfig.Fallbacks)
+	// sealTo seals the spool from the first recording; either way the
+	// agent seals to what a server with keys names (as sshward-agent).
+	sealTo []age.Recipient
 }
 
 func (w *world) startAgent(t testing.TB, h *host, url string, o agentOpts) *agent {
@@ -350,8 +353,14 @@ func (w *world) startAgent(t testing.TB, h *host, url string, o agentOpts) *agen
 	}
 	clk := &clock{}
 	clk.set(time.Date(2026, 11, 21, 9, 0, 0, 0, time.UTC))
+	var sealMu sync.Mutex
+	sealTo := o.sealTo
 	sp, err := recorder.OpenSpool(context.Background(), recorder.SpoolConfig{Dir: o.spoolDir, Now: clk.now, FlushInterval: 20 * time.Millisecond,
-		OpenFile: o.openFile})
+		OpenFile: o.openFile, Recipients: func() []age.Recipient {
+			sealMu.Lock()
+			defer sealMu.Unlock()
+			return sealTo
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -360,6 +369,16 @@ func (w *world) startAgent(t testing.TB, h *host, url string, o agentOpts) *agen
 		Spool: sp, URL: url, RootPEM: w.ca.RootPEM, Cert: h.identity, HTTPClient: o.client,
 		PollInterval: 20 * time.Millisecond, MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
 		ChunkBytes: o.chunkBytes, RequestTimeout: 5 * time.Second, Fallbacks: o.fallbacks, FailoverAfter: 2,
+		OnRecipients: func(rs []string) {
+			parsed, err := atrest.ParseRecipients(rs)
+			if err != nil {
+				t.Errorf("the server named recipients that do not parse: %v", err)
+				return
+			}
+			sealMu.Lock()
+			sealTo = parsed
+			sealMu.Unlock()
+		},
 	})
 	if err != nil {
 		t.Fatal(err)
