@@ -44,6 +44,11 @@ func TestSealedSpoolShipping(t *testing.T) {
 		_, body := w.get(t, srv.url+"/api/sessions/s-sealed/cast", w.auditor)
 		return bytes.Contains(body, []byte("output line 000004"))
 	})
+	// sshward-agent status counts file bytes: caught up, nothing is pending.
+	waitFor(t, "nothing pending once the server holds every frame", 10*time.Second, func() bool {
+		st, ok := statusOf(a, "s-sealed")
+		return ok && st.Live && st.Shipped > 0 && st.Pending == 0
+	})
 	writeOutput(t, a, rec, 5, 5)
 	closeRec(t, rec)
 	cast := w.shipped(t, a, srv.url, "s-sealed")

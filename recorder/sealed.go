@@ -346,3 +346,20 @@ func readSealedChunk(f io.ReaderAt, idx *atrest.Index, offset, fileEnd int64, li
 	}
 	return chunk, next, nil
 }
+
+// sealedFileEnd returns where in the file the frame that ends at plaintext
+// offset plain ends (the end of Magic for 0; 0 when no frame ends there).
+func sealedFileEnd(idx *atrest.Index, plain int64) int64 {
+	if plain == 0 {
+		return int64(len(atrest.Magic))
+	}
+	for j := len(idx.Frames) - 1; j >= 0; j-- {
+		fr := idx.Frames[j]
+		if end := fr.Plain + int64(fr.PLen); end == plain {
+			return fr.Disk + int64(fr.Len)
+		} else if end < plain {
+			break
+		}
+	}
+	return 0
+}

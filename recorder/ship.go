@@ -164,6 +164,7 @@ type shipState struct {
 	// bytes and fileSize, caughtUp in file bytes. sealIdx caches its frames.
 	sealed  bool
 	sealIdx atrest.Index
+	sealAck int64 // file bytes of the frames the server holds (for Status)
 }
 
 // NewShipper returns a Shipper; Run starts it.
@@ -839,6 +840,9 @@ func (s *Shipper) Status() []ShipStatus {
 			ss.Shipped = st.offset
 		}
 		ss.Pending = max(0, st.fileSize-ss.Shipped)
+		if st.sealed { // file bytes are frames: count what the server lacks of them
+			ss.Pending = max(0, st.fileSize-max(st.sealAck, int64(len(atrest.Magic))))
+		}
 		if st.started {
 			ss.Pending += max(0, st.blobSize-st.blobOffset) // the side blob's (ship_blob.go)
 		} else {
@@ -966,6 +970,9 @@ func (s *Shipper) shipSealed(ctx context.Context, st *shipState, f *os.File, off
 		if err != nil {
 			return offset, err
 		}
+		s.mu.Lock()
+		st.sealAck = sealedFileEnd(idx, offset)
+		s.mu.Unlock()
 		if len(chunk) == 0 {
 			s.setCaughtUp(st, fileEnd)
 			return offset, nil
