@@ -45,7 +45,7 @@ type spoolKeys struct {
 // none.
 func openSpoolKeys(ctx context.Context, dataDir string, configured []string, rnd io.Reader, log *slog.Logger) (*spoolKeys, error) {
 	k := &spoolKeys{path: filepath.Join(dataDir, spoolRecipientsFile), rnd: rnd, log: log}
-	data, err := os.ReadFile(k.path)
+	lines, err := cachedSpoolRecipients(dataDir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		if len(configured) > 0 {
@@ -56,12 +56,6 @@ func openSpoolKeys(ctx context.Context, dataDir string, configured []string, rnd
 	case err != nil:
 		return nil, fmt.Errorf("agent: spool recipients: %w", err)
 	default:
-		var lines []string
-		for l := range strings.SplitSeq(string(data), "\n") {
-			if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
-				lines = append(lines, l)
-			}
-		}
 		if err := k.set(lines); err != nil {
 			return nil, fmt.Errorf("agent: spool recipients cached in %s: %w", k.path, err)
 		}
@@ -127,4 +121,20 @@ func (k *spoolKeys) learn(strs []string) {
 	k.learned, k.warned = true, false
 	k.mu.Unlock()
 	k.log.Info("agent: sealing new recordings in the spool to the playback server's recipients", "recipients", len(strs))
+}
+
+// cachedSpoolRecipients reads DATA/spool-recipients: the recipients, one
+// a line, without comments.
+func cachedSpoolRecipients(dataDir string) ([]string, error) {
+	data, err := os.ReadFile(filepath.Join(dataDir, spoolRecipientsFile))
+	if err != nil {
+		return nil, err
+	}
+	var lines []string
+	for l := range strings.SplitSeq(string(data), "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
+			lines = append(lines, l)
+		}
+	}
+	return lines, nil
 }

@@ -62,11 +62,17 @@ type RevocationStatus struct {
 // shipper has them acknowledged; Unfinished ones are being recorded, or
 // were left by a crash and get repaired at the agent's next start.
 type SpoolStatus struct {
-	Dir        string           `json:"dir"`
-	Unfinished int              `json:"unfinished"`
-	Finished   int              `json:"finished"`
-	Incomplete int              `json:"incomplete"`
-	Bytes      int64            `json:"bytes"`
+	Dir        string `json:"dir"`
+	Unfinished int    `json:"unfinished"`
+	Finished   int    `json:"finished"`
+	Incomplete int    `json:"incomplete"`
+	Bytes      int64  `json:"bytes"`
+	// SealedTo is how many age recipients the playback server named for
+	// the spool (cached in DATA/spool-recipients; spoolkeys.go); 0: none
+	// yet (plaintext unless --spool-recipients). Sealed counts the
+	// recordings in the spool that are sealed.
+	SealedTo   int              `json:"sealed_to"`
+	Sealed     int              `json:"sealed"`
 	Recordings []SpoolRecording `json:"recordings"`
 }
 
@@ -84,6 +90,7 @@ type SpoolRecording struct {
 	Complete   bool      `json:"complete"`
 	Incomplete string    `json:"incomplete,omitempty"`
 	CastBytes  int64     `json:"cast_bytes"`
+	Sealed     bool      `json:"sealed"` // encrypted to the playback server's recipients
 	Problem    string    `json:"problem,omitempty"`
 }
 
@@ -128,6 +135,9 @@ func ReadStatus(dataDir string, now time.Time) (*Status, error) {
 		st.Revocations = &RevocationStatus{Generation: revs.list.Generation, GeneratedAt: revs.list.GeneratedAt,
 			FetchedAt: revs.heardAt, Serials: len(revs.list.Serials), KeyIDs: len(revs.list.KeyIDs)}
 	}
+	if rs, err := cachedSpoolRecipients(dataDir); err == nil { // spoolkeys.go
+		st.Spool.SealedTo = len(rs)
+	}
 	if err := readSpool(&st.Spool, now); err != nil {
 		return nil, err
 	}
@@ -170,6 +180,10 @@ func readSpool(sp *SpoolStatus, now time.Time) error {
 		if fi, err := os.Stat(filepath.Join(sp.Dir, id+".cast")); err == nil {
 			r.CastBytes = fi.Size()
 		}
+		if _, err := os.Stat(filepath.Join(sp.Dir, id+".cast.state")); err == nil {
+			r.Sealed = true
+			sp.Sealed++
+		}
 		if r.Finished {
 			sp.Finished++
 			if !r.Complete {
@@ -210,6 +224,11 @@ func (st *Status) WriteText(w io.Writer) error {
 	sp := st.Spool
 	fmt.Fprintf(tw, "spool:\t%s: %d unfinished (live, or left by a crash until the next start), %d finished awaiting upload (%d incomplete), %d bytes\n",
 		sp.Dir, sp.Unfinished, sp.Finished, sp.Incomplete, sp.Bytes)
+	if sp.SealedTo > 0 {
+		fmt.Fprintf(tw, "spool encryption:\tnew recordings sealed to the playback server's %d recipients; %d of %d in the spool sealed\n", sp.SealedTo, sp.Sealed, len(sp.Recordings))
+	} else {
+		fmt.Fprintf(tw, "spool encryption:\tno recipients learned from the playback server yet: plaintext unless --spool-recipients is given; %d of %d in the spool sealed\n", sp.Sealed, len(sp.Recordings))
+	}
 	if u := st.Uploads; u != nil && u.URL != "" {
 		fmt.Fprintf(tw, "uploads:\tto %s: %d pending (status as of %s)\n", u.URL, len(u.Recordings), u.UpdatedAt.Format(time.RFC3339))
 	} else {

@@ -148,6 +148,20 @@ func TestAgentSpoolSealed(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// sshward-agent status says the spool is sealed: A, B and C are.
+	var status struct {
+		Spool struct {
+			SealedTo int `json:"sealed_to"`
+			Sealed   int `json:"sealed"`
+		} `json:"spool"`
+	}
+	if err := json.Unmarshal([]byte(c.ok("", "", "sshward-agent", "status", "--data", host.dataDir, "--json")), &status); err != nil {
+		t.Fatal(err)
+	}
+	if status.Spool.SealedTo != 1 || status.Spool.Sealed != 3 {
+		t.Fatalf("status: sealed to %d recipients, %d sealed recordings; want 1 and 3", status.Spool.SealedTo, status.Spool.Sealed)
+	}
+
 	// The thief's view: every file of the agent's data directory.
 	assertNowhere(t, []string{markerA, markerB}, host.dataDir)
 
