@@ -348,7 +348,7 @@ func (r *Recording) finish(end EndInfo, incomplete string) (*Metadata, error) {
 		// A failed write may have left part of a line: cut it off, as a
 		// crash repair would, and digest what is really on disk.
 		if r.sink.sealer != nil {
-			if rec, ok, err := sealedOnDisk(r.castPath); err != nil {
+			if rec, ok, _, err := sealedOnDisk(r.castPath); err != nil {
 				errs = append(errs, err)
 			} else {
 				m.SHA256, m.CastBytes = emptySHA256, 0
@@ -430,7 +430,7 @@ func (k *fileSink) Write(p []byte) (int, error) {
 	}
 	if z := k.sealer; z != nil {
 		z.pend = append(z.pend, p...)
-		if len(z.pend) >= fileBuffer && p[len(p)-1] == '\n' {
+		if len(z.pend) >= fileBuffer && len(p) > 0 && p[len(p)-1] == '\n' {
 			if err := k.sealLocked(); err != nil {
 				return 0, err
 			}

@@ -210,9 +210,12 @@ func Digest(path string) (string, int64, error) {
 // cannot read: the frames up to the last record are kept, and the digest,
 // counts and end come from that record.
 func (s *Spool) repairSealed(m *Metadata, castPath string) error {
-	rec, ok, err := sealedOnDisk(castPath)
+	rec, ok, note, err := sealedOnDisk(castPath)
 	if err != nil {
 		return err
+	}
+	if note != "" {
+		m.Incomplete += "; " + note
 	}
 	if !ok {
 		m.Incomplete += "; no complete line was written"

@@ -12,6 +12,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"strings"
 	"time"
 
 	"filippo.io/age"
@@ -100,21 +101,22 @@ func (r sealedRecord) digest() (string, error) {
 }
 
 // readSealedRecords reads the whole records of a state file (a torn last
-// one, cut by a crash, is left out).
-func readSealedRecords(path string) ([]sealedRecord, error) {
+// one, cut by a crash, is left out). A corrupt record ends the list:
+// corrupt then says which (the records after it are not trusted).
+func readSealedRecords(path string) (recs []sealedRecord, corrupt string, err error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	out := make([]sealedRecord, 0, len(data)/sealedRecordLen)
 	for i := 0; i+sealedRecordLen <= len(data); i += sealedRecordLen {
 		r, err := parseSealedRecord(data[i : i+sealedRecordLen])
 		if err != nil {
-			return nil, fmt.Errorf("recorder: sealed cast state %s: record %d: %w", path, i/sealedRecordLen, err)
+			return out, fmt.Sprintf("state record %d of %d is corrupt: the cast is cut before it", i/sealedRecordLen, len(data)/sealedRecordLen), nil
 		}
 		out = append(out, r)
 	}
-	return out, nil
+	return out, "", nil
 }
 
 // lastSealedRecord reads only the last whole record of a state file; ok is
@@ -217,28 +219,30 @@ func (k *fileSink) sealLocked() error {
 // sealedOnDisk cuts a sealed cast and its state file back to the last
 // frame a record vouches for (what a crash or a failed write left) and
 // returns that record; ok is false when no frame is left (the cast then
-// holds only Magic). Nothing is decrypted.
-func sealedOnDisk(castPath string) (rec sealedRecord, ok bool, err error) {
+// holds only Magic). note says why frames were dropped beyond a crash's
+// torn tail (a corrupt state record). Nothing is decrypted.
+func sealedOnDisk(castPath string) (rec sealedRecord, ok bool, note string, err error) {
 	statePath := sealedStatePath(castPath)
-	recs, err := readSealedRecords(statePath)
+	recs, note, err := readSealedRecords(statePath)
 	if errors.Is(err, fs.ErrNotExist) {
 		recs, err = nil, nil
 	}
 	if err != nil {
-		return rec, false, err
+		return rec, false, note, err
 	}
 	f, err := os.OpenFile(castPath, os.O_RDWR, 0)
 	if err != nil {
-		return rec, false, err
+		return rec, false, note, err
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return rec, false, err
+		return rec, false, note, err
 	}
 	var idx atrest.Index
 	if err := atrest.Scan(f, fi.Size(), &idx); err != nil {
-		return rec, false, fmt.Errorf("recorder: sealed cast %s: %w", castPath, err)
+		// The frames before the corrupt header stand.
+		note = strings.TrimPrefix(note+"; "+strings.TrimPrefix(err.Error(), "atrest: ")+": the cast is cut before it", "; ")
 	}
 	// The last record that ends where a whole frame ends.
 	ends := make(map[int64]int64, len(idx.Frames))
@@ -259,16 +263,16 @@ func sealedOnDisk(castPath string) (rec sealedRecord, ok bool, err error) {
 	}
 	if fi.Size() != cutTo {
 		if err := f.Truncate(cutTo); err != nil {
-			return rec, ok, fmt.Errorf("recorder: cut sealed cast %s: %w", castPath, err)
+			return rec, ok, note, fmt.Errorf("recorder: cut sealed cast %s: %w", castPath, err)
 		}
 		if err := f.Sync(); err != nil {
-			return rec, ok, fmt.Errorf("recorder: cut sealed cast %s: %w", castPath, err)
+			return rec, ok, note, fmt.Errorf("recorder: cut sealed cast %s: %w", castPath, err)
 		}
 	}
 	if err := os.Truncate(statePath, stateTo); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return rec, ok, fmt.Errorf("recorder: cut sealed cast state %s: %w", statePath, err)
+		return rec, ok, note, fmt.Errorf("recorder: cut sealed cast state %s: %w", statePath, err)
 	}
-	return rec, ok, nil
+	return rec, ok, note, nil
 }
 
 // sealedDigest is Digest for a sealed cast: the digest and size of its

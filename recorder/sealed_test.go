@@ -240,6 +240,59 @@ func TestSealedSpoolTornState(t *testing.T) {
 	}
 }
 
+// TestSealedSpoolCorruptState: a damaged state record or frame header in
+// the middle (a disk error, an edit) is not trusted: the repair keeps
+// what comes before it, says why, and its digest is that of what it kept.
+func TestSealedSpoolCorruptState(t *testing.T) {
+	for _, damage := range []string{"state record", "frame header"} {
+		t.Run(strings.ReplaceAll(damage, " ", "-"), func(t *testing.T) {
+			dir := t.TempDir()
+			s, id := sealedSpool(t, dir)
+			r, err := s.Create(context.Background(), testMetadata("sealed-4"), testHeader)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var frameEnd []int64 // file size after each flush
+			for _, l := range []string{"one", "two", "three"} {
+				_ = r.Output([]byte(l + "\r\n"))
+				_ = r.Flush()
+				fi, _ := os.Stat(filepath.Join(dir, "sealed-4.cast"))
+				frameEnd = append(frameEnd, fi.Size())
+			}
+			crashed := t.TempDir()
+			for _, name := range []string{"sealed-4.cast", "sealed-4.cast.state", "sealed-4.json"} {
+				b, err := os.ReadFile(filepath.Join(dir, name))
+				if err != nil {
+					t.Fatal(err)
+				}
+				switch {
+				case damage == "state record" && name == "sealed-4.cast.state":
+					b[len(b)-20] ^= 0xff // in the last record ("three"'s): what is before it stays
+				case damage == "frame header" && name == "sealed-4.cast":
+					b[frameEnd[1]] = 0xff // the length in the header of "three"'s frame
+				}
+				if err := os.WriteFile(filepath.Join(crashed, name), b, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_ = s.Close()
+			s2, err := recorder.OpenSpool(context.Background(), recorder.SpoolConfig{Dir: crashed})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s2.Close()
+			es, _ := s2.List(context.Background())
+			if len(es) != 1 || !es[0].Finished || !strings.Contains(es[0].Incomplete, "corrupt") {
+				t.Fatalf("repaired: %+v", es)
+			}
+			plain := openSealed(t, filepath.Join(crashed, "sealed-4.cast"), id)
+			if sha(plain) != es[0].SHA256 || int64(len(plain)) != es[0].CastBytes || !bytes.Contains(plain, []byte("two")) || bytes.Contains(plain, []byte("three")) {
+				t.Fatalf("digest %s/%d vs %s/%d; kept:\n%s", es[0].SHA256, es[0].CastBytes, sha(plain), len(plain), plain)
+			}
+		})
+	}
+}
+
 // BenchmarkSealedRecordingOutput is BenchmarkRecordingOutput into a
 // sealed spool: one age frame (an X25519 exchange) per 32 KiB of cast.
 func BenchmarkSealedRecordingOutput(b *testing.B) {
