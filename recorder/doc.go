@@ -63,4 +63,9 @@
 // is the Metadata, replaced atomically. After kill -9 the next OpenSpool cuts
 // each open cast back to its last '\n' and marks it Complete=false; every
 // line flushed before the crash stays.
+//
+// With SpoolConfig.Recipients the cast is sealed instead (sealed.go): age
+// frames to the playback server's recipients, DIR/<session_id>.cast.state
+// beside it, and no side blob; the spool can then not read its own casts,
+// and repairs, digests and ships them from the state records.
 package recorder
