@@ -81,6 +81,37 @@ func assertNoMarker(t *testing.T, dir, marker string) {
 	}
 }
 
+// crashCopy copies recording id's files from dir (the spool still open:
+// what a kill -9 leaves is what is in the files now), each through edit
+// (nil: as is), opens a spool on the copy (which repairs it) and returns
+// its directory and the one entry it lists.
+func crashCopy(t *testing.T, dir, id string, edit func(name string, b []byte) []byte) (string, recorder.Entry) {
+	t.Helper()
+	crashed := t.TempDir()
+	for _, name := range []string{id + ".cast", id + ".cast.state", id + ".json"} {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if edit != nil {
+			b = edit(name, b)
+		}
+		if err := os.WriteFile(filepath.Join(crashed, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := recorder.OpenSpool(context.Background(), recorder.SpoolConfig{Dir: crashed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	es, err := s.List(context.Background())
+	if err != nil || len(es) != 1 {
+		t.Fatalf("list of the repaired spool: %+v %v", es, err)
+	}
+	return crashed, es[0]
+}
+
 // TestSealedSpool: a sealed recording leaves no session text in the spool;
 // its frames decrypt to a cast players read, padded to 64-byte blocks,
 // whose digest and size are the metadata's.
@@ -155,33 +186,15 @@ func TestSealedSpoolCrash(t *testing.T) {
 	_ = r.Output([]byte("kept two\r\n"))
 	_ = r.Commit()
 	_ = r.Output([]byte("never flushed\r\n"))
-	// What a kill -9 leaves is what is in the files now: copy them, and
-	// tear a frame at the end as a write cut by the crash would.
-	crashed := t.TempDir()
-	for _, name := range []string{"sealed-2.cast", "sealed-2.cast.state", "sealed-2.json"} {
-		b, err := os.ReadFile(filepath.Join(dir, name))
-		if err != nil {
-			t.Fatal(err)
-		}
+	// Tear a frame at the end as a write cut by the crash would.
+	crashed, e := crashCopy(t, dir, "sealed-2", func(name string, b []byte) []byte {
 		if name == "sealed-2.cast" {
 			b = append(b, 0, 0, 1, 0, 0, 0, 0, 64, 'a', 'g', 'e')
 		}
-		if err := os.WriteFile(filepath.Join(crashed, name), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+		return b
+	})
 	_ = s.Close()
-
-	s2, err := recorder.OpenSpool(context.Background(), recorder.SpoolConfig{Dir: crashed})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s2.Close()
-	es, err := s2.List(context.Background())
-	if err != nil || len(es) != 1 {
-		t.Fatalf("list: %v %v", es, err)
-	}
-	m := es[0].Metadata
+	m := e.Metadata
 	if !m.Finished || m.Complete || !strings.Contains(m.Incomplete, "agent stopped") {
 		t.Fatalf("repaired metadata: %+v", m)
 	}
@@ -203,37 +216,33 @@ func TestSealedSpoolCrash(t *testing.T) {
 func TestSealedSpoolTornState(t *testing.T) {
 	dir := t.TempDir()
 	s, id := sealedSpool(t, dir)
+	defer s.Close()
 	r, err := s.Create(context.Background(), testMetadata("sealed-3"), testHeader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	_ = r.Output([]byte("first\r\n"))
 	_ = r.Flush()
-	cast, _ := os.ReadFile(filepath.Join(dir, "sealed-3.cast"))
-	state, _ := os.ReadFile(filepath.Join(dir, "sealed-3.cast.state"))
-	meta, _ := os.ReadFile(filepath.Join(dir, "sealed-3.json"))
-	_ = r.Output([]byte("second\r\n"))
-	_ = r.Flush()
-	cast2, _ := os.ReadFile(filepath.Join(dir, "sealed-3.cast"))
-	_ = s.Close()
-
-	crashed := t.TempDir()
-	// The second frame reached the file, its record did not (half of it).
-	_ = os.WriteFile(filepath.Join(crashed, "sealed-3.cast"), cast2, 0o600)
-	_ = os.WriteFile(filepath.Join(crashed, "sealed-3.cast.state"), append(state, make([]byte, 20)...), 0o600)
-	_ = os.WriteFile(filepath.Join(crashed, "sealed-3.json"), meta, 0o600)
-	s2, err := recorder.OpenSpool(context.Background(), recorder.SpoolConfig{Dir: crashed})
+	cast, err := os.ReadFile(filepath.Join(dir, "sealed-3.cast"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s2.Close()
-	es, _ := s2.List(context.Background())
-	if len(es) != 1 {
-		t.Fatalf("list: %+v", es)
+	state, err := os.ReadFile(filepath.Join(dir, "sealed-3.cast.state"))
+	if err != nil {
+		t.Fatal(err)
 	}
+	_ = r.Output([]byte("second\r\n"))
+	_ = r.Flush()
+	// The second frame reached the file, its record did not (half of it).
+	crashed, e := crashCopy(t, dir, "sealed-3", func(name string, b []byte) []byte {
+		if name == "sealed-3.cast.state" {
+			return append(state, make([]byte, 20)...)
+		}
+		return b
+	})
 	plain := openSealed(t, filepath.Join(crashed, "sealed-3.cast"), id)
-	if sha(plain) != es[0].SHA256 || bytes.Contains(plain, []byte("second")) || !bytes.Contains(plain, []byte("first")) {
-		t.Fatalf("digest %s vs %s; plaintext:\n%s", es[0].SHA256, sha(plain), plain)
+	if sha(plain) != e.SHA256 || bytes.Contains(plain, []byte("second")) || !bytes.Contains(plain, []byte("first")) {
+		t.Fatalf("digest %s vs %s; plaintext:\n%s", e.SHA256, sha(plain), plain)
 	}
 	if fi, _ := os.Stat(filepath.Join(crashed, "sealed-3.cast")); fi.Size() != int64(len(cast)) {
 		t.Errorf("cast cut to %d bytes, want %d (the first frame)", fi.Size(), len(cast))
@@ -259,35 +268,22 @@ func TestSealedSpoolCorruptState(t *testing.T) {
 				fi, _ := os.Stat(filepath.Join(dir, "sealed-4.cast"))
 				frameEnd = append(frameEnd, fi.Size())
 			}
-			crashed := t.TempDir()
-			for _, name := range []string{"sealed-4.cast", "sealed-4.cast.state", "sealed-4.json"} {
-				b, err := os.ReadFile(filepath.Join(dir, name))
-				if err != nil {
-					t.Fatal(err)
-				}
+			crashed, e := crashCopy(t, dir, "sealed-4", func(name string, b []byte) []byte {
 				switch {
 				case damage == "state record" && name == "sealed-4.cast.state":
 					b[len(b)-20] ^= 0xff // in the last record ("three"'s): what is before it stays
 				case damage == "frame header" && name == "sealed-4.cast":
 					b[frameEnd[1]] = 0xff // the length in the header of "three"'s frame
 				}
-				if err := os.WriteFile(filepath.Join(crashed, name), b, 0o600); err != nil {
-					t.Fatal(err)
-				}
-			}
+				return b
+			})
 			_ = s.Close()
-			s2, err := recorder.OpenSpool(context.Background(), recorder.SpoolConfig{Dir: crashed})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s2.Close()
-			es, _ := s2.List(context.Background())
-			if len(es) != 1 || !es[0].Finished || !strings.Contains(es[0].Incomplete, "corrupt") {
-				t.Fatalf("repaired: %+v", es)
+			if !e.Finished || !strings.Contains(e.Incomplete, "corrupt") {
+				t.Fatalf("repaired: %+v", e)
 			}
 			plain := openSealed(t, filepath.Join(crashed, "sealed-4.cast"), id)
-			if sha(plain) != es[0].SHA256 || int64(len(plain)) != es[0].CastBytes || !bytes.Contains(plain, []byte("two")) || bytes.Contains(plain, []byte("three")) {
-				t.Fatalf("digest %s/%d vs %s/%d; kept:\n%s", es[0].SHA256, es[0].CastBytes, sha(plain), len(plain), plain)
+			if sha(plain) != e.SHA256 || int64(len(plain)) != e.CastBytes || !bytes.Contains(plain, []byte("two")) || bytes.Contains(plain, []byte("three")) {
+				t.Fatalf("digest %s/%d vs %s/%d; kept:\n%s", e.SHA256, e.CastBytes, sha(plain), len(plain), plain)
 			}
 		})
 	}
