@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -11,13 +12,15 @@ import (
 // gatedWriter records each write; the first blocks until open is closed,
 // as a channel write does while the client's window is shut.
 type gatedWriter struct {
-	open chan struct{}
+	open    chan struct{}
+	entered atomic.Int32 // writes begun
 
 	mu     sync.Mutex
 	writes [][]byte
 }
 
 func (w *gatedWriter) Write(p []byte) (int, error) {
+	w.entered.Add(1)
 	<-w.open
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -58,20 +61,48 @@ func TestOutputQueue(t *testing.T) {
 			}()
 			var want bytes.Buffer
 			put := make(chan struct{})
+			var next, finished atomic.Int32 // the put under way; puts returned
 			go func() {
 				defer close(put)
 				for i, n := range tt.chunks {
 					p := bytes.Repeat([]byte{byte('a' + i%26)}, n)
 					want.Write(p)
+					next.Store(int32(i))
 					q.put(p)
+					finished.Store(int32(i + 1))
 				}
 				q.close()
 			}()
 			// Hold the sender in its first write until the puts are done or
-			// blocked on a full queue.
-			select {
-			case <-put:
-			case <-time.After(200 * time.Millisecond):
+			// one is blocked on a full queue (what is pending and what it
+			// puts exceed pumpChunk: nothing changes the queue until the
+			// sender goes on). Polled with a bound, not timed: on a loaded
+			// machine a fixed wait let the sender go on early.
+			blocked := func() bool {
+				select {
+				case <-put:
+					return true
+				default:
+				}
+				i := next.Load()
+				q.mu.Lock()
+				full := len(q.pending)+tt.chunks[i] > pumpChunk
+				q.mu.Unlock()
+				return full && finished.Load() == i
+			}
+			// Twice, 20 ms apart: a put that just appended and has not
+			// returned yet looks blocked for an instant.
+			stillBlocked := func() bool {
+				if !blocked() {
+					return false
+				}
+				time.Sleep(20 * time.Millisecond)
+				return blocked()
+			}
+			for deadline := time.Now().Add(30 * time.Second); w.entered.Load() == 0 || !stillBlocked(); time.Sleep(time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("the puts neither finished nor blocked on a full queue")
+				}
 			}
 			close(w.open)
 			<-put
