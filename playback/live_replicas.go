@@ -354,14 +354,6 @@ func (s *Server) isReplica(ctx context.Context, u string) bool {
 	if tr, err := s.trust(ctx); err == nil && in(tr) {
 		return true
 	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	tr, err := s.cfg.CA.Trust(ctx)
-	if err != nil {
-		return false
-	}
-	s.trustMu.Lock()
-	s.trustResp, s.trustAt = tr, s.cfg.Now()
-	s.trustMu.Unlock()
-	return in(tr)
+	tr, err := s.fetchTrust(ctx)
+	return err == nil && in(tr)
 }

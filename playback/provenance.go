@@ -52,13 +52,22 @@ func (s *Server) trust(ctx context.Context) (*api.TrustResponse, error) {
 	if tr != nil && s.cfg.Now().Sub(at) < trustMaxAge {
 		return tr, nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	fresh, err := s.cfg.CA.Trust(ctx)
+	fresh, err := s.fetchTrust(ctx)
 	if err != nil {
 		if tr != nil {
 			return tr, nil
 		}
+		return nil, err
+	}
+	return fresh, nil
+}
+
+// fetchTrust fetches the CA's trust material now and keeps it for trust.
+func (s *Server) fetchTrust(ctx context.Context) (*api.TrustResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	fresh, err := s.cfg.CA.Trust(ctx)
+	if err != nil {
 		return nil, fmt.Errorf("playback: fetch the CA's trust material: %w", err)
 	}
 	s.trustMu.Lock()
