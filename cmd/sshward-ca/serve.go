@@ -157,7 +157,7 @@ func (e *env) cmdServe(ctx context.Context, args []string) error {
 		PreviousUserCAs: prevCAs, PreviousHostCA: prevHostCA, Keys: rotator}
 	if db.Shared() {
 		// Replicas share the CA key set through the store (sharedkeys.go).
-		shared := &sharedKeys{db: db, l: l, pass: rotator.pass, log: log, tiers: pol.TierNames()}
+		shared := newSharedKeys(db, l, rotator.pass, log, pol.TierNames())
 		if err := shared.seed(ctx); err != nil {
 			return fmt.Errorf("refusing to start: %w", err)
 		}

@@ -38,7 +38,11 @@ type sharedKeys struct {
 	tiers []string // the policy's tiers
 
 	mu   sync.Mutex
-	open map[string]ssh.Signer // signers opened, by authorized_keys line
+	open map[string]ssh.Signer // signers opened, by authorized_keys line (made by newSharedKeys)
+}
+
+func newSharedKeys(db *store.DB, l layout, pass []byte, log *slog.Logger, tiers []string) *sharedKeys {
+	return &sharedKeys{db: db, l: l, pass: pass, log: log, tiers: tiers, open: map[string]ssh.Signer{}}
 }
 
 // keyRecord is the shared record of one CA key.
@@ -164,9 +168,6 @@ func (k *sharedKeys) signer(ctx context.Context, id ca.KeyID, m keyMaterial) (ss
 		key.Close()
 		return nil, fmt.Errorf("the shared private key of %s does not match its public key", id)
 	}
-	if k.open == nil {
-		k.open = map[string]ssh.Signer{}
-	}
 	k.open[m.Pub] = s
 	return s, nil
 }
@@ -272,9 +273,6 @@ func (k *sharedKeys) Rotate(ctx context.Context, id ca.KeyID, now, retireAt time
 		return nil, err
 	}
 	k.mu.Lock()
-	if k.open == nil {
-		k.open = map[string]ssh.Signer{}
-	}
 	k.open[next.Pub] = s
 	k.mu.Unlock()
 	return s, nil
