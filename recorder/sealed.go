@@ -120,9 +120,12 @@ func readSealedRecords(path string) (recs []sealedRecord, corrupt string, err er
 }
 
 // lastSealedRecord reads only the last whole record of a state file; ok is
-// false when there is none.
+// false when there is none (or no state file yet).
 func lastSealedRecord(path string) (r sealedRecord, ok bool, err error) {
 	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return r, false, nil // no frame sealed yet
+	}
 	if err != nil {
 		return r, false, err
 	}
@@ -280,9 +283,6 @@ func sealedOnDisk(castPath string) (rec sealedRecord, ok bool, note string, err 
 // file is not changed; frames no record vouches for are not counted.
 func sealedDigest(castPath string) (string, int64, error) {
 	rec, ok, err := lastSealedRecord(sealedStatePath(castPath))
-	if errors.Is(err, fs.ErrNotExist) {
-		ok, err = false, nil
-	}
 	if err != nil {
 		return "", 0, err
 	}

@@ -949,7 +949,7 @@ func (s *Shipper) shipSealed(ctx context.Context, st *shipState, f *os.File, off
 	for sent := 0; sent < maxChunks; {
 		fileEnd := int64(len(atrest.Magic))
 		rec, ok, err := lastSealedRecord(statePath)
-		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err != nil {
 			return offset, err
 		}
 		if ok {
