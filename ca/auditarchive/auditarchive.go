@@ -104,22 +104,35 @@ func Archive(ctx context.Context, log Log, b Bucket, segment int) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	cp, err := log.AuditCheckpoint(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("auditarchive: read the audit checkpoint: %w", err)
+	}
+	// A torn last segment (a write cut short, stored by a server that did
+	// not check the body against its digest) whose events the store still
+	// holds is written again, if what is there is the start of it.
+	var torn []byte
 	var next uint64 = 1
 	prevSeal := ""
-	if len(keys) > 0 {
-		last := keys[len(keys)-1]
-		seal, line, err := readSeal(ctx, b, last.key)
+	for i := len(keys) - 1; i >= 0 && next == 1; i-- {
+		data, err := readObject(ctx, b, keys[i].key)
 		if err != nil {
 			return 0, err
 		}
-		if seal.Segment != segment {
+		seal, line, err := decodeSeal(data)
+		switch {
+		case err != nil && i == len(keys)-1 && keys[i].first > cp.Seq:
+			torn = data
+			continue
+		case err != nil:
+			return 0, fmt.Errorf("auditarchive: %s: %w", keys[i].key, err)
+		case seal.Segment != segment:
 			return 0, fmt.Errorf("auditarchive: the bucket holds segments of %d events, not %d: keep the segment size of a bucket", seal.Segment, segment)
 		}
 		next, prevSeal = seal.Last+1, sealHash(line)
 	}
-	cp, err := log.AuditCheckpoint(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("auditarchive: read the audit checkpoint: %w", err)
+	if torn != nil && next != keys[len(keys)-1].first {
+		return 0, fmt.Errorf("auditarchive: %s: not a sealed segment, and the segments before it do not end at %d (sshward-ca audit verify --from-s3)", keys[len(keys)-1].key, keys[len(keys)-1].first-1)
 	}
 	if next <= cp.Seq {
 		return 0, fmt.Errorf("auditarchive: the store pruned the events up to %d but the bucket's archive ends at %d: segments are missing from the bucket (sshward-ca audit verify)", cp.Seq, next-1)
@@ -138,6 +151,12 @@ func Archive(ctx context.Context, log Log, b Bucket, segment int) (int, error) {
 			return wrote, err
 		}
 		last := evs[len(evs)-1].Seq
+		if torn != nil {
+			if !bytes.HasPrefix(data, torn) {
+				return wrote, fmt.Errorf("auditarchive: %s is not a sealed segment and differs from the store's events: not rewritten (sshward-ca audit verify --from-s3)", Key(next, last))
+			}
+			torn = nil
+		}
 		if err := b.Put(ctx, Key(next, last), bytes.NewReader(data), int64(len(data))); err != nil {
 			return wrote, fmt.Errorf("auditarchive: put segment %d-%d: %w", next, last, err)
 		}
@@ -324,20 +343,17 @@ func readObject(ctx context.Context, b Bucket, key string) ([]byte, error) {
 	return data, nil
 }
 
-func readSeal(ctx context.Context, b Bucket, key string) (*Seal, []byte, error) {
-	data, err := readObject(ctx, b, key)
+// decodeSeal returns the seal of a segment and its line.
+func decodeSeal(data []byte) (*Seal, []byte, error) {
+	_, line, err := splitSegment(data)
 	if err != nil {
 		return nil, nil, err
 	}
-	_, seal, err := splitSegment(data)
-	if err != nil {
-		return nil, nil, fmt.Errorf("auditarchive: %s: %w", key, err)
-	}
 	var sl sealLine
-	if err := json.Unmarshal(seal, &sl); err != nil || sl.Seal == nil {
-		return nil, nil, fmt.Errorf("auditarchive: %s: the seal line does not decode", key)
+	if err := json.Unmarshal(line, &sl); err != nil || sl.Seal == nil {
+		return nil, nil, errors.New("the seal line does not decode")
 	}
-	return sl.Seal, seal, nil
+	return sl.Seal, line, nil
 }
 
 // splitSegment returns the event lines (with their newlines) and the seal

@@ -149,3 +149,76 @@ func sha256Hex(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(sum[:])
 }
+
+// TestArchiveRewritesTornSegment: the bucket's last segment is torn (the
+// start of it only, as a server that did not check a cut-short body
+// stores it). Verify finds it; the next Archive writes it again from the
+// store's events and the chain verifies. A last segment that is not the
+// start of the store's events (edited) is not overwritten; one whose
+// events were pruned from the store is reported, not guessed.
+func TestArchiveRewritesTornSegment(t *testing.T) {
+	ctx := context.Background()
+	s3 := s3test.Start(t)
+	b, err := objstore.Open(ctx, objstore.Config{Endpoint: s3.Endpoint, Bucket: s3.Bucket, AccessKey: s3.AccessKey, SecretKey: s3.SecretKey, HTTPClient: s3.HTTPClient})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := store.Open(ctx, store.Options{Path: filepath.Join(t.TempDir(), "ca.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	appendEvents(t, db, 1, 25)
+	if n, err := auditarchive.Archive(ctx, db, b, 10); err != nil || n != 2 {
+		t.Fatalf("archive: %d %v", n, err)
+	}
+	seg2 := filepath.Join(s3.Dir, s3.Bucket, auditarchive.Key(11, 20))
+	whole, err := os.ReadFile(seg2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cut := range []int{0, len(whole) / 2, strings.LastIndexByte(strings.TrimSuffix(string(whole), "\n"), '\n') + 1, len(whole) - 1} {
+		if err := os.WriteFile(seg2, whole[:cut], 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var ce *store.ChainError
+		if _, err := auditarchive.Verify(ctx, b); !errors.As(err, &ce) || ce.Seq != 11 {
+			t.Fatalf("torn at %d: verify said %v, want the chain broken at 11", cut, err)
+		}
+		if n, err := auditarchive.Archive(ctx, db, b, 10); err != nil || n != 1 {
+			t.Fatalf("torn at %d: archive wrote %d segments, %v; want the torn one again", cut, n, err)
+		}
+		if got, _ := os.ReadFile(seg2); string(got) != string(whole) {
+			t.Fatalf("torn at %d: rewritten segment is not the segment", cut)
+		}
+		if rep, err := auditarchive.Verify(ctx, b); err != nil || rep.Records != 20 {
+			t.Fatalf("torn at %d, rewritten: %+v %v", cut, rep, err)
+		}
+	}
+
+	// Not the start of the store's events: left as it is, refused.
+	edited := []byte(strings.Replace(string(whole[:len(whole)/2]), `"user12"`, `"mallory"`, 1))
+	if err := os.WriteFile(seg2, edited, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := auditarchive.Archive(ctx, db, b, 10); err == nil || !strings.Contains(err.Error(), "differs from the store's events") || n != 0 {
+		t.Fatalf("archive over an edited torn segment: %d %v", n, err)
+	}
+	if got, _ := os.ReadFile(seg2); string(got) != string(edited) {
+		t.Fatal("an edited torn segment was overwritten")
+	}
+
+	// Pruned from the store: nothing to write it from.
+	if err := os.WriteFile(seg2, whole, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := auditarchive.Prune(ctx, db, b, 10, ^uint64(0)); err != nil || n != 2 {
+		t.Fatalf("prune: %d %v", n, err)
+	}
+	if err := os.WriteFile(seg2, whole[:len(whole)/2], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := auditarchive.Archive(ctx, db, b, 10); err == nil || !strings.Contains(err.Error(), "seal") {
+		t.Fatalf("archive over a torn segment already pruned: %v", err)
+	}
+}

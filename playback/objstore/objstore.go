@@ -8,9 +8,12 @@
 //     multipart upload with parts of PartSize (≥ 5 MiB, S3's minimum),
 //     aborted on any failure so that no half upload is left to pay for.
 //   - Request checksums only where the API requires them: S3-compatible
-//     servers refuse the SDK's default trailing checksums. Integrity is
-//     sshward's own: the host-signed metadata holds the cast's sha256,
-//     which the playback server checks when it serves the cast.
+//     servers refuse the SDK's default trailing checksums. Every PUT and
+//     part names its Content-MD5, which they all check: a body cut short
+//     by the network is refused, not stored as the whole object (versitygw
+//     stores it otherwise). Integrity of content is sshward's own: the
+//     host-signed metadata holds the cast's sha256, which the playback
+//     server checks when it serves the cast.
 //   - ErrNotFound for a missing object, whatever the call.
 //
 // Happy path:
@@ -24,6 +27,8 @@ package objstore
 import (
 	"bytes"
 	"context"
+	"crypto/md5"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -163,7 +168,7 @@ func (b *Bucket) Put(ctx context.Context, key string, r io.Reader, size int64) e
 			return fmt.Errorf("objstore: put %s: read: %w", key, err)
 		}
 		_, err := b.s3.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(b.cfg.Bucket), Key: b.key(key),
-			Body: bytes.NewReader(buf), ContentLength: aws.Int64(size)})
+			Body: bytes.NewReader(buf), ContentLength: aws.Int64(size), ContentMD5: contentMD5(buf)})
 		if err != nil {
 			return b.wrap("put", key, err)
 		}
@@ -199,7 +204,7 @@ func (b *Bucket) uploadParts(ctx context.Context, key string, uploadID *string, 
 		}
 		out, err := b.s3.UploadPart(ctx, &s3.UploadPartInput{Bucket: aws.String(b.cfg.Bucket), Key: b.key(key),
 			UploadId: uploadID, PartNumber: aws.Int32(n), Body: bytes.NewReader(chunk),
-			ContentLength: aws.Int64(int64(len(chunk)))})
+			ContentLength: aws.Int64(int64(len(chunk))), ContentMD5: contentMD5(chunk)})
 		if err != nil {
 			return b.wrap(fmt.Sprintf("upload part %d of", n), key, err)
 		}
@@ -212,6 +217,15 @@ func (b *Bucket) uploadParts(ctx context.Context, key string, uploadID *string, 
 		return b.wrap("complete upload of", key, err)
 	}
 	return nil
+}
+
+// contentMD5 is the Content-MD5 header of body. Servers refuse a body
+// that does not match it: without it an S3-compatible server may store
+// the part of a body that arrived before the connection was cut (versitygw
+// does), as a whole object.
+func contentMD5(body []byte) *string {
+	sum := md5.Sum(body)
+	return aws.String(base64.StdEncoding.EncodeToString(sum[:]))
 }
 
 // Get reads n bytes of key from off (n < 0: to the end).
