@@ -257,9 +257,7 @@ func (s *Server) trustLoop(ctx context.Context) {
 }
 
 func (s *Server) refreshTrust(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	tr, err := s.cfg.CA.Trust(ctx)
+	tr, err := s.fetchTrust(ctx)
 	if err != nil {
 		s.log.WarnContext(ctx, "playback: trust refresh failed; keeping the saved host CA keys", "err", err)
 		return

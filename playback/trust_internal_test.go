@@ -44,7 +44,8 @@ func authorizedKey(t *testing.T) (string, ssh.PublicKey) {
 }
 
 // TestTrustRefresh: a rotated host CA reaches the server (and its saved
-// copy) without a restart; a CA that cannot be reached changes nothing.
+// copy) without a restart, and the trust material recordings are checked
+// against with it; a CA that cannot be reached changes nothing.
 func TestTrustRefresh(t *testing.T) {
 	ctx := context.Background()
 	oldLine, oldKey := authorizedKey(t)
@@ -80,6 +81,13 @@ func TestTrustRefresh(t *testing.T) {
 	if err != nil || strings.TrimSpace(string(saved)) != newLine {
 		t.Fatalf("saved host CA %q, %v", saved, err)
 	}
+	// The refresh fed the trust material recordings are checked against:
+	// with the CA down now, it is what the server has.
+	ca.err = errors.New("CA down again")
+	if tr, err := s.trust(ctx); err != nil || tr.HostCA != newLine {
+		t.Fatalf("trust after a refresh, CA down: %+v %v; want the refreshed material", tr, err)
+	}
+	ca.err = nil
 	ca.hostCA = "not a key"
 	s.refreshTrust(ctx)
 	if !same(newKey) {
