@@ -35,6 +35,23 @@ func appendEvents(t *testing.T, db *store.DB, from, n int) {
 	}
 }
 
+// archiveWorld starts a real S3-compatible server (versitygw) with its
+// bucket open and a real CA store (bbolt), closed with the test.
+func archiveWorld(t *testing.T) (*s3test.Server, *objstore.Bucket, *store.DB) {
+	t.Helper()
+	s3 := s3test.Start(t)
+	b, err := objstore.Open(t.Context(), objstore.Config{Endpoint: s3.Endpoint, Bucket: s3.Bucket, AccessKey: s3.AccessKey, SecretKey: s3.SecretKey, HTTPClient: s3.HTTPClient})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := store.Open(t.Context(), store.Options{Path: filepath.Join(t.TempDir(), "ca.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return s3, b, db
+}
+
 // TestArchiveAndVerifyFromS3: a real CA store (bbolt) and a real
 // S3-compatible server (versitygw). The log is archived in sealed segments
 // (only full ones, again after more events, idempotently), Verify checks
@@ -44,18 +61,7 @@ func appendEvents(t *testing.T, db *store.DB, from, n int) {
 // segment: each is found, at the right place.
 func TestArchiveAndVerifyFromS3(t *testing.T) {
 	ctx := context.Background()
-	s3 := s3test.Start(t)
-	ob, err := objstore.Open(ctx, objstore.Config{Endpoint: s3.Endpoint, Bucket: s3.Bucket, AccessKey: s3.AccessKey, SecretKey: s3.SecretKey, HTTPClient: s3.HTTPClient})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := ob
-	db, err := store.Open(ctx, store.Options{Path: filepath.Join(t.TempDir(), "ca.db")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-
+	s3, b, db := archiveWorld(t)
 	appendEvents(t, db, 1, 25)
 	if n, err := auditarchive.Archive(ctx, db, b, 10); err != nil || n != 2 {
 		t.Fatalf("first archive: %d segments, %v; want 2 (the 5-event tail waits)", n, err)
@@ -158,16 +164,7 @@ func sha256Hex(s string) string {
 // events were pruned from the store is reported, not guessed.
 func TestArchiveRewritesTornSegment(t *testing.T) {
 	ctx := context.Background()
-	s3 := s3test.Start(t)
-	b, err := objstore.Open(ctx, objstore.Config{Endpoint: s3.Endpoint, Bucket: s3.Bucket, AccessKey: s3.AccessKey, SecretKey: s3.SecretKey, HTTPClient: s3.HTTPClient})
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := store.Open(ctx, store.Options{Path: filepath.Join(t.TempDir(), "ca.db")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	s3, b, db := archiveWorld(t)
 	appendEvents(t, db, 1, 25)
 	if n, err := auditarchive.Archive(ctx, db, b, 10); err != nil || n != 2 {
 		t.Fatalf("archive: %d %v", n, err)
