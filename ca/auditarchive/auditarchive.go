@@ -114,7 +114,7 @@ func Archive(ctx context.Context, log Log, b Bucket, segment int) (int, error) {
 	var torn []byte
 	var next uint64 = 1
 	prevSeal := ""
-	for i := len(keys) - 1; i >= 0 && next == 1; i-- {
+	for i := len(keys) - 1; i >= 0; i-- { // the last sealed segment
 		data, err := readObject(ctx, b, keys[i].key)
 		if err != nil {
 			return 0, err
@@ -130,6 +130,7 @@ func Archive(ctx context.Context, log Log, b Bucket, segment int) (int, error) {
 			return 0, fmt.Errorf("auditarchive: the bucket holds segments of %d events, not %d: keep the segment size of a bucket", seal.Segment, segment)
 		}
 		next, prevSeal = seal.Last+1, sealHash(line)
+		break
 	}
 	if torn != nil && next != keys[len(keys)-1].first {
 		return 0, fmt.Errorf("auditarchive: %s: not a sealed segment, and the segments before it do not end at %d (sshward-ca audit verify --from-s3)", keys[len(keys)-1].key, keys[len(keys)-1].first-1)
